@@ -1,0 +1,21 @@
+"""The one exception hierarchy of uowstress; each message says what to do instead."""
+
+
+class UowstressError(Exception):
+    """Base of every error uowstress raises on purpose."""
+
+
+class ConfigError(UowstressError):
+    """A configuration file or option is invalid."""
+
+
+class DatabaseUnreachable(UowstressError):
+    """A database URL does not answer."""
+
+
+class UnsafeDatabase(UowstressError):
+    """The database holds tables uowstress did not create."""
+
+
+class ReproducerError(UowstressError):
+    """A reproducer file is malformed or belongs to another target."""

@@ -1,0 +1,1 @@
+"""pytest plugin of uowstress: options, profiles and fixtures."""
