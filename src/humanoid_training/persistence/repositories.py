@@ -1,0 +1,608 @@
+"""Repositories: abstract ports, and their SQLAlchemy Core implementations.
+
+The concrete repositories load whole aggregates, keep a snapshot of what they loaded, and at
+commit write only what changed, guarded by the aggregate's version (optimistic concurrency).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Row, bindparam, insert, select, update
+
+from humanoid_training.domain import (
+    CurriculumPlan,
+    CurriculumStage,
+    EpisodeMetrics,
+    EpisodeOutcome,
+    EpisodeStatus,
+    HumanoidRobot,
+    LearningEpisode,
+    LearningSession,
+    NotFound,
+    PlanStatus,
+    RobotConfiguration,
+    RobotType,
+    SessionStatus,
+    SkillAssessment,
+    SkillType,
+)
+from humanoid_training.domain.aggregate import Aggregate
+from humanoid_training.persistence import tables as t
+from humanoid_training.persistence.errors import ConcurrencyConflict
+
+if TYPE_CHECKING:
+    from humanoid_training.persistence.unit_of_work import SqlAlchemyUnitOfWork
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def to_micros(moment: datetime) -> int:
+    return (moment - EPOCH) // _MICRO
+
+
+def from_micros(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def _opt_micros(moment: datetime | None) -> int | None:
+    return None if moment is None else to_micros(moment)
+
+
+def _opt_datetime(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An outbox row, as read back."""
+
+    event_id: str
+    aggregate_type: str
+    aggregate_id: str
+    event_type: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
+# ---------------------------------------------------------------------------------------------
+# Abstract ports
+# ---------------------------------------------------------------------------------------------
+
+
+class AbstractRobotRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, robot: HumanoidRobot) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, robot_id: str, *, lock: bool = False) -> HumanoidRobot:
+        """The robot with that id; `NotFound` otherwise. `lock` takes a row lock where the
+        backend has one."""
+
+    @abc.abstractmethod
+    def find_robots_by_skill(self, skill: SkillType, min_score: float) -> list[HumanoidRobot]: ...
+
+    @abc.abstractmethod
+    def touch(self, robot: HumanoidRobot) -> None:
+        """Bump the robot's version at commit even if it did not change, so that a concurrent
+        unit of work that read it conflicts (guards decisions taken from other aggregates)."""
+
+
+class AbstractSessionRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, session: LearningSession) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, session_id: str, *, lock: bool = False) -> LearningSession: ...
+
+    @abc.abstractmethod
+    def find_active_sessions(self) -> list[LearningSession]: ...
+
+    @abc.abstractmethod
+    def find_sessions_by_robot(
+        self, robot_id: str, *, open_only: bool = False, lock: bool = False
+    ) -> list[LearningSession]: ...
+
+
+class AbstractPlanRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, plan: CurriculumPlan) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, plan_id: str, *, lock: bool = False) -> CurriculumPlan: ...
+
+    @abc.abstractmethod
+    def find_active_plans(self) -> list[CurriculumPlan]: ...
+
+
+class AbstractEventRepository(abc.ABC):
+    @abc.abstractmethod
+    def events_for(self, aggregate_id: str) -> list[StoredEvent]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLAlchemy implementations
+# ---------------------------------------------------------------------------------------------
+
+
+class _SqlRepository:
+    kind = ""
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        self._uow = uow
+
+    def _cached(self, aggregate_id: str) -> Any:
+        tracked = self._uow.tracked.get((self.kind, aggregate_id))
+        return None if tracked is None else tracked.aggregate
+
+    def _guarded_update(self, table: Any, aggregate: Aggregate, values: dict[str, Any]) -> int:
+        """UPDATE the root row and bump its version; a stale version is a ConcurrencyConflict."""
+        new_version = aggregate.version + 1
+        statement = update(table).where(table.c.id == aggregate.id)
+        if not self._uow.weakenings.no_version_check:
+            statement = statement.where(table.c.version == aggregate.version)
+        result = self._uow.connection.execute(statement.values(version=new_version, **values))
+        if result.rowcount != 1:
+            raise ConcurrencyConflict(self.kind, aggregate.id, aggregate.version)
+        return new_version
+
+
+class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
+    kind = "robot"
+
+    def add(self, robot: HumanoidRobot) -> None:
+        self._uow.track_new(self.kind, robot)
+
+    def get(self, robot_id: str, *, lock: bool = False) -> HumanoidRobot:
+        cached = self._cached(robot_id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        conn = self._uow.connection
+        query = select(t.robots).where(t.robots.c.id == robot_id)
+        row = conn.execute(query.with_for_update() if lock else query).one_or_none()
+        if row is None:
+            raise NotFound(f"no robot with id {robot_id!r}")
+        return self._load(row)
+
+    def _load(self, row: Row[Any]) -> HumanoidRobot:
+        conn = self._uow.connection
+        skills = {
+            SkillType(skill): score
+            for skill, score in conn.execute(
+                select(t.robot_skills.c.skill, t.robot_skills.c.score).where(
+                    t.robot_skills.c.robot_id == row.id
+                )
+            )
+        }
+        history = [
+            SkillAssessment(
+                id=a.id,
+                skill=SkillType(a.skill),
+                score=a.score,
+                confidence=a.confidence,
+                evidence=a.evidence,
+                assessed_at=from_micros(a.assessed_at),
+            )
+            for a in conn.execute(
+                select(t.assessments)
+                .where(t.assessments.c.robot_id == row.id)
+                .order_by(t.assessments.c.seq, t.assessments.c.id)
+            )
+        ]
+        robot = HumanoidRobot(
+            id=row.id,
+            version=row.version,
+            name=row.name,
+            robot_type=RobotType(row.robot_type),
+            configuration=RobotConfiguration.from_json(self._uow.codec.decode(row.configuration)),
+            skills=skills,
+            history=history,
+        )
+        self._uow.track_loaded(self.kind, robot, self.snapshot(robot))
+        return robot
+
+    def find_robots_by_skill(self, skill: SkillType, min_score: float) -> list[HumanoidRobot]:
+        ids = self._uow.connection.execute(
+            select(t.robot_skills.c.robot_id)
+            .where(t.robot_skills.c.skill == str(SkillType(skill)))
+            .where(t.robot_skills.c.score >= min_score)
+            .order_by(t.robot_skills.c.robot_id)
+        ).scalars()
+        return [self.get(robot_id) for robot_id in list(ids)]
+
+    def touch(self, robot: HumanoidRobot) -> None:
+        self._uow.touch(self.kind, robot)
+
+    @staticmethod
+    def snapshot(robot: HumanoidRobot) -> Any:
+        return (
+            robot.name,
+            robot.robot_type,
+            robot.configuration,
+            dict(robot.skills),
+            len(robot.history),
+        )
+
+    def insert(self, robot: HumanoidRobot) -> int:
+        conn = self._uow.connection
+        conn.execute(
+            insert(t.robots).values(
+                id=robot.id,
+                version=1,
+                name=robot.name,
+                robot_type=str(robot.robot_type),
+                configuration=self._uow.codec.encode(robot.configuration.to_json()),
+            )
+        )
+        self._insert_skills(robot, robot.skills)
+        self._insert_assessments(robot, 0)
+        return 1
+
+    def save(self, robot: HumanoidRobot, snapshot: Any, touched: bool) -> int | None:
+        name, robot_type, configuration, skills, history_len = snapshot
+        root_changed = (name, robot_type, configuration) != (
+            robot.name,
+            robot.robot_type,
+            robot.configuration,
+        )
+        changed = {k: v for k, v in robot.skills.items() if skills.get(k) != v}
+        if not (root_changed or changed or len(robot.history) != history_len or touched):
+            return None
+        values: dict[str, Any] = {}
+        if root_changed:
+            values = {
+                "name": robot.name,
+                "robot_type": str(robot.robot_type),
+                "configuration": self._uow.codec.encode(robot.configuration.to_json()),
+            }
+        version = self._guarded_update(t.robots, robot, values)
+        conn = self._uow.connection
+        existing = [(k, v) for k, v in changed.items() if k in skills]
+        if existing:
+            conn.execute(
+                update(t.robot_skills)
+                .where(t.robot_skills.c.robot_id == robot.id)
+                .where(t.robot_skills.c.skill == bindparam("b_skill"))
+                .values(score=bindparam("b_score")),
+                [{"b_skill": str(k), "b_score": v} for k, v in existing],
+            )
+        self._insert_skills(robot, {k: v for k, v in changed.items() if k not in skills})
+        self._insert_assessments(robot, history_len)
+        return version
+
+    def _insert_skills(self, robot: HumanoidRobot, skills: dict[SkillType, float]) -> None:
+        if skills:
+            self._uow.connection.execute(
+                insert(t.robot_skills),
+                [{"robot_id": robot.id, "skill": str(k), "score": v} for k, v in skills.items()],
+            )
+
+    def _insert_assessments(self, robot: HumanoidRobot, start: int) -> None:
+        new = robot.history[start:]
+        if new:
+            self._uow.connection.execute(
+                insert(t.assessments),
+                [
+                    {
+                        "id": a.id,
+                        "robot_id": robot.id,
+                        "seq": start + i,
+                        "skill": str(a.skill),
+                        "score": a.score,
+                        "confidence": a.confidence,
+                        "evidence": a.evidence,
+                        "assessed_at": to_micros(a.assessed_at),
+                    }
+                    for i, a in enumerate(new)
+                ],
+            )
+
+
+class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
+    kind = "session"
+
+    def add(self, session: LearningSession) -> None:
+        self._uow.track_new(self.kind, session)
+
+    def get(self, session_id: str, *, lock: bool = False) -> LearningSession:
+        cached = self._cached(session_id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        query = select(t.sessions).where(t.sessions.c.id == session_id)
+        row = self._uow.connection.execute(query.with_for_update() if lock else query).one_or_none()
+        if row is None:
+            raise NotFound(f"no learning session with id {session_id!r}")
+        return self._load(row)
+
+    def _many(self, query: Any) -> list[LearningSession]:
+        rows = list(self._uow.connection.execute(query))
+        return [self._cached(row.id) or self._load(row) for row in rows]
+
+    def find_active_sessions(self) -> list[LearningSession]:
+        return self._many(
+            select(t.sessions)
+            .where(t.sessions.c.status == str(SessionStatus.ACTIVE))
+            .order_by(t.sessions.c.id)
+        )
+
+    def find_sessions_by_robot(
+        self, robot_id: str, *, open_only: bool = False, lock: bool = False
+    ) -> list[LearningSession]:
+        query = select(t.sessions).where(t.sessions.c.robot_id == robot_id)
+        if open_only:
+            query = query.where(
+                t.sessions.c.status.in_([str(SessionStatus.ACTIVE), str(SessionStatus.PAUSED)])
+            )
+        query = query.order_by(t.sessions.c.id)
+        return self._many(query.with_for_update() if lock else query)
+
+    def _load(self, row: Row[Any]) -> LearningSession:
+        decode = self._uow.codec.decode
+        episodes = [
+            LearningEpisode(
+                id=e.id,
+                number=e.number,
+                status=EpisodeStatus(e.status),
+                outcome=None if e.outcome is None else EpisodeOutcome(e.outcome),
+                reward=e.reward,
+                metrics=None if e.metrics is None else EpisodeMetrics.from_json(decode(e.metrics)),
+                started_at=_opt_datetime(e.started_at),
+                ended_at=_opt_datetime(e.ended_at),
+            )
+            for e in self._uow.connection.execute(
+                select(t.episodes)
+                .where(t.episodes.c.session_id == row.id)
+                .order_by(t.episodes.c.number)
+            )
+        ]
+        session = LearningSession(
+            id=row.id,
+            version=row.version,
+            robot_id=row.robot_id,
+            plan_id=row.plan_id,
+            status=SessionStatus(row.status),
+            episodes=episodes,
+            episodes_completed=row.episodes_completed,
+            episodes_successful=row.episodes_successful,
+            created_at=from_micros(row.created_at),
+        )
+        self._uow.track_loaded(self.kind, session, self.snapshot(session))
+        return session
+
+    @staticmethod
+    def _episode_state(e: LearningEpisode) -> tuple[Any, ...]:
+        return (e.number, e.status, e.outcome, e.reward, e.metrics, e.started_at, e.ended_at)
+
+    @classmethod
+    def snapshot(cls, session: LearningSession) -> Any:
+        return (
+            (
+                session.robot_id,
+                session.plan_id,
+                session.status,
+                session.episodes_completed,
+                session.episodes_successful,
+                session.created_at,
+            ),
+            {e.id: cls._episode_state(e) for e in session.episodes},
+        )
+
+    def _root_values(self, session: LearningSession) -> dict[str, Any]:
+        return {
+            "robot_id": session.robot_id,
+            "plan_id": session.plan_id,
+            "status": str(session.status),
+            "episodes_completed": session.episodes_completed,
+            "episodes_successful": session.episodes_successful,
+            "created_at": to_micros(session.created_at),
+        }
+
+    def _episode_values(self, session_id: str, e: LearningEpisode) -> dict[str, Any]:
+        return {
+            "id": e.id,
+            "session_id": session_id,
+            "number": e.number,
+            "status": str(e.status),
+            "outcome": None if e.outcome is None else str(e.outcome),
+            "reward": e.reward,
+            "metrics": None if e.metrics is None else self._uow.codec.encode(e.metrics.to_json()),
+            "started_at": _opt_micros(e.started_at),
+            "ended_at": _opt_micros(e.ended_at),
+        }
+
+    def insert(self, session: LearningSession) -> int:
+        conn = self._uow.connection
+        conn.execute(
+            insert(t.sessions).values(id=session.id, version=1, **self._root_values(session))
+        )
+        if session.episodes:
+            conn.execute(
+                insert(t.episodes),
+                [self._episode_values(session.id, e) for e in session.episodes],
+            )
+        return 1
+
+    def save(self, session: LearningSession, snapshot: Any, touched: bool) -> int | None:
+        root, episodes = snapshot
+        root_now, episodes_now = self.snapshot(session)
+        if root == root_now and episodes == episodes_now and not touched:
+            return None
+        version = self._guarded_update(
+            t.sessions, session, self._root_values(session) if root != root_now else {}
+        )
+        conn = self._uow.connection
+        new = [e for e in session.episodes if e.id not in episodes]
+        changed = [
+            e for e in session.episodes if e.id in episodes and episodes[e.id] != episodes_now[e.id]
+        ]
+        for e in changed:
+            values = self._episode_values(session.id, e)
+            del values["id"], values["session_id"]
+            conn.execute(update(t.episodes).where(t.episodes.c.id == e.id).values(**values))
+        if new:
+            conn.execute(insert(t.episodes), [self._episode_values(session.id, e) for e in new])
+        return version
+
+
+class SqlAlchemyPlanRepository(_SqlRepository, AbstractPlanRepository):
+    kind = "plan"
+
+    def add(self, plan: CurriculumPlan) -> None:
+        self._uow.track_new(self.kind, plan)
+
+    def get(self, plan_id: str, *, lock: bool = False) -> CurriculumPlan:
+        cached = self._cached(plan_id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        query = select(t.plans).where(t.plans.c.id == plan_id)
+        row = self._uow.connection.execute(query.with_for_update() if lock else query).one_or_none()
+        if row is None:
+            raise NotFound(f"no curriculum plan with id {plan_id!r}")
+        return self._load(row)
+
+    def find_active_plans(self) -> list[CurriculumPlan]:
+        rows = list(
+            self._uow.connection.execute(
+                select(t.plans)
+                .where(t.plans.c.status == str(PlanStatus.ACTIVE))
+                .order_by(t.plans.c.id)
+            )
+        )
+        return [self._cached(row.id) or self._load(row) for row in rows]
+
+    def _load(self, row: Row[Any]) -> CurriculumPlan:
+        stages = [
+            CurriculumStage(
+                name=s.name,
+                target_skills=_split(s.target_skills),
+                prerequisite_skills=_split(s.prerequisite_skills),
+                min_episodes=s.min_episodes,
+                target_success_rate=s.target_success_rate,
+                episodes=s.episodes,
+                successes=s.successes,
+            )
+            for s in self._uow.connection.execute(
+                select(t.stages).where(t.stages.c.plan_id == row.id).order_by(t.stages.c.position)
+            )
+        ]
+        plan = CurriculumPlan(
+            id=row.id,
+            version=row.version,
+            robot_id=row.robot_id,
+            name=row.name,
+            status=PlanStatus(row.status),
+            stages=stages,
+            current_stage_index=row.current_stage_index,
+        )
+        self._uow.track_loaded(self.kind, plan, self.snapshot(plan))
+        return plan
+
+    @staticmethod
+    def _stage_state(s: CurriculumStage) -> tuple[Any, ...]:
+        return (
+            s.name,
+            s.target_skills,
+            s.prerequisite_skills,
+            s.min_episodes,
+            s.target_success_rate,
+            s.episodes,
+            s.successes,
+        )
+
+    @classmethod
+    def snapshot(cls, plan: CurriculumPlan) -> Any:
+        return (
+            (plan.robot_id, plan.name, plan.status, plan.current_stage_index),
+            [cls._stage_state(s) for s in plan.stages],
+        )
+
+    @staticmethod
+    def _stage_values(plan_id: str, position: int, s: CurriculumStage) -> dict[str, Any]:
+        return {
+            "plan_id": plan_id,
+            "position": position,
+            "name": s.name,
+            "target_skills": _join(s.target_skills),
+            "prerequisite_skills": _join(s.prerequisite_skills),
+            "min_episodes": s.min_episodes,
+            "target_success_rate": s.target_success_rate,
+            "episodes": s.episodes,
+            "successes": s.successes,
+        }
+
+    @staticmethod
+    def _root_values(plan: CurriculumPlan) -> dict[str, Any]:
+        return {
+            "robot_id": plan.robot_id,
+            "name": plan.name,
+            "status": str(plan.status),
+            "current_stage_index": plan.current_stage_index,
+        }
+
+    def insert(self, plan: CurriculumPlan) -> int:
+        conn = self._uow.connection
+        conn.execute(insert(t.plans).values(id=plan.id, version=1, **self._root_values(plan)))
+        if plan.stages:
+            conn.execute(
+                insert(t.stages),
+                [self._stage_values(plan.id, i, s) for i, s in enumerate(plan.stages)],
+            )
+        return 1
+
+    def save(self, plan: CurriculumPlan, snapshot: Any, touched: bool) -> int | None:
+        root, stages = snapshot
+        root_now, stages_now = self.snapshot(plan)
+        if root == root_now and stages == stages_now and not touched:
+            return None
+        version = self._guarded_update(
+            t.plans, plan, self._root_values(plan) if root != root_now else {}
+        )
+        conn = self._uow.connection
+        for i, state in enumerate(stages_now):
+            if i >= len(stages):
+                conn.execute(
+                    insert(t.stages).values(self._stage_values(plan.id, i, plan.stages[i]))
+                )
+            elif stages[i] != state:
+                values = self._stage_values(plan.id, i, plan.stages[i])
+                del values["plan_id"], values["position"]
+                conn.execute(
+                    update(t.stages)
+                    .where(t.stages.c.plan_id == plan.id)
+                    .where(t.stages.c.position == i)
+                    .values(**values)
+                )
+        return version
+
+
+def _join(skills: Sequence[SkillType]) -> str:
+    return ",".join(str(s) for s in skills)
+
+
+def _split(text: str) -> tuple[SkillType, ...]:
+    return tuple(SkillType(s) for s in text.split(",") if s)
+
+
+class SqlAlchemyEventRepository(_SqlRepository, AbstractEventRepository):
+    kind = "event"
+
+    def events_for(self, aggregate_id: str) -> list[StoredEvent]:
+        rows = self._uow.connection.execute(
+            select(t.outbox).where(t.outbox.c.aggregate_id == aggregate_id).order_by(t.outbox.c.id)
+        )
+        return [
+            StoredEvent(
+                event_id=r.event_id,
+                aggregate_type=r.aggregate_type,
+                aggregate_id=r.aggregate_id,
+                event_type=r.event_type,
+                payload=self._uow.codec.decode(r.payload),
+                occurred_at=from_micros(r.occurred_at),
+            )
+            for r in rows
+        ]

@@ -1,0 +1,242 @@
+"""The Unit of Work: one connection, one transaction, every change of the block or none.
+
+`with uow:` opens the connection; the transaction begins with the first statement (for SQLite a
+real `BEGIN`, see engine.py). `uow.commit()` writes what changed and the events it raised, then
+commits; leaving the block without commit rolls back; an exception rolls back and propagates.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import exc as sa_exc
+
+from humanoid_training.domain.aggregate import Aggregate
+from humanoid_training.domain.events import DomainEvent
+from humanoid_training.persistence import tables as t
+from humanoid_training.persistence.codec import JsonCodec
+from humanoid_training.persistence.errors import translated_errors
+from humanoid_training.persistence.repositories import (
+    AbstractEventRepository,
+    AbstractPlanRepository,
+    AbstractRobotRepository,
+    AbstractSessionRepository,
+    SqlAlchemyEventRepository,
+    SqlAlchemyPlanRepository,
+    SqlAlchemyRobotRepository,
+    SqlAlchemySessionRepository,
+    to_micros,
+)
+from humanoid_training.weakenings import Weakenings
+
+log = logging.getLogger(__name__)
+
+# Points on the commit path where a fault hook is called (uowstress injects failures there).
+FAULT_POINTS = ("before_flush", "after_flush", "before_commit")
+FaultHook = Callable[[str, Connection], None]
+
+
+class AbstractUnitOfWork(abc.ABC):
+    robots: AbstractRobotRepository
+    sessions: AbstractSessionRepository
+    plans: AbstractPlanRepository
+    events: AbstractEventRepository
+    weakenings: Weakenings = Weakenings()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.rollback()
+        return None
+
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def rollback(self) -> None: ...
+
+
+@dataclass
+class Tracked:
+    kind: str
+    aggregate: Aggregate
+    snapshot: Any  # None for an aggregate added in this unit of work
+    touched: bool = False
+
+
+class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        weakenings: Weakenings | None = None,
+        codec: JsonCodec | None = None,
+        fault_hook: FaultHook | None = None,
+    ) -> None:
+        self.engine = engine
+        self.weakenings = weakenings or Weakenings()
+        self.codec = codec or JsonCodec()
+        self.fault_hook = fault_hook
+        self._connection: Connection | None = None
+        self.tracked: dict[tuple[str, str], Tracked] = {}
+        self._robots = SqlAlchemyRobotRepository(self)
+        self._sessions = SqlAlchemySessionRepository(self)
+        self._plans = SqlAlchemyPlanRepository(self)
+        self.robots = self._robots
+        self.sessions = self._sessions
+        self.plans = self._plans
+        self.events = SqlAlchemyEventRepository(self)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        if self._connection is not None:
+            raise RuntimeError("this unit of work is already open; use a new one per block")
+        with translated_errors():
+            self._connection = self.engine.connect()
+        self.tracked = {}
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        suppress = None
+        try:
+            if exc is not None and self.weakenings.commit_swallows_errors:
+                # Weakened on purpose: keep whatever the block did before it failed.
+                log.warning("unit of work swallowed %s and committed anyway", exc_type)
+                try:
+                    self.commit()
+                    suppress = True
+                except Exception:
+                    log.warning("commit after swallowed error failed too", exc_info=True)
+            self.rollback()
+        finally:
+            self._close()
+        return suppress
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        self.tracked = {}
+        if connection is not None:
+            try:
+                connection.close()
+            except sa_exc.DBAPIError:
+                # The connection died under us (killed, server gone): drop it from the pool.
+                connection.invalidate()
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("the unit of work is not open; use it as `with uow:`")
+        return self._connection
+
+    # -- tracking -----------------------------------------------------------------------------
+
+    def track_new(self, kind: str, aggregate: Aggregate) -> None:
+        key = (kind, aggregate.id)
+        if key in self.tracked:
+            raise ValueError(f"{kind} {aggregate.id!r} is already in this unit of work")
+        self.tracked[key] = Tracked(kind, aggregate, None)
+
+    def track_loaded(self, kind: str, aggregate: Aggregate, snapshot: Any) -> None:
+        self.tracked[(kind, aggregate.id)] = Tracked(kind, aggregate, snapshot)
+
+    def touch(self, kind: str, aggregate: Aggregate) -> None:
+        tracked = self.tracked.get((kind, aggregate.id))
+        if tracked is None or tracked.aggregate is not aggregate:
+            raise ValueError(f"{kind} {aggregate.id!r} was not loaded by this unit of work")
+        tracked.touched = True
+
+    def _repository(self, kind: str) -> Any:
+        return {"robot": self._robots, "session": self._sessions, "plan": self._plans}[kind]
+
+    # -- commit / rollback --------------------------------------------------------------------
+
+    def _hook(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point, self.connection)
+
+    def commit(self) -> None:
+        connection = self.connection
+        with translated_errors():
+            self._hook("before_flush")
+            pending = [(tr, tr.aggregate.events[:]) for tr in self.tracked.values()]
+            event_rows = [self._event_row(e) for _, events in pending for e in events]
+            if event_rows and self.weakenings.events_outside_transaction:
+                # Weakened on purpose: the events are committed before, and apart from, the change.
+                with self.engine.begin() as other:
+                    other.execute(insert(t.outbox), event_rows)
+            versions: list[tuple[Tracked, int]] = []
+            for tracked in list(self.tracked.values()):
+                try:
+                    version = self._save(tracked)
+                except Exception:
+                    if not self.weakenings.commit_swallows_errors:
+                        raise
+                    log.warning(
+                        "save of %s %s failed; swallowed",
+                        tracked.kind,
+                        tracked.aggregate.id,
+                        exc_info=True,
+                    )
+                    continue
+                if version is not None:
+                    versions.append((tracked, version))
+            if event_rows and not self.weakenings.events_outside_transaction:
+                connection.execute(insert(t.outbox), event_rows)
+            self._hook("after_flush")
+            self._hook("before_commit")
+            connection.commit()
+        for tracked, version in versions:
+            tracked.aggregate.version = version
+        for tracked, events in pending:
+            del tracked.aggregate.events[: len(events)]
+            repository = self._repository(tracked.kind)
+            tracked.snapshot = repository.snapshot(tracked.aggregate)
+            tracked.touched = False
+
+    def _save(self, tracked: Tracked) -> int | None:
+        repository = self._repository(tracked.kind)
+        if tracked.snapshot is None:
+            return repository.insert(tracked.aggregate)  # type: ignore[no-any-return]
+        return repository.save(  # type: ignore[no-any-return]
+            tracked.aggregate, tracked.snapshot, tracked.touched
+        )
+
+    def _event_row(self, event: DomainEvent) -> dict[str, Any]:
+        return {
+            "event_id": event.event_id,
+            "aggregate_type": event.aggregate_type,
+            "aggregate_id": event.aggregate_id,
+            "event_type": event.name,
+            "payload": self.codec.encode(event.payload()),
+            "occurred_at": to_micros(event.occurred_at),
+        }
+
+    def rollback(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            if connection.in_transaction():
+                connection.rollback()
+        except sa_exc.DBAPIError:
+            connection.invalidate()
+        # What was loaded may not match the database any more: start afresh.
+        self.tracked = {}
