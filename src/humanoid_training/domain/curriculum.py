@@ -9,10 +9,17 @@ from enum import StrEnum
 from humanoid_training.domain.aggregate import Aggregate
 from humanoid_training.domain.errors import CurriculumError, InvalidTransition, InvalidValue
 from humanoid_training.domain.events import CurriculumStageAdvanced
-from humanoid_training.domain.values import MasteryLevel, SkillType, check_unit_interval
+from humanoid_training.domain.values import (
+    MasteryLevel,
+    SkillType,
+    check_storable_text,
+    check_unit_interval,
+)
 
 DEFAULT_MIN_EPISODES = 10
 DEFAULT_TARGET_SUCCESS_RATE = 0.7
+# Stage counts are stored in 32-bit INTEGER columns; larger ones could never be saved.
+MAX_STAGE_COUNT = 2**31 - 1
 
 
 class PlanStatus(StrEnum):
@@ -43,22 +50,28 @@ class CurriculumStage:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not 1 <= len(self.name) <= 100:
             raise InvalidValue(f"stage name must be 1-100 characters, got {self.name!r}")
+        check_storable_text("stage name", self.name)
         self.target_skills = _skills("target_skills", self.target_skills)
         self.prerequisite_skills = _skills("prerequisite_skills", self.prerequisite_skills)
         if not self.target_skills:
             raise InvalidValue(f"stage {self.name!r} needs at least one target skill")
         if isinstance(self.min_episodes, bool) or not isinstance(self.min_episodes, int):
             raise InvalidValue(f"min_episodes must be an integer >= 0, got {self.min_episodes!r}")
-        if self.min_episodes < 0:
-            raise InvalidValue(f"min_episodes must be >= 0, got {self.min_episodes}")
+        if not 0 <= self.min_episodes <= MAX_STAGE_COUNT:
+            raise InvalidValue(
+                f"min_episodes must be from 0 to {MAX_STAGE_COUNT}, got {self.min_episodes}"
+            )
         self.target_success_rate = check_unit_interval(
             "target_success_rate", self.target_success_rate
         )
         for counter in (self.episodes, self.successes):
             if isinstance(counter, bool) or not isinstance(counter, int):
                 raise InvalidValue(f"stage episodes and successes are integers, got {counter!r}")
-        if not 0 <= self.successes <= self.episodes:
-            raise InvalidValue("a stage's successes must lie between 0 and its episodes")
+        if not 0 <= self.successes <= self.episodes <= MAX_STAGE_COUNT:
+            raise InvalidValue(
+                "a stage's successes must lie between 0 and its episodes, and its episodes"
+                f" must not exceed {MAX_STAGE_COUNT}; got {self.successes} of {self.episodes}"
+            )
 
     @property
     def success_rate(self) -> float:
@@ -93,6 +106,7 @@ class CurriculumPlan(Aggregate):
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not 1 <= len(self.name) <= 100:
             raise InvalidValue(f"plan name must be 1-100 characters, got {self.name!r}")
+        check_storable_text("plan name", self.name)
         index, last = self.current_stage_index, max(len(self.stages) - 1, 0)
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= last:
             raise InvalidValue(
@@ -145,6 +159,11 @@ class CurriculumPlan(Aggregate):
         if self.status is not PlanStatus.ACTIVE:
             raise InvalidTransition(f"episodes count only in an active plan; plan is {self.status}")
         stage = self.stages[self.current_stage_index]
+        if stage.episodes >= MAX_STAGE_COUNT:
+            raise CurriculumError(
+                f"stage {stage.name!r} already counts {MAX_STAGE_COUNT} episodes, the most that"
+                " can be stored; advance the plan or start a new one"
+            )
         stage.episodes += 1
         if successful:
             stage.successes += 1

@@ -14,6 +14,7 @@ from humanoid_training.domain.values import (
     RobotType,
     SkillAssessment,
     SkillType,
+    check_storable_text,
 )
 
 BEGINNER_SCORE = 0.125
@@ -23,7 +24,7 @@ EXPERT_SCORE = 0.875
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not 1 <= len(name) <= 100:
         raise InvalidValue(f"robot name must be 1-100 characters, got {name!r}")
-    return name
+    return check_storable_text("robot name", name)
 
 
 @dataclass(eq=False, kw_only=True)

@@ -109,6 +109,30 @@ def check_positive(name: str, value: float) -> float:
     return value
 
 
+def _check_unicode(name: str, text: str) -> None:
+    # A lone surrogate cannot be encoded as UTF-8, so no database (and no JSON payload) can
+    # store it: refused here rather than failing at commit.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidValue(
+            f"{name} holds a lone surrogate character at position {error.start} of {text!r};"
+            " use valid Unicode text"
+        ) from None
+
+
+def check_storable_text(name: str, text: str) -> str:
+    """Text that every backend stores as text unchanged: no NUL (PostgreSQL refuses it in text
+    columns) and no lone surrogate."""
+    if "\x00" in text:
+        raise InvalidValue(
+            f"{name} contains a NUL character, which databases cannot store in text: {text!r};"
+            " remove it"
+        )
+    _check_unicode(name, text)
+    return text
+
+
 def check_finite_json(name: str, value: Any, depth: int = 0) -> None:
     """Free-form payloads must be JSON-shaped and free of NaN and infinity."""
     if depth > 64:
@@ -120,11 +144,14 @@ def check_finite_json(name: str, value: Any, depth: int = 0) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidValue(f"{name} keys must be strings, got {k!r}")
+            _check_unicode(name, k)
             check_finite_json(name, v, depth + 1)
     elif isinstance(value, list):
         for v in value:
             check_finite_json(name, v, depth + 1)
-    elif value is not None and not isinstance(value, str | int | bool):
+    elif isinstance(value, str):
+        _check_unicode(name, value)
+    elif value is not None and not isinstance(value, int | bool):
         raise InvalidValue(f"{name} must hold JSON values only, got {type(value).__name__}")
 
 
@@ -150,6 +177,7 @@ class SkillAssessment:
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not 1 <= len(self.id) <= 64:
             raise InvalidValue(f"assessment id must be a string of 1-64 chars, got {self.id!r}")
+        check_storable_text("assessment id", self.id)
         try:
             object.__setattr__(self, "skill", SkillType(self.skill))
         except ValueError:

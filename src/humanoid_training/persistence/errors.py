@@ -71,12 +71,14 @@ _SQLITE_BUSY_CODES = {5, 6, 261, 262, 517, 773}
 def conflict_reason(error: BaseException) -> ConflictReason | None:
     """The retryable reason behind a driver error, or None when it is not retryable."""
     orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    # PyMySQL first: it also sets `sqlstate`, and gives a MariaDB deadlock PostgreSQL's
+    # serialization code 40001.
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_CODES:
+        return _MYSQL_CODES[args[0]]
     sqlstate = getattr(orig, "sqlstate", None)  # psycopg 3
     if isinstance(sqlstate, str) and sqlstate in _PG_CODES:
         return _PG_CODES[sqlstate]
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _MYSQL_CODES:  # PyMySQL
-        return _MYSQL_CODES[args[0]]
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int) and code in _SQLITE_BUSY_CODES:
         return "busy"

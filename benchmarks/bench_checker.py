@@ -1,0 +1,167 @@
+"""How fast the isolation checker classifies a history, and how that scales.
+
+Run with ``uv run python benchmarks/bench_checker.py [--runs-100k N] [--seed S]``.
+
+Builds synthetic histories of 10,000 and 100,000 transactions shaped like the scheduler's:
+4 sessions, 3-6 operations per transaction over a few thousand item keys and a few hundred
+append-only lists, about 3% aborted transactions, executed serially (so they are anomaly-free)
+except for a lost update, a write skew and an aborted read injected every few thousand
+transactions. Times ``analyse`` (best of 3 for 10k, best of ``--runs-100k`` for 100k) and prints
+both times, the throughput and the 100k/10k ratio against the ideal 10.0. It asserts nothing
+about time: machines differ; read the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script: make the src layout importable without installing.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from uowstress.anomalies import analyse
+from uowstress.history import Op, Transaction, append, r, txn, w
+
+SESSIONS = 4
+ITEM_KEYS = 3_000
+LIST_KEYS = 300
+
+
+class _Builder:
+    """A serial executor over a dict that records what each transaction did."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.items: dict[str, int] = {}
+        self.lists: dict[str, list[int]] = {}
+        self.out: list[Transaction] = []
+        self.next_value = 0
+        self.position = 0
+
+    def value(self) -> int:
+        self.next_value += 1
+        return self.next_value
+
+    def item_key(self) -> str:
+        return f"robot:r{self.rng.randrange(ITEM_KEYS)}:score"
+
+    def list_key(self) -> str:
+        return f"robot:r{self.rng.randrange(LIST_KEYS)}:history"
+
+    def emit(self, ops: list[Op], *, aborted: bool = False) -> None:
+        tid = len(self.out) + 1
+        self.position += len(ops) + 2
+        if aborted:
+            self.out.append(txn(tid, session=tid % SESSIONS, ops=ops, status="aborted"))
+        else:
+            self.out.append(txn(tid, session=tid % SESSIONS, ops=ops, commit=self.position))
+
+    def random_txn(self) -> None:
+        rng = self.rng
+        ops: list[Op] = []
+        mine: dict[str, int] = {}
+        appended: dict[str, list[int]] = {}
+        for _ in range(rng.randint(3, 6)):
+            roll = rng.random()
+            if roll < 0.45:
+                k = self.item_key()
+                ops.append(r(k, mine.get(k, self.items.get(k))))
+            elif roll < 0.75:
+                k = self.item_key()
+                v = self.value()
+                mine[k] = v
+                ops.append(w(k, v))
+            elif roll < 0.88:
+                k = self.list_key()
+                ops.append(r(k, tuple(self.lists.get(k, []) + appended.get(k, []))))
+            else:
+                k = self.list_key()
+                v = self.value()
+                appended.setdefault(k, []).append(v)
+                ops.append(append(k, v))
+        aborted = rng.random() < 0.03
+        if not aborted:
+            self.items.update(mine)
+            for k, vs in appended.items():
+                self.lists.setdefault(k, []).extend(vs)
+        self.emit(ops, aborted=aborted)
+
+    def lost_update(self) -> None:
+        k = self.item_key()
+        seen = self.items.get(k)
+        for _ in range(2):
+            v = self.value()
+            self.emit([r(k, seen), w(k, v)])
+            self.items[k] = v
+
+    def write_skew(self) -> None:
+        x, y = self.item_key(), self.item_key()
+        while y == x:
+            y = self.item_key()
+        before = (self.items.get(x), self.items.get(y))
+        for k in (x, y):
+            v = self.value()
+            self.emit([r(x, before[0]), r(y, before[1]), w(k, v)])
+            self.items[k] = v
+
+    def aborted_read(self) -> None:
+        k = self.item_key()
+        v = self.value()
+        self.emit([w(k, v)], aborted=True)
+        self.emit([r(k, v)])
+
+
+def build(n: int, seed: int = 0, every: int = 2_500) -> list[Transaction]:
+    """About ``n`` transactions, with one of each injected anomaly every ``every``."""
+    b = _Builder(seed)
+    injections: list[Callable[[], None]] = [b.lost_update, b.write_skew, b.aborted_read]
+    while len(b.out) < n:
+        if len(b.out) % every == every - 1:
+            for inject in injections:
+                inject()
+        else:
+            b.random_txn()
+    return b.out
+
+
+def _best(history: list[Transaction], runs: int) -> tuple[float, Counter[str]]:
+    best = float("inf")
+    counts: Counter[str] = Counter()
+    for _ in range(runs):
+        start = time.process_time()
+        findings = analyse(history)
+        best = min(best, time.process_time() - start)
+        counts = Counter(f.anomaly for f in findings)
+    return best, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs-100k", type=int, default=2, choices=(1, 2, 3))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    small = build(10_000, args.seed)
+    large = build(100_000, args.seed)
+    t_small, c_small = _best(small, 3)
+    t_large, c_large = _best(large, args.runs_100k)
+
+    def line(label: str, h: list[Transaction], t: float, c: Counter[str]) -> str:
+        found = ", ".join(f"{k}={v}" for k, v in sorted(c.items())) or "none"
+        return f"{label}: {len(h):>7,} txns  {t:7.3f} s  {len(h) / t:>10,.0f} txns/s  ({found})"
+
+    print(line("10k ", small, t_small, c_small))
+    print(line("100k", large, t_large, c_large))
+    ratio = t_large / t_small
+    print(f"ratio 100k/10k: {ratio:.2f} (ideal 10.0 for linear scaling)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

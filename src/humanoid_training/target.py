@@ -1,0 +1,693 @@
+"""The reference Target: exposes the training lab to uowstress through its Target protocol.
+
+Operations carry JSON arguments drawn by Hypothesis; identifiers come from the tester's
+deterministic id source, so a written reproducer names the same robots when replayed. The model
+is the same domain and services running on the in-memory Unit of Work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from hypothesis import strategies as st
+from sqlalchemy import Engine, delete, select
+
+from humanoid_training import services
+from humanoid_training.domain import (
+    CurriculumPlan,
+    CurriculumStage,
+    EpisodeMetrics,
+    HumanoidRobot,
+    LearningSession,
+    RobotConfiguration,
+    RobotType,
+    SkillAssessment,
+    SkillType,
+)
+from humanoid_training.memory import InMemoryUnitOfWork, MemoryStore
+from humanoid_training.persistence import tables as t
+from humanoid_training.persistence.codec import JsonCodec
+from humanoid_training.persistence.engine import EngineOptions, make_engine
+from humanoid_training.persistence.repositories import StoredEvent, from_micros
+from humanoid_training.persistence.unit_of_work import (
+    AbstractUnitOfWork,
+    FaultHook,
+    SqlAlchemyUnitOfWork,
+)
+from humanoid_training.weakenings import Weakenings
+from uowstress.target import Ids, Operation, Query, State
+
+SKILLS = [str(s) for s in SkillType]
+MISSING = "missing"  # an id no example ever creates: exercises NotFound
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical state: the same JSON form for the database and the model
+# ---------------------------------------------------------------------------------------------
+
+
+def canonical_robot(robot: HumanoidRobot) -> dict[str, Any]:
+    return {
+        "name": robot.name,
+        "robot_type": str(robot.robot_type),
+        "configuration": robot.configuration.to_json(),
+        "skills": {str(k): v for k, v in sorted(robot.skills.items())},
+        "history": [
+            [a.id, str(a.skill), a.score, a.confidence, a.evidence, a.assessed_at.isoformat()]
+            for a in robot.history
+        ],
+    }
+
+
+def canonical_session(session: LearningSession) -> dict[str, Any]:
+    return {
+        "robot_id": session.robot_id,
+        "plan_id": session.plan_id,
+        "status": str(session.status),
+        "episodes_completed": session.episodes_completed,
+        "episodes_successful": session.episodes_successful,
+        "episodes": [
+            [
+                e.id,
+                e.number,
+                str(e.status),
+                None if e.outcome is None else str(e.outcome),
+                e.reward,
+                None if e.metrics is None else e.metrics.to_json(),
+            ]
+            for e in session.episodes
+        ],
+    }
+
+
+def canonical_plan(plan: CurriculumPlan) -> dict[str, Any]:
+    return {
+        "robot_id": plan.robot_id,
+        "name": plan.name,
+        "status": str(plan.status),
+        "current_stage_index": plan.current_stage_index,
+        "stages": [
+            [
+                s.name,
+                [str(k) for k in s.target_skills],
+                [str(k) for k in s.prerequisite_skills],
+                s.min_episodes,
+                s.target_success_rate,
+                s.episodes,
+                s.successes,
+            ]
+            for s in plan.stages
+        ],
+    }
+
+
+def canonical_events(events: Sequence[StoredEvent]) -> list[list[str]]:
+    # Event ids and times are made afresh by each side; what must agree is which events exist.
+    return sorted(
+        [e.aggregate_id, e.event_type, json.dumps(e.payload, sort_keys=True)] for e in events
+    )
+
+
+def canonical_state(
+    robots: Mapping[str, HumanoidRobot],
+    sessions: Mapping[str, LearningSession],
+    plans: Mapping[str, CurriculumPlan],
+    events: Sequence[StoredEvent],
+) -> State:
+    return {
+        "robots": {rid: canonical_robot(r) for rid, r in sorted(robots.items())},
+        "sessions": {sid: canonical_session(s) for sid, s in sorted(sessions.items())},
+        "plans": {pid: canonical_plan(p) for pid, p in sorted(plans.items())},
+        "events": canonical_events(events),
+    }
+
+
+def invariants(state: State) -> list[str]:
+    """Every rule of committed state that does not hold, in plain words."""
+    problems: list[str] = []
+    robots, sessions, plans = state["robots"], state["sessions"], state["plans"]
+    events = [(agg, kind, json.loads(payload)) for agg, kind, payload in state["events"]]
+    for rid, robot in robots.items():
+        best: dict[str, float] = {}
+        for _id, skill, score, *_ in robot["history"]:
+            best[skill] = max(best.get(skill, score), score)
+        if robot["skills"] != dict(sorted(best.items())):
+            problems.append(
+                f"robot {rid}: skill scores {robot['skills']} are not the best scores of its"
+                f" assessment history {best} (an update was lost or a score regressed)"
+            )
+    open_by_robot = Counter(
+        s["robot_id"] for s in sessions.values() if s["status"] in ("active", "paused")
+    )
+    for rid, count in open_by_robot.items():
+        if count > 1:
+            problems.append(f"robot {rid} has {count} open sessions; at most one is allowed")
+    for sid, s in sessions.items():
+        if s["robot_id"] not in robots:
+            problems.append(f"session {sid} belongs to robot {s['robot_id']}, which does not exist")
+        statuses = [e[2] for e in s["episodes"]]
+        completed = statuses.count("completed")
+        successful = sum(
+            1
+            for e in s["episodes"]
+            if e[2] == "completed" and e[3] in ("success", "partial_success")
+        )
+        if (s["episodes_completed"], s["episodes_successful"]) != (completed, successful):
+            problems.append(
+                f"session {sid}: counters say {s['episodes_completed']} completed /"
+                f" {s['episodes_successful']} successful, episodes say {completed} / {successful}"
+            )
+        in_progress = [x for x in statuses if x in ("pending", "running")]
+        if len(in_progress) > 1 or (in_progress and s["status"] not in ("active", "paused")):
+            problems.append(f"session {sid} ({s['status']}) has episodes in progress: {statuses}")
+        if "running" in statuses and s["status"] != "active":
+            problems.append(f"session {sid} is {s['status']} but an episode is running")
+    for pid, p in plans.items():
+        if p["robot_id"] not in robots:
+            problems.append(f"plan {pid} belongs to robot {p['robot_id']}, which does not exist")
+        if p["stages"] and not 0 <= p["current_stage_index"] < len(p["stages"]):
+            problems.append(f"plan {pid}: stage index {p['current_stage_index']} out of range")
+        for stage in p["stages"]:
+            if not 0 <= stage[6] <= stage[5]:
+                problems.append(f"plan {pid} stage {stage[0]!r}: successes exceed episodes")
+    assessed = Counter(
+        payload["assessment_id"] for _, kind, payload in events if kind == "SkillAssessed"
+    )
+    history_ids = {a[0]: rid for rid, r in robots.items() for a in r["history"]}
+    for aid in history_ids:
+        if assessed[aid] != 1:
+            problems.append(
+                f"assessment {aid} of robot {history_ids[aid]} has {assessed[aid]} SkillAssessed"
+                " events; exactly one must be committed with it"
+            )
+    for aid in assessed:
+        if aid not in history_ids:
+            problems.append(
+                f"a SkillAssessed event names assessment {aid}, which is not committed"
+                " (an event outlived its rolled-back change)"
+            )
+    completed_events = Counter(agg for agg, kind, _ in events if kind == "EpisodeCompleted")
+    started_events = Counter(agg for agg, kind, _ in events if kind == "SessionStarted")
+    for sid, s in sessions.items():
+        if completed_events[sid] != s["episodes_completed"]:
+            problems.append(
+                f"session {sid}: {completed_events[sid]} EpisodeCompleted events for"
+                f" {s['episodes_completed']} completed episodes"
+            )
+        expected = 0 if s["status"] == "created" else 1
+        if started_events[sid] != expected:
+            problems.append(f"session {sid}: {started_events[sid]} SessionStarted events")
+    for agg in set(completed_events) | set(started_events):
+        if agg not in sessions:
+            problems.append(f"events name session {agg}, which is not committed")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument strategies
+# ---------------------------------------------------------------------------------------------
+
+unit = st.floats(0.0, 1.0, allow_nan=False)
+names = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12
+)
+
+
+def _existing(ids: list[str]) -> st.SearchStrategy[str]:
+    """Mostly an existing id; now and then one that does not exist."""
+    return st.sampled_from([*sorted(ids), MISSING])
+
+
+def _fresh(ids: Ids, prefix: str) -> st.SearchStrategy[str]:
+    return st.just(None).map(lambda _: ids.fresh(prefix))
+
+
+def _assessment(ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {
+            "id": _fresh(ids, "a"),
+            "skill": st.sampled_from(SKILLS),
+            "score": unit,
+            "confidence": unit,
+            "evidence": unit,
+            "at": st.integers(0, 4_102_444_800_000_000),  # microseconds, until 2100
+        }
+    )
+
+
+def robot_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {
+            "robot_id": _fresh(ids, "r"),
+            "name": names,
+            "robot_type": st.sampled_from([str(r) for r in RobotType]),
+            "joint_count": st.integers(1, 60),
+            "height_m": st.floats(0.3, 3.0),
+        }
+    )
+
+
+def _robot_ids(state: State) -> list[str]:
+    return list(state["robots"])
+
+
+def _session_ids(state: State) -> list[str]:
+    return list(state["sessions"])
+
+
+def _plan_ids(state: State) -> list[str]:
+    return list(state["plans"])
+
+
+def assess_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {
+            "robot_id": _existing(_robot_ids(state)),
+            "assessments": st.lists(_assessment(ids), min_size=1, max_size=3),
+        }
+    )
+
+
+def rename_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({"robot_id": _existing(_robot_ids(state)), "name": names})
+
+
+def plan_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    stage = st.fixed_dictionaries(
+        {
+            "name": names,
+            "targets": st.lists(st.sampled_from(SKILLS), min_size=1, max_size=2, unique=True),
+            "prerequisites": st.lists(st.sampled_from(SKILLS), max_size=1),
+            "min_episodes": st.integers(0, 3),
+            "rate": unit,
+        }
+    )
+    return st.fixed_dictionaries(
+        {
+            "plan_id": _fresh(ids, "p"),
+            "robot_id": _existing(_robot_ids(state)),
+            "name": names,
+            "stages": st.lists(stage, max_size=3),
+            "activate": st.booleans(),
+        }
+    )
+
+
+def plan_id_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({"plan_id": _existing(_plan_ids(state))})
+
+
+def open_session_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    plans = _plan_ids(state)
+    return st.fixed_dictionaries(
+        {
+            "session_id": _fresh(ids, "s"),
+            "robot_id": _existing(_robot_ids(state)),
+            "plan_id": st.none() | (st.sampled_from(sorted(plans)) if plans else st.none()),
+        }
+    )
+
+
+def sessions_change_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {
+            "session_ids": st.lists(
+                _existing(_session_ids(state)), min_size=1, max_size=3, unique=True
+            ),
+            "change": st.sampled_from([str(c) for c in services.SessionChange]),
+        }
+    )
+
+
+def session_id_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({"session_id": _existing(_session_ids(state))})
+
+
+def new_episode_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {
+            "session_id": _existing(_session_ids(state)),
+            "episode_id": _fresh(ids, "e"),
+            "start": st.booleans(),
+        }
+    )
+
+
+def finish_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {
+            "session_id": _existing(_session_ids(state)),
+            "outcome": st.sampled_from(["success", "partial_success", "failure"]),
+            "reward": st.floats(-1e6, 1e6, allow_nan=False),
+            "success_rate": unit,
+            "assessments": st.lists(_assessment(ids), max_size=2),
+        }
+    )
+
+
+def teach_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    robots = _robot_ids(state)
+    return st.fixed_dictionaries(
+        {
+            "source": _existing(robots),
+            "target": _existing(robots),
+            "ratio": st.floats(0.1, 1.0),
+            "ids": st.just(None).map(lambda _: [ids.fresh("a") for _ in SKILLS]),
+            "at": st.integers(0, 4_102_444_800_000_000),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Operations: each applies JSON arguments through a Unit of Work
+# ---------------------------------------------------------------------------------------------
+
+
+def _assessments(raw: Sequence[Mapping[str, Any]]) -> list[SkillAssessment]:
+    return [
+        SkillAssessment(
+            id=a["id"],
+            skill=SkillType(a["skill"]),
+            score=a["score"],
+            confidence=a["confidence"],
+            evidence=a["evidence"],
+            assessed_at=from_micros(a["at"]),
+        )
+        for a in raw
+    ]
+
+
+def do_register(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    config = RobotConfiguration(
+        joint_count=a["joint_count"],
+        height_m=a["height_m"],
+        weight_kg=30.0,
+        max_joint_velocity=8.0,
+    )
+    uow.robots.add(HumanoidRobot.create(a["name"], a["robot_type"], config, id=a["robot_id"]))
+    return a["robot_id"]
+
+
+def do_assess(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    uow.robots.get(a["robot_id"]).assess_many(_assessments(a["assessments"]))
+    return None
+
+
+def do_rename(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    uow.robots.get(a["robot_id"]).rename(a["name"])
+    return None
+
+
+def do_create_plan(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    uow.robots.get(a["robot_id"])
+    plan = CurriculumPlan(id=a["plan_id"], robot_id=a["robot_id"], name=a["name"])
+    for s in a["stages"]:
+        plan.add_stage(
+            CurriculumStage(
+                name=s["name"],
+                target_skills=tuple(SkillType(x) for x in s["targets"]),
+                prerequisite_skills=tuple(SkillType(x) for x in s["prerequisites"]),
+                min_episodes=s["min_episodes"],
+                target_success_rate=s["rate"],
+            )
+        )
+    if a["activate"]:
+        plan.activate()
+    uow.plans.add(plan)
+    return plan.id
+
+
+def do_activate(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    uow.plans.get(a["plan_id"]).activate()
+    return None
+
+
+def do_open_session(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    return services.open_session(uow, a["robot_id"], a["plan_id"], session_id=a["session_id"]).id
+
+
+def do_change_sessions(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    services.apply_to_sessions(uow, a["session_ids"], a["change"])
+    return None
+
+
+def do_new_episode(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    session = uow.sessions.get(a["session_id"])
+    episode = session.new_episode(a["episode_id"])
+    if a["start"]:
+        session.start_episode()
+    return episode.id
+
+
+def do_start_episode(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    return uow.sessions.get(a["session_id"]).start_episode().id
+
+
+def do_fail_episode(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    return uow.sessions.get(a["session_id"]).fail_episode().id
+
+
+def _metrics(a: dict[str, Any]) -> EpisodeMetrics:
+    return EpisodeMetrics(success_rate=a["success_rate"], reward=a["reward"])
+
+
+def do_finish(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    return services.finish_episode(
+        uow,
+        a["session_id"],
+        a["outcome"],
+        a["reward"],
+        _metrics(a),
+        _assessments(a["assessments"]),
+    )
+
+
+def do_teach(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+    taught = services.teach(
+        uow, a["source"], a["target"], a["ratio"], ids=a["ids"], assessed_at=from_micros(a["at"])
+    )
+    return [x.id for x in taught]
+
+
+def _as_transaction(step: Callable[[AbstractUnitOfWork, dict[str, Any]], Any]) -> Any:
+    def run(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+        with uow:
+            result = step(uow, a)
+            uow.commit()
+        return result
+
+    return run
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("register_robot", robot_args, do_register),
+    Operation("assess", assess_args, do_assess),
+    Operation("rename_robot", rename_args, do_rename),
+    Operation("create_plan", plan_args, do_create_plan),
+    Operation("activate_plan", plan_id_args, do_activate),
+    Operation("open_session", open_session_args, do_open_session),
+    Operation("change_sessions", sessions_change_args, do_change_sessions),
+    Operation("new_episode", new_episode_args, do_new_episode),
+    Operation("start_episode", session_id_args, do_start_episode),
+    Operation("fail_episode", session_id_args, do_fail_episode),
+    Operation("finish_episode", finish_args, do_finish),
+    Operation("teach", teach_args, do_teach),
+    # The application services, each its own unit of work.
+    Operation("start_session", open_session_args, _as_transaction(do_open_session), "transaction"),
+    Operation("complete_episode", finish_args, _as_transaction(do_finish), "transaction"),
+    Operation("transfer_skills", teach_args, _as_transaction(do_teach), "transaction"),
+    Operation(
+        "batch_update", sessions_change_args, _as_transaction(do_change_sessions), "transaction"
+    ),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries
+# ---------------------------------------------------------------------------------------------
+
+
+def _none(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.just({})
+
+
+def _robot_query_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {"robot_id": _existing(_robot_ids(state)), "open_only": st.booleans()}
+    )
+
+
+def _skill_query_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({"skill": st.sampled_from(SKILLS), "min_score": unit})
+
+
+def _aggregate_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    every = _robot_ids(state) + _session_ids(state) + _plan_ids(state)
+    return st.fixed_dictionaries({"aggregate_id": _existing(every)})
+
+
+def _in_uow(read: Callable[[AbstractUnitOfWork, dict[str, Any]], Any]) -> Any:
+    def run(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+        with uow:
+            return read(uow, a)
+
+    return run
+
+
+QUERIES: tuple[Query, ...] = (
+    Query(
+        "get_robot",
+        _robot_query_args,
+        _in_uow(lambda u, a: canonical_robot(u.robots.get(a["robot_id"]))),
+    ),
+    Query(
+        "find_active_sessions",
+        _none,
+        _in_uow(lambda u, a: [s.id for s in u.sessions.find_active_sessions()]),
+    ),
+    Query(
+        "find_sessions_by_robot",
+        _robot_query_args,
+        _in_uow(
+            lambda u, a: sorted(
+                s.id
+                for s in u.sessions.find_sessions_by_robot(a["robot_id"], open_only=a["open_only"])
+            )
+        ),
+    ),
+    Query(
+        "find_robots_by_skill",
+        _skill_query_args,
+        _in_uow(
+            lambda u, a: sorted(
+                r.id for r in u.robots.find_robots_by_skill(SkillType(a["skill"]), a["min_score"])
+            )
+        ),
+    ),
+    Query(
+        "find_active_plans",
+        _none,
+        _in_uow(lambda u, a: [p.id for p in u.plans.find_active_plans()]),
+    ),
+    Query(
+        "events_for",
+        _aggregate_args,
+        _in_uow(
+            lambda u, a: [[e.event_type, e.payload] for e in u.events.events_for(a["aggregate_id"])]
+        ),
+    ),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The system on a database, its model, and the target
+# ---------------------------------------------------------------------------------------------
+
+
+class HumanoidModel:
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+
+    def unit_of_work(self) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self.store)
+
+    def state(self) -> State:
+        s = self.store
+        return canonical_state(s.robots, s.sessions, s.plans, s.events)
+
+
+class HumanoidSystem:
+    def __init__(self, engine: Engine, weakenings: Weakenings, codec: JsonCodec) -> None:
+        self.engine = engine
+        self.weakenings = weakenings
+        self.codec = codec
+
+    def unit_of_work(self, fault_hook: FaultHook | None = None) -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(
+            self.engine, weakenings=self.weakenings, codec=self.codec, fault_hook=fault_hook
+        )
+
+    def new_model(self) -> HumanoidModel:
+        return HumanoidModel()
+
+    def committed_state(self) -> State:
+        reader = SqlAlchemyUnitOfWork(self.engine, codec=self.codec)
+        with reader:
+            conn = reader.connection
+            robots = {
+                i: reader.robots.get(i) for i in conn.execute(select(t.robots.c.id)).scalars()
+            }
+            sessions = {
+                i: reader.sessions.get(i) for i in conn.execute(select(t.sessions.c.id)).scalars()
+            }
+            plans = {i: reader.plans.get(i) for i in conn.execute(select(t.plans.c.id)).scalars()}
+            events = [
+                StoredEvent(
+                    event_id=r.event_id,
+                    aggregate_type=r.aggregate_type,
+                    aggregate_id=r.aggregate_id,
+                    event_type=r.event_type,
+                    payload=self.codec.decode(r.payload),
+                    occurred_at=from_micros(r.occurred_at),
+                )
+                for r in conn.execute(select(t.outbox).order_by(t.outbox.c.id))
+            ]
+        return canonical_state(robots, sessions, plans, events)
+
+    def invariants(self, state: State) -> list[str]:
+        return invariants(state)
+
+    def reset(self) -> None:
+        with self.engine.begin() as conn:
+            for table in reversed(t.metadata.sorted_tables):
+                conn.execute(delete(table))
+
+    def dispose(self) -> None:
+        try:
+            t.metadata.drop_all(self.engine)
+        finally:
+            self.engine.dispose()
+
+
+class HumanoidTarget:
+    """The training lab, as a uowstress Target."""
+
+    name = "humanoid_training"
+    # Every aggregate write is version-checked and cross-aggregate rules lock what they read, so
+    # committed state is what some serial order of the units of work would give.
+    guarantee = "serializable"
+    operations = OPERATIONS
+    queries = QUERIES
+    tables = frozenset(table.name for table in t.metadata.sorted_tables)
+    options: Mapping[str, str] = {
+        "weaken": "comma-separated weakening switches to turn on: " + ", ".join(Weakenings.names()),
+        "sqlite_synchronous": "OFF, NORMAL, FULL (default) or EXTRA",
+        "max_payload_bytes": "largest JSON payload the codec accepts (default 1048576)",
+    }
+
+    def connect(
+        self, url: str, options: Mapping[str, str], *, isolation_level: str | None = None
+    ) -> HumanoidSystem:
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {sorted(unknown)} for target {self.name};"
+                f" known: {sorted(self.options)}"
+            )
+        weakenings = Weakenings.parse(options.get("weaken", ""))
+        engine_options = EngineOptions(
+            isolation_level=isolation_level,
+            sqlite_synchronous=options.get("sqlite_synchronous", "FULL").upper(),  # type: ignore[arg-type]
+        )
+        codec = JsonCodec(max_bytes=int(options.get("max_payload_bytes", 1_048_576)))
+        engine = make_engine(url, engine_options)
+        t.metadata.create_all(engine)
+        return HumanoidSystem(engine, weakenings, codec)
+
+
+TARGET = HumanoidTarget()
+
+__all__ = ["TARGET", "HumanoidSystem", "HumanoidTarget", "canonical_state", "invariants"]

@@ -1,0 +1,234 @@
+"""Fresh, isolated databases for a run or a test, removed afterwards.
+
+SQLite gets a new file in a new directory, PostgreSQL a new schema (selected for every
+connection through the URL's libpq `options`), MariaDB/MySQL a new database. Nothing outside
+the scratch database is touched, so runs can share a server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from sqlalchemy import Connection, Engine, create_engine, inspect, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+from uowstress.errors import DatabaseUnreachable, UowstressError
+
+Backend = Literal["sqlite", "postgresql", "mysql"]
+
+# The tester keeps its own copy of this mapping: it must not depend on any system under test.
+_DRIVERS: dict[str, tuple[Backend, str]] = {
+    "sqlite": ("sqlite", "sqlite"),
+    "sqlite+pysqlite": ("sqlite", "sqlite+pysqlite"),
+    "postgres": ("postgresql", "postgresql+psycopg"),
+    "postgresql": ("postgresql", "postgresql+psycopg"),
+    "postgresql+psycopg": ("postgresql", "postgresql+psycopg"),
+    "mysql": ("mysql", "mysql+pymysql"),
+    "mysql+pymysql": ("mysql", "mysql+pymysql"),
+    "mariadb": ("mysql", "mysql+pymysql"),
+    "mariadb+pymysql": ("mysql", "mysql+pymysql"),
+}
+_ACCEPTED = "sqlite://, postgresql:// (psycopg 3) or mysql:// / mariadb:// (PyMySQL)"
+_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+# Long enough for a lock held by a forgotten transaction to show up as an error, not a hang.
+_DROP_LOCK_TIMEOUT_S = 30
+
+
+def _normalize(url: str | URL) -> tuple[Backend, URL]:
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except sa_exc.ArgumentError:
+            # The text is not echoed: it may hold a password.
+            raise ValueError(f"not a database URL; write it as {_ACCEPTED}") from None
+    entry = _DRIVERS.get(url.drivername.lower())
+    if entry is None:
+        raise ValueError(f"unsupported database URL scheme {url.drivername!r}; use {_ACCEPTED}")
+    return entry[0], url.set(drivername=entry[1])
+
+
+def _redacted(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _password(url: URL) -> str | None:
+    return url.password if isinstance(url.password, str) and url.password else None
+
+
+def _failure_message(url: URL, backend: Backend, error: BaseException) -> str:
+    orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    lines = str(orig).strip().splitlines()
+    reason = lines[0] if lines else type(orig).__name__
+    password = _password(url)
+    if password:
+        reason = reason.replace(password, "***")
+    port = f":{url.port}" if url.port is not None else ""
+    user = f" as {url.username}" if url.username else ""
+    return (
+        f"cannot connect to the {backend} server at {url.host or 'localhost'}{port}{user}:"
+        f" {reason}. Check that the server is running and that the URL ({_redacted(url)})"
+        " is right."
+    )
+
+
+def _server_engine(url: URL, timeout_s: int) -> Engine:
+    # One short-lived connection at a time; nothing to pool.
+    return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": timeout_s})
+
+
+def _version(connection: Connection, backend: Backend) -> str:
+    if backend == "postgresql":
+        raw = str(connection.execute(text("SHOW server_version")).scalar())
+        return f"PostgreSQL {raw.split()[0]}"
+    raw = str(connection.execute(text("SELECT VERSION()")).scalar())
+    match = re.match(r"\d+(?:\.\d+)*", raw)
+    number = match.group(0) if match else raw
+    return f"{'MariaDB' if 'mariadb' in raw.lower() else 'MySQL'} {number}"
+
+
+def reachable(url: str | URL, timeout_s: int = 3) -> tuple[bool, str]:
+    """(True, server version) when the URL answers, else (False, why); never raises for that."""
+    try:
+        backend, normalized = _normalize(url)
+    except ValueError as error:
+        return False, str(error)
+    if backend == "sqlite":
+        database = normalized.database or ""
+        if database and database != ":memory:":
+            directory = os.path.dirname(os.path.abspath(database))
+            if not os.path.isdir(directory):
+                return False, (
+                    f"directory {directory!r} of the SQLite database does not exist; create it"
+                    " or point the URL elsewhere"
+                )
+        # Opening a file would create it; the embedded library is always there.
+        return True, f"SQLite {sqlite3.sqlite_version}"
+    engine = _server_engine(normalized, timeout_s)
+    try:
+        with engine.connect() as connection:
+            return True, _version(connection, backend)
+    except (sa_exc.SQLAlchemyError, OSError) as error:
+        return False, _failure_message(normalized, backend, error)
+    finally:
+        engine.dispose()
+
+
+def list_tables(url: str | URL) -> list[str]:
+    """Names of the tables in the database (PostgreSQL: the first schema of the search path)."""
+    backend, normalized = _normalize(url)
+    engine = create_engine(normalized, poolclass=NullPool)
+    try:
+        return sorted(inspect(engine).get_table_names())
+    except sa_exc.OperationalError as error:
+        raise DatabaseUnreachable(_failure_message(normalized, backend, error)) from None
+    finally:
+        engine.dispose()
+
+
+def _connect_or_raise(engine: Engine, url: URL, backend: Backend) -> Connection:
+    try:
+        return engine.connect()
+    except (sa_exc.SQLAlchemyError, OSError) as error:
+        unreachable = DatabaseUnreachable(_failure_message(url, backend, error))
+        password = _password(url)
+        if password and password in str(error):
+            raise unreachable from None
+        raise unreachable from error
+
+
+@contextmanager
+def scratch_database(url: str | URL, *, prefix: str = "uows_") -> Iterator[URL]:
+    """A new empty database on the server of `url`, dropped on exit even if the body raises.
+
+    Yields the URL that reaches it: a file for SQLite (in a new directory beside the file
+    the URL names, or in the system's temporary directory when it names none), a schema
+    selected through `options=-csearch_path=...` for PostgreSQL, a database for MariaDB/MySQL.
+    """
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"scratch database prefix {prefix!r} must be a lowercase identifier of at most"
+            " 41 characters (letters, digits, underscores; not starting with a digit)"
+        )
+    backend, normalized = _normalize(url)
+    name = f"{prefix}{secrets.token_hex(6)}"
+    if backend == "sqlite":
+        with _sqlite_scratch(normalized, name) as scratch:
+            yield scratch
+        return
+    engine = _server_engine(normalized, timeout_s=5)
+    try:
+        with _connect_or_raise(engine, normalized, backend) as connection:
+            _create(connection, backend, name)
+        try:
+            yield _scratch_url(normalized, backend, name)
+        finally:
+            with _connect_or_raise(engine, normalized, backend) as connection:
+                _drop(connection, backend, name)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _sqlite_scratch(url: URL, name: str) -> Iterator[URL]:
+    database = url.database or ""
+    parent = None
+    if database and database != ":memory:":
+        parent = os.path.dirname(os.path.abspath(database))
+    directory = tempfile.mkdtemp(prefix=name + "_", dir=parent)
+    try:
+        # Only the path changes: query options such as a driver setting are kept.
+        yield url.set(database=os.path.join(directory, f"{name}.db"))
+    finally:
+        # The database, its -wal and -shm files all live in the directory.
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _create(connection: Connection, backend: Backend, name: str) -> None:
+    if backend == "postgresql":
+        connection.execute(text(f'CREATE SCHEMA "{name}"'))
+    else:
+        # utf8mb4 whatever the server default, so that any Unicode text can be stored.
+        connection.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    connection.commit()
+
+
+def _drop(connection: Connection, backend: Backend, name: str) -> None:
+    if backend == "postgresql":
+        timeout = f"SET lock_timeout = '{_DROP_LOCK_TIMEOUT_S}s'"
+        drop = f'DROP SCHEMA IF EXISTS "{name}" CASCADE'
+    else:
+        timeout = f"SET SESSION lock_wait_timeout = {_DROP_LOCK_TIMEOUT_S}"
+        drop = f"DROP DATABASE IF EXISTS `{name}`"
+    try:
+        connection.execute(text(timeout))
+        connection.execute(text(drop))
+        connection.commit()
+    except sa_exc.DBAPIError as error:
+        lines = str(error.orig).strip().splitlines()
+        raise UowstressError(
+            f"could not remove the scratch {'schema' if backend == 'postgresql' else 'database'}"
+            f" {name}: {lines[0] if lines else type(error.orig).__name__}. A connection made"
+            " from the scratch URL probably still holds a lock in it: dispose such engines"
+            f" before the block ends, then remove it by hand with: {drop}"
+        ) from error
+
+
+def _scratch_url(url: URL, backend: Backend, name: str) -> URL:
+    if backend == "mysql":
+        return url.set(database=name)
+    # libpq applies `options` to every connection made from the URL, whatever the engine.
+    existing = url.query.get("options")
+    if isinstance(existing, tuple):
+        existing = " ".join(existing)
+    options = f"{existing} -csearch_path={name}" if existing else f"-csearch_path={name}"
+    return url.update_query_dict({"options": options})

@@ -1,0 +1,145 @@
+"""The single-session ACID machine: a Hypothesis rule-based state machine over a Target.
+
+Rules open a Unit of Work, apply the target's operations, commit, roll back, leave without
+commit, raise inside the block, commit with an injected fault, run whole-transaction services
+and queries. After every step the executor checks the committed state against the model, the
+invariants and the connection pool (see executor.py).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from hypothesis import event, note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from uowstress.faults import FAULT_POINTS, KILL_AT
+from uowstress.stateful.executor import SingleSessionExecutor
+from uowstress.target import System, Target
+
+
+class RunRecorder:
+    """What the machine leaves behind for the report: the last example's steps (after a failure,
+    Hypothesis replays the shrunk example last), step timings and fault counts of all examples."""
+
+    def __init__(self) -> None:
+        self.last_steps: list[dict[str, Any]] = []
+        self.examples = 0
+        self.step_ns: dict[str, list[int]] = {}
+        self.fault_counts: dict[str, int] = {}
+        self.memory_peaks: list[int] = []
+
+    def absorb(self, executor: SingleSessionExecutor, memory_peak: int | None) -> None:
+        self.examples += 1
+        self.last_steps = list(executor.steps)
+        for label, samples in executor.timings.samples.items():
+            self.step_ns.setdefault(label, []).extend(samples)
+        for point, count in executor.fault_counts.items():
+            self.fault_counts[point] = self.fault_counts.get(point, 0) + count
+        if memory_peak is not None:
+            self.memory_peaks.append(memory_peak)
+
+
+def acid_machine(
+    target: Target,
+    system: System,
+    recorder: RunRecorder,
+    *,
+    trace_memory: bool = False,
+) -> type[RuleBasedStateMachine]:
+    """A machine class bound to one system set up on one database."""
+    step_ops = [op for op in target.operations if op.scope == "step"]
+    transaction_ops = [op for op in target.operations if op.scope == "transaction"]
+    queries = list(target.queries)
+
+    class AcidMachine(RuleBasedStateMachine):
+        recorded: ClassVar[RunRecorder] = recorder
+
+        def __init__(self) -> None:
+            super().__init__()
+            system.reset()
+            self.executor = SingleSessionExecutor(target, system)
+            self._tracing = trace_memory and not tracemalloc.is_tracing()
+            if self._tracing:
+                tracemalloc.start()
+
+        def _run(self, step: dict[str, Any]) -> None:
+            note(f"step {len(self.executor.steps) + 1}: {step}")
+            self.executor.run(step)
+
+        def _draw_args(self, data: st.DataObject, arguments: Callable[..., Any]) -> Any:
+            return data.draw(arguments(self.executor.model_state(), self.executor.ids))
+
+        @precondition(lambda self: not self.executor.is_open)
+        @rule()
+        def begin(self) -> None:
+            self._run({"action": "begin"})
+
+        if step_ops:
+
+            @precondition(lambda self: self.executor.is_open)
+            @rule(data=st.data(), count=st.integers(1, 3))
+            def apply(self, data: st.DataObject, count: int) -> None:
+                # Several operations per transaction: atomicity is about more than one change.
+                for _ in range(count):
+                    op = data.draw(st.sampled_from(step_ops))
+                    args = self._draw_args(data, op.arguments)
+                    self._run({"action": "apply", "op": op.name, "args": args})
+
+        @precondition(lambda self: self.executor.is_open)
+        @rule(
+            # Commit most often: a run that rarely commits explores little committed state.
+            how=st.sampled_from(
+                ["commit", "commit", "commit", "rollback", "leave", "raise", "fault"]
+            ),
+            point=st.sampled_from(FAULT_POINTS),
+            statement=st.integers(1, 6),
+            kill_at=st.sampled_from(KILL_AT),
+        )
+        def end(self, how: str, point: str, statement: int, kill_at: str) -> None:
+            if how != "fault":
+                self._run({"action": how})
+                return
+            spec: dict[str, Any] = {"point": point}
+            if point == "statement":
+                spec["statement"] = statement
+            if point == "kill":
+                spec["kill_at"] = kill_at
+            event(f"fault point: {point}")
+            self._run({"action": "fault", "fault": spec})
+
+        if transaction_ops:
+
+            @precondition(lambda self: not self.executor.is_open)
+            @rule(data=st.data(), op=st.sampled_from(transaction_ops))
+            def transaction(self, data: st.DataObject, op: Any) -> None:
+                args = self._draw_args(data, op.arguments)
+                self._run({"action": "transaction", "op": op.name, "args": args})
+
+        if queries:
+
+            @precondition(lambda self: not self.executor.is_open)
+            @rule(data=st.data(), query=st.sampled_from(queries))
+            def query(self, data: st.DataObject, query: Any) -> None:
+                args = self._draw_args(data, query.arguments)
+                self._run({"action": "query", "query": query.name, "args": args})
+
+        @invariant()
+        def nothing_left_behind(self) -> None:
+            # Checks run after every step inside the executor; this only keeps Hypothesis
+            # aware that the machine has invariants (its statistics show them).
+            return None
+
+        def teardown(self) -> None:
+            self.executor.close()
+            peak = None
+            if self._tracing:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            self.recorded.absorb(self.executor, peak)
+
+    AcidMachine.__name__ = f"AcidMachine[{target.name}]"
+    return AcidMachine

@@ -1,0 +1,331 @@
+"""The single-session executor: runs steps against the system and its model and checks both.
+
+The Hypothesis machine and `uowstress replay` run the same steps through this one class, so a
+written reproducer fails (or passes) exactly as the run that found it.
+
+A step is a JSON object: {"action": ..., "op": ..., "args": {...}, "fault": {...}}.
+Actions with no Unit of Work open: "begin", "transaction" (an operation that is its own unit of
+work), "query". With one open: "apply", "commit", "rollback", "leave" (exit without commit),
+"raise" (an exception inside the block), "fault" (commit with an armed fault).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from uowstress.errors import UowstressError
+from uowstress.faults import Fault, InjectedFault
+from uowstress.target import Ids, Model, Operation, Query, State, System, Target, UnitOfWork
+
+OPEN_ACTIONS = ("apply", "commit", "rollback", "leave", "raise", "fault")
+CLOSED_ACTIONS = ("begin", "transaction", "query")
+
+
+class Finding(AssertionError):
+    """A property of the system under test was violated. `kind` names which."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"[{kind}] {message}")
+        self.kind = kind
+        self.message = message
+
+
+class StepError(UowstressError):
+    """A step cannot be run: it does not fit the target or the executor's state."""
+
+
+class BlockError(Exception):
+    """The exception the "raise" action throws inside a Unit of Work's block."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a call did: returned a value, or raised an error of some type."""
+
+    ok: bool
+    value: Any = None
+    error_type: str | None = None
+    error: str | None = None
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"returned {json.dumps(self.value, default=str)}"
+        return f"raised {self.error_type}: {self.error}"
+
+
+def call(fn: Any, *args: Any) -> Outcome:
+    try:
+        return Outcome(True, fn(*args))
+    except Exception as error:
+        return Outcome(False, error_type=type(error).__name__, error=str(error))
+
+
+def diff_states(expected: State, actual: State, limit: int = 6) -> list[str]:
+    """Plain-words differences between the model's state and the committed one."""
+    out: list[str] = []
+    for section in sorted(set(expected) | set(actual)):
+        e, a = expected.get(section), actual.get(section)
+        if e == a:
+            continue
+        if isinstance(e, dict) and isinstance(a, dict):
+            for key in sorted(set(e) | set(a)):
+                if key not in a:
+                    out.append(f"{section}[{key}] should be committed but is missing")
+                elif key not in e:
+                    out.append(f"{section}[{key}] is committed but should not exist")
+                elif e[key] != a[key]:
+                    fields = (
+                        sorted(
+                            f for f in set(e[key]) | set(a[key]) if e[key].get(f) != a[key].get(f)
+                        )
+                        if isinstance(e[key], dict) and isinstance(a[key], dict)
+                        else []
+                    )
+                    detail = "; ".join(
+                        f"{f}: expected {json.dumps(e[key].get(f))[:120]},"
+                        f" committed {json.dumps(a[key].get(f))[:120]}"
+                        for f in fields
+                    )
+                    out.append(f"{section}[{key}] differs: {detail or 'value'}")
+        elif isinstance(e, list) and isinstance(a, list):
+            missing = Counter(map(json.dumps, e)) - Counter(map(json.dumps, a))
+            extra = Counter(map(json.dumps, a)) - Counter(map(json.dumps, e))
+            out += [f"{section}: missing {m}" for m in list(missing)[:limit]]
+            out += [f"{section}: unexpected {x}" for x in list(extra)[:limit]]
+        else:
+            out.append(f"{section} differs")
+    return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+@dataclass
+class StepTimings:
+    """Nanoseconds per step label, for the budgets."""
+
+    samples: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, label: str, ns: int) -> None:
+        self.samples[label].append(ns)
+
+
+class SingleSessionExecutor:
+    def __init__(self, target: Target, system: System, *, check_every_step: bool = True) -> None:
+        self.target = target
+        self.system = system
+        self.model: Model = system.new_model()
+        self.check_every_step = check_every_step
+        self.operations: dict[str, Operation] = {op.name: op for op in target.operations}
+        self.queries: dict[str, Query] = {q.name: q for q in target.queries}
+        self.sut: UnitOfWork | None = None
+        self.mirror: UnitOfWork | None = None
+        self.steps: list[dict[str, Any]] = []
+        self.ids = Ids()
+        self.timings = StepTimings()
+        self.fault_counts: Counter[str] = Counter()
+        self._fault: Fault | None = None
+
+    # -- state the machine needs to draw the next step -----------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.sut is not None
+
+    def model_state(self) -> State:
+        return self.model.state()
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self, step: dict[str, Any]) -> None:
+        """Run one step; raise Finding when the system breaks a property."""
+        self.steps.append(step)
+        action = step.get("action")
+        if action in OPEN_ACTIONS and not self.is_open:
+            raise StepError(f"step {action!r} needs an open unit of work; add a 'begin' first")
+        if action in CLOSED_ACTIONS and self.is_open:
+            raise StepError(f"step {action!r} needs no unit of work open")
+        handler = getattr(self, f"_do_{action}", None)
+        if handler is None:
+            raise StepError(
+                f"unknown step action {action!r}; expected one of"
+                f" {', '.join(OPEN_ACTIONS + CLOSED_ACTIONS)}"
+            )
+        label = step.get("op") or step.get("query") or str(action)
+        started = time.perf_counter_ns()
+        handler(step)
+        self.timings.add(label, time.perf_counter_ns() - started)
+        if self.check_every_step or not self.is_open:
+            self.check()
+
+    def _hook(self, point: str, connection: Any) -> None:
+        if self._fault is not None:
+            self._fault.hook(point, connection)
+
+    def _do_begin(self, step: dict[str, Any]) -> None:
+        sut = self.system.unit_of_work(fault_hook=self._hook)
+        mirror = self.model.unit_of_work()
+        outcome = call(sut.__enter__)
+        if not outcome.ok:
+            raise Finding("error", f"opening a unit of work {outcome.describe()}")
+        mirror.__enter__()
+        self.sut, self.mirror = sut, mirror
+
+    def _operation(self, step: dict[str, Any]) -> Operation:
+        name = step.get("op")
+        if name not in self.operations:
+            raise StepError(
+                f"target {self.target.name} has no operation {name!r};"
+                f" it has {', '.join(sorted(self.operations))}"
+            )
+        return self.operations[name]
+
+    def _compare(self, what: str, expected: Outcome, actual: Outcome) -> None:
+        same = expected.ok == actual.ok and (
+            expected.value == actual.value
+            if expected.ok
+            else expected.error_type == actual.error_type
+        )
+        if not same:
+            raise Finding(
+                "outcome",
+                f"{what}: the model {expected.describe()}, the system {actual.describe()}",
+            )
+
+    def _do_apply(self, step: dict[str, Any]) -> None:
+        op = self._operation(step)
+        if op.scope != "step":
+            raise StepError(f"operation {op.name} is a whole transaction; use action 'transaction'")
+        args = step.get("args", {})
+        expected = call(op.apply, self.mirror, args)
+        actual = call(op.apply, self.sut, args)
+        self._compare(f"{op.name}({json.dumps(args)})", expected, actual)
+
+    def _close(self) -> tuple[UnitOfWork, UnitOfWork]:
+        sut, mirror = self.sut, self.mirror
+        assert sut is not None and mirror is not None
+        self.sut = self.mirror = None
+        return sut, mirror
+
+    def _do_commit(self, step: dict[str, Any]) -> None:
+        sut, mirror = self._close()
+        committed = call(sut.commit)
+        exited = call(sut.__exit__, None, None, None)
+        if committed.ok:
+            mirror.commit()
+        mirror.__exit__(None, None, None)
+        if not committed.ok:
+            raise Finding("error", f"commit {committed.describe()}")
+        if not exited.ok:
+            raise Finding("error", f"leaving the unit of work after commit {exited.describe()}")
+
+    def _do_rollback(self, step: dict[str, Any]) -> None:
+        sut, mirror = self._close()
+        rolled = call(sut.rollback)
+        exited = call(sut.__exit__, None, None, None)
+        mirror.__exit__(None, None, None)
+        for what, outcome in (("rollback", rolled), ("leaving after rollback", exited)):
+            if not outcome.ok:
+                raise Finding("error", f"{what} {outcome.describe()}")
+
+    def _do_leave(self, step: dict[str, Any]) -> None:
+        sut, mirror = self._close()
+        exited = call(sut.__exit__, None, None, None)
+        mirror.__exit__(None, None, None)
+        if not exited.ok:
+            raise Finding("error", f"leaving without commit {exited.describe()}")
+
+    def _do_raise(self, step: dict[str, Any]) -> None:
+        sut, mirror = self._close()
+        error = BlockError("an exception raised inside the unit of work's block")
+        exited = call(sut.__exit__, BlockError, error, None)
+        mirror.__exit__(BlockError, error, None)
+        if not exited.ok:
+            raise Finding("error", f"leaving after an exception {exited.describe()}")
+        if exited.value:
+            raise Finding(
+                "swallowed",
+                "an exception raised inside the unit of work's block was suppressed by"
+                " __exit__; it must roll back and let the exception propagate",
+            )
+
+    def _do_fault(self, step: dict[str, Any]) -> None:
+        sut, mirror = self._close()
+        fault = Fault.from_json(step.get("fault", {}))
+        self._fault = fault
+        try:
+            committed = call(sut.commit)
+            exc = None if committed.ok else InjectedFault(committed.error or "")
+            exited = call(sut.__exit__, None if exc is None else type(exc), exc, None)
+        finally:
+            fault.disarm()
+            self._fault = None
+        self.fault_counts[fault.point if fault.fired else f"{fault.point} (not reached)"] += 1
+        if committed.ok:
+            if fault.fired and fault.point != "kill":
+                raise Finding(
+                    "swallowed",
+                    f"the fault injected at {fault.point} was swallowed: commit reported success",
+                )
+            mirror.commit()
+        mirror.__exit__(None, None, None)
+        if not exited.ok:
+            raise Finding("error", f"leaving after a failed commit {exited.describe()}")
+        if not committed.ok and exited.value:
+            raise Finding("swallowed", "__exit__ suppressed the commit's failure")
+
+    def _do_transaction(self, step: dict[str, Any]) -> None:
+        op = self._operation(step)
+        if op.scope != "transaction":
+            raise StepError(f"operation {op.name} runs inside a unit of work; use 'apply'")
+        args = step.get("args", {})
+        expected = call(op.apply, self.model.unit_of_work(), args)
+        actual = call(op.apply, self.system.unit_of_work(), args)
+        self._compare(f"{op.name}({json.dumps(args)})", expected, actual)
+
+    def _do_query(self, step: dict[str, Any]) -> None:
+        name = step.get("query")
+        if name not in self.queries:
+            raise StepError(f"target {self.target.name} has no query {name!r}")
+        query = self.queries[name]
+        args = step.get("args", {})
+        expected = call(query.run, self.model.unit_of_work(), args)
+        actual = call(query.run, self.system.unit_of_work(), args)
+        self._compare(f"query {name}({json.dumps(args)})", expected, actual)
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Committed state equals the model; every invariant holds; no connection leaked."""
+        try:
+            actual = self.system.committed_state()
+        except Exception as error:
+            raise Finding(
+                "error", f"reading the committed state failed: {type(error).__name__}: {error}"
+            ) from error
+        violations = self.system.invariants(actual)
+        if violations:
+            raise Finding("invariant", "; ".join(violations))
+        expected = self.model.state()
+        if actual != expected:
+            raise Finding(
+                "state",
+                "committed state differs from the model: "
+                + "; ".join(diff_states(expected, actual)),
+            )
+        if not self.is_open:
+            checked_out = getattr(self.system.engine.pool, "checkedout", lambda: 0)()
+            if checked_out:
+                raise Finding(
+                    "leak",
+                    f"{checked_out} connection(s) still checked out of the pool with no unit of"
+                    " work open",
+                )
+
+    def close(self) -> None:
+        """Leave an open unit of work (rolled back), whatever state the run ended in."""
+        if self.sut is not None:
+            sut, mirror = self._close()
+            call(sut.__exit__, None, None, None)
+            call(mirror.__exit__, None, None, None)

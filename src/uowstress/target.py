@@ -1,0 +1,202 @@
+"""The Target protocol: everything uowstress knows of a system under test.
+
+A team points uowstress at its own Unit of Work by writing one `Target`: how to set the system
+up on a database, the operations it offers (with Hypothesis strategies for their arguments),
+the queries its repositories answer, a model of what must be committed, and the invariants of
+committed state. uowstress never imports the system itself; it reaches it only through this.
+
+Values that cross the protocol (operation arguments, results, states) are JSON values, so that
+every step of a failing run can be written down and replayed later.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from hypothesis.strategies import SearchStrategy
+from sqlalchemy import Connection, Engine
+
+from uowstress.errors import UowstressError
+
+JSON = Any
+State = dict[str, JSON]
+# Called by the system's Unit of Work at each named point of its commit path.
+FaultHook = Callable[[str, Connection], None]
+FAULT_HOOK_POINTS = ("before_flush", "after_flush", "before_commit")
+
+GUARANTEES = (
+    "read uncommitted",
+    "read committed",
+    "repeatable read",
+    "snapshot",
+    "serializable",
+)
+
+
+class TargetError(UowstressError):
+    """A target cannot be loaded or does not keep the protocol."""
+
+
+@runtime_checkable
+class UnitOfWork(Protocol):
+    """What uowstress needs of a Unit of Work: a context manager with commit and rollback."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Ids:
+    """Fresh identifiers for the arguments of operations: deterministic within one run, so that a
+    written reproducer names the same things when it is replayed."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def fresh(self, prefix: str) -> str:
+        n = self.counters.get(prefix, 0) + 1
+        self.counters[prefix] = n
+        return f"{prefix}{n}"
+
+
+# Given the model's current state and an id source, the strategy for one call's arguments.
+ArgumentsFor = Callable[[State, Ids], SearchStrategy[dict[str, JSON]]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One thing the system does.
+
+    scope "step": `apply(uow, args)` runs inside a Unit of Work the tester has opened (the tester
+    decides when to commit, roll back or leave). scope "transaction": `apply(uow, args)` gets a
+    fresh, unopened Unit of Work and opens and commits it itself (an application service).
+    `apply` returns a JSON value or raises; the same call on the model must do the same.
+    """
+
+    name: str
+    arguments: ArgumentsFor
+    apply: Callable[[Any, dict[str, JSON]], JSON]
+    scope: Literal["step", "transaction"] = "step"
+
+
+@dataclass(frozen=True)
+class Query:
+    """A read through the system's repositories; `run(uow, args)` returns a JSON value."""
+
+    name: str
+    arguments: ArgumentsFor
+    run: Callable[[Any, dict[str, JSON]], JSON]
+
+
+class Model(Protocol):
+    """What must be committed if persistence were perfect: an in-memory twin of the system."""
+
+    def unit_of_work(self) -> UnitOfWork: ...
+
+    def state(self) -> State:
+        """The committed state, in the same canonical form as `System.committed_state`."""
+        ...
+
+
+class System(Protocol):
+    """A target set up on one database."""
+
+    engine: Engine
+
+    def unit_of_work(self, fault_hook: FaultHook | None = None) -> UnitOfWork: ...
+
+    def new_model(self) -> Model:
+        """A model of the empty database (the state after `reset`)."""
+        ...
+
+    def committed_state(self) -> State:
+        """What is committed, read through a connection of its own."""
+        ...
+
+    def invariants(self, state: State) -> list[str]:
+        """Every violated invariant of a committed state, in plain words; empty when all hold."""
+        ...
+
+    def reset(self) -> None:
+        """Empty the database: the state a new example starts from."""
+        ...
+
+    def dispose(self) -> None:
+        """Drop what `Target.connect` created and release every connection."""
+        ...
+
+
+class Target(Protocol):
+    """A system under test, as uowstress sees it."""
+
+    name: str
+    guarantee: str  # one of GUARANTEES: what the system's Unit of Work promises
+    operations: Sequence[Operation]
+    queries: Sequence[Query]
+    tables: frozenset[str]  # the tables `connect` creates; anything else is not ours to touch
+    options: Mapping[str, str]  # option name -> what it does (documentation for --target-option)
+
+    def connect(
+        self, url: str, options: Mapping[str, str], *, isolation_level: str | None = None
+    ) -> System:
+        """Create the schema in the database at `url` (which uowstress has checked holds no
+        foreign tables) and return the system set up on it."""
+        ...
+
+
+def check_target(target: object, where: str) -> Target:
+    """Refuse an object that does not keep the protocol, naming what is missing."""
+    missing = [
+        name
+        for name in ("name", "guarantee", "operations", "queries", "tables", "options", "connect")
+        if not hasattr(target, name)
+    ]
+    if missing:
+        raise TargetError(
+            f"{where} is not a uowstress Target: it lacks {', '.join(missing)}."
+            " See uowstress.target.Target for the protocol and examples/ for a small target."
+        )
+    candidate: Any = target
+    guarantee = candidate.guarantee
+    if guarantee not in GUARANTEES:
+        raise TargetError(
+            f"{where} declares guarantee {guarantee!r}; use one of {', '.join(GUARANTEES)}"
+        )
+    names = [op.name for op in candidate.operations]
+    if len(set(names)) != len(names):
+        raise TargetError(f"{where} has two operations with one name: {sorted(names)}")
+    return candidate  # type: ignore[no-any-return]
+
+
+def load_target(spec: str) -> Target:
+    """Import `package.module:attribute`; the attribute is a Target or a callable returning one."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise TargetError(
+            f"target {spec!r} is not of the form package.module:attribute"
+            " (e.g. humanoid_training.target:TARGET)"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise TargetError(
+            f"cannot import target module {module_name!r}: {error}. Is it installed in this"
+            " environment, or on PYTHONPATH?"
+        ) from None
+    try:
+        obj = getattr(module, attribute)
+    except AttributeError:
+        raise TargetError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if callable(obj) and not hasattr(obj, "connect"):
+        obj = obj()
+    return check_target(obj, f"target {spec!r}")
+
+
+DEFAULT_TARGET = "humanoid_training.target:TARGET"

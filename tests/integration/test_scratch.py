@@ -1,0 +1,184 @@
+"""scratch_database: isolated, removed afterwards, on every backend; clear errors otherwise."""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+from humanoid_training.persistence.engine import normalize_url
+from uowstress.errors import DatabaseUnreachable
+from uowstress.scratch import list_tables, reachable, scratch_database
+
+PASSWORD = "Sup3r-s3cret-pw"
+postgres_only = pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
+)
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def create_table(url: URL, name: str) -> None:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY)"))
+    finally:
+        engine.dispose()
+
+
+def scratch_exists(server_url: str, backend: str, scratch: URL) -> bool:
+    """Whether the scratch database behind `scratch` is still there, asked of the server."""
+    if backend == "sqlite":
+        assert scratch.database is not None
+        return os.path.exists(os.path.dirname(scratch.database))
+    engine = create_engine(normalize_url(server_url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            if backend == "postgresql":
+                options = str(scratch.query["options"])
+                schema = options.rsplit("search_path=", 1)[1]
+                query = "SELECT count(*) FROM information_schema.schemata WHERE schema_name = :n"
+                return bool(connection.execute(text(query), {"n": schema}).scalar())
+            query = "SELECT count(*) FROM information_schema.schemata WHERE schema_name = :n"
+            return bool(connection.execute(text(query), {"n": scratch.database}).scalar())
+    finally:
+        engine.dispose()
+
+
+def test_scratch_databases_are_isolated_and_removed(server_url: str, backend: str) -> None:
+    with scratch_database(server_url) as first, scratch_database(server_url) as second:
+        assert first != second
+        assert list_tables(first) == []
+        create_table(first, "probe")
+        assert list_tables(first) == ["probe"]
+        assert list_tables(second) == []
+        create_table(second, "probe")  # the same name: no clash across scratch databases
+        assert scratch_exists(server_url, backend, first)
+    assert not scratch_exists(server_url, backend, first)
+    assert not scratch_exists(server_url, backend, second)
+
+
+def test_scratch_database_is_removed_when_the_body_raises(server_url: str, backend: str) -> None:
+    class BodyFailed(Exception):
+        pass
+
+    with pytest.raises(BodyFailed), scratch_database(server_url) as url:
+        create_table(url, "left_behind")
+        seen = url
+        raise BodyFailed
+    assert not scratch_exists(server_url, backend, seen)
+
+
+def test_scratch_database_accepts_urls_as_users_write_them(server_url: str, backend: str) -> None:
+    plain = make_url(server_url)
+    plain = plain.set(drivername=plain.drivername.split("+")[0])
+    with scratch_database(plain, prefix="plain_") as url:
+        create_table(url, "probe")
+        assert list_tables(url) == ["probe"]
+        name = url.database if backend != "postgresql" else str(url.query["options"])
+        assert name is not None and "plain_" in name
+
+
+@postgres_only
+def test_postgresql_scratch_url_pins_every_connection_to_its_schema(server_url: str) -> None:
+    with scratch_database(server_url) as url:
+        schema = str(url.query["options"]).rsplit("search_path=", 1)[1]
+        create_table(url, "pinned")
+        engine = create_engine(url)  # pooled, several connections: each must see the schema
+        try:
+            with engine.connect() as one, engine.connect() as two:
+                for connection in (one, two):
+                    assert connection.execute(text("SELECT current_schema()")).scalar() == schema
+            with engine.connect() as connection:
+                query = "SELECT table_schema FROM information_schema.tables WHERE table_name = :t"
+                where = connection.execute(text(query), {"t": "pinned"}).scalars().all()
+            assert where == [schema]
+        finally:
+            engine.dispose()
+
+
+@postgres_only
+def test_postgresql_scratch_keeps_existing_libpq_options(server_url: str) -> None:
+    with_options = make_url(server_url).update_query_dict({"options": "-cstatement_timeout=5000"})
+    with scratch_database(with_options) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                assert connection.execute(text("SHOW statement_timeout")).scalar() == "5s"
+                schema = str(connection.execute(text("SELECT current_schema()")).scalar())
+                assert schema.startswith("uows_")
+        finally:
+            engine.dispose()
+
+
+def test_sqlite_scratch_lives_beside_the_named_file(tmp_path: Path) -> None:
+    with scratch_database(f"sqlite:///{tmp_path / 'lab.db'}") as url:
+        assert url.database is not None
+        directory = Path(url.database).parent
+        assert directory.parent == tmp_path
+        create_table(url, "probe")
+        assert Path(url.database).exists()
+    assert not directory.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sqlite_scratch_without_a_path_uses_a_temporary_directory() -> None:
+    with scratch_database("sqlite://") as url:
+        assert url.database is not None
+        path = Path(url.database)
+        assert path.name.startswith("uows_") and path.suffix == ".db"
+        create_table(url, "probe")
+        assert list_tables(url) == ["probe"]
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize("prefix", ["", "1abc", "Upper", "semi;colon", "x" * 42])
+def test_unsafe_prefixes_are_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix"), scratch_database("sqlite://", prefix=prefix):
+        pass
+
+
+@pytest.mark.parametrize("base", ["postgresql://root", "mysql://root", "mariadb://root"])
+def test_unreachable_server_is_named_without_the_password(base: str) -> None:
+    port = closed_port()
+    url = f"{base}:{PASSWORD}@127.0.0.1:{port}/test"
+    with pytest.raises(DatabaseUnreachable) as info, scratch_database(url):
+        pytest.fail("the body must not run without a server")
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message
+    assert ":***@" in message
+    assert "Check that the server is running" in message
+    assert PASSWORD not in "".join(traceback.format_exception(info.value))
+
+    ok, reason = reachable(url, timeout_s=1)
+    assert not ok
+    assert f"127.0.0.1:{port}" in reason
+    assert PASSWORD not in reason
+
+
+def test_reachable_reports_the_server_version(server_url: str, backend: str) -> None:
+    ok, version = reachable(server_url)
+    assert ok, version
+    expected = {"sqlite": "SQLite ", "postgresql": "PostgreSQL ", "mysql": "MariaDB "}[backend]
+    if backend == "mysql" and version.startswith("MySQL "):
+        expected = "MySQL "
+    assert version.startswith(expected)
+
+
+def test_reachable_explains_unusable_urls_instead_of_raising(tmp_path: Path) -> None:
+    ok, reason = reachable("oracle://u@h/db")
+    assert not ok and "oracle" in reason
+    ok, reason = reachable(f"sqlite:///{tmp_path / 'missing' / 'lab.db'}")
+    assert not ok and "does not exist" in reason
