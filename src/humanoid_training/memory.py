@@ -7,6 +7,7 @@ must be if persistence were perfect. It never applies weakening switches.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -71,11 +72,17 @@ class _MemoryRepository:
             self._uow.seen[key] = copy.deepcopy(committed)
         return self._uow.seen[key]
 
-    def _all(self) -> list[Any]:
-        ids = set(self._uow.store.table(self.kind)) | {
-            i for k, i in self._uow.seen if k == self.kind
-        }
-        return [self._get(i) for i in sorted(ids)]
+    def _where(self, keep: Callable[[Any], bool]) -> list[Any]:
+        """Committed aggregates and this unit of work's own, judged on their in-memory state
+        (a query sees the unit of work's own changes), handed out as working copies."""
+        committed = self._uow.store.table(self.kind)
+        seen = {i: a for (k, i), a in self._uow.seen.items() if k == self.kind}
+        out = []
+        for aggregate_id in sorted(set(committed) | set(seen)):
+            current = seen.get(aggregate_id, committed.get(aggregate_id))
+            if keep(current):
+                out.append(self._get(aggregate_id))
+        return out
 
 
 class MemoryRobotRepository(_MemoryRepository, AbstractRobotRepository):
@@ -89,13 +96,7 @@ class MemoryRobotRepository(_MemoryRepository, AbstractRobotRepository):
 
     def find_robots_by_skill(self, skill: SkillType, min_score: float) -> list[HumanoidRobot]:
         skill = SkillType(skill)
-        committed = self._uow.store.robots
-        # The real query reads committed rows; mirror that, then hand out the working copies.
-        return [
-            self._get(rid)
-            for rid in sorted(committed)
-            if committed[rid].skills.get(skill, -1.0) >= min_score
-        ]
+        return self._where(lambda r: r.skills.get(skill, -1.0) >= min_score)
 
     def touch(self, robot: HumanoidRobot) -> None:
         return None
@@ -110,19 +111,13 @@ class MemorySessionRepository(_MemoryRepository, AbstractSessionRepository):
     def get(self, session_id: str, *, lock: bool = False) -> LearningSession:
         return self._get(session_id)  # type: ignore[no-any-return]
 
-    def _committed_where(self, keep: Any) -> list[LearningSession]:
-        committed = self._uow.store.sessions
-        return [self._get(sid) for sid in sorted(committed) if keep(committed[sid])]
-
     def find_active_sessions(self) -> list[LearningSession]:
-        return self._committed_where(lambda s: s.status is SessionStatus.ACTIVE)
+        return self._where(lambda s: s.status is SessionStatus.ACTIVE)
 
     def find_sessions_by_robot(
         self, robot_id: str, *, open_only: bool = False, lock: bool = False
     ) -> list[LearningSession]:
-        return self._committed_where(
-            lambda s: s.robot_id == robot_id and (s.is_open or not open_only)
-        )
+        return self._where(lambda s: s.robot_id == robot_id and (s.is_open or not open_only))
 
 
 class MemoryPlanRepository(_MemoryRepository, AbstractPlanRepository):
@@ -135,11 +130,7 @@ class MemoryPlanRepository(_MemoryRepository, AbstractPlanRepository):
         return self._get(plan_id)  # type: ignore[no-any-return]
 
     def find_active_plans(self) -> list[CurriculumPlan]:
-        committed = self._uow.store.plans
-        return [
-            self._get(pid) for pid in sorted(committed)
-            if committed[pid].status is PlanStatus.ACTIVE
-        ]
+        return self._where(lambda p: p.status is PlanStatus.ACTIVE)
 
 
 class MemoryEventRepository(AbstractEventRepository):

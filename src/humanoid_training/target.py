@@ -217,19 +217,83 @@ names = st.text(
 
 
 def _existing(ids: list[str]) -> st.SearchStrategy[str]:
-    """Mostly an existing id; now and then one that does not exist."""
-    return st.sampled_from([*sorted(ids), MISSING])
+    """An existing id nine times in ten; now and then one that does not exist (NotFound)."""
+    if not ids:
+        return st.just(MISSING)
+    return st.tuples(st.integers(0, 9), st.sampled_from(sorted(ids))).map(
+        lambda pair: MISSING if pair[0] == 9 else pair[1]
+    )
+
+
+def _assessable(state: State, robot_id: str) -> list[str]:
+    """Skills whose prerequisites the robot has at beginner level or above."""
+    skills = state["robots"].get(robot_id, {}).get("skills", {})
+    return [
+        str(skill)
+        for skill in SkillType
+        if all(skills.get(str(p), 0.0) >= 0.125 for p in skill.prerequisites)
+    ]
+
+
+def _prefer(preferred: list[str], every: list[str]) -> st.SearchStrategy[str]:
+    """Mostly an id where the operation can succeed; otherwise any id (or a missing one)."""
+    if not preferred:
+        return _existing(every)
+    return st.tuples(st.integers(0, 3), st.sampled_from(sorted(preferred)), _existing(every)).map(
+        lambda t: t[2] if t[0] == 3 else t[1]
+    )
+
+
+def _open_robots(state: State) -> set[str]:
+    return {
+        s["robot_id"] for s in state["sessions"].values() if s["status"] in ("active", "paused")
+    }
+
+
+def _free_robots(state: State) -> list[str]:
+    busy = _open_robots(state)
+    return [r for r in state["robots"] if r not in busy]
+
+
+def _sessions_where(state: State, status: str, last_episode: str | bool | None) -> list[str]:
+    """Sessions in `status` whose latest episode is in `last_episode` (None: no episode in
+    progress; False: any)."""
+    out = []
+    for sid, sess in state["sessions"].items():
+        if sess["status"] != status:
+            continue
+        episodes = sess["episodes"]
+        latest = episodes[-1][2] if episodes else None
+        in_progress = latest in ("pending", "running")
+        if (
+            last_episode is False
+            or (last_episode is None and not in_progress)
+            or (last_episode == latest)
+        ):
+            out.append(sid)
+    return out
+
+
+def _draft_plans(state: State) -> list[str]:
+    return [pid for pid, p in state["plans"].items() if p["status"] == "draft" and p["stages"]]
 
 
 def _fresh(ids: Ids, prefix: str) -> st.SearchStrategy[str]:
     return st.just(None).map(lambda _: ids.fresh(prefix))
 
 
-def _assessment(ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+def _assessment(ids: Ids, skills: list[str] | None = None) -> st.SearchStrategy[dict[str, Any]]:
+    # Mostly skills the robot may be assessed on, so that runs reach deep skill trees; any
+    # skill now and then, to exercise the prerequisite rule.
+    skill = st.sampled_from(SKILLS)
+    if skills:
+        skill = st.tuples(st.integers(0, 4), st.sampled_from(skills), skill).map(
+            lambda t: t[2] if t[0] == 4 else t[1]
+        )
     return st.fixed_dictionaries(
         {
             "id": _fresh(ids, "a"),
-            "skill": st.sampled_from(SKILLS),
+            "skill": skill,
             "score": unit,
             "confidence": unit,
             "evidence": unit,
@@ -263,11 +327,15 @@ def _plan_ids(state: State) -> list[str]:
 
 
 def assess_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {
-            "robot_id": _existing(_robot_ids(state)),
-            "assessments": st.lists(_assessment(ids), min_size=1, max_size=3),
-        }
+    return _existing(_robot_ids(state)).flatmap(
+        lambda robot_id: st.fixed_dictionaries(
+            {
+                "robot_id": st.just(robot_id),
+                "assessments": st.lists(
+                    _assessment(ids, _assessable(state, robot_id)), min_size=1, max_size=3
+                ),
+            }
+        )
     )
 
 
@@ -297,7 +365,7 @@ def plan_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
 
 
 def plan_id_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({"plan_id": _existing(_plan_ids(state))})
+    return st.fixed_dictionaries({"plan_id": _prefer(_draft_plans(state), _plan_ids(state))})
 
 
 def open_session_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
@@ -305,7 +373,7 @@ def open_session_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any
     return st.fixed_dictionaries(
         {
             "session_id": _fresh(ids, "s"),
-            "robot_id": _existing(_robot_ids(state)),
+            "robot_id": _prefer(_free_robots(state), _robot_ids(state)),
             "plan_id": st.none() | (st.sampled_from(sorted(plans)) if plans else st.none()),
         }
     )
@@ -322,14 +390,20 @@ def sessions_change_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, 
     )
 
 
-def session_id_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({"session_id": _existing(_session_ids(state))})
+def pending_episode_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    pending = _sessions_where(state, "active", "pending")
+    return st.fixed_dictionaries({"session_id": _prefer(pending, _session_ids(state))})
+
+
+def running_episode_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    running = _sessions_where(state, "active", "running")
+    return st.fixed_dictionaries({"session_id": _prefer(running, _session_ids(state))})
 
 
 def new_episode_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
         {
-            "session_id": _existing(_session_ids(state)),
+            "session_id": _prefer(_sessions_where(state, "active", None), _session_ids(state)),
             "episode_id": _fresh(ids, "e"),
             "start": st.booleans(),
         }
@@ -337,15 +411,20 @@ def new_episode_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]
 
 
 def finish_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {
-            "session_id": _existing(_session_ids(state)),
-            "outcome": st.sampled_from(["success", "partial_success", "failure"]),
-            "reward": st.floats(-1e6, 1e6, allow_nan=False),
-            "success_rate": unit,
-            "assessments": st.lists(_assessment(ids), max_size=2),
-        }
-    )
+    def for_session(session_id: str) -> st.SearchStrategy[dict[str, Any]]:
+        robot_id = state["sessions"].get(session_id, {}).get("robot_id", MISSING)
+        return st.fixed_dictionaries(
+            {
+                "session_id": st.just(session_id),
+                "outcome": st.sampled_from(["success", "partial_success", "failure"]),
+                "reward": st.floats(-1e6, 1e6, allow_nan=False),
+                "success_rate": unit,
+                "assessments": st.lists(_assessment(ids, _assessable(state, robot_id)), max_size=2),
+            }
+        )
+
+    running = _sessions_where(state, "active", "running")
+    return _prefer(running, _session_ids(state)).flatmap(for_session)
 
 
 def teach_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
@@ -482,26 +561,65 @@ def _as_transaction(step: Callable[[AbstractUnitOfWork, dict[str, Any]], Any]) -
     return run
 
 
+def _has_robots(state: State) -> bool:
+    return bool(state["robots"])
+
+
+def _can_open(state: State) -> bool:
+    return bool(_free_robots(state))
+
+
+def _has_open_sessions(state: State) -> bool:
+    return any(s["status"] in ("created", "active", "paused") for s in state["sessions"].values())
+
+
+def _can_add_episode(state: State) -> bool:
+    return bool(_sessions_where(state, "active", None))
+
+
+def _has_pending(state: State) -> bool:
+    return bool(_sessions_where(state, "active", "pending"))
+
+
+def _has_running(state: State) -> bool:
+    return bool(_sessions_where(state, "active", "running"))
+
+
+def _two_robots(state: State) -> bool:
+    return len(state["robots"]) >= 2
+
+
+def _op(
+    name: str,
+    arguments: Any,
+    step: Callable[[AbstractUnitOfWork, dict[str, Any]], Any],
+    enabled: Callable[[State], bool] | None,
+    *,
+    service: bool = False,
+) -> Operation:
+    if service:
+        return Operation(name, arguments, _as_transaction(step), "transaction", enabled)
+    return Operation(name, arguments, step, "step", enabled)
+
+
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("register_robot", robot_args, do_register),
-    Operation("assess", assess_args, do_assess),
-    Operation("rename_robot", rename_args, do_rename),
-    Operation("create_plan", plan_args, do_create_plan),
-    Operation("activate_plan", plan_id_args, do_activate),
-    Operation("open_session", open_session_args, do_open_session),
-    Operation("change_sessions", sessions_change_args, do_change_sessions),
-    Operation("new_episode", new_episode_args, do_new_episode),
-    Operation("start_episode", session_id_args, do_start_episode),
-    Operation("fail_episode", session_id_args, do_fail_episode),
-    Operation("finish_episode", finish_args, do_finish),
-    Operation("teach", teach_args, do_teach),
+    _op("register_robot", robot_args, do_register, None),
+    _op("assess", assess_args, do_assess, _has_robots),
+    _op("rename_robot", rename_args, do_rename, _has_robots),
+    _op("create_plan", plan_args, do_create_plan, _has_robots),
+    _op("activate_plan", plan_id_args, do_activate, lambda s: bool(_draft_plans(s))),
+    _op("open_session", open_session_args, do_open_session, _can_open),
+    _op("change_sessions", sessions_change_args, do_change_sessions, _has_open_sessions),
+    _op("new_episode", new_episode_args, do_new_episode, _can_add_episode),
+    _op("start_episode", pending_episode_args, do_start_episode, _has_pending),
+    _op("fail_episode", running_episode_args, do_fail_episode, _has_running),
+    _op("finish_episode", finish_args, do_finish, _has_running),
+    _op("teach", teach_args, do_teach, _two_robots),
     # The application services, each its own unit of work.
-    Operation("start_session", open_session_args, _as_transaction(do_open_session), "transaction"),
-    Operation("complete_episode", finish_args, _as_transaction(do_finish), "transaction"),
-    Operation("transfer_skills", teach_args, _as_transaction(do_teach), "transaction"),
-    Operation(
-        "batch_update", sessions_change_args, _as_transaction(do_change_sessions), "transaction"
-    ),
+    _op("start_session", open_session_args, do_open_session, _can_open, service=True),
+    _op("complete_episode", finish_args, do_finish, _has_running, service=True),
+    _op("transfer_skills", teach_args, do_teach, _two_robots, service=True),
+    _op("batch_update", sessions_change_args, do_change_sessions, _has_open_sessions, service=True),
 )
 
 

@@ -26,7 +26,10 @@ Model
   of k that matches; needs the predicate, see ``predicates`` below). A read of "absent" on a key
   that also has deletes is ambiguous: it yields no ``wr`` edge, and an ``rw`` edge to the writer
   after the *latest* absent version it could have seen. That shortcut stands for a real ``rw``
-  edge followed by ``ww`` edges, so it never changes a cycle's class.
+  edge followed by ``ww`` edges, so it never changes a cycle's class. With ``op_spans`` (histories
+  recorded by :class:`~uowstress.history.History`) a read can only have seen versions whose write
+  was sent before the read completed, which narrows this down; hand-built transactions without
+  spans get no timing.
 * **Predicates.** A ``pr`` op names its predicate and lists the ``(key, value)`` rows it matched.
   Each returned row is also an item read of that key (item ``wr``/``rw`` edges: updating or
   deleting a returned row is an item conflict, not a phantom). Rows the predicate did *not*
@@ -44,7 +47,7 @@ a work budget and reports the shortest cycle found so far):
 * ``G0`` write cycle: ``ww`` edges only.
 * ``G1c`` circular information flow: ``ww``/``wr`` edges, at least one ``wr``.
 * ``G-single`` exactly one anti-dependency (``rw`` or ``prw``), the rest ``ww``/``wr``
-  (read skew).
+  (read skew; a lost update is one too).
 * ``G2-item`` two or more item anti-dependencies, no predicate one (write skew).
 * ``G2`` two or more anti-dependencies, at least one a predicate anti-dependency (phantoms).
   A cycle whose only anti-dependency is a predicate one is ``G-single``, as in Adya.
@@ -58,15 +61,17 @@ Other anomalies:
   version of item key x (not an ambiguous "absent") and each wrote x afterwards. Appends are
   excluded: concurrent appends lose nothing.
 * ``OTV`` observed transaction vanishes (Cerone et al. 2015's fractured reads; the name from
-  Hermitage): a committed transaction T saw some write of W, and later in T a read of a key W
-  wrote returned a version older than W's (a list read not containing any of W's elements).
-  Every OTV also forms a cycle, so it is searched for inside strongly connected components only.
-* ``PMP`` predicate-many-preceders (Adya; Hermitage): within one committed transaction T, a
-  predicate read disagrees with an earlier observation by T, ignoring keys T itself wrote
-  before it: (a) an earlier read of the same predicate (same name) returned different rows;
-  (b) with the predicate given, an earlier item read of k saw a value that matches it, and the
-  predicate read does not return k with that value; (c) the predicate read returns k with a
-  value other than an earlier item read of k saw. No single snapshot can produce any of these.
+  the Hermitage project): a committed transaction T saw some write of W, and later in T a read
+  of a key W wrote returned a version older than W's (a list read not containing any of W's
+  elements). Every OTV also forms a cycle, so it is searched for inside strongly connected
+  components only.
+* ``PMP`` predicate-many-preceders (Adya 1999; named so by the Hermitage project): within one
+  committed transaction T, a predicate read disagrees with an earlier observation by T,
+  ignoring keys T itself wrote before it: (a) an earlier read of the same predicate (same name)
+  returned different rows; (b) with the predicate given, an earlier item read of k saw a value
+  that matches it, and the predicate read does not return k with that value; (c) the predicate
+  read returns k with a value other than an earlier item read of k saw. No single snapshot can
+  produce any of these.
 * ``garbage-read``: a read of a value no transaction wrote (or not yet written by the reading
   transaction itself): the database or the tester is broken.
 * ``internal``: a transaction read a key after writing it and did not see its own write.
@@ -92,7 +97,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeAlias
 
-from uowstress.history import OpValue, Scalar, Transaction
+from uowstress.history import Op, OpValue, Scalar, Transaction
 
 __all__ = [
     "ALWAYS_FORBIDDEN",
@@ -262,7 +267,8 @@ _CLASS_SUMMARY = {
     G0: "only write-write dependencies: their writes interleaved (dirty write)",
     G1C: "only write-write and write-read dependencies: each saw the other's effects "
     "(circular information flow)",
-    G_SINGLE: "exactly one anti-dependency: no single snapshot explains what was read (read skew)",
+    G_SINGLE: "exactly one anti-dependency: no single snapshot explains what was read and "
+    "written (read skew, lost update)",
     G2_ITEM: "two or more item anti-dependencies: each missed the other's write (write skew), so "
     "no serial order explains it",
     G2: "anti-dependencies including a predicate one: a predicate read missed a write (phantom), "
@@ -424,6 +430,7 @@ class _Analysis:
     def run(self) -> list[Finding]:
         self._index()
         self._promote()
+        self._shadow_writes()
         self._order_nodes()
         self._item_versions()
         self._list_orders()
@@ -501,14 +508,16 @@ class _Analysis:
                 k = op.key
                 if kind == "w" or kind == "ins":
                     v = op.value
-                    assert isinstance(v, int | str)
+                    if not isinstance(v, int | str):
+                        raise _bad_value(t.id, op)
                     w = _Write(k, v, i, pos, False)
                     if by_value.setdefault(v, w) is not w:
                         self._collide(w)
                     fin[k] = w
                 elif kind == "append":
                     v = op.value
-                    assert isinstance(v, int | str)
+                    if not isinstance(v, int | str):
+                        raise _bad_value(t.id, op)
                     w = _Write(k, v, i, pos, False)
                     if by_value.setdefault(v, w) is not w:
                         self._collide(w)
@@ -608,6 +617,39 @@ class _Analysis:
                         self.promoted.add(wtx)
                         work.append(wtx)
 
+    def _shadow_writes(self) -> None:
+        """Writes that may have taken effect but are in no version order: every write of an
+        unknown transaction nobody observed, and every operation with an unknown outcome of a
+        transaction that did or may have committed. Item reads that name a version are not
+        affected (a missed version only stands between two known ones), but "absent" reads and
+        predicate non-matches may have seen such a version, so those make no claim when a
+        shadow could be what they saw."""
+        # key -> (value or None for a delete, event index the write was sent at, -1 unknown)
+        self.shadows: dict[str, list[tuple[Scalar | None, int]]] = {}
+        for i, t in enumerate(self.txs):
+            if t.status == "aborted":
+                continue
+            if not self.is_node[i]:
+                for pos, op in enumerate(t.ops):
+                    if op.kind in ("w", "ins", "del"):
+                        sent = t.op_spans[pos][0] if t.op_spans else -1
+                        self._shadow(op.key, op.value, sent)
+            for op in t.indeterminate:
+                if op.kind in ("w", "ins", "del"):
+                    self._shadow(op.key, op.value, -1)
+
+    def _shadow(self, k: str, v: OpValue, sent: int) -> None:
+        assert not isinstance(v, tuple | frozenset)
+        self.shadows.setdefault(k, []).append((v, sent))
+
+    def _shadowed(self, k: str, done: int | None, fits: Callable[[Scalar | None], bool]) -> bool:
+        """Whether a shadow write of ``k`` satisfying ``fits`` may have been seen by a read that
+        completed at event ``done`` (None: no timing)."""
+        for v, sent in self.shadows.get(k, ()):
+            if fits(v) and (done is None or sent < 0 or sent < done):
+                return True
+        return False
+
     # -- 3. node order = commit order --------------------------------------------------------
 
     def _order_nodes(self) -> None:
@@ -690,16 +732,19 @@ class _Analysis:
             return -1
         return spans[self.finals[i][k].pos][0]
 
-    def _absent_upper(self, k: str, i: int, pos: int) -> tuple[int, bool]:
+    def _absent_upper(self, k: str, i: int, pos: int) -> tuple[int, bool] | None:
         """Latest absent version of item ``k`` that tx ``i``'s read at ``pos`` could have seen,
-        and whether it could have seen more than one (ambiguous)."""
+        and whether it could have seen more than one (ambiguous); None if it may have seen an
+        absent version outside the known order (a shadow delete)."""
+        spans = self.txs[i].op_spans
+        done = spans[pos][1] if spans else None
+        if self._shadowed(k, done, lambda v: v is None):
+            return None
         dl = self.dels.get(k)
         if not dl:
             return -1, False
-        spans = self.txs[i].op_spans
-        if not spans:
+        if done is None:
             return dl[-1], True
-        done = spans[pos][1]
         for idx in reversed(dl):
             if self._version_invoke(k, idx) < done:
                 return idx, True
@@ -730,6 +775,7 @@ class _Analysis:
                 order, tail = apps, apps[longest:]
             else:
                 order, tail = self._slow_list(k, apps, reads)
+            self._check_other_reads(k, order)
             wr = [node_of[w.tx] for w in order]
             self.lorder[k] = order
             self.lwriter[k] = wr
@@ -757,25 +803,53 @@ class _Analysis:
         for idx, w in enumerate(apps):
             first.setdefault(w.tx, idx)
         lengths: list[tuple[int, int]] = []
-        stride = self.stride
         longest = 0
         for i, pos, c in reads:
-            value = self.txs[i].ops[pos].value
-            assert isinstance(value, tuple)
-            m = len(value) - c
-            if m < 0 or value[:m] != ref[:m] or first.get(i, m) < m:
+            m = self._prefix_len(k, ref, first, i, pos, c)
+            if m < 0:
                 return -1
-            prev = -1
-            for e in value[m:]:
-                mine = self._lookup(k, e)
-                if mine is None or mine.tx != i or not prev < mine.pos < pos:
-                    return -1
-                prev = mine.pos
-            lengths.append((i * stride + pos, m))
+            lengths.append((i * self.stride + pos, m))
             longest = max(longest, m)
         for op_id, m in lengths:
             self.ext_len[op_id] = 2 * m + 1
         return longest
+
+    def _prefix_len(
+        self,
+        k: str,
+        ref: tuple[Scalar | None, ...],
+        first: Mapping[int, int],
+        i: int,
+        pos: int,
+        c: int,
+    ) -> int:
+        """Length m if tx ``i``'s read at ``pos`` is ``ref[:m]`` followed by its ``c`` own
+        appends made before the read, in order, and holds none of its own later ones; else -1."""
+        value = self.txs[i].ops[pos].value
+        assert isinstance(value, tuple)
+        m = len(value) - c
+        if m < 0 or value[:m] != ref[:m] or first.get(i, m) < m:
+            return -1
+        prev = -1
+        for e in value[m:]:
+            mine = self._lookup(k, e)
+            if mine is None or mine.tx != i or not prev < mine.pos < pos:
+                return -1
+            prev = mine.pos
+        return m
+
+    def _check_other_reads(self, k: str, order: list[_Write]) -> None:
+        """Verify list reads by transactions that are not nodes the same fast way, so the read
+        pass can skip their per-element checks too."""
+        others = [rd for rd in self.list_reads.get(k, []) if not self.is_node[rd[0]]]
+        if not others:
+            return
+        ref = tuple(w.value for w in order)
+        first: dict[int, int] = {}
+        for i, pos, c in others:
+            m = self._prefix_len(k, ref, first, i, pos, c)
+            if m >= 0:
+                self.ext_len[i * self.stride + pos] = 2 * m + 1
 
     def _slow_list(
         self, k: str, apps: list[_Write], reads: list[tuple[int, int, int]]
@@ -868,6 +942,8 @@ class _Analysis:
         e_src, e_dst, e_kind, e_key = self.e_src, self.e_dst, self.e_kind, self.e_key
         # Values reused under other keys make the by-value lookup ambiguous: no fast path then.
         fast = not self.by_key_value
+        ext_len, stride = self.ext_len, self.stride
+        lwriter, lorder = self.lwriter, self.lorder
         for i, t in enumerate(self.txs):
             node = node_of[i]
             mine = finals[i]
@@ -882,6 +958,23 @@ class _Analysis:
                 v = op.value
                 if kind == "r":
                     if k in list_keys:
+                        # Fast path: a read the list pass verified, by a committed transaction.
+                        info = ext_len.get(i * stride + pos, 0)
+                        if info & 1 and node >= 0 and k not in uncertain:
+                            m = info >> 1
+                            order_w = lwriter[k]
+                            if m == 0 or lorder[k][m - 1].final:
+                                if m:
+                                    e_src.append(order_w[m - 1])
+                                    e_dst.append(node)
+                                    e_kind.append(_WR)
+                                    e_key.append(k)
+                                if m < len(order_w) and order_w[m] != node:
+                                    e_src.append(node)
+                                    e_dst.append(order_w[m])
+                                    e_kind.append(_RW)
+                                    e_key.append(k)
+                                continue
                         self._list_read(i, node, pos, k, v, own_app)
                         continue
                     assert not isinstance(v, tuple | frozenset)
@@ -953,7 +1046,10 @@ class _Analysis:
         if v is None:
             if node < 0 or k in self.uncertain:
                 return
-            p, ambiguous = self._absent_upper(k, i, pos)
+            upper = self._absent_upper(k, i, pos)
+            if upper is None:
+                return
+            p, ambiguous = upper
             vl = self.vers.get(k)
             if vl is not None and p + 1 < len(vl) and vl[p + 1] != node:
                 self._edge(node, vl[p + 1], _RW, k)
@@ -1055,6 +1151,10 @@ class _Analysis:
                     f"with {last.value!r} appended by {self._name(last.tx)}, which appended to "
                     f"{k} again later: {self._name(i)} saw an intermediate state",
                 )
+            # A read ending inside its writer's appends saw that writer's version (G1b above);
+            # the next version is the next writer's.
+            while m < len(order_w) and order_w[m] == wnode:
+                m += 1
         if m < len(order_w) and order_w[m] != node:
             self._edge(node, order_w[m], _RW, k)
 
@@ -1069,7 +1169,11 @@ class _Analysis:
         """Per-element checks of a list read: garbage, aborted and own elements."""
         if v is None:
             v = ()
-        assert isinstance(v, tuple)
+        if not isinstance(v, tuple):
+            raise ValueError(
+                f"T{self.txs[i].id} read list key {k} as {v!r}: list keys are read whole, as a "
+                "tuple of their elements"
+            )
         mine: list[Scalar] = []
         for e in v:
             w = self._lookup(k, e)
@@ -1183,8 +1287,11 @@ class _Analysis:
     ) -> None:
         spans = self.txs[i].op_spans
         done = spans[pos][1] if spans else None
+        fn = self.predicates[name]
         for k, flags in self.pmatch.get(name, {}).items():
             if k in ext or k in own or k in self.uncertain:
+                continue
+            if self._shadowed(k, done, lambda v: v is None or not fn(k, v)):  # noqa: B023
                 continue
             # The read saw some non-matching version of k; the latest it could have seen bounds
             # it, and the first matching version after that one is a (shortcut) prw target.
@@ -1293,14 +1400,26 @@ class _Analysis:
             seen.add((s, d, kind))
             ladj[s].append((d, kind, self.e_key[e]))
         n_edges = len(seen)
+        present = 0
+        for _, kind, _ in seen:
+            present |= 1 << kind
+        memo: dict[int, list[int]] = {}
+
+        def components(mask: int) -> list[int]:
+            """SCC ids of the subgraph of ``mask`` kinds (shared between classes)."""
+            mask &= present
+            if mask == present:
+                return [0] * len(ladj)  # the whole component
+            if mask not in memo:
+                memo[mask] = _tarjan([[d for d, k, _ in out if (mask >> k) & 1] for out in ladj])
+            return memo[mask]
+
         for name, cand_mask, allowed, need in _CLASSES:
             # A cycle of the class lies inside one SCC of (candidate | allowed) edges; candidates
             # whose ends share an SCC of the allowed edges alone surely close a cycle, so they
             # are tried first and the class is found within the budget whenever they exist.
-            within = _tarjan([[d for d, k, _ in out if (allowed >> k) & 1] for out in ladj])
-            wider = _tarjan(
-                [[d for d, k, _ in out if ((allowed | cand_mask) >> k) & 1] for out in ladj]
-            )
+            within = components(allowed)
+            wider = components(allowed | cand_mask)
             sure: list[tuple[int, int, int, str]] = []
             maybe: list[tuple[int, int, int, str]] = []
             for u, out in enumerate(ladj):
@@ -1416,7 +1535,10 @@ class _Analysis:
                         continue
                     wnode = -1
                     if v is None:
-                        p, _ = self._absent_upper(k, i, pos)
+                        upper = self._absent_upper(k, i, pos)
+                        if upper is None:
+                            continue
+                        p = upper[0]
                     else:
                         w = self._lookup(k, v)
                         if w is None or w.indet or self.node_of[w.tx] < 0 or w.tx == i:
@@ -1481,6 +1603,12 @@ class _Analysis:
             f"{k} = {_fmt(v)}, older than T{wt.id}'s version (T{wt.id} {theirs}): "
             f"T{wt.id} vanished from T{t.id}'s view",
         )
+
+
+def _bad_value(txn_id: int, op: Op) -> ValueError:
+    return ValueError(
+        f"T{txn_id} has {op!r}: written values and appended elements must be ints or strings"
+    )
 
 
 def _fmt_rows(rows: Mapping[str, Scalar]) -> str:

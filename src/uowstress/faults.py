@@ -60,8 +60,10 @@ class Fault:
         if point == "before_flush":
             self._arm_events(connection)
         if self.point == "kill" and point == self.kill_at:
-            self.fired = True
-            kill_connection(connection)
+            # Killed *under a transaction*: with none begun there is nothing to interrupt.
+            if connection.in_transaction():
+                self.fired = True
+                kill_connection(connection)
         elif self.point == point:
             self.fired = True
             raise InjectedFault(f"injected fault at {point}")

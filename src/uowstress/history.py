@@ -21,6 +21,12 @@ which is what :mod:`uowstress.anomalies` checks. Tests can skip the events and b
 transactions by hand with :func:`txn` and the op builders :func:`r`, :func:`w`, :func:`append`,
 :func:`pr`, :func:`ins` and :func:`delete`.
 
+What the checker relies on: every written value is unique per key (so a read names its
+writer); a list key is only appended to and read whole, in list order; ``commit_info`` is
+recorded once the outcome can no longer change (the connection is gone), so an unknown commit
+took effect, if at all, between its ``commit_invoke`` and its ``commit_info``; one session has
+at most one operation in flight.
+
 Operations (:class:`Op`):
 
 ========== ============================ ================================================
@@ -30,7 +36,9 @@ kind       key                          value
                                         version; a tuple for a list key (whole list)
 ``w``      the key written              the (unique) value written
 ``ins``    the key inserted             the (unique) value inserted
-``del``    the key deleted              ``None``
+``del``    the key deleted              ``None`` (record only a delete that removed a
+                                        row; one that matched nothing is ``r(key)`` of
+                                        ``None``)
 ``append`` the list key                 the (unique) element appended
 ``pr``     the predicate's name         frozenset of ``(key, value)`` rows it matched
 ========== ============================ ================================================

@@ -232,3 +232,13 @@ def _scratch_url(url: URL, backend: Backend, name: str) -> URL:
         existing = " ".join(existing)
     options = f"{existing} -csearch_path={name}" if existing else f"-csearch_path={name}"
     return url.update_query_dict({"options": options})
+
+
+def backend_name(url: str | URL) -> Backend:
+    """ "sqlite", "postgresql" or "mysql" for any URL spelling uowstress accepts."""
+    return _normalize(url)[0]
+
+
+def redacted(url: str | URL) -> str:
+    """The URL with its password hidden: the only form that may reach a log or a report."""
+    return _redacted(_normalize(url)[1])

@@ -84,6 +84,9 @@ class Operation:
     arguments: ArgumentsFor
     apply: Callable[[Any, dict[str, JSON]], JSON]
     scope: Literal["step", "transaction"] = "step"
+    # Whether the operation can succeed in this state; operations that cannot are still drawn,
+    # one time in ten, so that refusals are tested too. None: always.
+    enabled: Callable[[State], bool] | None = None
 
 
 @dataclass(frozen=True)

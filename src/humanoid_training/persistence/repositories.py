@@ -7,12 +7,12 @@ commit write only what changed, guarded by the aggregate's version (optimistic c
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import CursorResult, Row, bindparam, insert, select, update
 
 from humanoid_training.domain import (
     CurriculumPlan,
@@ -33,7 +33,7 @@ from humanoid_training.domain import (
 )
 from humanoid_training.domain.aggregate import Aggregate
 from humanoid_training.persistence import tables as t
-from humanoid_training.persistence.errors import ConcurrencyConflict
+from humanoid_training.persistence.errors import ConcurrencyConflict, translated_errors
 
 if TYPE_CHECKING:
     from humanoid_training.persistence.unit_of_work import SqlAlchemyUnitOfWork
@@ -136,9 +136,26 @@ class _SqlRepository:
     def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
         self._uow = uow
 
+    def _read(self, statement: Any) -> CursorResult[Any]:
+        """Run a query of the unit of work. A locking or snapshot read can be refused by the
+        database too (serialization failure, deadlock, lock timeout, SQLITE_BUSY): that must
+        surface as RetryableConflict here as well as at commit, so callers can retry."""
+        with translated_errors():
+            return self._uow.connection.execute(statement)
+
     def _cached(self, aggregate_id: str) -> Any:
         tracked = self._uow.tracked.get((self.kind, aggregate_id))
         return None if tracked is None else tracked.aggregate
+
+    def _with_pending(self, found: list[Any], keep: Callable[[Any], bool]) -> list[Any]:
+        """What a query found in the database, plus what this unit of work holds in memory,
+        judged on the in-memory state: a query sees the unit of work's own changes (an added
+        session, a status changed but not yet written)."""
+        by_id = {a.id: a for a in found}
+        for (kind, aggregate_id), tracked in self._uow.tracked.items():
+            if kind == self.kind:
+                by_id[aggregate_id] = tracked.aggregate
+        return [by_id[i] for i in sorted(by_id) if keep(by_id[i])]
 
     def _guarded_update(self, table: Any, aggregate: Aggregate, values: dict[str, Any]) -> int:
         """UPDATE the root row and bump its version; a stale version is a ConcurrencyConflict."""
@@ -162,18 +179,16 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         cached = self._cached(robot_id)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        conn = self._uow.connection
         query = select(t.robots).where(t.robots.c.id == robot_id)
-        row = conn.execute(query.with_for_update() if lock else query).one_or_none()
+        row = self._read(query.with_for_update() if lock else query).one_or_none()
         if row is None:
             raise NotFound(f"no robot with id {robot_id!r}")
         return self._load(row)
 
     def _load(self, row: Row[Any]) -> HumanoidRobot:
-        conn = self._uow.connection
         skills = {
-            SkillType(skill): score
-            for skill, score in conn.execute(
+            SkillType(r.skill): r.score
+            for r in self._read(
                 select(t.robot_skills.c.skill, t.robot_skills.c.score).where(
                     t.robot_skills.c.robot_id == row.id
                 )
@@ -188,7 +203,7 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
                 evidence=a.evidence,
                 assessed_at=from_micros(a.assessed_at),
             )
-            for a in conn.execute(
+            for a in self._read(
                 select(t.assessments)
                 .where(t.assessments.c.robot_id == row.id)
                 .order_by(t.assessments.c.seq, t.assessments.c.id)
@@ -207,13 +222,17 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         return robot
 
     def find_robots_by_skill(self, skill: SkillType, min_score: float) -> list[HumanoidRobot]:
-        ids = self._uow.connection.execute(
+        ids = self._read(
             select(t.robot_skills.c.robot_id)
             .where(t.robot_skills.c.skill == str(SkillType(skill)))
             .where(t.robot_skills.c.score >= min_score)
             .order_by(t.robot_skills.c.robot_id)
         ).scalars()
-        return [self.get(robot_id) for robot_id in list(ids)]
+        skill = SkillType(skill)
+        return self._with_pending(
+            [self.get(robot_id) for robot_id in list(ids)],
+            lambda r: r.skills.get(skill, -1.0) >= min_score,
+        )
 
     def touch(self, robot: HumanoidRobot) -> None:
         self._uow.touch(self.kind, robot)
@@ -314,21 +333,22 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         query = select(t.sessions).where(t.sessions.c.id == session_id)
-        row = self._uow.connection.execute(query.with_for_update() if lock else query).one_or_none()
+        row = self._read(query.with_for_update() if lock else query).one_or_none()
         if row is None:
             raise NotFound(f"no learning session with id {session_id!r}")
         return self._load(row)
 
     def _many(self, query: Any) -> list[LearningSession]:
-        rows = list(self._uow.connection.execute(query))
+        rows = list(self._read(query))
         return [self._cached(row.id) or self._load(row) for row in rows]
 
     def find_active_sessions(self) -> list[LearningSession]:
-        return self._many(
+        found = self._many(
             select(t.sessions)
             .where(t.sessions.c.status == str(SessionStatus.ACTIVE))
             .order_by(t.sessions.c.id)
         )
+        return self._with_pending(found, lambda s: s.status is SessionStatus.ACTIVE)
 
     def find_sessions_by_robot(
         self, robot_id: str, *, open_only: bool = False, lock: bool = False
@@ -339,7 +359,10 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
                 t.sessions.c.status.in_([str(SessionStatus.ACTIVE), str(SessionStatus.PAUSED)])
             )
         query = query.order_by(t.sessions.c.id)
-        return self._many(query.with_for_update() if lock else query)
+        found = self._many(query.with_for_update() if lock else query)
+        return self._with_pending(
+            found, lambda s: s.robot_id == robot_id and (s.is_open or not open_only)
+        )
 
     def _load(self, row: Row[Any]) -> LearningSession:
         decode = self._uow.codec.decode
@@ -354,7 +377,7 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
                 started_at=_opt_datetime(e.started_at),
                 ended_at=_opt_datetime(e.ended_at),
             )
-            for e in self._uow.connection.execute(
+            for e in self._read(
                 select(t.episodes)
                 .where(t.episodes.c.session_id == row.id)
                 .order_by(t.episodes.c.number)
@@ -460,20 +483,21 @@ class SqlAlchemyPlanRepository(_SqlRepository, AbstractPlanRepository):
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         query = select(t.plans).where(t.plans.c.id == plan_id)
-        row = self._uow.connection.execute(query.with_for_update() if lock else query).one_or_none()
+        row = self._read(query.with_for_update() if lock else query).one_or_none()
         if row is None:
             raise NotFound(f"no curriculum plan with id {plan_id!r}")
         return self._load(row)
 
     def find_active_plans(self) -> list[CurriculumPlan]:
         rows = list(
-            self._uow.connection.execute(
+            self._read(
                 select(t.plans)
                 .where(t.plans.c.status == str(PlanStatus.ACTIVE))
                 .order_by(t.plans.c.id)
             )
         )
-        return [self._cached(row.id) or self._load(row) for row in rows]
+        found = [self._cached(row.id) or self._load(row) for row in rows]
+        return self._with_pending(found, lambda p: p.status is PlanStatus.ACTIVE)
 
     def _load(self, row: Row[Any]) -> CurriculumPlan:
         stages = [
@@ -486,7 +510,7 @@ class SqlAlchemyPlanRepository(_SqlRepository, AbstractPlanRepository):
                 episodes=s.episodes,
                 successes=s.successes,
             )
-            for s in self._uow.connection.execute(
+            for s in self._read(
                 select(t.stages).where(t.stages.c.plan_id == row.id).order_by(t.stages.c.position)
             )
         ]
@@ -592,7 +616,7 @@ class SqlAlchemyEventRepository(_SqlRepository, AbstractEventRepository):
     kind = "event"
 
     def events_for(self, aggregate_id: str) -> list[StoredEvent]:
-        rows = self._uow.connection.execute(
+        rows = self._read(
             select(t.outbox).where(t.outbox.c.aggregate_id == aggregate_id).order_by(t.outbox.c.id)
         )
         return [

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from uowstress.faults import FAULT_POINTS, KILL_AT
 from uowstress.stateful.executor import SingleSessionExecutor
-from uowstress.target import System, Target
+from uowstress.target import Operation, State, System, Target
 
 
 class RunRecorder:
@@ -41,6 +41,16 @@ class RunRecorder:
             self.fault_counts[point] = self.fault_counts.get(point, 0) + count
         if memory_peak is not None:
             self.memory_peaks.append(memory_peak)
+
+
+def _choose(ops: list[Operation], state: State) -> st.SearchStrategy[Operation]:
+    """An operation that can succeed nine times in ten; any operation otherwise."""
+    ready = [op for op in ops if op.enabled is None or op.enabled(state)]
+    if not ready or len(ready) == len(ops):
+        return st.sampled_from(ops)
+    return st.tuples(st.integers(0, 9), st.sampled_from(ready), st.sampled_from(ops)).map(
+        lambda t: t[2] if t[0] == 9 else t[1]
+    )
 
 
 def acid_machine(
@@ -85,7 +95,7 @@ def acid_machine(
             def apply(self, data: st.DataObject, count: int) -> None:
                 # Several operations per transaction: atomicity is about more than one change.
                 for _ in range(count):
-                    op = data.draw(st.sampled_from(step_ops))
+                    op = data.draw(_choose(step_ops, self.executor.model_state()))
                     args = self._draw_args(data, op.arguments)
                     self._run({"action": "apply", "op": op.name, "args": args})
 
@@ -93,7 +103,7 @@ def acid_machine(
         @rule(
             # Commit most often: a run that rarely commits explores little committed state.
             how=st.sampled_from(
-                ["commit", "commit", "commit", "rollback", "leave", "raise", "fault"]
+                ["commit", "commit", "commit", "fault", "fault", "rollback", "leave", "raise"]
             ),
             point=st.sampled_from(FAULT_POINTS),
             statement=st.integers(1, 6),
@@ -114,8 +124,9 @@ def acid_machine(
         if transaction_ops:
 
             @precondition(lambda self: not self.executor.is_open)
-            @rule(data=st.data(), op=st.sampled_from(transaction_ops))
-            def transaction(self, data: st.DataObject, op: Any) -> None:
+            @rule(data=st.data())
+            def transaction(self, data: st.DataObject) -> None:
+                op = data.draw(_choose(transaction_ops, self.executor.model_state()))
                 args = self._draw_args(data, op.arguments)
                 self._run({"action": "transaction", "op": op.name, "args": args})
 

@@ -1,0 +1,155 @@
+"""The `uowstress` command: run, replay."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from uowstress import reproducers
+from uowstress.errors import UowstressError
+from uowstress.options import OPTIONS, OptionSpec, option_values, parse_target_options
+from uowstress.stateful.run import replay as replay_one
+from uowstress.stateful.run import result_summary, run_acid
+
+EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+
+
+def _click_option(spec: OptionSpec) -> Callable[[Any], Any]:
+    if spec.flag:
+        return click.option(spec.cli_flag, spec.name, is_flag=True, default=False, help=spec.help)
+    kwargs: dict[str, Any] = {"help": spec.help, "multiple": spec.multiple}
+    if spec.choices:
+        kwargs["type"] = click.Choice(spec.choices)
+    if not spec.multiple and spec.default is not None:
+        kwargs["default"] = spec.default
+        kwargs["show_default"] = True
+    return click.option(spec.cli_flag, spec.name, **kwargs)
+
+
+def shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for spec in reversed(OPTIONS):
+        fn = _click_option(spec)(fn)
+    return fn
+
+
+@click.group()
+@click.version_option(package_name="uowstress")
+def main() -> None:
+    """Stateful stress and property testing for Unit-of-Work persistence layers."""
+
+
+@main.command()
+@shared_options
+@click.option(
+    "--output-dir",
+    default="performance_reports",
+    show_default=True,
+    help="where the run's summary is written",
+)
+@click.option("--verbose", is_flag=True, help="print every step of each shrunk failure")
+def run(output_dir: str, verbose: bool, **raw: Any) -> None:
+    """Explore the target with the ACID state machine on each database.
+
+    Exit status: 0 no finding, 1 a finding, 2 a usage, configuration or database error.
+    """
+    values = option_values(raw)
+    try:
+        options = parse_target_options(values["target_option"])
+        urls = values["db_url"] or ["sqlite://"]
+        results = []
+        for url in urls:
+            click.echo(
+                f"ACID machine, profile {values['profile']}: {values['target']} ...", err=True
+            )
+            result = run_acid(
+                url,
+                target_spec=values["target"],
+                options=options,
+                profile=values["profile"],
+                isolation_level=values["isolation_level"],
+                reproducers_dir=Path(values["reproducers_dir"]),
+                allow_existing_tables=values["allow_existing_tables"],
+            )
+            results.append(result)
+            _print_result(result, verbose)
+    except UowstressError as error:
+        click.echo(f"uowstress: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "uowstress-run.json").write_text(
+        json.dumps([result_summary(r) for r in results], indent=2) + "\n"
+    )
+    click.echo(f"summary written to {out / 'uowstress-run.json'}")
+    if any(r.error for r in results):
+        sys.exit(EXIT_USAGE)
+    sys.exit(EXIT_FINDING if any(r.finding for r in results) else EXIT_OK)
+
+
+def _print_result(result: Any, verbose: bool) -> None:
+    head = (
+        f"{result.backend} ({result.database}, {result.server_version}):"
+        f" {result.examples} examples in {result.seconds:.1f}s"
+    )
+    if result.error:
+        click.echo(f"{head}: ERROR {result.error}")
+        return
+    if result.passed:
+        click.echo(f"{head}: PASSED, no finding")
+        return
+    click.echo(f"{head}: FINDING [{result.finding.kind}] {result.finding.message}")
+    rep = result.reproducer
+    click.echo(f"  shrunk to {len(rep.steps)} steps, written to {result.reproducer_path}")
+    click.echo(f"  replay: {rep.replay_command(rep.id)}")
+    if verbose:
+        for index, step in enumerate(rep.steps, 1):
+            click.echo(f"    {index:3d}. {json.dumps(step.as_dict())}")
+
+
+@main.command()
+@click.argument("specs", nargs=-1)
+@click.option(
+    "--dir",
+    "directory",
+    default=".hypothesis/reproducers",
+    show_default=True,
+    help="where reproducers are looked up by id",
+)
+@click.option(
+    "--db-url",
+    "db_urls",
+    multiple=True,
+    help="server URL to replay on (one per backend; defaults from UOWSTRESS_PG_URL,"
+    " UOWSTRESS_MYSQL_URL)",
+)
+def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> None:
+    """Replay reproducers (ids or paths; all in --dir when none is given).
+
+    Prints FIXED, FAILED or ERROR for each. Exit status: 0 all fixed, 1 one failed,
+    2 one could not be replayed.
+    """
+    from uowstress.scratch import backend_name
+
+    folder = Path(directory)
+    try:
+        urls: dict[str, str] = {backend_name(u): u for u in db_urls}
+        paths = [reproducers.resolve(s, folder) for s in specs] or reproducers.all_paths(folder)
+    except (UowstressError, ValueError) as error:
+        click.echo(f"uowstress: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not paths:
+        click.echo(f"no reproducers in {folder}")
+        sys.exit(EXIT_OK)
+    verdicts = []
+    for path in paths:
+        result = replay_one(path, db_urls=urls)
+        verdicts.append(result.verdict)
+        click.echo(f"{result.verdict:6s} {path}: {result.detail}")
+    if "ERROR" in verdicts:
+        sys.exit(EXIT_USAGE)
+    sys.exit(EXIT_FINDING if "FAILED" in verdicts else EXIT_OK)

@@ -1,0 +1,87 @@
+"""Command-line options, defined once and shared by the CLI and the pytest plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from uowstress.errors import ConfigError
+from uowstress.profiles import DEFAULT_PROFILE, PROFILES, REPRODUCERS_DIR
+from uowstress.target import DEFAULT_TARGET
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str  # python name; CLI flag --name-with-dashes, pytest flag --uowstress-name...
+    help: str
+    default: Any = None
+    multiple: bool = False
+    flag: bool = False
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def pytest_flag(self) -> str:
+        return "--uowstress-" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "profile",
+        "Hypothesis profile: "
+        + ", ".join(f"{p.name} ({p.description})" for p in PROFILES.values()),
+        DEFAULT_PROFILE,
+        choices=tuple(PROFILES),
+    ),
+    OptionSpec(
+        "db_url",
+        "database URL to test against; repeat for several backends"
+        " (default: a temporary SQLite file)",
+        multiple=True,
+    ),
+    OptionSpec("target", "the system under test, as package.module:attribute", DEFAULT_TARGET),
+    OptionSpec(
+        "target_option",
+        "KEY=VALUE option of the target (repeatable), e.g. weaken=no_version_check",
+        multiple=True,
+    ),
+    OptionSpec(
+        "isolation_level",
+        "isolation level of the system's connections (backend default when absent)",
+    ),
+    OptionSpec(
+        "reproducers_dir", "where shrunk failures are written as JSON", str(REPRODUCERS_DIR)
+    ),
+    OptionSpec(
+        "allow_existing_tables", "use a SQLite database that already holds tables", False, flag=True
+    ),
+)
+
+
+def parse_target_options(pairs: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"target option {pair!r} is not KEY=VALUE (e.g. weaken=no_version_check)"
+            )
+        out[key.strip()] = value.strip()
+    return out
+
+
+def option_values(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults filled in, multiple options as lists."""
+    values: dict[str, Any] = {}
+    for spec in OPTIONS:
+        value = raw.get(spec.name)
+        if spec.multiple:
+            value = list(value or [])
+        elif value is None:
+            value = spec.default
+        values[spec.name] = value
+    return values

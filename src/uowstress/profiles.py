@@ -1,0 +1,86 @@
+"""Hypothesis settings profiles of uowstress: dev, ci, nightly and replay.
+
+Hypothesis's own `ci` profile drops the example database; ours keeps an explicit one under
+`.hypothesis/examples`, so a failure found in CI is tried first on the next run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from uowstress.errors import ConfigError
+
+EXAMPLES_DIR = Path(".hypothesis") / "examples"
+REPRODUCERS_DIR = Path(".hypothesis") / "reproducers"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    max_examples: int
+    step_count: int  # longest step sequence of one example
+    durability_kills: int  # SIGKILLs per backend in the durability check
+    description: str
+    # No Hypothesis shrink phase: uowstress shrinks the concrete steps itself (minimize.py),
+    # which deletes whole transactions that Hypothesis's choice-sequence shrinker cannot.
+    phases: tuple[Phase, ...] = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("dev", 25, 20, 5, "fast local feedback"),
+        Profile("ci", 60, 30, 20, "bounded time, explicit example database"),
+        Profile("nightly", 400, 60, 100, "long runs: many examples and long step sequences"),
+        Profile(
+            "replay",
+            1,
+            30,
+            0,
+            "only saved failures: the example database and the written reproducers",
+            phases=(Phase.explicit, Phase.reuse),
+        ),
+    )
+}
+DEFAULT_PROFILE = "dev"
+
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}"
+        ) from None
+
+
+def machine_settings(profile: str | Profile, *, examples_dir: Path = EXAMPLES_DIR) -> settings:
+    """Settings for uowstress's state machines under a profile."""
+    p = get_profile(profile) if isinstance(profile, str) else profile
+    return settings(
+        max_examples=p.max_examples,
+        stateful_step_count=p.step_count,
+        phases=p.phases,
+        # Wall-clock budgets are judged by uowstress on the aggregate, never per example.
+        deadline=None,
+        suppress_health_check=_SUPPRESSED,
+        # One failure, shrunk, per run: its steps become the written reproducer.
+        report_multiple_bugs=False,
+        database=DirectoryBasedExampleDatabase(str(examples_dir)),
+        print_blob=True,
+    )
+
+
+def register_profiles(examples_dir: Path = EXAMPLES_DIR) -> None:
+    """Register the profiles with Hypothesis under the names `uowstress-<name>` and, for use
+    with `--hypothesis-profile`, plain `<name>`."""
+    for name in PROFILES:
+        s = machine_settings(name, examples_dir=examples_dir)
+        settings.register_profile(f"uowstress-{name}", s)
+        settings.register_profile(name, s)

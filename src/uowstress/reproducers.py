@@ -1,0 +1,173 @@
+"""Stable reproducers: each shrunk failure as a readable JSON list of steps.
+
+Hypothesis keys its saved examples on a hash of the test's source, so an edit orphans them. A
+reproducer names the target, backend and options and lists the steps per session in order; it
+survives any edit of uowstress or the system, and `uowstress replay` runs it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from uowstress.errors import ReproducerError
+from uowstress.profiles import REPRODUCERS_DIR
+
+FORMAT = "uowstress.reproducer"
+MAX_REPRODUCER_BYTES = 16 * 1024 * 1024
+Backend = Literal["sqlite", "postgresql", "mysql"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(_Strict):
+    session: int = Field(0, ge=0, le=15)
+    action: str
+    op: str | None = None
+    query: str | None = None
+    args: dict[str, Any] | None = None
+    fault: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class Failure(_Strict):
+    kind: str
+    message: str
+    step: int | None = None  # 1-based index of the step that failed
+
+
+class Reproducer(_Strict):
+    format: Literal["uowstress.reproducer"] = "uowstress.reproducer"
+    version: Literal[1] = 1
+    id: str = ""
+    machine: Literal["acid", "sessions"] = "acid"
+    target: str
+    target_options: dict[str, str] = Field(default_factory=dict)
+    backend: Backend
+    isolation_level: str | None = None
+    guarantee: str
+    profile: str | None = None
+    seed: str | None = None
+    steps: list[Step]
+    shrunk_from: int | None = None  # steps of the run as found, before shrinking
+    failure: Failure
+    versions: dict[str, str] = Field(default_factory=dict)
+    created_at: str = ""
+
+    def content_id(self) -> str:
+        """Same target, options, backend and steps: same id, so one failure is one file."""
+        key = json.dumps(
+            [
+                self.machine,
+                self.target,
+                self.target_options,
+                self.backend,
+                self.isolation_level,
+                [s.as_dict() for s in self.steps],
+            ],
+            sort_keys=True,
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def steps_by_session(self) -> dict[int, list[tuple[int, Step]]]:
+        out: dict[int, list[tuple[int, Step]]] = {}
+        for index, step in enumerate(self.steps, 1):
+            out.setdefault(step.session, []).append((index, step))
+        return out
+
+    def replay_command(self, path: Path | str | None = None) -> str:
+        return f"uv run uowstress replay {path or self.id}"
+
+
+def versions(server_version: str | None = None) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for package in ("uowstress", "hypothesis", "sqlalchemy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "unknown"
+    if server_version:
+        out["database"] = server_version
+    return out
+
+
+def make_reproducer(**fields: Any) -> Reproducer:
+    draft = Reproducer(**fields)
+    return draft.model_copy(
+        update={
+            "id": draft.content_id(),
+            "created_at": draft.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+
+
+def write(reproducer: Reproducer, directory: Path = REPRODUCERS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{reproducer.id}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(reproducer.model_dump(mode="json"), indent=2) + "\n")
+    tmp.replace(path)  # never a half-written file, even if interrupted
+    return path
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+        for e in error.errors()[:8]
+    )
+
+
+def load(path: Path) -> Reproducer:
+    """Read and validate one file; a malformed or foreign file raises ReproducerError."""
+    if not path.is_file():
+        raise ReproducerError(f"{path}: no such reproducer file")
+    size = path.stat().st_size
+    if size > MAX_REPRODUCER_BYTES:
+        raise ReproducerError(
+            f"{path}: {size} bytes is larger than a reproducer can be"
+            f" ({MAX_REPRODUCER_BYTES}); is it the right file?"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ReproducerError(f"{path}: not valid JSON ({error}); it was not changed") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ReproducerError(
+            f"{path}: not a uowstress reproducer (its 'format' must be {FORMAT!r});"
+            " Hypothesis's own example database lives in .hypothesis/examples and is not"
+            " replayed by this command"
+        )
+    try:
+        return Reproducer.model_validate(data)
+    except ValidationError as error:
+        raise ReproducerError(f"{path}: malformed reproducer: {_describe(error)}") from None
+
+
+def resolve(spec: str, directory: Path = REPRODUCERS_DIR) -> Path:
+    """A path, or an id (or unique id prefix) of a file in `directory`."""
+    path = Path(spec)
+    if path.suffix == ".json" or path.exists():
+        return path
+    matches = sorted(directory.glob(f"{spec}*.json")) if directory.is_dir() else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ReproducerError(f"no reproducer {spec!r} in {directory}")
+    raise ReproducerError(
+        f"{spec!r} matches {len(matches)} reproducers in {directory}; give more of the id"
+    )
+
+
+def all_paths(directory: Path = REPRODUCERS_DIR) -> list[Path]:
+    return sorted(directory.glob("*.json")) if directory.is_dir() else []

@@ -1,0 +1,235 @@
+"""Run the ACID machine against a target on one database, and replay written reproducers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hypothesis import settings as Settings
+from hypothesis.errors import HypothesisException
+from hypothesis.stateful import run_state_machine_as_test
+
+from uowstress import reproducers
+from uowstress.database import DEFAULT_URLS, prepared_database
+from uowstress.errors import UowstressError
+from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
+from uowstress.stateful.acid import RunRecorder, acid_machine
+from uowstress.stateful.executor import Finding, SingleSessionExecutor, StepError
+from uowstress.stateful.minimize import minimize
+from uowstress.target import DEFAULT_TARGET, System, Target, load_target
+
+
+@dataclass
+class AcidResult:
+    """One run of the ACID machine on one backend."""
+
+    target: str
+    backend: str
+    database: str  # password hidden
+    server_version: str
+    profile: str
+    options: dict[str, str]
+    examples: int = 0
+    seconds: float = 0.0
+    finding: reproducers.Failure | None = None
+    reproducer: reproducers.Reproducer | None = None
+    reproducer_path: Path | None = None
+    error: str | None = None  # the run itself could not be completed
+    step_ns: dict[str, list[int]] = field(default_factory=dict)
+    fault_counts: dict[str, int] = field(default_factory=dict)
+    memory_peaks: list[int] = field(default_factory=list)
+    shrink_trials: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.finding is None and self.error is None
+
+
+def _failure_from(error: BaseException, recorder: RunRecorder) -> reproducers.Failure:
+    if isinstance(error, Finding):
+        return reproducers.Failure(
+            kind=error.kind, message=error.message, step=len(recorder.last_steps) or None
+        )
+    return reproducers.Failure(
+        kind="error",
+        message=f"{type(error).__name__}: {error}",
+        step=len(recorder.last_steps) or None,
+    )
+
+
+def shrink(
+    target: Target,
+    system: System,
+    steps: list[dict[str, Any]],
+    failure: reproducers.Failure,
+    *,
+    budget_s: float = 60.0,
+) -> tuple[list[dict[str, Any]], reproducers.Failure, int]:
+    """Delete steps while the run still fails with the same kind of finding."""
+    last: dict[str, reproducers.Failure] = {}
+
+    def still_fails(candidate: list[dict[str, Any]]) -> bool:
+        system.reset()
+        executor = SingleSessionExecutor(target, system)
+        try:
+            for step in candidate:
+                executor.run(step)
+        except Finding as finding:
+            index = len(executor.steps)
+            if finding.kind != failure.kind:
+                return False
+            last["failure"] = reproducers.Failure(
+                kind=finding.kind, message=finding.message, step=index
+            )
+            return index == len(candidate)
+        except Exception:
+            return False
+        finally:
+            executor.close()
+        return False
+
+    smallest, trials = minimize(steps, still_fails, budget_s=budget_s)
+    if smallest is steps or not still_fails(smallest):
+        return steps, failure, trials
+    return smallest, last["failure"], trials + 1
+
+
+def run_acid(
+    url: str,
+    *,
+    target_spec: str = DEFAULT_TARGET,
+    options: Mapping[str, str] | None = None,
+    profile: str = "dev",
+    settings: Settings | None = None,
+    isolation_level: str | None = None,
+    reproducers_dir: Path = REPRODUCERS_DIR,
+    allow_existing_tables: bool = False,
+    trace_memory: bool = False,
+    shrink_budget_s: float = 60.0,
+) -> AcidResult:
+    """Explore the target with the single-session ACID machine; write a reproducer on failure.
+
+    Raises UowstressError for what stops a run before it starts (bad target, unreachable or
+    unsafe database); a finding, or an error of the system, is in the result.
+    """
+    target = load_target(target_spec)
+    chosen = dict(options or {})
+    get_profile(profile)
+    with prepared_database(url, allow_existing_tables=allow_existing_tables) as db:
+        result = AcidResult(
+            target=target_spec,
+            backend=db.backend,
+            database=db.display,
+            server_version=db.server_version,
+            profile=profile,
+            options=chosen,
+        )
+        try:
+            system = target.connect(db.url, chosen, isolation_level=isolation_level)
+        except ValueError as error:
+            raise UowstressError(f"target {target_spec} refused its options: {error}") from None
+        recorder = RunRecorder()
+        started = time.perf_counter()
+        # One example database per configuration: a failure saved for one switch or backend is
+        # not replayed as if it belonged to another.
+        config_key = hashlib.sha256(
+            json.dumps([target_spec, chosen, db.backend, isolation_level]).encode()
+        ).hexdigest()[:12]
+        try:
+            machine = acid_machine(target, system, recorder, trace_memory=trace_memory)
+            run_state_machine_as_test(
+                machine,
+                settings=settings
+                or machine_settings(profile, examples_dir=EXAMPLES_DIR / f"acid-{config_key}"),
+            )
+        except (Finding, Exception) as error:
+            if isinstance(error, StepError | HypothesisException):
+                result.error = f"{type(error).__name__}: {error}"
+            else:
+                found = _failure_from(error, recorder)
+                steps, found, result.shrink_trials = shrink(
+                    target, system, recorder.last_steps, found, budget_s=shrink_budget_s
+                )
+                result.finding = found
+                result.reproducer = reproducers.make_reproducer(
+                    machine="acid",
+                    target=target_spec,
+                    target_options=chosen,
+                    backend=db.backend,
+                    isolation_level=isolation_level,
+                    guarantee=target.guarantee,
+                    profile=profile,
+                    steps=[reproducers.Step(**s) for s in steps],
+                    shrunk_from=len(recorder.last_steps),
+                    failure=result.finding,
+                    versions=reproducers.versions(db.server_version),
+                )
+                result.reproducer_path = reproducers.write(result.reproducer, reproducers_dir)
+        finally:
+            result.seconds = time.perf_counter() - started
+            result.examples = recorder.examples
+            result.step_ns = recorder.step_ns
+            result.fault_counts = recorder.fault_counts
+            result.memory_peaks = recorder.memory_peaks
+            system.dispose()
+    return result
+
+
+Verdict = Literal["FIXED", "FAILED", "ERROR"]
+
+
+@dataclass
+class ReplayResult:
+    path: Path
+    verdict: Verdict
+    detail: str
+    reproducer: reproducers.Reproducer | None = None
+
+
+def replay(path: Path, *, db_urls: Mapping[str, str] | None = None) -> ReplayResult:
+    """Run a reproducer's steps again: FIXED when every step passes its checks, FAILED when a
+    check fails again, ERROR when it cannot be run (malformed, unknown target, no database)."""
+    try:
+        reproducer = reproducers.load(path)
+    except UowstressError as error:
+        return ReplayResult(path, "ERROR", str(error))
+    url = (db_urls or {}).get(reproducer.backend) or DEFAULT_URLS[reproducer.backend]
+    try:
+        target = load_target(reproducer.target)
+        with prepared_database(url) as db:
+            system = target.connect(
+                db.url, reproducer.target_options, isolation_level=reproducer.isolation_level
+            )
+            executor = SingleSessionExecutor(target, system)
+            try:
+                for index, step in enumerate(reproducer.steps, 1):
+                    try:
+                        executor.run(step.as_dict())
+                    except Finding as finding:
+                        return ReplayResult(path, "FAILED", f"step {index}: {finding}", reproducer)
+            finally:
+                executor.close()
+                system.dispose()
+    except (UowstressError, ValueError) as error:
+        return ReplayResult(path, "ERROR", str(error), reproducer)
+    return ReplayResult(path, "FIXED", f"all {len(reproducer.steps)} steps pass", reproducer)
+
+
+def result_summary(result: AcidResult) -> dict[str, Any]:
+    return {
+        "target": result.target,
+        "backend": result.backend,
+        "database": result.database,
+        "passed": result.passed,
+        "examples": result.examples,
+        "seconds": round(result.seconds, 3),
+        "finding": None if result.finding is None else result.finding.model_dump(),
+        "reproducer": None if result.reproducer_path is None else str(result.reproducer_path),
+        "error": result.error,
+        "fault_counts": result.fault_counts,
+    }
