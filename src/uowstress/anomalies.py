@@ -1415,9 +1415,10 @@ class _Analysis:
             return memo[mask]
 
         for name, cand_mask, allowed, need in _CLASSES:
-            # A cycle of the class lies inside one SCC of (candidate | allowed) edges; candidates
-            # whose ends share an SCC of the allowed edges alone surely close a cycle, so they
-            # are tried first and the class is found within the budget whenever they exist.
+            # A cycle of the class lies inside one SCC of (candidate | allowed) edges. Candidates
+            # whose ends share an SCC of the allowed edges alone close a cycle for sure when the
+            # class needs nothing more (G0, G1c, G-single), so they go first: those classes are
+            # always found, and the budget only limits the search for a shorter example.
             within = components(allowed)
             wider = components(allowed | cand_mask)
             sure: list[tuple[int, int, int, str]] = []

@@ -78,9 +78,13 @@ def machine_settings(profile: str | Profile, *, examples_dir: Path = EXAMPLES_DI
 
 
 def register_profiles(examples_dir: Path = EXAMPLES_DIR) -> None:
-    """Register the profiles with Hypothesis under the names `uowstress-<name>` and, for use
-    with `--hypothesis-profile`, plain `<name>`."""
-    for name in PROFILES:
-        s = machine_settings(name, examples_dir=examples_dir)
+    """Register the profiles with Hypothesis as `uowstress-<name>` and, for use with
+    `--hypothesis-profile`, plain `<name>`. The registered settings keep Hypothesis's own shrink
+    phase for ordinary property tests; the state machines take `machine_settings`."""
+    for name, p in PROFILES.items():
+        s = settings(
+            machine_settings(name, examples_dir=examples_dir),
+            phases=tuple(Phase) if name != "replay" else p.phases,
+        )
         settings.register_profile(f"uowstress-{name}", s)
         settings.register_profile(name, s)

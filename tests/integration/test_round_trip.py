@@ -318,11 +318,13 @@ def test_stage_counters_beyond_the_schema_are_refused_or_round_trip(schema_engin
     assert_round_trips(schema_engine, loaded)
 
 
-def _statuses_seen(strategy: st.SearchStrategy[Any], status_of: Callable[[Any], Any]) -> set[Any]:
+def _statuses_seen(
+    strategy: st.SearchStrategy[Any], status_of: Callable[[Any], set[Any]], examples: int = 25
+) -> set[Any]:
     seen: set[Any] = set()
 
     # A fixed seed and no shrinking: a deterministic, quick sample.
-    @settings(max_examples=25, derandomize=True, database=None, phases=[Phase.generate])
+    @settings(max_examples=examples, derandomize=True, database=None, phases=[Phase.generate])
     @given(strategy)
     def collect(value: Any) -> None:
         seen.update(status_of(value))
@@ -331,21 +333,31 @@ def _statuses_seen(strategy: st.SearchStrategy[Any], status_of: Callable[[Any], 
     return seen
 
 
+def _session_and_episodes(session: LearningSession) -> set[Any]:
+    # Session and episode statuses share values ("completed"): tagged to keep them apart.
+    return {("session", session.status)} | {("episode", e) for e in hs.episode_statuses(session)}
+
+
 def test_strategies_reach_every_status() -> None:
     """The round-trip property is only as good as its inputs: every session, episode and plan
     status must come out of the strategies."""
-    by_session = {
+    seen = {
         status: _statuses_seen(
-            hs.sessions("robot", statuses=[status], max_episodes=4), hs.episode_statuses
+            hs.sessions("robot", statuses=[status], max_episodes=3), _session_and_episodes, 50
         )
         for status in SessionStatus
     }
-    assert _statuses_seen(hs.sessions("robot"), lambda s: {s.status}) == set(SessionStatus)
-    assert set().union(*by_session.values()) == set(EpisodeStatus)
+    for status, tags in seen.items():
+        assert {s for kind, s in tags if kind == "session"} == {status}
+    episodes = {
+        status: {e for kind, e in tags if kind == "episode"} for status, tags in seen.items()
+    }
+    assert set().union(*episodes.values()) == set(EpisodeStatus)
     # Open episodes only where the domain lets them survive.
-    assert EpisodeStatus.RUNNING in by_session[SessionStatus.ACTIVE]
-    assert EpisodeStatus.PENDING in by_session[SessionStatus.PAUSED]
-    assert by_session[SessionStatus.COMPLETED].isdisjoint(
-        {EpisodeStatus.PENDING, EpisodeStatus.RUNNING}
-    )
-    assert _statuses_seen(hs.plans("robot"), lambda p: {p.status}) == set(PlanStatus)
+    assert EpisodeStatus.RUNNING in episodes[SessionStatus.ACTIVE]
+    assert EpisodeStatus.PENDING in episodes[SessionStatus.PAUSED]
+    for closed in (SessionStatus.COMPLETED, SessionStatus.FAILED):
+        assert episodes[closed].isdisjoint({EpisodeStatus.PENDING, EpisodeStatus.RUNNING})
+    for plan_status in PlanStatus:
+        plans_seen = _statuses_seen(hs.plans("robot", statuses=[plan_status]), lambda p: {p.status})
+        assert plans_seen == {plan_status}

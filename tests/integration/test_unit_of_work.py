@@ -1,0 +1,229 @@
+"""Unit of Work semantics on every backend: commit, rollback, exceptions, the outbox, conflicts.
+
+Each test leaves the block in a different way and then checks, through a new unit of work or a
+plain connection, what the database really holds.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Connection, Engine, func, select
+
+from humanoid_training.domain import (
+    EpisodeMetrics,
+    HumanoidRobot,
+    InvalidTransition,
+    LearningSession,
+    NotFound,
+    SessionStatus,
+    SkillAssessment,
+    SkillType,
+    new_id,
+)
+from humanoid_training.persistence import tables as t
+from humanoid_training.persistence.engine import backend_of
+from humanoid_training.persistence.errors import ConcurrencyConflict, RetryableConflict
+from humanoid_training.persistence.unit_of_work import FaultHook, SqlAlchemyUnitOfWork
+from humanoid_training.services import SessionChange, batch_update
+from tests.integration.support import count_rows, outbox_count, reload, save_new, uow
+
+S = SkillType
+
+
+class Boom(Exception):
+    """An error raised inside a unit of work by the test."""
+
+
+def _assessment(skill: SkillType, score: float) -> SkillAssessment:
+    return SkillAssessment(new_id(), skill, score, 0.9, 0.9)
+
+
+def _stored_robot(engine: Engine, name: str = "Stored") -> HumanoidRobot:
+    robot = HumanoidRobot.create(name, id=new_id())
+    robot.assess(_assessment(S.POSTURAL_CONTROL, 0.5))
+    save_new(engine, robot)
+    return robot
+
+
+def test_leaving_without_commit_rolls_back(schema_engine: Engine) -> None:
+    stored = _stored_robot(schema_engine)
+    new = HumanoidRobot.create("Never committed", id=new_id())
+    with uow(schema_engine) as work:
+        work.robots.add(new)
+        loaded = work.robots.get(stored.id)
+        loaded.assess(_assessment(S.POSTURAL_CONTROL, 0.9))
+        loaded.rename("Renamed")
+    with uow(schema_engine) as work, pytest.raises(NotFound):
+        work.robots.get(new.id)
+    assert reload(schema_engine, stored) == stored
+    assert outbox_count(schema_engine, new.id) == 0
+
+
+def test_writes_of_a_failed_commit_are_rolled_back(schema_engine: Engine) -> None:
+    """The rows are in the transaction when the commit fails at its last step: leaving the
+    block must roll them back, and the error must reach the caller."""
+    stored = _stored_robot(schema_engine)
+    new = HumanoidRobot.create("Half written", id=new_id())
+    reached: list[str] = []
+
+    def fail_before_commit(point: str, connection: Connection) -> None:
+        reached.append(point)
+        if point == "before_commit":
+            # Proof that the changes were written inside the transaction before it failed.
+            assert count_rows_on(connection, new.id) == 1
+            raise Boom("injected before commit")
+
+    work = SqlAlchemyUnitOfWork(schema_engine, fault_hook=fail_before_commit)
+    with pytest.raises(Boom), work:
+        work.robots.add(new)
+        work.robots.get(stored.id).assess(_assessment(S.POSTURAL_CONTROL, 0.9))
+        work.commit()
+    assert reached == ["before_flush", "after_flush", "before_commit"]
+    assert count_rows(schema_engine, t.robots, t.robots.c.id == new.id) == 0
+    assert reload(schema_engine, stored) == stored
+    assert outbox_count(schema_engine, stored.id) == 1  # only the event of the first save
+
+
+def count_rows_on(connection: Connection, robot_id: str) -> int:
+    query = select(func.count()).select_from(t.robots).where(t.robots.c.id == robot_id)
+    return int(connection.execute(query).scalar_one())
+
+
+def test_an_exception_in_the_block_rolls_back_and_propagates(schema_engine: Engine) -> None:
+    stored = _stored_robot(schema_engine)
+    with pytest.raises(Boom, match="in the block"), uow(schema_engine) as work:
+        loaded = work.robots.get(stored.id)
+        loaded.assess(_assessment(S.STATIC_BALANCE, 0.7))
+        work.robots.add(HumanoidRobot.create("Other", id=new_id()))
+        raise Boom("in the block")
+    assert reload(schema_engine, stored) == stored
+    assert count_rows(schema_engine, t.robots) == 1
+
+
+def test_a_committed_unit_of_work_can_go_on_and_roll_back_the_rest(schema_engine: Engine) -> None:
+    stored = _stored_robot(schema_engine)
+    with uow(schema_engine) as work:
+        loaded = work.robots.get(stored.id)
+        loaded.assess(_assessment(S.STATIC_BALANCE, 0.7))
+        work.commit()
+        loaded.assess(_assessment(S.DYNAMIC_BALANCE, 0.6))  # never committed
+    stored_now = reload(schema_engine, stored)
+    assert set(stored_now.skills) == {S.POSTURAL_CONTROL, S.STATIC_BALANCE}
+    assert stored_now.version == 2
+
+
+def test_events_are_in_the_outbox_exactly_when_the_change_is_committed(
+    schema_engine: Engine,
+) -> None:
+    robot = HumanoidRobot.create("Eventful", id=new_id())
+    robot.assess(_assessment(S.POSTURAL_CONTROL, 0.9))  # SkillAssessed + SkillMastered
+    session = LearningSession(id=new_id(), robot_id=robot.id)
+    session.start()  # SessionStarted
+    expected_ids = [e.event_id for e in robot.events]
+
+    # Not committed: no event.
+    with uow(schema_engine) as work:
+        work.robots.add(robot)
+        work.sessions.add(session)
+    assert outbox_count(schema_engine, robot.id) == 0
+    assert outbox_count(schema_engine, session.id) == 0
+
+    # Committed: every event, with its payload, in the order raised.
+    with uow(schema_engine) as work:
+        work.robots.add(robot)
+        work.sessions.add(session)
+        work.commit()
+        assert robot.events == [] and session.events == []
+    with uow(schema_engine) as work:
+        robot_events = work.events.events_for(robot.id)
+        session_events = work.events.events_for(session.id)
+    assert [e.event_id for e in robot_events] == expected_ids
+    assert [e.event_type for e in robot_events] == ["SkillAssessed", "SkillMastered"]
+    assert robot_events[0].payload["score"] == 0.9
+    assert robot_events[0].payload["skill"] == "postural_control"
+    assert [(e.event_type, e.aggregate_type) for e in session_events] == [
+        ("SessionStarted", "session")
+    ]
+    assert session_events[0].payload == {"robot_id": robot.id}
+
+    # A commit that fails leaves no event behind, and the events stay with the aggregate.
+    with uow(schema_engine) as work:
+        loaded = work.sessions.get(session.id)
+        loaded.new_episode(episode_id=new_id())
+        loaded.start_episode()
+        loaded.complete_episode("success", 2.0, EpisodeMetrics(success_rate=1.0, reward=2.0))
+        work.fault_hook = _raise_at("after_flush")
+        with pytest.raises(Boom):
+            work.commit()
+        assert [e.name for e in loaded.events] == ["EpisodeCompleted"]
+    assert outbox_count(schema_engine, session.id) == 1
+
+
+def _raise_at(where: str) -> FaultHook:
+    def hook(point: str, connection: Connection) -> None:
+        if point == where:
+            raise Boom(f"injected at {point}")
+
+    return hook
+
+
+def _conflict_is_expected(engine: Engine, error: BaseException) -> None:
+    """The loser of two updates from one version sees ConcurrencyConflict; SQLite may refuse
+    the stale writer earlier, with SQLITE_BUSY(_SNAPSHOT), which surfaces as RetryableConflict."""
+    if isinstance(error, ConcurrencyConflict):
+        return
+    assert backend_of(engine) == "sqlite", f"unexpected loser outcome {error!r}"
+    assert isinstance(error, RetryableConflict), f"unexpected loser outcome {error!r}"
+    assert error.reason == "busy"
+
+
+def test_two_units_of_work_updating_one_robot_one_wins(schema_engine: Engine) -> None:
+    """Both load version 1, both change the robot, both commit: the first commit wins, the
+    second is refused and changes nothing."""
+    stored = _stored_robot(schema_engine)
+    first, second = uow(schema_engine), uow(schema_engine)
+    with first, second:
+        a = first.robots.get(stored.id)
+        b = second.robots.get(stored.id)
+        a.assess(_assessment(S.STATIC_BALANCE, 0.6))
+        b.rename("Second")
+        b.assess(_assessment(S.STATIC_BALANCE, 0.3))
+        first.commit()
+        with pytest.raises((ConcurrencyConflict, RetryableConflict)) as refused:
+            second.commit()
+    _conflict_is_expected(schema_engine, refused.value)
+    final = reload(schema_engine, stored)
+    assert final.version == 2
+    assert final.name == stored.name
+    assert final.skills[S.STATIC_BALANCE] == 0.6
+    assert [a.score for a in final.history] == [0.5, 0.6]
+    assert outbox_count(schema_engine, stored.id) == 2  # the loser's SkillAssessed is not there
+
+
+def test_batch_update_with_one_invalid_session_changes_nothing(schema_engine: Engine) -> None:
+    robots = [HumanoidRobot.create(f"R{i}", id=new_id()) for i in range(4)]
+    sessions = []
+    for robot in robots:
+        session = LearningSession(id=new_id(), robot_id=robot.id)
+        session.start()
+        sessions.append(session)
+    sessions[2].complete()  # a completed session cannot be paused
+    save_new(schema_engine, *robots, *sessions)
+    ids = [s.id for s in sessions]
+
+    with pytest.raises(InvalidTransition):
+        batch_update(uow(schema_engine), ids, SessionChange.PAUSE)
+    with pytest.raises(NotFound):
+        batch_update(uow(schema_engine), [ids[0], "no-such-session", ids[1]], SessionChange.PAUSE)
+
+    for session in sessions:
+        stored = reload(schema_engine, session)
+        assert (stored.status, stored.version) == (session.status, 1)
+    # The valid part alone goes through: the refusal above was about the invalid session.
+    batch_update(uow(schema_engine), [ids[0], ids[1], ids[3]], SessionChange.PAUSE)
+    assert [reload(schema_engine, s).status for s in sessions] == [
+        SessionStatus.PAUSED,
+        SessionStatus.PAUSED,
+        SessionStatus.COMPLETED,
+        SessionStatus.PAUSED,
+    ]
