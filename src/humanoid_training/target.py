@@ -732,28 +732,96 @@ class HumanoidSystem:
         return HumanoidModel()
 
     def committed_state(self) -> State:
-        reader = SqlAlchemyUnitOfWork(self.engine, codec=self.codec)
-        with reader:
-            conn = reader.connection
-            robots = {
-                i: reader.robots.get(i) for i in conn.execute(select(t.robots.c.id)).scalars()
+        """Read straight from the tables, one query per table and in one transaction: apart
+        from the repositories' own load path, and cheap enough to run after every step."""
+        decode = self.codec.decode
+        with self.engine.connect() as conn:
+            robots: dict[str, Any] = {
+                r.id: {
+                    "name": r.name,
+                    "robot_type": r.robot_type,
+                    "configuration": RobotConfiguration.from_json(
+                        decode(r.configuration)
+                    ).to_json(),
+                    "skills": {},
+                    "history": [],
+                }
+                for r in conn.execute(select(t.robots))
             }
-            sessions = {
-                i: reader.sessions.get(i) for i in conn.execute(select(t.sessions.c.id)).scalars()
-            }
-            plans = {i: reader.plans.get(i) for i in conn.execute(select(t.plans.c.id)).scalars()}
-            events = [
-                StoredEvent(
-                    event_id=r.event_id,
-                    aggregate_type=r.aggregate_type,
-                    aggregate_id=r.aggregate_id,
-                    event_type=r.event_type,
-                    payload=self.codec.decode(r.payload),
-                    occurred_at=from_micros(r.occurred_at),
+            for r in conn.execute(select(t.robot_skills).order_by(t.robot_skills.c.skill)):
+                robots.setdefault(r.robot_id, {"skills": {}})["skills"][r.skill] = r.score
+            for r in conn.execute(
+                select(t.assessments).order_by(
+                    t.assessments.c.robot_id, t.assessments.c.seq, t.assessments.c.id
                 )
-                for r in conn.execute(select(t.outbox).order_by(t.outbox.c.id))
-            ]
-        return canonical_state(robots, sessions, plans, events)
+            ):
+                robots.setdefault(r.robot_id, {"history": []})["history"].append(
+                    [
+                        r.id,
+                        r.skill,
+                        r.score,
+                        r.confidence,
+                        r.evidence,
+                        from_micros(r.assessed_at).isoformat(),
+                    ]
+                )
+            sessions: dict[str, Any] = {
+                r.id: {
+                    "robot_id": r.robot_id,
+                    "plan_id": r.plan_id,
+                    "status": r.status,
+                    "episodes_completed": r.episodes_completed,
+                    "episodes_successful": r.episodes_successful,
+                    "episodes": [],
+                }
+                for r in conn.execute(select(t.sessions))
+            }
+            for r in conn.execute(
+                select(t.episodes).order_by(t.episodes.c.session_id, t.episodes.c.number)
+            ):
+                metrics = (
+                    None
+                    if r.metrics is None
+                    else EpisodeMetrics.from_json(decode(r.metrics)).to_json()
+                )
+                sessions.setdefault(r.session_id, {"episodes": []})["episodes"].append(
+                    [r.id, r.number, r.status, r.outcome, r.reward, metrics]
+                )
+            plans: dict[str, Any] = {
+                r.id: {
+                    "robot_id": r.robot_id,
+                    "name": r.name,
+                    "status": r.status,
+                    "current_stage_index": r.current_stage_index,
+                    "stages": [],
+                }
+                for r in conn.execute(select(t.plans))
+            }
+            for r in conn.execute(
+                select(t.stages).order_by(t.stages.c.plan_id, t.stages.c.position)
+            ):
+                plans.setdefault(r.plan_id, {"stages": []})["stages"].append(
+                    [
+                        r.name,
+                        [x for x in r.target_skills.split(",") if x],
+                        [x for x in r.prerequisite_skills.split(",") if x],
+                        r.min_episodes,
+                        r.target_success_rate,
+                        r.episodes,
+                        r.successes,
+                    ]
+                )
+            events = sorted(
+                [r.aggregate_id, r.event_type, json.dumps(decode(r.payload), sort_keys=True)]
+                for r in conn.execute(select(t.outbox))
+            )
+            conn.rollback()
+        return {
+            "robots": dict(sorted(robots.items())),
+            "sessions": dict(sorted(sessions.items())),
+            "plans": dict(sorted(plans.items())),
+            "events": events,
+        }
 
     def invariants(self, state: State) -> list[str]:
         return invariants(state)

@@ -34,8 +34,8 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("dev", 25, 20, 5, "fast local feedback"),
-        Profile("ci", 60, 30, 20, "bounded time, explicit example database"),
-        Profile("nightly", 400, 60, 100, "long runs: many examples and long step sequences"),
+        Profile("ci", 100, 40, 20, "bounded time, explicit example database"),
+        Profile("nightly", 500, 80, 100, "long runs: many examples and long step sequences"),
         Profile(
             "replay",
             1,

@@ -59,6 +59,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from uowstress.errors import DatabaseUnreachable, UowstressError
@@ -134,7 +135,9 @@ class _Detector(Protocol):
         """The running sessions that wait on a lock; `held`: backend ids of every session."""
         ...
 
-    def kill(self, backend_ids: Collection[int]) -> None: ...
+    def kill(self, sessions: Collection[int], held: Mapping[int, frozenset[int]]) -> frozenset[int]:
+        """End the database sessions of `sessions`; returns the backend ids it ended."""
+        ...
 
     def alive(self, backend_ids: Collection[int]) -> frozenset[int]: ...
 
@@ -145,6 +148,30 @@ def _owners(held: Mapping[int, frozenset[int]]) -> dict[int, int]:
     return {backend_id: session for session, ids in held.items() for backend_id in ids}
 
 
+_monitor_engines: dict[str, Engine] = {}
+_monitor_engines_lock = threading.Lock()
+
+
+def _monitor_engine(url: URL) -> Engine:
+    """A NullPool engine on `url`, one per URL and process.
+
+    NullPool keeps no connection, so each scheduler still opens (and closes) its own monitor
+    connection; sharing the engine only saves the dialect's first-connect queries, which cost
+    as much as the connection itself on some servers.
+    """
+    key = url.render_as_string(hide_password=False)
+    with _monitor_engines_lock:
+        engine = _monitor_engines.get(key)
+        if engine is None:
+            engine = create_engine(
+                url,
+                poolclass=NullPool,
+                connect_args={"connect_timeout": _MONITOR_CONNECT_TIMEOUT_S},
+            )
+            _monitor_engines[key] = engine
+        return engine
+
+
 class _ServerDetector:
     """What PostgreSQL and MariaDB detectors share: one autocommit monitor connection."""
 
@@ -153,17 +180,12 @@ class _ServerDetector:
     def __init__(self, engine: Engine) -> None:
         url = engine.url
         self._display = url.render_as_string(hide_password=True)
-        self._engine = create_engine(
-            url,
-            poolclass=NullPool,
-            connect_args={"connect_timeout": _MONITOR_CONNECT_TIMEOUT_S},
-        )
+        self._engine = _monitor_engine(url)
         try:
             self._connection: Connection = self._engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT"
             )
         except (sa_exc.SQLAlchemyError, OSError) as error:
-            self._engine.dispose()
             orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
             lines = str(orig).strip().splitlines()
             reason = lines[0] if lines else type(orig).__name__
@@ -183,7 +205,6 @@ class _ServerDetector:
     def close(self) -> None:
         with contextlib.suppress(sa_exc.SQLAlchemyError):
             self._connection.close()
-        self._engine.dispose()
 
 
 class _PostgresDetector(_ServerDetector):
@@ -218,12 +239,14 @@ class _PostgresDetector(_ServerDetector):
                 waits[session] = _Wait(on=on, exact=True)
         return waits
 
-    def kill(self, backend_ids: Collection[int]) -> None:
-        if backend_ids:
+    def kill(self, sessions: Collection[int], held: Mapping[int, frozenset[int]]) -> frozenset[int]:
+        pids = frozenset(pid for session in sessions for pid in held.get(session, frozenset()))
+        if pids:
             self._connection.execute(
                 text("SELECT pg_terminate_backend(p) FROM unnest(CAST(:pids AS integer[])) AS p"),
-                {"pids": sorted(backend_ids)},
+                {"pids": sorted(pids)},
             )
+        return pids
 
     def alive(self, backend_ids: Collection[int]) -> frozenset[int]:
         if not backend_ids:
@@ -304,11 +327,13 @@ class _MysqlDetector(_ServerDetector):
                 waits[session] = _Wait(on=frozenset(), exact=False)
         return waits
 
-    def kill(self, backend_ids: Collection[int]) -> None:
-        for thread_id in sorted(backend_ids):
+    def kill(self, sessions: Collection[int], held: Mapping[int, frozenset[int]]) -> frozenset[int]:
+        ids = frozenset(i for session in sessions for i in held.get(session, frozenset()))
+        for thread_id in sorted(ids):
             # Already gone is fine: ending it was the point.
             with contextlib.suppress(sa_exc.DBAPIError):
                 self._connection.execute(text(f"KILL CONNECTION {int(thread_id)}"))
+        return ids
 
     def alive(self, backend_ids: Collection[int]) -> frozenset[int]:
         if not backend_ids:
@@ -565,35 +590,40 @@ class Scheduler:
 
         `abandon`, if given, is run once on each session's worker thread (see
         `current_session`) to give up that session's open work, e.g. roll back its Unit of
-        Work, which may release sessions blocked by it. Idle sessions go first in session
-        order; steps still blocked after that have their database connections killed by the
-        monitor (pg_terminate_backend / KILL), and then are abandoned too. Returns the
-        completions that happened since the last submit, including the abandon calls (which
-        take step numbers like submitted steps). Takes at most about twice step_timeout_s plus
-        a few seconds; raises SchedulerTimeout, after cleaning up, if a worker is still running.
+        Work, which may release sessions blocked by it. It goes each time to the
+        lowest-numbered idle session not yet abandoned; steps still blocked when none is left
+        have their database connections killed by the monitor (pg_terminate_backend / KILL),
+        and are abandoned once they have failed. Returns the completions since the last
+        submit, abandon calls included (they take step numbers like submitted steps), in the
+        order they happened (by session within one wait). Takes at most about twice
+        step_timeout_s plus a few seconds; raises SchedulerTimeout, after cleaning up, if a
+        worker is still running.
         """
         with self._cond:
             if self._closed:
                 return []
             self._closed = True
             out = self._take_finished_locked()
+            # Running yet not blocked happens only after a SchedulerTimeout.
+            running = frozenset(self._running_locked() - self._blocked)
         stuck: list[_Worker] = []
         try:
+            if running:
+                # Ended first, so that abandoning the others does not wait on them.
+                self._kill(running)
+            with self._cond:
+                ignore = frozenset(self._running_locked() & running)
             abandoned: set[int] = set()
             if abandon is not None:
-                out += self._abandon_idle(abandon, abandoned)
+                out += self._abandon_idle(abandon, abandoned, ignore)
             with self._cond:
-                pending = set(self._pending) - set(self._finished)
-            if pending and self._detector is not None:
-                held = self._held_ids()
-                victims = frozenset(i for s in pending for i in held.get(s, frozenset()))
-                self._detector.kill(victims)
-                self._settle(time.monotonic() + min(self._step_timeout_s, _KILL_WAIT_S), False)
-                self._wait_gone(victims)
+                pending = frozenset(self._running_locked())
+            if pending:
+                self._kill(pending)
             with self._cond:
                 out += self._take_finished_locked()
             if abandon is not None:
-                out += self._abandon_idle(abandon, abandoned)
+                out += self._abandon_idle(abandon, abandoned, ignore)
         finally:
             for worker in self._workers:
                 worker.tasks.put(None)
@@ -622,7 +652,7 @@ class Scheduler:
                 session=first.session,
                 step=step,
             )
-        return sorted(out, key=lambda c: c.step)
+        return out
 
     def __enter__(self) -> Scheduler:
         return self
@@ -657,12 +687,23 @@ class Scheduler:
                 del self._pending[completion.session]
         self._finished.clear()
         self._blocked = self._blocked & frozenset(self._pending)
+        self._deadlocked = self._deadlocked & frozenset(self._pending)
         return taken
 
     def _running_locked(self) -> set[int]:
         return set(self._pending) - set(self._finished)
 
-    def _abandon_idle(self, abandon: Callable[[], None], abandoned: set[int]) -> list[Completion]:
+    def _kill(self, sessions: frozenset[int]) -> None:
+        """End the database sessions of pending steps and wait (bounded) for those steps."""
+        if self._detector is None:
+            return
+        victims = self._detector.kill(sorted(sessions), self._held_ids())
+        self._settle(time.monotonic() + min(self._step_timeout_s, _KILL_WAIT_S), False)
+        self._wait_gone(victims)
+
+    def _abandon_idle(
+        self, abandon: Callable[[], None], abandoned: set[int], ignore: frozenset[int]
+    ) -> list[Completion]:
         """Run `abandon` on every idle session not yet abandoned, until none is left."""
         out: list[Completion] = []
         deadline = time.monotonic() + self._step_timeout_s
@@ -677,7 +718,7 @@ class Scheduler:
                 session = idle[0]
                 abandoned.add(session)
                 self._enqueue_locked(session, abandon)
-            self._settle(deadline, raise_on_timeout=False)
+            self._settle(deadline, raise_on_timeout=False, ignore=ignore)
         with self._cond:
             out += self._take_finished_locked()
         return out
@@ -694,14 +735,17 @@ class Scheduler:
             # Cleanup only: no step is ordered by this wait.
             time.sleep(0.005)
 
-    def _settle(self, deadline: float, raise_on_timeout: bool = True) -> None:
-        """Wait until every pending step has finished or is blocked by the database."""
+    def _settle(
+        self, deadline: float, raise_on_timeout: bool = True, ignore: frozenset[int] = frozenset()
+    ) -> None:
+        """Wait until every pending step (but those in `ignore`, known stuck) has finished or
+        is blocked by the database."""
         interval = _FIRST_POLL_S
         lagging_since: dict[int, float] = {}
         cycle_since: float | None = None
         while True:
             with self._cond:
-                running = self._running_locked()
+                running = self._running_locked() - ignore
                 if not running:
                     self._blocked, self._deadlocked = frozenset(), frozenset()
                     return
@@ -732,8 +776,16 @@ class Scheduler:
                     elif cycle_since is None:
                         cycle_since = now
                     # A cycle is the database's to break; past its detection time it is ours.
+                    # One already reported (its steps still pending) is not waited for again.
                     grace = self._detector.grace_s if self._detector is not None else 0.0
-                    if cycle_since is None or now - cycle_since >= grace or now >= deadline:
+                    with self._cond:
+                        known = bool(cycle) and cycle <= self._deadlocked
+                    if (
+                        cycle_since is None
+                        or known
+                        or now - cycle_since >= grace
+                        or now >= deadline
+                    ):
                         with self._cond:
                             self._blocked = frozenset(running)
                             self._deadlocked = cycle

@@ -12,6 +12,7 @@ every step of a failing run can be written down and replayed later.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -197,7 +198,7 @@ def load_target(spec: str) -> Target:
         obj = getattr(module, attribute)
     except AttributeError:
         raise TargetError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if callable(obj) and not hasattr(obj, "connect"):
+    if inspect.isfunction(obj):  # a factory
         obj = obj()
     return check_target(obj, f"target {spec!r}")
 

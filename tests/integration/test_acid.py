@@ -20,16 +20,30 @@ SPEC = "humanoid_training.target:TARGET"
 REGISTER = {
     "action": "apply",
     "op": "register_robot",
-    "args": {"robot_id": "r1", "name": "Atlas", "robot_type": "custom", "joint_count": 3,
-             "height_m": 1.2},
+    "args": {
+        "robot_id": "r1",
+        "name": "Atlas",
+        "robot_type": "custom",
+        "joint_count": 3,
+        "height_m": 1.2,
+    },
 }
 ASSESS = {
     "action": "apply",
     "op": "assess",
-    "args": {"robot_id": "r1", "assessments": [
-        {"id": "a1", "skill": "postural_control", "score": 0.5, "confidence": 0.9,
-         "evidence": 0.9, "at": 1_700_000_000_000_000},
-    ]},
+    "args": {
+        "robot_id": "r1",
+        "assessments": [
+            {
+                "id": "a1",
+                "skill": "postural_control",
+                "score": 0.5,
+                "confidence": 0.9,
+                "evidence": 0.9,
+                "at": 1_700_000_000_000_000,
+            },
+        ],
+    },
 }
 
 
@@ -132,8 +146,13 @@ def test_a_fault_after_the_flush_with_events_outside_the_transaction_is_caught(
         system = TARGET.connect(db.url, {"weaken": "events_outside_transaction"})
         executor = SingleSessionExecutor(TARGET, system)
         try:
-            for step in ({"action": "begin"}, REGISTER, {"action": "commit"},
-                         {"action": "begin"}, ASSESS):
+            for step in (
+                {"action": "begin"},
+                REGISTER,
+                {"action": "commit"},
+                {"action": "begin"},
+                ASSESS,
+            ):
                 executor.run(step)
             with pytest.raises(Finding) as caught:
                 executor.run(_fault_step("before_commit"))

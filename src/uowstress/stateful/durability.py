@@ -1,0 +1,764 @@
+"""The durability check: a workload in a child process, killed with SIGKILL at a drawn point.
+
+For each kill, Hypothesis draws a few transactions of the target's step operations and a kill
+point, and the parent computes with the model alone the committed state after each prefix of
+commits. A worker process (`_durability_child`, one per kill, forked by a child server that has
+imported the target once) runs the transactions on the prepared database and acknowledges each
+commit. The parent SIGKILLs it after a drawn number of acknowledgements, a drawn number of the
+next transaction's steps (its commit last) and a drawn delay of a few milliseconds, so that
+kills land anywhere in a transaction, commits included. Then it reads what is committed through
+a fresh engine (for SQLite the first connection to the file since the kill, which recovers the
+write-ahead log the worker left) and checks:
+
+* every acknowledged commit is there: the state is the one after the a acknowledged commits, or
+  after a + 1 when the commit in flight landed before the kill, and never anything in between;
+* every invariant of committed state holds.
+
+The database is emptied between kills. No process started here outlives the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
+
+from uowstress.database import PreparedDatabase, prepared_database
+from uowstress.errors import UowstressError
+from uowstress.scratch import redacted, scratch_database
+from uowstress.stateful.executor import call, diff_states
+from uowstress.target import (
+    DEFAULT_TARGET,
+    Ids,
+    Model,
+    Operation,
+    State,
+    System,
+    Target,
+    load_target,
+)
+
+CHILD_MODULE = "uowstress.stateful._durability_child"
+MAX_TRANSACTIONS = 4
+MAX_OPS_PER_TRANSACTION = 3
+# A commit of a few operations takes milliseconds; a kill delayed by up to this much lands
+# anywhere in it, from its first statement to after its COMMIT.
+MAX_KILL_DELAY_US = 15_000
+# Connecting to a server and running one step take well under a second; a child silent this
+# long is hung, and is killed.
+CHILD_TIMEOUT_S = 30.0
+# After SIGKILL the kernel reaps the child at once; this only bounds a wait that cannot hang.
+REAP_TIMEOUT_S = 10.0
+STDERR_TAIL_CHARS = 2000
+
+
+class DurabilityError(UowstressError):
+    """The durability check could not run (the child would not start, hung or failed)."""
+
+
+@dataclass(frozen=True)
+class KillPlan:
+    """One drawn kill: the child's steps, the expected committed states and the kill point."""
+
+    steps: list[dict[str, Any]]  # "begin", "apply"s, "commit", per transaction
+    states: list[State]  # states[k]: what must be committed after the first k commits
+    outcomes: list[str | None]  # per step: the error type the model raised, None when it returned
+    kill_after_acks: int  # kill once this many commits are acknowledged (0: after connecting)
+    # ... and this many steps of the next transaction have started: its "begin", its "apply"s
+    # and, last, its "commit" (the kill then lands inside the commit)
+    extra_steps: int
+    # ... and then this long: the parent reacts within a fraction of a millisecond, faster than
+    # a commit runs, so without a delay the kill would always land at a commit's first statement
+    kill_delay_s: float = 0.0
+
+    @property
+    def commits(self) -> int:
+        return len(self.states) - 1
+
+
+@dataclass(frozen=True)
+class DurabilityFinding:
+    kind: str  # "lost", "partial", "invariant", "outcome" or "error"
+    message: str
+
+
+@dataclass(frozen=True)
+class KillResult:
+    """What one kill did and what was found committed afterwards."""
+
+    index: int  # 1-based, within the run
+    commits: int  # transactions in the child's workload
+    kill_after_acks: int
+    extra_steps: int
+    kill_delay_s: float
+    acknowledged: int  # commits the child acknowledged before it died
+    in_commit: bool  # the kill landed inside a commit (started, not acknowledged)
+    landed: int | None  # commits found committed after the kill; None when no prefix matches
+    seconds: float
+    finding: DurabilityFinding | None = None
+
+    @property
+    def in_flight_landed(self) -> bool:
+        """The commit under way at the kill was found committed, though never acknowledged."""
+        return self.landed is not None and self.landed == self.acknowledged + 1
+
+
+@dataclass
+class DurabilityResult:
+    target: str
+    backend: str
+    database: str  # password hidden
+    server_version: str
+    options: dict[str, str]
+    isolation_level: str | None
+    seed: int  # run again with this seed to draw the same workloads and kill points
+    kills_requested: int
+    kills: list[KillResult] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None  # the run itself could not be completed
+
+    @property
+    def findings(self) -> list[KillResult]:
+        return [k for k in self.kills if k.finding is not None]
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and not self.findings
+
+    @property
+    def acknowledged(self) -> int:
+        return sum(k.acknowledged for k in self.kills)
+
+    @property
+    def in_flight_landed(self) -> int:
+        return sum(1 for k in self.kills if k.in_flight_landed)
+
+    @property
+    def kills_in_commit(self) -> int:
+        return sum(1 for k in self.kills if k.in_commit)
+
+    def summary(self) -> dict[str, Any]:
+        done = len(self.kills)
+        return {
+            "target": self.target,
+            "backend": self.backend,
+            "database": self.database,
+            "options": self.options,
+            "seed": self.seed,
+            "passed": self.passed,
+            "kills": done,
+            "kills_requested": self.kills_requested,
+            "commits_acknowledged": self.acknowledged,
+            "kills_in_commit": self.kills_in_commit,
+            "in_flight_commits_landed": self.in_flight_landed,
+            "seconds": round(self.seconds, 3),
+            "seconds_per_kill": round(self.seconds / done, 3) if done else None,
+            "findings": [
+                {"kill": k.index, "kind": k.finding.kind, "message": k.finding.message}
+                for k in self.findings
+                if k.finding is not None
+            ],
+            "error": self.error,
+        }
+
+
+# -- drawing a workload --------------------------------------------------------------------------
+
+
+def _choose(ops: list[Operation], state: State) -> st.SearchStrategy[Operation]:
+    # Operations that can succeed: a refused one commits nothing new worth losing.
+    ready = [op for op in ops if op.enabled is None or op.enabled(state)]
+    return st.sampled_from(ready or ops)
+
+
+@st.composite
+def kill_plans(
+    draw: st.DrawFn,
+    target: Target,
+    new_model: Callable[[], Model],
+    max_transactions: int = MAX_TRANSACTIONS,
+) -> KillPlan:
+    """A workload of committed transactions, its expected states, and where to kill it."""
+    ops = [op for op in target.operations if op.scope == "step"]
+    if not ops:
+        raise DurabilityError(
+            f"target {target.name} has no operation of scope 'step'; the durability check"
+            " needs operations it can run inside a unit of work it commits itself"
+        )
+    model = new_model()
+    ids = Ids()
+    steps: list[dict[str, Any]] = []
+    outcomes: list[str | None] = []
+    states = [model.state()]
+    for _ in range(draw(st.integers(1, max_transactions))):
+        mirror = model.unit_of_work()
+        mirror.__enter__()
+        steps.append({"action": "begin"})
+        outcomes.append(None)
+        for _ in range(draw(st.integers(1, MAX_OPS_PER_TRANSACTION))):
+            state = model.state()
+            op = draw(_choose(ops, state))
+            args = draw(op.arguments(state, ids))
+            outcome = call(op.apply, mirror, args)
+            steps.append({"action": "apply", "op": op.name, "args": args})
+            outcomes.append(None if outcome.ok else outcome.error_type)
+        mirror.commit()
+        mirror.__exit__(None, None, None)
+        steps.append({"action": "commit"})
+        outcomes.append(None)
+        states.append(model.state())
+    commits = len(states) - 1
+    kill_after = draw(st.integers(0, commits))
+    starts = [i for i, step in enumerate(steps) if step["action"] == "begin"]
+    # Steps of the transaction after the kill point's acknowledgement (none after the last).
+    following = 0
+    if kill_after < commits:
+        end = starts[kill_after + 1] if kill_after + 1 < commits else len(steps)
+        following = end - starts[kill_after]
+    # A third each: right after the acknowledgement, inside the next commit, anywhere between.
+    extra = draw(st.one_of(st.just(0), st.just(following), st.integers(0, following)))
+    delay_us = draw(st.one_of(st.just(0), st.integers(0, MAX_KILL_DELAY_US)))
+    return KillPlan(steps, states, outcomes, kill_after, extra, delay_us / 1e6)
+
+
+# -- judging what survived -----------------------------------------------------------------------
+
+
+def _commits(n: int) -> str:
+    return f"{n} commit{'' if n == 1 else 's'}"
+
+
+def judge(
+    states: list[State], acknowledged: int, actual: State, violations: list[str]
+) -> tuple[int | None, DurabilityFinding | None]:
+    """(commits found committed, finding) for the state read after a kill.
+
+    The state must be the one after the acknowledged commits, or after one more (the commit in
+    flight may land before the process dies), and its invariants must hold.
+    """
+    commits = len(states) - 1
+    matches = [k for k, state in enumerate(states) if state == actual]
+    # A transaction that changed nothing leaves two equal states: name the fewest lost commits.
+    below = [k for k in matches if k < acknowledged]
+    landed = next(
+        (k for k in matches if acknowledged <= k <= acknowledged + 1),
+        below[-1] if below else (matches[0] if matches else None),
+    )
+    if violations:
+        return landed, DurabilityFinding(
+            "invariant",
+            f"after a kill with {_commits(acknowledged)} acknowledged, committed state breaks"
+            f" invariants: {'; '.join(violations)}",
+        )
+    if landed is not None and acknowledged <= landed <= acknowledged + 1:
+        return landed, None
+    if landed is not None and landed < acknowledged:
+        lost = (
+            f"commit {acknowledged} was"
+            if landed + 1 == acknowledged
+            else f"commits {landed + 1} to {acknowledged} were"
+        )
+        return landed, DurabilityFinding(
+            "lost",
+            f"{lost} acknowledged but {'is' if landed + 1 == acknowledged else 'are'} missing"
+            f" after the process was killed: the database holds the state after commit {landed}"
+            f" of {commits}. A commit the Unit of Work has returned from must survive a crash;"
+            " check that commit() waits for the database's COMMIT (and, for SQLite, the"
+            " journal and synchronous settings).",
+        )
+    if landed is not None:
+        return landed, DurabilityFinding(
+            "lost",
+            f"the database holds the state after commit {landed} of {commits}, but only"
+            f" {_commits(acknowledged)} {'was' if acknowledged == 1 else 'were'} acknowledged"
+            " and at most one more was in flight:"
+            " the child's acknowledgements did not reach the checker",
+        )
+    against = [
+        f"against commit {acknowledged} (acknowledged): "
+        + "; ".join(diff_states(states[acknowledged], actual))
+    ]
+    if acknowledged < commits:
+        against.append(
+            f"against commit {acknowledged + 1} (in flight): "
+            + "; ".join(diff_states(states[acknowledged + 1], actual))
+        )
+    return None, DurabilityFinding(
+        "partial",
+        f"after a kill with {_commits(acknowledged)} acknowledged, the committed state is"
+        " neither the state after the acknowledged commits nor after the one in flight: part"
+        f" of a transaction is present. Differences {' | '.join(against)}",
+    )
+
+
+# -- the child process ---------------------------------------------------------------------------
+
+
+class _Lines:
+    """Lines from the child's stdout, each read with a deadline (a hung child is not waited
+    for)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.fd = stream.fileno()
+        self.buffer = b""
+        self.eof = False
+
+    def next(self, timeout_s: float) -> str | None:
+        """The next line; None at end of output; TimeoutError when none comes in time."""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self.buffer:
+            if self.eof:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                if chunk:
+                    self.buffer += chunk
+                else:
+                    self.eof = True
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Paths the parent added (a test's root, a target's checkout) are needed to import the
+    # target in the child too; the interpreter's own paths it finds by itself.
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+
+    def own(path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(os.path.commonpath([real, prefix]) == prefix for prefix in prefixes)
+
+    extra = [p for p in sys.path if p and not own(p)]
+    if extra:
+        env["PYTHONPATH"] = os.pathsep.join([*extra, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+class _Scrubber:
+    def __init__(self, url: str) -> None:
+        password = make_url(url).password
+        self.password = password if isinstance(password, str) and password else None
+
+    def __call__(self, text: str) -> str:
+        return text.replace(self.password, "***") if self.password else text
+
+
+@dataclass
+class _Watch:
+    acknowledged: int = 0
+    steps_since_ack: int = 0
+    ready: bool = False
+    done: bool = False
+    committing: bool = False  # a commit has started and not been acknowledged
+    mismatch: str | None = None
+
+    def take(self, line: str, plan: KillPlan) -> None:
+        kind, _, rest = line.partition(" ")
+        if kind == "ready":
+            self.ready = True
+        elif kind == "step":
+            self.steps_since_ack += 1
+            index_text, _, outcome = rest.partition(" ")
+            index = int(index_text)
+            self.committing = outcome == "commit"
+            if self.committing:
+                return
+            got = None if outcome == "ok" else outcome.removeprefix("raised ")
+            want = plan.outcomes[index]
+            if got != want and self.mismatch is None:
+                step = plan.steps[index]
+                self.mismatch = (
+                    f"step {index + 1} ({step.get('op') or step['action']}"
+                    f"({json.dumps(step.get('args', {}))[:200]})):"
+                    f" the model {'returned' if want is None else f'raised {want}'},"
+                    f" the system {'returned' if got is None else f'raised {got}'}"
+                )
+        elif kind == "ack":
+            self.acknowledged = int(rest)
+            self.steps_since_ack = 0
+            self.committing = False
+        elif kind == "done":
+            self.done = True
+
+    def due(self, plan: KillPlan) -> bool:
+        if not self.ready:
+            return False
+        if self.done or self.mismatch is not None or self.acknowledged > plan.kill_after_acks:
+            return True
+        return (
+            self.acknowledged == plan.kill_after_acks and self.steps_since_ack >= plan.extra_steps
+        )
+
+
+class ChildServer:
+    """The durability child: imports the target once, then forks a fresh worker per kill.
+
+    Use as a context manager, or call close(): nothing it started outlives it.
+    """
+
+    def __init__(self, target_spec: str) -> None:
+        # Kept open for the child's whole life and closed by close(): no `with` block fits.
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", CHILD_MODULE, target_spec],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                env=_child_env(),
+                close_fds=True,
+            )
+        except OSError as error:
+            self.stderr.close()
+            raise DurabilityError(
+                f"cannot start the durability child ({sys.executable} -m {CHILD_MODULE}): {error}"
+            ) from None
+        assert self.process.stdout is not None
+        self.lines = _Lines(self.process.stdout)
+
+    def __enter__(self) -> ChildServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, request: Mapping[str, Any]) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(json.dumps(request).encode() + b"\n")
+            stdin.flush()
+        except BrokenPipeError:
+            pass  # it died; the caller sees its output end, and its stderr says why
+
+    def stderr_tail(self, scrub: Callable[[str], str]) -> str:
+        self.stderr.flush()
+        self.stderr.seek(0)
+        text = self.stderr.read().decode(errors="replace").strip()
+        tail = text[-STDERR_TAIL_CHARS:]
+        return scrub(tail) if tail else "(nothing on stderr)"
+
+    def close(self) -> None:
+        """End the server (its workers die with it) and reap it; safe to call again."""
+        process = self.process
+        if process.stdin is not None and not process.stdin.closed:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # end of input: an idle server leaves by itself
+        try:
+            process.wait(0.5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        try:
+            process.wait(REAP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            # SIGKILL cannot be ignored; a process still there is stuck in the kernel.
+            raise DurabilityError(
+                f"durability child {process.pid} did not end {REAP_TIMEOUT_S:.0f} s after"
+                " SIGKILL; it may be stuck in uninterruptible I/O. Check the machine's storage."
+            ) from None
+        finally:
+            for stream in (process.stdout, self.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+@dataclass(frozen=True)
+class ChildReport:
+    acknowledged: int  # commits the worker acknowledged before it died
+    in_commit: bool  # it died inside a commit (started, not acknowledged)
+    mismatch: str | None  # a step whose outcome differed from the model's
+
+
+def _kill(pid: int) -> None:
+    # The worker waits to be killed whatever happens, so the pid is still its own here.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def run_child(
+    plan: KillPlan,
+    *,
+    server: ChildServer,
+    url: str,
+    target_spec: str,
+    options: Mapping[str, str],
+    isolation_level: str | None,
+    timeout_s: float = CHILD_TIMEOUT_S,
+) -> ChildReport:
+    """Run the plan's steps in a fresh worker of `server` and SIGKILL it at the plan's kill
+    point.
+
+    Returns what the worker reported once it is dead and reaped. Raises DurabilityError when
+    it fails or hangs before its kill point; the server is then in an unknown state and must be
+    closed.
+    """
+    scrub = _Scrubber(url)
+    watch = _Watch()
+    pid: int | None = None
+
+    def failure(why: str) -> DurabilityError:
+        where = (
+            f"{'running' if watch.ready else 'connecting'}, after {_commits(watch.acknowledged)}"
+        )
+        if pid is not None:
+            _kill(pid)
+        return DurabilityError(
+            f"the durability child {why} ({where}). Its stderr: " + server.stderr_tail(scrub)
+        )
+
+    # The URL (with its password) goes on stdin, never on the command line others can read.
+    server.send(
+        {
+            "url": url,
+            "target": target_spec,
+            "options": dict(options),
+            "isolation_level": isolation_level,
+            "steps": plan.steps,
+        }
+    )
+    while pid is None or not watch.due(plan):
+        try:
+            line = server.lines.next(timeout_s)
+        except TimeoutError:
+            raise failure(
+                f"sent nothing for {timeout_s:g} s and was killed; is the database locked by"
+                " another client?"
+            ) from None
+        if line is None:
+            raise failure(f"ended unexpectedly (status {server.process.poll()})")
+        kind, _, rest = line.partition(" ")
+        if kind == "pid":
+            pid = int(rest)
+        elif kind == "error":
+            raise failure(f"failed before its kill point: {scrub(str(json.loads(rest)))}")
+        elif kind == "reaped":
+            raise failure(f"worker ended by itself before its kill point ({rest})")
+        else:
+            watch.take(line, plan)
+    if plan.kill_delay_s:
+        time.sleep(plan.kill_delay_s)
+    _kill(pid)
+    # Acknowledgements written before the worker died count, even if read only now.
+    while True:
+        try:
+            line = server.lines.next(REAP_TIMEOUT_S)
+        except TimeoutError:
+            raise failure(f"did not report its worker {pid} dead after SIGKILL") from None
+        if line is None:
+            raise failure(f"ended unexpectedly (status {server.process.poll()})")
+        kind, _, rest = line.partition(" ")
+        if kind == "reaped":
+            if rest != f"{pid} killed {int(signal.SIGKILL)}":
+                raise failure(f"worker was not ended by the SIGKILL: reaped {rest}")
+            return ChildReport(watch.acknowledged, watch.committing, watch.mismatch)
+        if kind != "error":  # a failure after the kill point changes nothing of the check
+            watch.take(line, plan)
+
+
+# -- one kill and a run --------------------------------------------------------------------------
+
+
+def kill_once(
+    plan: KillPlan,
+    index: int,
+    *,
+    target: Target,
+    system: System,
+    url: str,
+    target_spec: str,
+    options: Mapping[str, str],
+    server: ChildServer,
+    isolation_level: str | None = None,
+    child_timeout_s: float = CHILD_TIMEOUT_S,
+) -> KillResult:
+    """One kill on the prepared database that `system` (the parent's) is set up on: run the
+    plan in a worker of `server`, kill it, check what is committed, then empty the database."""
+    started = time.perf_counter()
+    # No connection of ours stays open across the kill: for SQLite the reader after it is then
+    # the first to open the file, and recovers the write-ahead log the child left behind.
+    system.engine.dispose()
+    report = run_child(
+        plan,
+        server=server,
+        url=url,
+        target_spec=target_spec,
+        options=options,
+        isolation_level=isolation_level,
+        timeout_s=child_timeout_s,
+    )
+    landed: int | None = None
+    finding: DurabilityFinding | None = None
+    reader: System | None = None
+    try:
+        reader = target.connect(url, options, isolation_level=isolation_level)
+        actual = reader.committed_state()
+        landed, finding = judge(plan.states, report.acknowledged, actual, reader.invariants(actual))
+    except Exception as error:
+        # A database that cannot be opened or read after a crash has not kept its commits.
+        finding = DurabilityFinding(
+            "error",
+            f"reading the committed state after the kill failed:"
+            f" {type(error).__name__}: {_Scrubber(url)(str(error))}",
+        )
+    finally:
+        if reader is not None:
+            # Only the engine: System.dispose would drop the schema the run still uses.
+            reader.engine.dispose()
+    if report.mismatch is not None and finding is None:
+        finding = DurabilityFinding("outcome", f"in the child, {report.mismatch}")
+    system.reset()
+    return KillResult(
+        index=index,
+        commits=plan.commits,
+        kill_after_acks=plan.kill_after_acks,
+        extra_steps=plan.extra_steps,
+        kill_delay_s=plan.kill_delay_s,
+        acknowledged=report.acknowledged,
+        in_commit=report.in_commit,
+        landed=landed,
+        seconds=time.perf_counter() - started,
+        finding=finding,
+    )
+
+
+def _is_memory_sqlite(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+
+
+@contextmanager
+def _durable_database(url: str) -> Iterator[PreparedDatabase]:
+    with prepared_database(url) as db:
+        if db.backend == "sqlite" and _is_memory_sqlite(db.url):
+            # Two processes and a crash need a file both can open.
+            with scratch_database(db.url) as scratch:
+                yield replace(
+                    db, url=scratch.render_as_string(hide_password=False), display=redacted(scratch)
+                )
+            return
+        yield db
+
+
+def run_durability(
+    url: str,
+    *,
+    target_spec: str = DEFAULT_TARGET,
+    options: Mapping[str, str] | None = None,
+    kills: int,
+    seed: int | None = None,
+    isolation_level: str | None = None,
+    timeout_s: float | None = None,
+    child_timeout_s: float = CHILD_TIMEOUT_S,
+) -> DurabilityResult:
+    """SIGKILL a workload `kills` times and check after each that no acknowledged commit is
+    lost and no transaction is half present.
+
+    `seed` fixes the drawn workloads and kill points (one is chosen, and reported, when None).
+    The run stops with `error` set when it exceeds `timeout_s` (default: 30 s per kill plus a
+    minute). Raises UowstressError for what stops a run before it starts.
+    """
+    if kills < 1:
+        raise UowstressError(f"kills is {kills}; the durability check needs at least 1")
+    target = load_target(target_spec)
+    if not any(op.scope == "step" for op in target.operations):
+        raise UowstressError(
+            f"target {target_spec} has no operation of scope 'step'; the durability check"
+            " needs operations it can run inside a unit of work it commits itself"
+        )
+    chosen = dict(options or {})
+    run_seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+    budget_s = timeout_s if timeout_s is not None else 60.0 + 30.0 * kills
+    with _durable_database(url) as db:
+        result = DurabilityResult(
+            target=target_spec,
+            backend=db.backend,
+            database=db.display,
+            server_version=db.server_version,
+            options=chosen,
+            isolation_level=isolation_level,
+            seed=run_seed,
+            kills_requested=kills,
+        )
+        try:
+            system = target.connect(db.url, chosen, isolation_level=isolation_level)
+        except ValueError as error:
+            raise UowstressError(f"target {target_spec} refused its options: {error}") from None
+        started = time.perf_counter()
+        server: list[ChildServer] = []  # started at the first kill, inside the budget
+
+        # Generation only: a kill is not repeatable (its timing is not drawn), so there is
+        # nothing for Hypothesis to replay or shrink; findings are collected, not raised.
+        @settings(
+            max_examples=kills,
+            phases=[Phase.generate],
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @hypothesis_seed(run_seed)
+        @given(plan=kill_plans(target, system.new_model))
+        def one_kill(plan: KillPlan) -> None:
+            if result.error is not None or len(result.kills) >= kills:
+                return
+            if time.perf_counter() - started > budget_s:
+                result.error = (
+                    f"stopped after {len(result.kills)} of {kills} kills: the run exceeded its"
+                    f" budget of {budget_s:.0f} s; ask for fewer kills or a larger timeout"
+                )
+                return
+            try:
+                if not server:
+                    server.append(ChildServer(target_spec))
+                result.kills.append(
+                    kill_once(
+                        plan,
+                        len(result.kills) + 1,
+                        target=target,
+                        system=system,
+                        server=server[0],
+                        url=db.url,
+                        target_spec=target_spec,
+                        options=chosen,
+                        isolation_level=isolation_level,
+                        child_timeout_s=child_timeout_s,
+                    )
+                )
+            except DurabilityError as error:
+                result.error = str(error)
+            except Exception as error:
+                result.error = (
+                    f"kill {len(result.kills) + 1} could not be checked:"
+                    f" {type(error).__name__}: {_Scrubber(db.url)(str(error))}"
+                )
+
+        try:
+            one_kill()
+        finally:
+            result.seconds = time.perf_counter() - started
+            try:
+                for child in server:
+                    child.close()
+            finally:
+                system.dispose()
+    return result

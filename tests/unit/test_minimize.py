@@ -1,0 +1,66 @@
+"""Shrinking concrete step lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uowstress.stateful.minimize import blocks, minimize
+
+
+def step(action: str, tag: str = "") -> dict[str, Any]:
+    return {"action": action, "op": tag} if tag else {"action": action}
+
+
+def test_blocks_group_a_transaction_with_its_ending() -> None:
+    steps = [
+        step("query"),
+        step("begin"),
+        step("apply", "a"),
+        step("apply", "b"),
+        step("commit"),
+        step("transaction", "t"),
+        step("begin"),
+        step("leave"),
+    ]
+    assert blocks(steps) == [(0, 1), (1, 5), (5, 6), (6, 8)]
+
+
+def test_minimize_keeps_only_what_the_failure_needs() -> None:
+    # Fails when a transaction applying "x" is committed before the last step.
+    steps = [
+        step("begin"),
+        step("apply", "noise"),
+        step("commit"),
+        step("begin"),
+        step("apply", "x"),
+        step("apply", "noise"),
+        step("commit"),
+        step("query", "q"),
+        step("transaction", "t"),
+        step("query", "boom"),
+    ]
+
+    def fails(candidate: list[dict[str, Any]]) -> bool:
+        if candidate[-1] != step("query", "boom"):
+            return False
+        seen_x = False
+        for i, s in enumerate(candidate):
+            if s == step("apply", "x") and step("commit") in candidate[i:]:
+                seen_x = True
+        return seen_x
+
+    smallest, trials = minimize(steps, fails)
+    assert smallest == [step("begin"), step("apply", "x"), step("commit"), step("query", "boom")]
+    assert trials > 0
+
+
+def test_minimize_respects_its_trial_budget() -> None:
+    calls = []
+
+    def fails(candidate: list[dict[str, Any]]) -> bool:
+        calls.append(1)
+        return True
+
+    steps = [step("query", str(i)) for i in range(50)]
+    _, trials = minimize(steps, fails, max_trials=5)
+    assert trials == 5 == len(calls)
