@@ -5,7 +5,8 @@ collects new accounts and entries and writes them in one version-checked transac
 second half is what uowstress needs to test it: operations on JSON arguments, queries, an
 in-memory model, the canonical committed state and its invariants.
 
-    uv run uowstress run --target examples.ledger:TARGET [--target-option unsafe_commit=1]
+    PYTHONPATH=. uv run uowstress run --target examples.ledger:TARGET \
+        [--target-option unsafe_commit=1]
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class SqlWork(Work):
         self.versions: dict[str, int] = {}
 
     def __enter__(self) -> Self:
+        if self.conn is not None:
+            raise RuntimeError("this unit of work is already open; use a new one per block")
         self.conn, self.versions = self.engine.connect(), {}
         return super().__enter__()
 
@@ -128,31 +131,31 @@ class SqlWork(Work):
                 self.conn.close()
             self.conn = None
 
-    def _c(self) -> Connection:
+    def _connection(self) -> Connection:
         if self.conn is None:
             raise RuntimeError("the unit of work is not open; use it as `with uow:`")
         return self.conn
 
     def _load(self, account: str) -> int | None:
         query = select(accounts.c.balance, accounts.c.version).where(accounts.c.id == account)
-        row = self._c().execute(query).first()
+        row = self._connection().execute(query).first()
         if row is not None:
             self.versions[account] = row.version
         return None if row is None else int(row.balance)
 
     def _all(self) -> list[str]:
-        return list(self._c().execute(select(accounts.c.id)).scalars())
+        return list(self._connection().execute(select(accounts.c.id)).scalars())
 
     def _point(self, name: str) -> None:
         if self.hook is not None:  # uowstress injects its faults at these points
-            self.hook(name, self._c())
+            self.hook(name, self._connection())
 
     def _piece_done(self) -> None:
         if self.unsafe:  # Deliberately wrong: each piece of work is committed on its own.
-            self._c().commit()
+            self._connection().commit()
 
     def commit(self) -> None:
-        conn = self._c()
+        conn = self._connection()
         self._point("before_flush")
         for account in self.opened:
             conn.execute(sa.insert(accounts).values(id=account, balance=0, version=0))
@@ -178,11 +181,14 @@ class SqlWork(Work):
 
     def rollback(self) -> None:
         super().rollback()
+        conn = self.conn
+        if conn is None:
+            return
         try:
-            if self.conn is not None and self.conn.in_transaction():
-                self.conn.rollback()
+            if conn.in_transaction():
+                conn.rollback()
         except sa.exc.DBAPIError:  # the connection died under us: never hand it out again
-            self.conn.invalidate()  # type: ignore[union-attr]
+            conn.invalidate()
 
 
 # --- the model: the same Unit of Work over dictionaries --------------------------------------
@@ -377,7 +383,7 @@ def _funded(state: State) -> bool:
     return any(v["balance"] > 0 for v in state["accounts"].values())
 
 
-def _funded2(state: State) -> bool:
+def _two_accounts_funded(state: State) -> bool:
     return _funded(state) and len(state["accounts"]) >= 2
 
 
@@ -393,8 +399,8 @@ OPERATIONS = (
     Operation("open_account", open_args, open_account),
     Operation("deposit", _money("d"), deposit, enabled=lambda s: bool(s["accounts"])),
     Operation("withdraw", _money("w"), withdraw, enabled=_funded),
-    Operation("transfer", transfer_args, transfer, "step", _funded2),
-    Operation("transfer_now", transfer_args, transfer_now, "transaction", _funded2),
+    Operation("transfer", transfer_args, transfer, "step", _two_accounts_funded),
+    Operation("transfer_now", transfer_args, transfer_now, "transaction", _two_accounts_funded),
 )
 QUERIES = (
     Query(
@@ -430,7 +436,11 @@ class LedgerTarget:
             )
         extra = {"isolation_level": isolation_level} if isolation_level else {}
         engine = sa.create_engine(url, **extra)
-        metadata.create_all(engine)
+        try:
+            metadata.create_all(engine)
+        except Exception:
+            engine.dispose()  # no pooled connection may outlive a failed connect
+            raise
         return LedgerSystem(engine, unsafe == "1")
 
 

@@ -62,21 +62,26 @@ def run(output_dir: str, verbose: bool, **raw: Any) -> None:
         options = parse_target_options(values["target_option"])
         urls = values["db_url"] or ["sqlite://"]
         results = []
+        machines = ["acid", "sessions"] if values["machine"] == "both" else [values["machine"]]
         for url in urls:
-            click.echo(
-                f"ACID machine, profile {values['profile']}: {values['target']} ...", err=True
-            )
-            result = run_acid(
-                url,
-                target_spec=values["target"],
-                options=options,
-                profile=values["profile"],
-                isolation_level=values["isolation_level"],
-                reproducers_dir=Path(values["reproducers_dir"]),
-                allow_existing_tables=values["allow_existing_tables"],
-            )
-            results.append(result)
-            _print_result(result, verbose)
+            for machine in machines:
+                click.echo(
+                    f"{machine} machine, profile {values['profile']}: {values['target']} ...",
+                    err=True,
+                )
+                result = run_acid(
+                    url,
+                    target_spec=values["target"],
+                    options=options,
+                    profile=values["profile"],
+                    isolation_level=values["isolation_level"],
+                    reproducers_dir=Path(values["reproducers_dir"]),
+                    allow_existing_tables=values["allow_existing_tables"],
+                    machine=machine,
+                    sessions=int(values["sessions"]),
+                )
+                results.append(result)
+                _print_result(result, verbose)
     except UowstressError as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)

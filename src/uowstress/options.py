@@ -54,6 +54,16 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "isolation level of the system's connections (backend default when absent)",
     ),
     OptionSpec(
+        "machine",
+        "which state machine: acid (one session, faults, model), sessions (concurrent"
+        " sessions, invariants), or both",
+        "both",
+        choices=("acid", "sessions", "both"),
+    ),
+    OptionSpec(
+        "sessions", "logical sessions of the concurrent machine", "2", choices=("2", "3", "4")
+    ),
+    OptionSpec(
         "reproducers_dir", "where shrunk failures are written as JSON", str(REPRODUCERS_DIR)
     ),
     OptionSpec(

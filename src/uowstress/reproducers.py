@@ -52,6 +52,7 @@ class Reproducer(_Strict):
     version: Literal[1] = 1
     id: str = ""
     machine: Literal["acid", "sessions"] = "acid"
+    sessions: int = Field(1, ge=1, le=16)  # logical sessions (1 for the single-session machine)
     target: str
     target_options: dict[str, str] = Field(default_factory=dict)
     backend: Backend

@@ -461,7 +461,9 @@ class Scheduler:
         self._deadlocked: frozenset[int] = frozenset()
         self._failure: str | None = None
         self._closed = False
-        self._held_lock = threading.Lock()
+        # Re-entrant: SQLAlchemy checks a forgotten connection in from a garbage-collection
+        # callback, which may run inside this lock's region on the same thread.
+        self._held_lock = threading.RLock()
         # thread ident -> {connection record: backend id} of the connections it has out.
         self._held: dict[int, dict[ConnectionPoolEntry, int]] = {}
         self._listeners: list[tuple[str, Callable[..., None]]] = [
@@ -593,11 +595,12 @@ class Scheduler:
         Work, which may release sessions blocked by it. It goes each time to the
         lowest-numbered idle session not yet abandoned; steps still blocked when none is left
         have their database connections killed by the monitor (pg_terminate_backend / KILL),
-        and are abandoned once they have failed. Returns the completions since the last
-        submit, abandon calls included (they take step numbers like submitted steps), in the
-        order they happened (by session within one wait). Takes at most about twice
-        step_timeout_s plus a few seconds; raises SchedulerTimeout, after cleaning up, if a
-        worker is still running.
+        and are abandoned once they have failed (closing a killed connection raises, so an
+        `abandon` that closes several must go on past a failure). Returns the completions
+        since the last submit, abandon calls included (they take step numbers like submitted
+        steps), in the order they happened (by session within one wait). Takes at most about
+        twice step_timeout_s plus a few seconds; raises SchedulerTimeout, after cleaning up,
+        if a worker is still running.
         """
         with self._cond:
             if self._closed:

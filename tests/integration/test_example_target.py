@@ -48,7 +48,8 @@ def small_settings(examples: int = 15, steps: int = 15) -> settings:
 
 @pytest.fixture
 def executor(server_url: str, request: pytest.FixtureRequest) -> Iterator[SingleSessionExecutor]:
-    """An executor on the ledger in a fresh database; `unsafe` parametrizes the option."""
+    """An executor on the ledger in a fresh database; indirect parametrization sets
+    unsafe_commit ("0" unless given)."""
     unsafe = getattr(request, "param", "0")
     with prepared_database(server_url) as db:
         system = ledger.TARGET.connect(db.url, {"unsafe_commit": unsafe})

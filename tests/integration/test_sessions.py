@@ -80,9 +80,19 @@ class Lab:
         return int(self._connection().execute(text(query)).scalar_one())
 
     def abandon(self) -> None:
-        """The close() callable: give back every connection of the calling session."""
+        """The close() callable: give back every connection of the calling session.
+
+        A connection the scheduler killed fails its rollback on close (the pool takes it
+        back all the same), so one failure must not keep the others open.
+        """
+        failures: list[sa_exc.DBAPIError] = []
         for connection in self._connections.pop(self._session(), []):
-            connection.close()
+            try:
+                connection.close()
+            except sa_exc.DBAPIError as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
 
 @pytest.fixture

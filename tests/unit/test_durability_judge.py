@@ -6,8 +6,9 @@ from typing import Any
 
 from hypothesis import given
 
-from humanoid_training.target import TARGET, HumanoidModel
+from humanoid_training.target import HumanoidModel
 from uowstress.stateful.durability import KillPlan, judge, kill_plans
+from uowstress.target import DEFAULT_TARGET, load_target
 
 
 def _state(*robots: str) -> dict[str, Any]:
@@ -72,7 +73,7 @@ def test_a_broken_invariant_is_reported_even_in_an_expected_state() -> None:
     assert "robot a: scores regressed" in finding.message
 
 
-@given(plan=kill_plans(TARGET, HumanoidModel))
+@given(plan=kill_plans(load_target(DEFAULT_TARGET), HumanoidModel))
 def test_drawn_plans_are_whole_transactions_with_a_kill_point_inside(plan: KillPlan) -> None:
     actions = [s["action"] for s in plan.steps]
     assert actions.count("begin") == actions.count("commit") == plan.commits >= 1
@@ -91,3 +92,28 @@ def test_drawn_plans_are_whole_transactions_with_a_kill_point_inside(plan: KillP
     )
     assert 0 <= plan.extra_steps <= len(following) + (1 if following else 0)
     assert 0 <= plan.kill_delay_s <= 0.015
+
+
+@given(plan=kill_plans(load_target(DEFAULT_TARGET), HumanoidModel))
+def test_the_expected_states_are_those_of_the_steps_replayed(plan: KillPlan) -> None:
+    # The child runs `steps`; `states` must be what they commit, prefix by prefix.
+    operations = {op.name: op for op in load_target(DEFAULT_TARGET).operations}
+    model = HumanoidModel()
+    seen = [model.state()]
+    uow = model.unit_of_work()
+    for step, expected in zip(plan.steps, plan.outcomes, strict=True):
+        if step["action"] == "begin":
+            uow = model.unit_of_work()
+            uow.__enter__()
+        elif step["action"] == "apply":
+            try:
+                operations[step["op"]].apply(uow, step["args"])
+                raised = None
+            except Exception as error:
+                raised = type(error).__name__
+            assert raised == expected, step
+        else:
+            uow.commit()
+            uow.__exit__(None, None, None)
+            seen.append(model.state())
+    assert seen == plan.states

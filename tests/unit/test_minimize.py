@@ -22,7 +22,14 @@ def test_blocks_group_a_transaction_with_its_ending() -> None:
         step("begin"),
         step("leave"),
     ]
-    assert blocks(steps) == [(0, 1), (1, 5), (5, 6), (6, 8)]
+    assert blocks(steps) == [[0], [1, 2, 3, 4], [5], [6, 7]]
+
+
+def test_blocks_follow_each_session_through_interleavings() -> None:
+    steps = [{"session": 0, "action": "begin"}, {"session": 1, "action": "begin"},
+             {"session": 0, "action": "apply", "op": "a"}, {"session": 1, "action": "commit"},
+             {"session": 0, "action": "commit"}, {"session": 1, "action": "transaction"}]
+    assert blocks(steps) == [[0, 2, 4], [1, 3], [5]]
 
 
 def test_minimize_keeps_only_what_the_failure_needs() -> None:

@@ -713,6 +713,7 @@ def run_durability(
             max_examples=kills,
             phases=[Phase.generate],
             database=None,
+            derandomize=False,  # the seed decides, whatever profile is loaded
             deadline=None,
             suppress_health_check=list(HealthCheck),
         )

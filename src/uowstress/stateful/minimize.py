@@ -14,24 +14,33 @@ from collections.abc import Callable
 from typing import Any
 
 Steps = list[dict[str, Any]]
+ENDINGS = ("commit", "rollback", "leave", "raise", "fault")
 
 
-def blocks(steps: Steps) -> list[tuple[int, int]]:
-    """Half-open index ranges: a `begin` with everything up to its ending step, or one step."""
-    out: list[tuple[int, int]] = []
-    i = 0
-    while i < len(steps):
-        if steps[i].get("action") == "begin":
-            j = i + 1
-            while j < len(steps) and steps[j].get("action") == "apply":
-                j += 1
-            end = min(j + 1, len(steps))
-            out.append((i, end))
-            i = end
+def blocks(steps: Steps) -> list[list[int]]:
+    """Indices of each transaction (a session's `begin` with its steps up to its ending, which
+    may interleave with other sessions' steps), and of each step outside a transaction."""
+    out: list[list[int]] = []
+    open_blocks: dict[int, list[int]] = {}
+    for index, step in enumerate(steps):
+        session = int(step.get("session", 0))
+        action = step.get("action")
+        if action == "begin":
+            block = [index]
+            open_blocks[session] = block
+            out.append(block)
+        elif session in open_blocks:
+            open_blocks[session].append(index)
+            if action in ENDINGS:
+                del open_blocks[session]
         else:
-            out.append((i, i + 1))
-            i += 1
+            out.append([index])
+    out.sort(key=lambda b: b[0])
     return out
+
+
+def _without(steps: Steps, drop: set[int]) -> Steps:
+    return [s for i, s in enumerate(steps) if i not in drop]
 
 
 def minimize(
@@ -56,18 +65,23 @@ def minimize(
     changed = True
     while changed and trials < max_trials and time.monotonic() < deadline:
         changed = False
-        # Whole blocks first, from the end: the failing step is last and must stay.
-        spans = blocks(current)
-        for start, end in reversed(spans[:-1]):
-            candidate = current[:start] + current[end:]
+        last = len(current) - 1
+        # Whole transactions first, latest first; the failing (last) step must stay.
+        for block in reversed(blocks(current)):
+            if last in block:
+                continue
+            candidate = _without(current, set(block))
             if attempt(candidate):
                 current, changed = candidate, True
-        # Then single operations inside the remaining transactions.
-        index = len(current) - 2
-        while index >= 0:
+                last = len(current) - 1
+                break
+        if changed:
+            continue
+        # Then single operations.
+        for index in range(len(current) - 2, -1, -1):
             if current[index].get("action") == "apply":
-                candidate = current[:index] + current[index + 1 :]
+                candidate = _without(current, {index})
                 if attempt(candidate):
                     current, changed = candidate, True
-            index -= 1
+                    break
     return current, trials

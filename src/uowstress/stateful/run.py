@@ -19,6 +19,7 @@ from uowstress.database import DEFAULT_URLS, prepared_database
 from uowstress.errors import UowstressError
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
+from uowstress.stateful.concurrent import ConcurrentExecutor, concurrent_machine
 from uowstress.stateful.executor import Finding, SingleSessionExecutor, StepError
 from uowstress.stateful.minimize import minimize
 from uowstress.target import DEFAULT_TARGET, System, Target, load_target
@@ -34,6 +35,7 @@ class AcidResult:
     server_version: str
     profile: str
     options: dict[str, str]
+    machine: str = "acid"
     examples: int = 0
     seconds: float = 0.0
     finding: reproducers.Failure | None = None
@@ -62,6 +64,14 @@ def _failure_from(error: BaseException, recorder: RunRecorder) -> reproducers.Fa
     )
 
 
+def new_executor(
+    machine: str, target: Target, system: System, sessions: int
+) -> SingleSessionExecutor | ConcurrentExecutor:
+    if machine == "sessions":
+        return ConcurrentExecutor(target, system, sessions)
+    return SingleSessionExecutor(target, system)
+
+
 def shrink(
     target: Target,
     system: System,
@@ -69,13 +79,15 @@ def shrink(
     failure: reproducers.Failure,
     *,
     budget_s: float = 60.0,
+    machine: str = "acid",
+    sessions: int = 1,
 ) -> tuple[list[dict[str, Any]], reproducers.Failure, int]:
     """Delete steps while the run still fails with the same kind of finding."""
     last: dict[str, reproducers.Failure] = {}
 
     def still_fails(candidate: list[dict[str, Any]]) -> bool:
         system.reset()
-        executor = SingleSessionExecutor(target, system)
+        executor = new_executor(machine, target, system, sessions)
         try:
             for step in candidate:
                 executor.run(step)
@@ -111,6 +123,8 @@ def run_acid(
     allow_existing_tables: bool = False,
     trace_memory: bool = False,
     shrink_budget_s: float = 60.0,
+    machine: str = "acid",
+    sessions: int = 2,
 ) -> AcidResult:
     """Explore the target with the single-session ACID machine; write a reproducer on failure.
 
@@ -128,6 +142,7 @@ def run_acid(
             server_version=db.server_version,
             profile=profile,
             options=chosen,
+            machine=machine,
         )
         try:
             system = target.connect(db.url, chosen, isolation_level=isolation_level)
@@ -138,14 +153,20 @@ def run_acid(
         # One example database per configuration: a failure saved for one switch or backend is
         # not replayed as if it belonged to another.
         config_key = hashlib.sha256(
-            json.dumps([target_spec, chosen, db.backend, isolation_level]).encode()
+            json.dumps(
+                [machine, sessions, target_spec, chosen, db.backend, isolation_level]
+            ).encode()
         ).hexdigest()[:12]
+        used_sessions = sessions if machine == "sessions" else 1
         try:
-            machine = acid_machine(target, system, recorder, trace_memory=trace_memory)
+            if machine == "sessions":
+                machine_class = concurrent_machine(target, system, recorder, sessions=sessions)
+            else:
+                machine_class = acid_machine(target, system, recorder, trace_memory=trace_memory)
             run_state_machine_as_test(
-                machine,
+                machine_class,
                 settings=settings
-                or machine_settings(profile, examples_dir=EXAMPLES_DIR / f"acid-{config_key}"),
+                or machine_settings(profile, examples_dir=EXAMPLES_DIR / f"{machine}-{config_key}"),
             )
         except (Finding, Exception) as error:
             if isinstance(error, StepError | HypothesisException):
@@ -153,11 +174,18 @@ def run_acid(
             else:
                 found = _failure_from(error, recorder)
                 steps, found, result.shrink_trials = shrink(
-                    target, system, recorder.last_steps, found, budget_s=shrink_budget_s
+                    target,
+                    system,
+                    recorder.last_steps,
+                    found,
+                    budget_s=shrink_budget_s,
+                    machine=machine,
+                    sessions=used_sessions,
                 )
                 result.finding = found
                 result.reproducer = reproducers.make_reproducer(
-                    machine="acid",
+                    machine=machine,
+                    sessions=used_sessions,
                     target=target_spec,
                     target_options=chosen,
                     backend=db.backend,
@@ -205,7 +233,7 @@ def replay(path: Path, *, db_urls: Mapping[str, str] | None = None) -> ReplayRes
             system = target.connect(
                 db.url, reproducer.target_options, isolation_level=reproducer.isolation_level
             )
-            executor = SingleSessionExecutor(target, system)
+            executor = new_executor(reproducer.machine, target, system, reproducer.sessions)
             try:
                 for index, step in enumerate(reproducer.steps, 1):
                     try:
@@ -223,6 +251,7 @@ def replay(path: Path, *, db_urls: Mapping[str, str] | None = None) -> ReplayRes
 def result_summary(result: AcidResult) -> dict[str, Any]:
     return {
         "target": result.target,
+        "machine": result.machine,
         "backend": result.backend,
         "database": result.database,
         "passed": result.passed,

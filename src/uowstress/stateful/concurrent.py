@@ -1,0 +1,299 @@
+"""Concurrent sessions: the target's operations through several Units of Work at once.
+
+Each logical session has its own worker thread and its own connections (the scheduler in
+uowstress.sessions); Hypothesis draws which session takes the next step. There is no model:
+which serial order the database chose is not known in advance. After every step, with the
+system quiescent, the committed state must satisfy every invariant of the target, and no
+stall may be left that the database did not break. The cross-aggregate rules of the reference
+system (one open session per robot, no lost assessment, scores equal to the best assessed)
+are invariants, so a lost update or a write skew shows as a violated rule.
+
+A step is {"session": i, "action": ..., ...}: "begin", "apply", "commit", "rollback" with a
+Unit of Work open on session i; "transaction" (a whole-transaction service) with none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from hypothesis import event, note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy import Engine
+from sqlalchemy import event as sa_event
+
+from uowstress.sessions import Completion, Scheduler
+from uowstress.stateful.acid import RunRecorder, _choose
+from uowstress.stateful.executor import Finding, StepError, diff_states
+from uowstress.target import Ids, Operation, State, System, Target, UnitOfWork
+
+OPEN_ACTIONS = ("apply", "commit", "rollback")
+CLOSED_ACTIONS = ("begin", "transaction")
+
+
+def prepare_engine_for_scheduler(engine: Engine) -> None:
+    """SQLite must fail a conflicting write at once (busy timeout 0): nothing shows a SQLite
+    lock wait, so a waiting step could not be told from a running one."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    def no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA busy_timeout = 0")
+        finally:
+            cursor.close()
+
+    if not sa_event.contains(engine, "connect", no_busy_wait):
+        sa_event.listen(engine, "connect", no_busy_wait)
+    engine.dispose()  # pooled connections were made with the system's own timeout
+
+
+class ConcurrentExecutor:
+    """Runs multi-session steps through the scheduler and checks committed state after each."""
+
+    def __init__(self, target: Target, system: System, sessions: int) -> None:
+        self.target = target
+        self.system = system
+        self.sessions = sessions
+        self.operations: dict[str, Operation] = {op.name: op for op in target.operations}
+        prepare_engine_for_scheduler(system.engine)
+        self.scheduler = Scheduler(system.engine, sessions)
+        self.uows: dict[int, UnitOfWork | None] = dict.fromkeys(range(sessions))
+        self.steps: list[dict[str, Any]] = []
+        self.ids = Ids()
+        self.completions: list[tuple[dict[str, Any], Completion]] = []
+        self._submitted: dict[int, dict[str, Any]] = {}
+        self.deferred: dict[int, list[dict[str, Any]]] = {}
+        self.state: State = system.committed_state()
+        self.conflicts = 0
+
+    # -- what the machine needs to draw steps ------------------------------------------------
+
+    def is_open(self, session: int) -> bool:
+        return self.uows[session] is not None
+
+    def is_blocked(self, session: int) -> bool:
+        return session in self.scheduler.blocked
+
+    def free_sessions(self) -> list[int]:
+        return [s for s in range(self.sessions) if not self.is_blocked(s)]
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def _operation(self, step: dict[str, Any]) -> Operation:
+        name = step.get("op")
+        if name not in self.operations:
+            raise StepError(f"target {self.target.name} has no operation {name!r}")
+        return self.operations[name]
+
+    def _work(self, step: dict[str, Any]) -> Callable[[], Any]:
+        """What the session's worker thread does for this step."""
+        session, action = step["session"], step.get("action")
+        if action in OPEN_ACTIONS and not self.is_open(session):
+            raise StepError(f"session {session}: {action!r} needs an open unit of work")
+        if action in CLOSED_ACTIONS and self.is_open(session):
+            raise StepError(f"session {session}: {action!r} needs no unit of work open")
+        if action == "begin":
+
+            def begin() -> None:
+                uow = self.system.unit_of_work()
+                uow.__enter__()
+                self.uows[session] = uow
+
+            return begin
+        if action == "apply":
+            op, uow = self._operation(step), self.uows[session]
+            return lambda: op.apply(uow, step.get("args", {}))
+        if action in ("commit", "rollback"):
+            uow = self.uows[session]
+            assert uow is not None
+
+            def end() -> None:
+                try:
+                    if action == "commit":
+                        uow.commit()
+                finally:
+                    # Whatever happened, the session's unit of work is over.
+                    self.uows[session] = None
+                    uow.__exit__(None, None, None)
+
+            return end
+        if action == "transaction":
+            op = self._operation(step)
+            return lambda: op.apply(self.system.unit_of_work(), step.get("args", {}))
+        raise StepError(f"unknown step action {action!r} for concurrent sessions")
+
+    def run(self, step: dict[str, Any]) -> list[Completion]:
+        """Run one step, then check. A step for a session that is blocked waits, in its
+        session's order, until the session is released: when a reproducer is replayed on a
+        system that now takes a lock it did not take before, each session keeps its own order
+        of steps and the interleaving adapts."""
+        session = step.get("session")
+        if not isinstance(session, int) or not 0 <= session < self.sessions:
+            raise StepError(f"step names session {session!r}; this run has {self.sessions}")
+        self.steps.append(step)
+        if self.is_blocked(session) or self.deferred.get(session):
+            self.deferred.setdefault(session, []).append(step)
+            return []
+        completions = self._submit(session, step)
+        # Steps held back for sessions that are free again go now, in order.
+        progress = True
+        while progress:
+            progress = False
+            for waiting, queued in sorted(self.deferred.items()):
+                if queued and not self.is_blocked(waiting):
+                    completions += self._submit(waiting, queued.pop(0), held_back=True)
+                    progress = True
+        self.check()
+        return completions
+
+    def _submit(
+        self, session: int, step: dict[str, Any], *, held_back: bool = False
+    ) -> list[Completion]:
+        try:
+            work = self._work(step)
+        except StepError:
+            if held_back:
+                # It no longer fits: its unit of work ended while it waited (a deadlock
+                # victim, a failed commit). The session goes on with its next step.
+                return []
+            raise
+        self._submitted[session] = step
+        completions = self.scheduler.submit(session, work)
+        for completion in completions:
+            done = self._submitted.get(completion.session, step)
+            self.completions.append((done, completion))
+            error = completion.outcome.error
+            if error is not None and "Conflict" in type(error).__name__:
+                self.conflicts += 1
+        return completions
+
+    def check(self) -> None:
+        if self.scheduler.deadlocked or self.scheduler.all_blocked():
+            raise Finding(
+                "stall",
+                f"sessions {sorted(self.scheduler.blocked)} all wait on each other and the"
+                " database reported no deadlock: the run cannot go on",
+            )
+        try:
+            state = self.system.committed_state()
+        except Exception as error:
+            raise Finding(
+                "error", f"reading the committed state failed: {type(error).__name__}: {error}"
+            ) from error
+        violations = self.system.invariants(state)
+        if violations:
+            raise Finding("invariant", "; ".join(violations))
+        self.state = state
+
+    def close(self) -> None:
+        """Roll back every open unit of work; release and stop the workers."""
+
+        def abandon() -> None:
+            from uowstress.sessions import current_session
+
+            session = current_session()
+            uow = self.uows.get(session) if session is not None else None
+            if uow is not None:
+                self.uows[session] = None  # type: ignore[index]
+                with contextlib.suppress(Exception):
+                    uow.__exit__(None, None, None)
+
+        try:
+            self.scheduler.close(abandon=abandon)
+        finally:
+            for session, uow in list(self.uows.items()):
+                if uow is not None:
+                    self.uows[session] = None
+                    with contextlib.suppress(Exception):
+                        uow.__exit__(None, None, None)
+
+
+def describe_completion(step: dict[str, Any], completion: Completion) -> str:
+    outcome = completion.outcome
+    what = f"session {completion.session} {step.get('action')} {step.get('op') or ''}".strip()
+    if outcome.ok:
+        return f"{what}: ok {json.dumps(outcome.value, default=str)[:80]}"
+    return f"{what}: {type(outcome.error).__name__}: {str(outcome.error)[:120]}"
+
+
+def concurrent_machine(
+    target: Target, system: System, recorder: RunRecorder, *, sessions: int = 2
+) -> type[RuleBasedStateMachine]:
+    step_ops = [op for op in target.operations if op.scope == "step"]
+    transaction_ops = [op for op in target.operations if op.scope == "transaction"]
+
+    class ConcurrentMachine(RuleBasedStateMachine):
+        recorded: ClassVar[RunRecorder] = recorder
+
+        def __init__(self) -> None:
+            super().__init__()
+            system.reset()
+            self.executor = ConcurrentExecutor(target, system, sessions)
+
+        def _run(self, step: dict[str, Any]) -> None:
+            note(f"step {len(self.executor.steps) + 1}: {step}")
+            for done, completion in [
+                (self.executor._submitted.get(c.session, step), c) for c in self.executor.run(step)
+            ]:
+                note("  " + describe_completion(done, completion))
+
+        @precondition(lambda self: bool(self.executor.free_sessions()))
+        @rule(data=st.data(), roll=st.integers(0, 9))
+        def step(self, data: st.DataObject, roll: int) -> None:
+            ex = self.executor
+            session = data.draw(st.sampled_from(ex.free_sessions()), label="session")
+            state = ex.state
+            if not ex.is_open(session):
+                if roll >= 8 and transaction_ops:
+                    op = data.draw(_choose(transaction_ops, state))
+                    args = data.draw(op.arguments(state, ex.ids))
+                    self._run(
+                        {"session": session, "action": "transaction", "op": op.name, "args": args}
+                    )
+                else:
+                    self._run({"session": session, "action": "begin"})
+                return
+            if roll < 6 and step_ops:
+                op = data.draw(_choose(step_ops, state))
+                args = data.draw(op.arguments(state, ex.ids))
+                self._run({"session": session, "action": "apply", "op": op.name, "args": args})
+            elif roll < 9:
+                self._run({"session": session, "action": "commit"})
+            else:
+                self._run({"session": session, "action": "rollback"})
+            if ex.conflicts:
+                event("a conflict was reported by the database or the unit of work")
+
+        @invariant()
+        def checked_after_every_step(self) -> None:
+            return None
+
+        def teardown(self) -> None:
+            self.executor.close()
+            recorder.examples += 1
+            recorder.last_steps = list(self.executor.steps)
+
+    ConcurrentMachine.__name__ = f"ConcurrentMachine[{target.name}]"
+    return ConcurrentMachine
+
+
+def replay_concurrent(
+    target: Target, system: System, steps: list[dict[str, Any]], sessions: int
+) -> Finding | None:
+    executor = ConcurrentExecutor(target, system, sessions)
+    try:
+        for step in steps:
+            executor.run(step)
+    except Finding as finding:
+        return finding
+    finally:
+        executor.close()
+    return None
+
+
+_ = diff_states
