@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -187,6 +189,9 @@ def load_target(spec: str) -> Target:
             f"target {spec!r} is not of the form package.module:attribute"
             " (e.g. humanoid_training.target:TARGET)"
         )
+    # Like `python -m`: a target module in the working directory is found.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:

@@ -8,6 +8,7 @@ invariants and the connection pool (see executor.py).
 
 from __future__ import annotations
 
+import random
 import tracemalloc
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -23,8 +24,9 @@ from hypothesis.stateful import (
 )
 
 from uowstress.faults import FAULT_POINTS, KILL_AT
+from uowstress.stateful.drawing import choose, swarms
 from uowstress.stateful.executor import SingleSessionExecutor
-from uowstress.target import Operation, State, System, Target
+from uowstress.target import System, Target
 
 
 class RunRecorder:
@@ -49,16 +51,6 @@ class RunRecorder:
             self.memory_peaks.append(memory_peak)
 
 
-def _choose(ops: list[Operation], state: State) -> st.SearchStrategy[Operation]:
-    """An operation that can succeed nine times in ten; any operation otherwise."""
-    ready = [op for op in ops if op.enabled is None or op.enabled(state)]
-    if not ready or len(ready) == len(ops):
-        return st.sampled_from(ops)
-    return st.tuples(st.integers(0, 9), st.sampled_from(ready), st.sampled_from(ops)).map(
-        lambda t: t[2] if t[0] == 9 else t[1]
-    )
-
-
 def acid_machine(
     target: Target,
     system: System,
@@ -79,6 +71,8 @@ def acid_machine(
             system.reset()
             self.executor = SingleSessionExecutor(target, system)
             self._tracing = trace_memory and not tracemalloc.is_tracing()
+            self.swarm: frozenset[str] | None = None
+            self.rng = random.Random(0)
             if self._tracing:
                 tracemalloc.start()
 
@@ -89,15 +83,24 @@ def acid_machine(
         def _draw_args(self, data: st.DataObject, arguments: Callable[..., Any]) -> Any:
             return data.draw(arguments(self.executor.model_state(), self.executor.ids))
 
-        @initialize(data=st.data(), count=st.integers(0, 3))
-        def seed_state(self, data: st.DataObject, count: int) -> None:
+        @initialize(
+            data=st.data(),
+            count=st.integers(0, 3),
+            swarm=swarms(target.operations),
+            rng=st.randoms(use_true_random=True),
+        )
+        def seed_state(
+            self, data: st.DataObject, count: int, swarm: frozenset[str], rng: random.Random
+        ) -> None:
+            self.swarm = swarm
+            self.rng = rng
             # Start most examples from some committed state: a run that must first build
             # every robot from nothing spends its steps before reaching interesting ones.
             if count == 0 or not step_ops:
                 return
             self._run({"action": "begin"})
             for _ in range(count):
-                op = data.draw(_choose(step_ops, self.executor.model_state()))
+                op = choose(step_ops, self.executor.model_state(), self.swarm, self.rng)
                 args = self._draw_args(data, op.arguments)
                 self._run({"action": "apply", "op": op.name, "args": args})
             self._run({"action": "commit"})
@@ -112,7 +115,7 @@ def acid_machine(
                 args = self._draw_args(data, query.arguments)
                 self._run({"action": "query", "query": query.name, "args": args})
             elif roll >= 12 and transaction_ops:
-                op = data.draw(_choose(transaction_ops, self.executor.model_state()))
+                op = choose(transaction_ops, self.executor.model_state(), self.swarm, self.rng)
                 args = self._draw_args(data, op.arguments)
                 self._run({"action": "transaction", "op": op.name, "args": args})
             else:
@@ -129,7 +132,7 @@ def acid_machine(
             # Several operations per transaction (atomicity is about more than one change),
             # then one way of ending it.
             if roll < 6 and step_ops:
-                op = data.draw(_choose(step_ops, self.executor.model_state()))
+                op = choose(step_ops, self.executor.model_state(), self.swarm, self.rng)
                 args = self._draw_args(data, op.arguments)
                 self._run({"action": "apply", "op": op.name, "args": args})
                 return

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from hypothesis import event, note
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import Engine
 from sqlalchemy import event as sa_event
 
 from uowstress.sessions import Completion, Scheduler
-from uowstress.stateful.acid import RunRecorder, _choose
+from uowstress.stateful.acid import RunRecorder
+from uowstress.stateful.drawing import choose, swarms
 from uowstress.stateful.executor import Finding, StepError, diff_states
 from uowstress.target import Ids, Operation, State, System, Target, UnitOfWork
 
@@ -234,6 +236,29 @@ def concurrent_machine(
             super().__init__()
             system.reset()
             self.executor = ConcurrentExecutor(target, system, sessions)
+            self.swarm: frozenset[str] | None = None
+            self.rng = random.Random(0)
+
+        @initialize(
+            swarm=swarms(target.operations),
+            rng=st.randoms(use_true_random=True),
+            data=st.data(),
+            count=st.integers(1, 4),
+        )
+        def seed_state(
+            self, swarm: frozenset[str], rng: random.Random, data: st.DataObject, count: int
+        ) -> None:
+            self.swarm = swarm
+            self.rng = rng
+            if not step_ops:
+                return
+            # Some committed state first (through session 0), for the sessions to contend on.
+            self._run({"session": 0, "action": "begin"})
+            for _ in range(count):
+                op = choose(step_ops, self.executor.state, None, rng)
+                args = data.draw(op.arguments(self.executor.state, self.executor.ids))
+                self._run({"session": 0, "action": "apply", "op": op.name, "args": args})
+            self._run({"session": 0, "action": "commit"})
 
         def _run(self, step: dict[str, Any]) -> None:
             note(f"step {len(self.executor.steps) + 1}: {step}")
@@ -250,7 +275,7 @@ def concurrent_machine(
             state = ex.state
             if not ex.is_open(session):
                 if roll >= 8 and transaction_ops:
-                    op = data.draw(_choose(transaction_ops, state))
+                    op = choose(transaction_ops, state, self.swarm, self.rng)
                     args = data.draw(op.arguments(state, ex.ids))
                     self._run(
                         {"session": session, "action": "transaction", "op": op.name, "args": args}
@@ -258,8 +283,8 @@ def concurrent_machine(
                 else:
                     self._run({"session": session, "action": "begin"})
                 return
-            if roll < 6 and step_ops:
-                op = data.draw(_choose(step_ops, state))
+            if roll < 5 and step_ops:
+                op = choose(step_ops, state, self.swarm, self.rng)
                 args = data.draw(op.arguments(state, ex.ids))
                 self._run({"session": session, "action": "apply", "op": op.name, "args": args})
             elif roll < 9:

@@ -1,0 +1,523 @@
+"""Which isolation anomalies a database really shows, level by level: `uowstress isolation`.
+
+For every isolation level the backend offers (or those asked for), one Hypothesis exploration
+of the register workload (stateful/registers.py) runs at that level. After every transaction
+end, the example's history so far is analysed (anomalies.py); the first example that shows an
+anomaly class is kept, as its concrete steps. The exploration stops when every class has been
+seen, when the profile's examples are done, or when the level's share of the time budget for
+searching is spent. Each kept example is then shrunk (stateful/minimize.py): a candidate counts
+when its replay, on the table reset to its initial state, still shows the class.
+
+Every verdict comes from what the server did: "observed" with a reproducer whose steps showed
+the anomaly, or "not observed" with the number of examples tried. Nothing here knows what a
+level is supposed to allow. Not observed is no proof of absence, only of the search's budget.
+
+Time: the budget is split evenly over the levels still to run (time a level leaves unused goes
+to the next ones); within a level, the search takes at most SEARCH_SHARE of its share and the
+shrinking the rest, divided among the classes observed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import settings as Settings
+from hypothesis.errors import HypothesisException
+from hypothesis.stateful import run_state_machine_as_test
+from sqlalchemy import exc as sa_exc
+
+from uowstress.anomalies import ALWAYS_FORBIDDEN, INCOMPATIBLE, Finding, analyse
+from uowstress.database import prepared_database
+from uowstress.errors import ConfigError, UowstressError
+from uowstress.profiles import get_profile, machine_settings
+from uowstress.stateful.minimize import minimize
+from uowstress.stateful.registers import (
+    PREDICATES,
+    RegisterRun,
+    RegisterWorkload,
+    Step,
+    create_table,
+    describe_step,
+    isolation_levels,
+    register_engine,
+    register_machine,
+    step_sessions,
+)
+
+__all__ = [
+    "ANOMALY_CLASSES",
+    "SEARCH_SHARE",
+    "CellResult",
+    "IsolationReport",
+    "LevelSearch",
+    "normalize_level",
+    "render_markdown",
+    "render_matrix",
+    "resolve_levels",
+    "search_isolation",
+    "shows",
+]
+
+#: The anomaly classes searched for, in the matrix's column order.
+ANOMALY_CLASSES: tuple[str, ...] = (
+    "G0",
+    "G1a",
+    "G1b",
+    "G1c",
+    "OTV",
+    "PMP",
+    "P4",
+    "G-single",
+    "G2-item",
+    "G2",
+)
+#: The part of a level's time share that the search may take; the rest is for shrinking.
+SEARCH_SHARE = 0.7
+# Findings that mean the tester or the database is broken, not an isolation anomaly.
+_BROKEN = ALWAYS_FORBIDDEN | {INCOMPATIBLE}
+# Replays per shrink at most: each costs a table reset and a scheduler.
+_MAX_SHRINK_TRIALS = 200
+# Profiles that generate no examples cannot search.
+_SEARCHING_PROFILES = ("dev", "ci", "nightly")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class CellResult:
+    """One cell of the matrix: was ``anomaly`` observed at ``level``.
+
+    ``examples``: the example in which it was first seen (observed), or every example the
+    level's search tried (not observed). ``seconds``: until first seen plus its shrinking
+    (observed), or the level's whole search (not observed). ``explanation`` is the checker's
+    account of the reproducer's replay (reports only, not in the JSON).
+    """
+
+    level: str
+    anomaly: str
+    observed: bool
+    examples: int
+    seconds: float
+    reproducer: list[Step] | None = None
+    explanation: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "anomaly": self.anomaly,
+            "observed": self.observed,
+            "examples": self.examples,
+            "seconds": round(self.seconds, 3),
+            "reproducer": self.reproducer,
+        }
+
+
+@dataclass
+class LevelSearch:
+    """What one level's search did, for the report and the benchmark."""
+
+    level: str
+    examples: int = 0
+    search_seconds: float = 0.0
+    shrink_seconds: float = 0.0
+    stalls: int = 0  # examples ended early: a wait the database did not resolve
+    broken: dict[str, str] = field(default_factory=dict)  # garbage-read etc., first seen
+
+    @property
+    def seconds(self) -> float:
+        return self.search_seconds + self.shrink_seconds
+
+
+@dataclass
+class IsolationReport:
+    backend: str
+    server_version: str
+    database: str  # password hidden
+    profile: str
+    budget_s: float
+    levels: list[LevelSearch]
+    results: list[CellResult]
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as `uowstress isolation --json` writes it."""
+        return {
+            "backend": self.backend,
+            "server_version": self.server_version,
+            "results": [cell.to_json() for cell in self.results],
+        }
+
+    def cell(self, level: str, anomaly: str) -> CellResult:
+        for cell in self.results:
+            if cell.level == level and cell.anomaly == anomaly:
+                return cell
+        raise KeyError(f"no result for {anomaly} at {level}")
+
+
+def normalize_level(name: str) -> str:
+    """``READ_COMMITTED``, ``read-committed`` and ``Read Committed`` are ``read committed``."""
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
+def resolve_levels(backend: str, requested: Iterable[str] | None) -> list[str]:
+    """The levels to search, in the backend's order (weakest first); all when none given.
+
+    Raises ConfigError naming the levels the backend offers when one is not among them.
+    """
+    offered = isolation_levels(backend)
+    names = [normalize_level(part) for item in requested or () for part in item.split(",")]
+    names = [n for n in names if n]
+    if not names:
+        return list(offered)
+    unknown = [n for n in names if n not in offered]
+    if unknown:
+        raise ConfigError(
+            f"{backend} has no isolation level {', '.join(repr(n) for n in unknown)}; it offers"
+            f" {', '.join(repr(level) for level in offered)}"
+        )
+    return [level for level in offered if level in names]
+
+
+# ---------------------------------------------------------------------------------------------
+# Searching
+
+
+@dataclass
+class _First:
+    steps: list[Step]
+    focus: list[Step]  # only the steps of the transactions the finding names
+    example: int
+    seconds: float
+
+
+class _LevelState:
+    def __init__(self, anomalies: Sequence[str], deadline: float, max_examples: int) -> None:
+        self.wanted = frozenset(anomalies)
+        self.deadline = deadline
+        self.max_examples = max_examples
+        self.started = time.monotonic()
+        self.examples = 0
+        self.stalls = 0
+        self.first: dict[str, _First] = {}
+        self.broken: dict[str, str] = {}
+
+    def stop(self) -> bool:
+        return (
+            self.wanted <= set(self.first)
+            or time.monotonic() >= self.deadline
+            or self.examples >= self.max_examples
+        )
+
+    def observe(self, run: RegisterRun) -> None:
+        for finding in analyse(run.history.transactions(), PREDICATES):
+            name = finding.anomaly
+            if name in self.wanted and name not in self.first:
+                involved = set(finding.txns)
+                self.first[name] = _First(
+                    steps=[dict(s) for s in run.steps],
+                    focus=[
+                        dict(s)
+                        for s, txn in zip(run.steps, run.step_txns, strict=True)
+                        if txn in involved
+                    ],
+                    example=self.examples + 1,
+                    seconds=time.monotonic() - self.started,
+                )
+            elif name in _BROKEN and name not in self.broken:
+                self.broken[name] = finding.explanation
+
+    def finished(self, run: RegisterRun) -> None:
+        self.examples += 1
+        if run.stall is not None:
+            self.stalls += 1
+
+
+def shows(
+    workload: RegisterWorkload, steps: Sequence[Mapping[str, Any]], anomaly: str
+) -> Finding | None:
+    """Replay ``steps`` on the reset table; the first finding of class ``anomaly``, if any."""
+    run = workload.replay(steps)
+    for finding in analyse(run.history.transactions(), PREDICATES):
+        if finding.anomaly == anomaly:
+            return finding
+    return None
+
+
+def _for_minimize(step: Step) -> Step:
+    # minimize() deletes single steps only when their action is "apply"; the register
+    # operations are carried under that name while shrinking.
+    if step["action"] in ("begin", "commit", "rollback"):
+        return dict(step)
+    return {**step, "action": "apply", "op": step["action"]}
+
+
+def _from_minimize(step: Step) -> Step:
+    if step["action"] != "apply":
+        return dict(step)
+    out = {k: v for k, v in step.items() if k != "op"}
+    out["action"] = step["op"]
+    return out
+
+
+def _shrink(
+    workload: RegisterWorkload, first: _First, anomaly: str, budget_s: float
+) -> tuple[list[Step], str | None]:
+    """The smallest step list found that still shows ``anomaly``, and the checker's words on
+    it (None when even the kept steps did not show it again on replay)."""
+    shown: list[tuple[list[Step], str]] = []  # the last replay that showed it
+
+    def still_fails(candidate: list[Step]) -> bool:
+        plain = [_from_minimize(s) for s in candidate]
+        try:
+            finding = shows(workload, plain, anomaly)
+        except (UowstressError, sa_exc.SQLAlchemyError):
+            return False
+        if finding is None:
+            return False
+        shown[:] = [(plain, finding.explanation)]
+        return True
+
+    started = time.monotonic()
+    steps = first.steps
+    # Most of an example is noise around the few transactions the finding names: one replay
+    # of just those often does most of the shrinking.
+    if first.focus and len(first.focus) < len(steps):
+        focus = [_for_minimize(s) for s in first.focus]
+        if still_fails(focus):
+            steps = first.focus
+    shrunk, _trials = minimize(
+        [_for_minimize(s) for s in steps],
+        still_fails,
+        budget_s=max(0.0, budget_s - (time.monotonic() - started)),
+        max_trials=_MAX_SHRINK_TRIALS,
+    )
+    plain = [_from_minimize(s) for s in shrunk]
+    if not shown or shown[0][0] != plain:
+        # Nothing could be deleted (or no time was left): replay the kept steps once.
+        shown.clear()
+        still_fails([_for_minimize(s) for s in plain])
+    return plain, shown[0][1] if shown else None
+
+
+def _search_level(
+    workload: RegisterWorkload,
+    level: str,
+    *,
+    settings: Settings,
+    budget_s: float,
+    anomalies: Sequence[str],
+    progress: Progress,
+) -> tuple[LevelSearch, list[CellResult]]:
+    started = time.monotonic()
+    level_deadline = started + budget_s
+    state = _LevelState(anomalies, started + SEARCH_SHARE * budget_s, settings.max_examples)
+    machine = register_machine(
+        workload, observe=state.observe, stop=state.stop, finished=state.finished
+    )
+    try:
+        run_state_machine_as_test(machine, settings=settings)
+    except (HypothesisException, sa_exc.SQLAlchemyError, UowstressError) as error:
+        raise UowstressError(
+            f"the search at {level} stopped: {type(error).__name__}: {error}"
+        ) from error
+    search = LevelSearch(
+        level=level,
+        examples=state.examples,
+        search_seconds=time.monotonic() - started,
+        stalls=state.stalls,
+        broken=dict(state.broken),
+    )
+    progress(
+        f"  {level}: {state.examples} examples in {search.search_seconds:.1f}s,"
+        f" observed {', '.join(a for a in anomalies if a in state.first) or 'nothing'}"
+    )
+    results: list[CellResult] = []
+    observed = [a for a in anomalies if a in state.first]
+    shrink_started = time.monotonic()
+    for index, anomaly in enumerate(observed):
+        first = state.first[anomaly]
+        left = len(observed) - index
+        cell_started = time.monotonic()
+        steps, explanation = _shrink(
+            workload, first, anomaly, (level_deadline - cell_started) / left
+        )
+        progress(f"    {anomaly}: {len(first.steps)} steps shrunk to {len(steps)}")
+        results.append(
+            CellResult(
+                level=level,
+                anomaly=anomaly,
+                observed=True,
+                examples=first.example,
+                seconds=first.seconds + (time.monotonic() - cell_started),
+                reproducer=steps,
+                explanation=explanation,
+            )
+        )
+    search.shrink_seconds = time.monotonic() - shrink_started
+    for anomaly in anomalies:
+        if anomaly not in state.first:
+            results.append(
+                CellResult(
+                    level=level,
+                    anomaly=anomaly,
+                    observed=False,
+                    examples=state.examples,
+                    seconds=search.search_seconds,
+                )
+            )
+    order = {a: i for i, a in enumerate(anomalies)}
+    results.sort(key=lambda cell: order[cell.anomaly])
+    return search, results
+
+
+def search_isolation(
+    url: str,
+    *,
+    levels: Iterable[str] | None = None,
+    budget_s: float = 120.0,
+    profile: str = "ci",
+    anomalies: Sequence[str] = ANOMALY_CLASSES,
+    progress: Progress | None = None,
+) -> IsolationReport:
+    """Search every level of the database at ``url`` for every class in ``anomalies``.
+
+    Runs in a scratch database (see database.py). Raises UowstressError (ConfigError,
+    DatabaseUnreachable, ...) for what stops the search; the message never holds a password.
+    """
+    say = progress or (lambda _message: None)
+    if not budget_s > 0:
+        raise ConfigError(f"the time budget must be positive seconds, got {budget_s!r}")
+    chosen_profile = get_profile(profile)
+    if chosen_profile.name not in _SEARCHING_PROFILES:
+        raise ConfigError(
+            f"profile {profile!r} generates no examples; use one of"
+            f" {', '.join(_SEARCHING_PROFILES)}"
+        )
+    unknown = [a for a in anomalies if a not in ANOMALY_CLASSES]
+    if unknown:
+        raise ConfigError(
+            f"unknown anomaly classes {unknown}; use names from {', '.join(ANOMALY_CLASSES)}"
+        )
+    # The search never fails an example, so Hypothesis would save nothing in a database.
+    settings = Settings(machine_settings(chosen_profile), database=None)
+    started = time.monotonic()
+    with prepared_database(url) as db:
+        chosen = resolve_levels(db.backend, levels)
+        say(f"{db.backend} ({db.display}, {db.server_version}): levels {', '.join(chosen)}")
+        searches: list[LevelSearch] = []
+        results: list[CellResult] = []
+        for index, level in enumerate(chosen):
+            share = (budget_s - (time.monotonic() - started)) / (len(chosen) - index)
+            engine = register_engine(db.url, level)
+            workload = RegisterWorkload(engine)
+            try:
+                if index == 0:
+                    create_table(engine)
+                search, cells = _search_level(
+                    workload,
+                    level,
+                    settings=settings,
+                    budget_s=max(share, 0.0),
+                    anomalies=anomalies,
+                    progress=say,
+                )
+            finally:
+                workload.close()
+                engine.dispose()
+            searches.append(search)
+            results.extend(cells)
+            for name, explanation in search.broken.items():
+                say(f"  WARNING {name} at {level}: {explanation}")
+            if search.stalls:
+                say(
+                    f"  WARNING {search.stalls} examples at {level} ended in a wait the"
+                    " database did not resolve"
+                )
+        return IsolationReport(
+            backend=db.backend,
+            server_version=db.server_version,
+            database=db.display,
+            profile=chosen_profile.name,
+            budget_s=budget_s,
+            levels=searches,
+            results=results,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def render_matrix(report: IsolationReport) -> str:
+    """The levels-by-anomalies matrix as a Markdown table ("observed" / "—")."""
+    anomalies = list(dict.fromkeys(cell.anomaly for cell in report.results))
+    lines = [
+        "| level | " + " | ".join(anomalies) + " |",
+        "|---|" + "---|" * len(anomalies),
+    ]
+    for search in report.levels:
+        marks = ["observed" if report.cell(search.level, a).observed else "—" for a in anomalies]
+        lines.append(f"| {search.level} | " + " | ".join(marks) + " |")
+    return "\n".join(lines)
+
+
+def _script(steps: Sequence[Mapping[str, Any]]) -> str:
+    """Steps as a table with one column per session, one row per step."""
+    sessions = step_sessions(steps)
+    lines = [
+        "| # | " + " | ".join(f"session {s}" for s in range(sessions)) + " |",
+        "|---|" + "---|" * sessions,
+    ]
+    for number, step in enumerate(steps, 1):
+        cells = [""] * sessions
+        cells[int(step["session"])] = describe_step(step)
+        lines.append(f"| {number} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(report: IsolationReport, *, date: str | None = None) -> str:
+    """The report as Markdown: the matrix, the search per level, then each reproducer."""
+    when = f", {date}" if date else ""
+    out = [
+        f"# Isolation anomalies: {report.server_version}",
+        "",
+        f"Backend `{report.backend}` ({report.server_version}{when}), profile"
+        f' {report.profile}, time budget {report.budget_s:g} s. "observed": the server'
+        ' produced a history with that anomaly (reproducer below); "—": not observed in'
+        " the examples tried, which proves nothing about its absence.",
+        "",
+        render_matrix(report),
+        "",
+        "| level | examples | search s | shrink s |",
+        "|---|---|---|---|",
+    ]
+    for search in report.levels:
+        out.append(
+            f"| {search.level} | {search.examples} | {search.search_seconds:.1f}"
+            f" | {search.shrink_seconds:.1f} |"
+        )
+    observed = [cell for cell in report.results if cell.observed and cell.reproducer]
+    if observed:
+        out += [
+            "",
+            "## Reproducers",
+            "",
+            "Registers k0..k3 start at 0 (written by T0); every write carries its own value."
+            " `rmw` reads the key then writes it in one step; `pread even` / `pread all` read"
+            " the rows with an even value / every row. Replay the JSON steps with"
+            " `uowstress.stateful.registers.replay_steps`.",
+        ]
+    for cell in observed:
+        assert cell.reproducer is not None
+        out += ["", f"### {cell.anomaly} at {cell.level}", ""]
+        if cell.explanation:
+            out += [cell.explanation, ""]
+        else:
+            out += [
+                "(observed during the search; a replay of these steps did not show it again)",
+                "",
+            ]
+        out.append(_script(cell.reproducer))
+    return "\n".join(out) + "\n"

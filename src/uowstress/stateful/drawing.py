@@ -1,0 +1,45 @@
+"""How the machines draw the next operation.
+
+Swarm testing (Groce et al., 2012): each example allows only a random subset of the
+operations, so some examples are thick with the two or three operations that must meet for a
+defect to show (two sessions assessing the same skill, say) instead of spreading every run
+over every operation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from hypothesis import strategies as st
+
+from uowstress.target import Operation, State
+
+
+def swarms(ops: Sequence[Operation]) -> st.SearchStrategy[frozenset[str]]:
+    """The operations one example may use (each kept with even odds)."""
+    names = [op.name for op in ops]
+    return st.lists(st.booleans(), min_size=len(names), max_size=len(names)).map(
+        lambda keep: frozenset(n for n, k in zip(names, keep, strict=True) if k)
+    )
+
+
+def choose(
+    ops: Sequence[Operation],
+    state: State,
+    swarm: frozenset[str] | None,
+    rng: random.Random,
+) -> Operation:
+    """An operation of the swarm that can succeed, nine times in ten; any operation otherwise
+    (refusals are behaviour too).
+
+    Drawn with a generator seeded from the example's data rather than with `sampled_from`:
+    Hypothesis leans towards the first element of a list, which would make one operation
+    dominate every run. The seed is part of the example, so the choice is reproducible.
+    """
+    ops = list(ops)
+    ready = [op for op in ops if op.enabled is None or op.enabled(state)]
+    chosen = [op for op in ready if swarm is None or op.name in swarm] or ready or ops
+    if rng.random() < 0.1:
+        return rng.choice(ops)
+    return rng.choice(chosen)

@@ -1,0 +1,170 @@
+"""The concurrent-sessions machine against the reference system."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+from humanoid_training.target import TARGET
+from uowstress.database import prepared_database
+from uowstress.profiles import machine_settings
+from uowstress.stateful.concurrent import ConcurrentExecutor
+from uowstress.stateful.executor import Finding
+from uowstress.stateful.run import replay, run_acid
+
+SPEC = "humanoid_training.target:TARGET"
+
+
+def ci() -> settings:
+    return settings(machine_settings("ci"), derandomize=True, database=None)
+
+
+@pytest.fixture
+def server_only(backend: str, server_url: str) -> str:
+    if backend == "sqlite":
+        pytest.skip("SQLite serialises writers: two sessions cannot both pass the check")
+    return server_url
+
+
+def test_write_skew_on_the_one_open_session_rule_is_found_and_judged(
+    server_only: str, tmp_path: Path
+) -> None:
+    result = run_acid(
+        server_only,
+        target_spec=SPEC,
+        options={"weaken": "no_session_lock"},
+        settings=ci(),
+        reproducers_dir=tmp_path,
+        machine="sessions",
+    )
+    assert result.finding is not None, f"no finding in {result.examples} examples"
+    assert "open sessions" in result.finding.message
+    assert result.reproducer is not None and result.reproducer_path is not None
+    assert result.reproducer.sessions == 2
+    assert len({s.session for s in result.reproducer.steps}) == 2
+    assert len(result.reproducer.steps) <= 14
+    assert replay(result.reproducer_path, db_urls={result.backend: server_only}).verdict == (
+        "FAILED"
+    )
+    data = json.loads(result.reproducer_path.read_text())
+    data["target_options"] = {}
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps(data))
+    assert replay(fixed, db_urls={result.backend: server_only}).verdict == "FIXED"
+
+
+def test_the_reference_system_keeps_its_rules_under_concurrency(
+    server_url: str, tmp_path: Path
+) -> None:
+    result = run_acid(
+        server_url,
+        target_spec=SPEC,
+        settings=settings(ci(), max_examples=10, stateful_step_count=25),
+        reproducers_dir=tmp_path,
+        machine="sessions",
+    )
+    assert result.error is None
+    assert result.finding is None, (result.finding, result.reproducer)
+
+
+LOST_UPDATE = [
+    {"session": 0, "action": "begin"},
+    {
+        "session": 0,
+        "action": "apply",
+        "op": "register_robot",
+        "args": {
+            "robot_id": "r1",
+            "name": "x",
+            "robot_type": "custom",
+            "joint_count": 3,
+            "height_m": 1.0,
+        },
+    },
+    {
+        "session": 0,
+        "action": "apply",
+        "op": "assess",
+        "args": {
+            "robot_id": "r1",
+            "assessments": [
+                {
+                    "id": "a1",
+                    "skill": "postural_control",
+                    "score": 0.2,
+                    "confidence": 0.5,
+                    "evidence": 0.5,
+                    "at": 1,
+                }
+            ],
+        },
+    },
+    {"session": 0, "action": "commit"},
+    {"session": 0, "action": "begin"},
+    {"session": 1, "action": "begin"},
+    {
+        "session": 0,
+        "action": "apply",
+        "op": "assess",
+        "args": {
+            "robot_id": "r1",
+            "assessments": [
+                {
+                    "id": "a2",
+                    "skill": "postural_control",
+                    "score": 0.9,
+                    "confidence": 0.5,
+                    "evidence": 0.5,
+                    "at": 2,
+                }
+            ],
+        },
+    },
+    {
+        "session": 1,
+        "action": "apply",
+        "op": "assess",
+        "args": {
+            "robot_id": "r1",
+            "assessments": [
+                {
+                    "id": "a3",
+                    "skill": "postural_control",
+                    "score": 0.5,
+                    "confidence": 0.5,
+                    "evidence": 0.5,
+                    "at": 3,
+                }
+            ],
+        },
+    },
+    {"session": 0, "action": "commit"},
+    {"session": 1, "action": "commit"},
+]
+
+
+@pytest.mark.parametrize("weaken", ["", "no_version_check"])
+def test_a_lost_update_is_caught_only_without_the_version_check(
+    server_url: str, backend: str, weaken: str
+) -> None:
+    with prepared_database(server_url) as db:
+        system = TARGET.connect(db.url, {"weaken": weaken})
+        executor = ConcurrentExecutor(TARGET, system, 2)
+        try:
+            if weaken and backend != "sqlite":
+                with pytest.raises(Finding, match="not the best scores"):
+                    for step in LOST_UPDATE:
+                        executor.run(step)
+            else:
+                for step in LOST_UPDATE:
+                    executor.run(step)
+                last = executor.completions[-1][1]
+                # The second writer is refused: a version conflict, or SQLite's busy writer.
+                assert not last.outcome.ok
+                assert "Conflict" in type(last.outcome.error).__name__
+        finally:
+            executor.close()
+            system.dispose()
