@@ -13,6 +13,8 @@ import click
 from uowstress import reproducers
 from uowstress.errors import UowstressError
 from uowstress.options import OPTIONS, OptionSpec, option_values, parse_target_options
+from uowstress.profiles import get_profile
+from uowstress.stateful.durability import DurabilityResult, run_durability
 from uowstress.stateful.run import replay as replay_one
 from uowstress.stateful.run import result_summary, run_acid
 
@@ -62,6 +64,7 @@ def run(output_dir: str, verbose: bool, **raw: Any) -> None:
         options = parse_target_options(values["target_option"])
         urls = values["db_url"] or ["sqlite://"]
         results = []
+        durability: list[DurabilityResult] = []
         machines = ["acid", "sessions"] if values["machine"] == "both" else [values["machine"]]
         for url in urls:
             for machine in machines:
@@ -82,18 +85,59 @@ def run(output_dir: str, verbose: bool, **raw: Any) -> None:
                 )
                 results.append(result)
                 _print_result(result, verbose)
+            kills = (
+                int(values["kills"])
+                if values["kills"] is not None
+                else get_profile(values["profile"]).durability_kills
+            )
+            if kills > 0:
+                click.echo(f"durability: {kills} kills of a child process ...", err=True)
+                durable = run_durability(
+                    url,
+                    target_spec=values["target"],
+                    options=options,
+                    kills=kills,
+                    isolation_level=values["isolation_level"],
+                )
+                durability.append(durable)
+                _print_durability(durable)
     except UowstressError as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "uowstress-run.json").write_text(
-        json.dumps([result_summary(r) for r in results], indent=2) + "\n"
+        json.dumps(
+            {
+                "machines": [result_summary(r) for r in results],
+                "durability": [d.summary() for d in durability],
+            },
+            indent=2,
+        )
+        + "\n"
     )
     click.echo(f"summary written to {out / 'uowstress-run.json'}")
-    if any(r.error for r in results):
+    if any(r.error for r in results) or any(d.error for d in durability):
         sys.exit(EXIT_USAGE)
-    sys.exit(EXIT_FINDING if any(r.finding for r in results) else EXIT_OK)
+    found = any(r.finding for r in results) or any(not d.passed for d in durability)
+    sys.exit(EXIT_FINDING if found else EXIT_OK)
+
+
+def _print_durability(result: DurabilityResult) -> None:
+    head = (
+        f"durability on {result.backend} ({result.database}): {len(result.kills)} kills,"
+        f" {result.acknowledged} acknowledged commits, {result.seconds:.1f}s"
+    )
+    if result.error:
+        click.echo(f"{head}: ERROR {result.error}")
+    elif result.passed:
+        click.echo(f"{head}: PASSED, every acknowledged commit survived, nothing half present")
+    else:
+        for kill in result.findings:
+            assert kill.finding is not None
+            click.echo(
+                f"{head}: FINDING [{kill.finding.kind}] kill {kill.index}: {kill.finding.message}"
+            )
 
 
 def _print_result(result: Any, verbose: bool) -> None:

@@ -64,6 +64,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "sessions", "logical sessions of the concurrent machine", "2", choices=("2", "3", "4")
     ),
     OptionSpec(
+        "kills",
+        "SIGKILLs of a child process for the durability check, per database (default: the"
+        " profile's: dev 5, ci 20, nightly 100; 0 skips it)",
+    ),
+    OptionSpec(
         "reproducers_dir", "where shrunk failures are written as JSON", str(REPRODUCERS_DIR)
     ),
     OptionSpec(

@@ -28,7 +28,10 @@ def test_run_passes_on_sqlite_and_writes_its_summary(tmp_path: Path) -> None:
     assert code == 0, out
     assert "PASSED" in out
     summary = json.loads((tmp_path / "out" / "uowstress-run.json").read_text())
-    assert summary[0]["passed"] is True and summary[0]["backend"] == "sqlite"
+    assert [m["machine"] for m in summary["machines"]] == ["acid", "sessions"]
+    assert all(m["passed"] and m["backend"] == "sqlite" for m in summary["machines"])
+    assert summary["durability"][0]["passed"] is True
+    assert summary["durability"][0]["kills"] == 5
 
 
 def test_run_with_a_weakening_switch_exits_1_and_prints_the_replay_command(
