@@ -142,7 +142,7 @@ def _print_durability(result: DurabilityResult) -> None:
 
 def _print_result(result: Any, verbose: bool) -> None:
     head = (
-        f"{result.backend} ({result.database}, {result.server_version}):"
+        f"{result.machine} on {result.backend} ({result.database}, {result.server_version}):"
         f" {result.examples} examples in {result.seconds:.1f}s"
     )
     if result.error:

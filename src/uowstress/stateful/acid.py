@@ -38,6 +38,8 @@ class RunRecorder:
         self.examples = 0
         self.step_ns: dict[str, list[int]] = {}
         self.fault_counts: dict[str, int] = {}
+        # Per example: the Python heap peak (tracemalloc) when traced, else the process's
+        # resident peak observed after each step.
         self.memory_peaks: list[int] = []
 
     def absorb(self, executor: SingleSessionExecutor, memory_peak: int | None) -> None:
@@ -160,7 +162,7 @@ def acid_machine(
 
         def teardown(self) -> None:
             self.executor.close()
-            peak = None
+            peak: int | None = self.executor.rss_peak or None
             if self._tracing:
                 peak = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()

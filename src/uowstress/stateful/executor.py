@@ -17,10 +17,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from uowstress.errors import UowstressError
 from uowstress.faults import Fault, InjectedFault
 from uowstress.target import Ids, Model, Operation, Query, State, System, Target, UnitOfWork
 
+_PROCESS = psutil.Process()
 OPEN_ACTIONS = ("apply", "commit", "rollback", "leave", "raise", "fault")
 CLOSED_ACTIONS = ("begin", "transaction", "query")
 
@@ -125,6 +128,7 @@ class SingleSessionExecutor:
         self.ids = Ids()
         self.timings = StepTimings()
         self.fault_counts: Counter[str] = Counter()
+        self.rss_peak = 0
         self._fault: Fault | None = None
 
     # -- state the machine needs to draw the next step -----------------------------------------
@@ -156,6 +160,8 @@ class SingleSessionExecutor:
         started = time.perf_counter_ns()
         handler(step)
         self.timings.add(label, time.perf_counter_ns() - started)
+        # Resident memory after each step: its maximum is the example's peak for the budgets.
+        self.rss_peak = max(self.rss_peak, _PROCESS.memory_info().rss)
         if self.check_every_step or not self.is_open:
             self.check()
 

@@ -332,6 +332,9 @@ class RegisterRun:
         self.step_txns: list[int | None] = []
         self.ended = 0  # transactions ended so far (committed, refused or rolled back)
         self.stall: str | None = None  # why the run cannot go on, if it cannot
+        #: Keys whose row the latest committed change removed (the machine steers by it).
+        self.absent: set[int] = set()
+        self._presence: dict[int, dict[int, bool]] = {}  # txn -> key -> row left present
         self._record_setup()
         self._own_scheduler = scheduler is None
         self.scheduler = scheduler or Scheduler(engine, sessions, step_timeout_s=step_timeout_s)
@@ -483,6 +486,8 @@ class RegisterRun:
                     h.abort(session, txn, None if error is None else _error_text(error))
                 elif outcome.ok:
                     h.commit_ok(session, txn)
+                    for key, present in self._presence.pop(txn, {}).items():
+                        (self.absent.discard if present else self.absent.add)(key)
                 elif _unknown_outcome(error):
                     h.commit_info(session, txn, _error_text(_must(error)))
                 else:
@@ -497,6 +502,8 @@ class RegisterRun:
             if outcome.ok:
                 for op in outcome.value:
                     h.ok_op(session, txn, op)
+                    if op.kind in ("w", "ins", "del"):
+                        self._presence.setdefault(txn, {})[int(step["key"])] = op.kind != "del"
                 for op in ops[len(outcome.value) :]:
                     # rmw on an absent row: its write was never sent.
                     h.fail_op(session, txn, op, "the row is absent: nothing was written")
@@ -771,11 +778,11 @@ def replay_steps(engine: Engine, steps: Sequence[Mapping[str, Any]]) -> Register
 # Weights of the actions of a session with a transaction open (repeats in a sampled list).
 _OPEN_CHOICES = (
     ("read",) * 3
-    + ("write",) * 2
-    + ("rmw",) * 2
+    + ("write",) * 3
+    + ("rmw",) * 3
     + ("pread",) * 2
     + ("insert", "delete")
-    + ("commit",) * 3
+    + ("commit",) * 5
     + ("rollback",)
 )
 
@@ -833,6 +840,14 @@ def register_machine(
             if not run.is_open(session):
                 step: Step = {"session": session, "action": "begin"}
             else:
+                if action == "insert":
+                    # An insert of a row that is there only aborts its transaction: it goes
+                    # to a key whose row is gone, if the run knows of one, else it writes.
+                    gone = sorted(k for k in run.absent if k < self.keys)
+                    if gone:
+                        key = gone[key % len(gone)]
+                    else:
+                        action = "write"
                 step = {"session": session, "action": action}
                 if action in _WITH_KEY:
                     step["key"] = key % self.keys

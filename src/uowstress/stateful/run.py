@@ -17,6 +17,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from uowstress import reproducers
 from uowstress.database import DEFAULT_URLS, prepared_database
 from uowstress.errors import UowstressError
+from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
 from uowstress.stateful.concurrent import ConcurrentExecutor, concurrent_machine
@@ -261,4 +262,18 @@ def result_summary(result: AcidResult) -> dict[str, Any]:
         "reproducer": None if result.reproducer_path is None else str(result.reproducer_path),
         "error": result.error,
         "fault_counts": result.fault_counts,
+        "step_seconds": {
+            label: {
+                "count": stats.count,
+                "p50": round(stats.p50, 6),
+                "p95": round(stats.p95, 6),
+                "max": round(stats.max, 6),
+            }
+            for label, samples in sorted(result.step_ns.items())
+            if samples
+            for stats in [LatencyStats.from_samples([ns / 1e9 for ns in samples])]
+        },
+        "example_memory_peak_mb": round(max(result.memory_peaks) / 2**20, 1)
+        if result.memory_peaks
+        else None,
     }

@@ -23,7 +23,7 @@ from humanoid_training.domain import (
 
 E = TypeVar("E", bound=DomainError)
 
-# The prerequisite table of DOMAIN.md, written out by hand (plain strings, not the code's
+# The prerequisite table of docs/domain.md, written out by hand (plain strings, not the code's
 # constant) so that a wrong table in the code makes the tests fail.
 EXPECTED_PREREQUISITES: dict[str, frozenset[str]] = {
     "postural_control": frozenset(),

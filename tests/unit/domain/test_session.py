@@ -35,7 +35,7 @@ from tests.unit.domain.support import (
 
 STATUSES = ["created", "active", "paused", "completed", "failed"]
 ACTIONS = ["start", "pause", "resume", "complete", "fail"]
-# The session life cycle of DOMAIN.md: created -> active -> (paused <-> active) -> completed;
+# The session life cycle of docs/domain.md: created -> active -> (paused <-> active) -> completed;
 # any non-completed -> failed. Failed is final as well. Every pair not listed is refused.
 ALLOWED: dict[tuple[str, str], str] = {
     ("created", "start"): "active",
