@@ -57,13 +57,18 @@ def ci_settings(tmp_path: Path) -> settings:
 def test_machine_finds_each_single_session_defect_and_replay_judges_it(
     server_url: str, weaken: str, tmp_path: Path
 ) -> None:
-    result = run_acid(
-        server_url,
-        target_spec=SPEC,
-        options={"weaken": weaken},
-        settings=ci_settings(tmp_path),
-        reproducers_dir=tmp_path,
-    )
+    # The search is random: the ci profile usually finds the defect in its first run; two
+    # more runs (fresh seeds) make a miss rare enough for CI.
+    for attempt in range(3):
+        result = run_acid(
+            server_url,
+            target_spec=SPEC,
+            options={"weaken": weaken},
+            settings=settings(ci_settings(tmp_path), derandomize=attempt == 0),
+            reproducers_dir=tmp_path,
+        )
+        if result.finding is not None:
+            break
     assert result.finding is not None, f"{weaken} went unnoticed in {result.examples} examples"
     assert result.reproducer is not None and result.reproducer_path is not None
     assert len(result.reproducer.steps) <= 10, result.reproducer.steps
