@@ -29,7 +29,7 @@ from sqlalchemy import event as sa_event
 from uowstress.sessions import Completion, Scheduler
 from uowstress.stateful.acid import RunRecorder
 from uowstress.stateful.drawing import choose, swarms
-from uowstress.stateful.executor import Finding, StepError, diff_states
+from uowstress.stateful.executor import Finding, StepError, checked_state
 from uowstress.target import Ids, Operation, State, System, Target, UnitOfWork
 
 OPEN_ACTIONS = ("apply", "commit", "rollback")
@@ -181,16 +181,7 @@ class ConcurrentExecutor:
                 f"sessions {sorted(self.scheduler.blocked)} all wait on each other and the"
                 " database reported no deadlock: the run cannot go on",
             )
-        try:
-            state = self.system.committed_state()
-        except Exception as error:
-            raise Finding(
-                "error", f"reading the committed state failed: {type(error).__name__}: {error}"
-            ) from error
-        violations = self.system.invariants(state)
-        if violations:
-            raise Finding("invariant", "; ".join(violations))
-        self.state = state
+        self.state = checked_state(self.system)
 
     def close(self) -> None:
         """Roll back every open unit of work; release and stop the workers."""
@@ -305,20 +296,3 @@ def concurrent_machine(
 
     ConcurrentMachine.__name__ = f"ConcurrentMachine[{target.name}]"
     return ConcurrentMachine
-
-
-def replay_concurrent(
-    target: Target, system: System, steps: list[dict[str, Any]], sessions: int
-) -> Finding | None:
-    executor = ConcurrentExecutor(target, system, sessions)
-    try:
-        for step in steps:
-            executor.run(step)
-    except Finding as finding:
-        return finding
-    finally:
-        executor.close()
-    return None
-
-
-_ = diff_states

@@ -104,6 +104,20 @@ def diff_states(expected: State, actual: State, limit: int = 6) -> list[str]:
     return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
 
 
+def checked_state(system: System) -> State:
+    """The committed state, after checking every invariant of it."""
+    try:
+        state = system.committed_state()
+    except Exception as error:
+        raise Finding(
+            "error", f"reading the committed state failed: {type(error).__name__}: {error}"
+        ) from error
+    violations = system.invariants(state)
+    if violations:
+        raise Finding("invariant", "; ".join(violations))
+    return state
+
+
 @dataclass
 class StepTimings:
     """Nanoseconds per step label, for the budgets."""
@@ -304,15 +318,7 @@ class SingleSessionExecutor:
 
     def check(self) -> None:
         """Committed state equals the model; every invariant holds; no connection leaked."""
-        try:
-            actual = self.system.committed_state()
-        except Exception as error:
-            raise Finding(
-                "error", f"reading the committed state failed: {type(error).__name__}: {error}"
-            ) from error
-        violations = self.system.invariants(actual)
-        if violations:
-            raise Finding("invariant", "; ".join(violations))
+        actual = checked_state(self.system)
         expected = self.model.state()
         if actual != expected:
             raise Finding(
