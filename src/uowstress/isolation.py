@@ -80,6 +80,8 @@ SEARCH_SHARE = 0.7
 _BROKEN = ALWAYS_FORBIDDEN | {INCOMPATIBLE}
 # Replays per shrink at most: each costs a table reset and a scheduler.
 _MAX_SHRINK_TRIALS = 200
+# Examples per Hypothesis run; a level's search is a series of them (see _search_level).
+_BATCH = 20
 # Profiles that generate no examples cannot search.
 _SEARCHING_PROFILES = ("dev", "ci", "nightly")
 
@@ -317,7 +319,15 @@ def _search_level(
         workload, observe=state.observe, stop=state.stop, finished=state.finished
     )
     try:
-        run_state_machine_as_test(machine, settings=settings)
+        # Hypothesis cannot be stopped early without a failure (which it would replay and
+        # find inconsistent): examples after the stop do nothing, yet each still draws its
+        # steps. Batches bound that waste to one batch.
+        while not state.stop():
+            before = state.examples
+            batch = min(_BATCH, state.max_examples - state.examples)
+            run_state_machine_as_test(machine, settings=Settings(settings, max_examples=batch))
+            if state.examples == before:
+                break
     except (HypothesisException, sa_exc.SQLAlchemyError, UowstressError) as error:
         raise UowstressError(
             f"the search at {level} stopped: {type(error).__name__}: {error}"

@@ -840,7 +840,7 @@ def register_machine(
             free = run.free_sessions()
             if not free:
                 return
-            # A blocked session takes no step: the next free one (in turn) takes it.
+            # A blocked session takes no step: the drawn number picks among the free ones.
             session = free[pick % len(free)]
             if not run.is_open(session):
                 step: Step = {"session": session, "action": "begin"}
