@@ -263,6 +263,14 @@ def _from_minimize(step: Step) -> Step:
     return out
 
 
+def _renumbered(steps: list[Step]) -> list[Step]:
+    """The sessions left after shrinking renumbered 0, 1, ... in order of first step."""
+    order: dict[int, int] = {}
+    for step in steps:
+        order.setdefault(int(step["session"]), len(order))
+    return [{**step, "session": order[int(step["session"])]} for step in steps]
+
+
 def _shrink(
     workload: RegisterWorkload, first: _First, anomaly: str, budget_s: float
 ) -> tuple[list[Step], str | None]:
@@ -296,6 +304,9 @@ def _shrink(
         max_trials=_MAX_SHRINK_TRIALS,
     )
     plain = [_from_minimize(s) for s in shrunk]
+    compact = _renumbered(plain)
+    if compact != plain and still_fails([_for_minimize(s) for s in compact]):
+        plain = compact
     if not shown or shown[0][0] != plain:
         # Nothing could be deleted (or no time was left): replay the kept steps once.
         shown.clear()
@@ -508,6 +519,16 @@ def render_markdown(report: IsolationReport, *, date: str | None = None) -> str:
             f"| {search.level} | {search.examples} | {search.search_seconds:.1f}"
             f" | {search.shrink_seconds:.1f} |"
         )
+    broken = [(s.level, name, words) for s in report.levels for name, words in s.broken.items()]
+    if broken:
+        out += [
+            "",
+            "Also reported by the checker (outside the matrix: a transaction that does not see"
+            " its own write, or a read of a value nobody wrote, means the database or the"
+            " tester broke a rule every level keeps):",
+            "",
+        ]
+        out += [f"- {level}: {name}: {words}" for level, name, words in broken]
     observed = [cell for cell in report.results if cell.observed and cell.reproducer]
     if observed:
         out += [

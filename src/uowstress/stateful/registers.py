@@ -24,10 +24,14 @@ worker rolls it back in the same step, so every backend leaves the same state be
 history records the failed operation and the abort. A write or delete that matched no row
 changed nothing: it is recorded as a read of the key as absent (the checker's rule).
 
-Recording follows the real order (DESIGN.md decision 3): invokes before the step is submitted,
-completions from what the scheduler hands back. Within one hand-back, steps that failed are
-recorded first (a deadlock victim's abort is what released the others), then the submitted
-step, then the other steps it released (a commit completes before the waiters it frees).
+Recording follows the real order: invokes before the step is submitted,
+completions from what the scheduler hands back, in the order they happened as far as it can be
+told (see ``RegisterRun._record``). A step sent to a blocked session waits, in that session's
+order, until the session is released; a step that no longer fits its session (an operation
+with no transaction open) is skipped, so shrunk step lists replay.
+
+The machine (:func:`register_machine`) draws 2-3 sessions, 2-4 keys and the steps; which
+session acts is drawn among those the database has not blocked.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ __all__ = [
     "isolation_levels",
     "register_engine",
     "register_machine",
+    "registers",
     "replay_steps",
     "reset_table",
     "step_sessions",
@@ -94,7 +99,6 @@ INITIAL_VALUE = 0
 SETUP_SESSION, SETUP_TXN = -1, 0
 
 ACTIONS = ("begin", "read", "write", "rmw", "insert", "delete", "pread", "commit", "rollback")
-_OPS = frozenset({"read", "write", "rmw", "insert", "delete", "pread"})
 _WITH_VALUE = frozenset({"write", "rmw", "insert"})
 _WITH_KEY = frozenset({"read", "write", "rmw", "insert", "delete"})
 
@@ -337,7 +341,11 @@ class RegisterRun:
         self._presence: dict[int, dict[int, bool]] = {}  # txn -> key -> row left present
         self._record_setup()
         self._own_scheduler = scheduler is None
-        self.scheduler = scheduler or Scheduler(engine, sessions, step_timeout_s=step_timeout_s)
+        self.scheduler = (
+            scheduler
+            if scheduler is not None
+            else Scheduler(engine, sessions, step_timeout_s=step_timeout_s)
+        )
         self.scheduler_closed = False
         self._connections: dict[int, Connection] = {}
         self._lock = threading.Lock()

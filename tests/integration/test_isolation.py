@@ -1,0 +1,150 @@
+"""`uowstress isolation` against the real servers, with small budgets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import URL
+
+from uowstress.anomalies import analyse
+from uowstress.cli import main
+from uowstress.isolation import ANOMALY_CLASSES, normalize_level, resolve_levels
+from uowstress.stateful.registers import (
+    PREDICATES,
+    create_table,
+    register_engine,
+    replay_steps,
+    validate_steps,
+)
+
+RESULT_KEYS = {"level", "anomaly", "observed", "examples", "seconds", "reproducer"}
+
+
+def isolation(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["isolation", *args])
+    return result.exit_code, result.output
+
+
+def run_matrix(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str, str]:
+    json_path, markdown_path = tmp_path / "out" / "m.json", tmp_path / "out" / "m.md"
+    code, out = isolation(*args, "--json", str(json_path), "--markdown", str(markdown_path))
+    assert code == 0, out
+    return json.loads(json_path.read_text()), markdown_path.read_text(), out
+
+
+def check_shape(report: dict[str, Any], backend: str, levels: list[str]) -> None:
+    assert set(report) == {"backend", "server_version", "results"}
+    assert report["backend"] == backend and report["server_version"]
+    cells = report["results"]
+    assert [(c["level"], c["anomaly"]) for c in cells] == [
+        (level, anomaly) for level in levels for anomaly in ANOMALY_CLASSES
+    ]
+    for cell in cells:
+        assert set(cell) == RESULT_KEYS
+        assert isinstance(cell["examples"], int) and cell["examples"] >= 1
+        assert isinstance(cell["seconds"], float | int) and cell["seconds"] >= 0
+        if cell["observed"] is True:
+            assert validate_steps(cell["reproducer"])
+        else:
+            assert cell["observed"] is False and cell["reproducer"] is None
+
+
+def observed(report: dict[str, Any], level: str) -> set[str]:
+    return {c["anomaly"] for c in report["results"] if c["level"] == level and c["observed"]}
+
+
+def test_sqlite_serializable_shows_nothing(tmp_path: Path) -> None:
+    report, markdown, out = run_matrix(
+        tmp_path, "--db-url", "sqlite://", "--budget-seconds", "4", "--profile", "dev"
+    )
+    check_shape(report, "sqlite", ["serializable"])
+    assert observed(report, "serializable") == set()
+    matrix_row = "| serializable |" + " — |" * len(ANOMALY_CLASSES)
+    assert matrix_row in markdown and matrix_row in out
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgresql_read_committed_loses_updates_and_serializable_does_not(
+    tmp_path: Path, server_url: str, db_url: URL
+) -> None:
+    report, markdown, _ = run_matrix(
+        tmp_path,
+        "--db-url",
+        server_url,
+        "--levels",
+        "read committed",
+        "--levels",
+        "SERIALIZABLE",
+        "--budget-seconds",
+        "20",
+        "--profile",
+        "ci",
+    )
+    check_shape(report, "postgresql", ["read committed", "serializable"])
+    assert "P4" in observed(report, "read committed")
+    assert observed(report, "serializable") == set()
+    assert "### P4 at read committed" in markdown
+    # The shrunk reproducer, replayed on a fresh database, still loses an update.
+    lost = next(
+        c for c in report["results"] if c["level"] == "read committed" and c["anomaly"] == "P4"
+    )
+    engine = register_engine(db_url, "read committed")
+    try:
+        create_table(engine)
+        run = replay_steps(engine, lost["reproducer"])
+    finally:
+        engine.dispose()
+    assert "P4" in {f.anomaly for f in analyse(run.history.transactions(), PREDICATES)}
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_mariadb_matrix_is_written(tmp_path: Path, server_url: str) -> None:
+    report, markdown, _ = run_matrix(
+        tmp_path,
+        "--db-url",
+        server_url,
+        "--levels",
+        "read-uncommitted,serializable",
+        "--budget-seconds",
+        "8",
+        "--profile",
+        "dev",
+    )
+    check_shape(report, "mysql", ["read uncommitted", "serializable"])
+    assert report["server_version"].startswith(("MariaDB", "MySQL"))
+    assert "| read uncommitted |" in markdown and "| serializable |" in markdown
+    for cell in report["results"]:
+        if cell["observed"]:
+            assert f"### {cell['anomaly']} at {cell['level']}" in markdown
+
+
+def test_unknown_level_is_a_usage_error() -> None:
+    code, out = isolation("--db-url", "sqlite://", "--levels", "snapshot")
+    assert code == 2
+    assert "'snapshot'" in out and "'serializable'" in out
+
+
+def test_unreachable_database_is_a_usage_error_without_the_password() -> None:
+    code, out = isolation("--db-url", "postgresql://root:s3cret@127.0.0.1:1/test")
+    assert code == 2
+    assert "cannot connect" in out and "s3cret" not in out
+
+
+def test_the_replay_profile_is_refused() -> None:
+    code, out = isolation("--db-url", "sqlite://", "--profile", "replay")
+    assert code == 2 and "replay" in out
+
+
+def test_levels_are_normalized_and_ordered() -> None:
+    assert normalize_level(" READ_Committed ") == "read committed"
+    assert resolve_levels("postgresql", ["serializable", "read-committed"]) == [
+        "read committed",
+        "serializable",
+    ]
+    assert resolve_levels("mysql", None)[0] == "read uncommitted"
