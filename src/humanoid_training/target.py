@@ -732,6 +732,14 @@ class HumanoidSystem:
             self.engine, weakenings=self.weakenings, codec=self.codec, fault_hook=fault_hook
         )
 
+    def versions(self, uow: SqlAlchemyUnitOfWork) -> dict[str, int]:
+        """The version of every aggregate the unit of work holds (read by uowstress before and
+        after a commit, to see which versions each unit of work read and installed)."""
+        return {
+            f"{kind}:{aggregate_id}": t.aggregate.version
+            for (kind, aggregate_id), t in uow.tracked.items()
+        }
+
     def new_model(self) -> HumanoidModel:
         return HumanoidModel()
 

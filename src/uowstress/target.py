@@ -138,6 +138,11 @@ class System(Protocol):
         """Drop what `Target.connect` created and release every connection."""
         ...
 
+    # Optional: `versions(uow) -> dict[str, int]`, the version of every aggregate a Unit of
+    # Work holds. When a system offers it, the concurrent machine reads it before and after
+    # each commit and reports two commits installing one version of one aggregate as a lost
+    # update (P4).
+
 
 class Target(Protocol):
     """A system under test, as uowstress sees it."""

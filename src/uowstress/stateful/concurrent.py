@@ -70,6 +70,10 @@ class ConcurrentExecutor:
         self.completions: list[tuple[dict[str, Any], Completion]] = []
         self._submitted: dict[int, dict[str, Any]] = {}
         self.deferred: dict[int, list[dict[str, Any]]] = {}
+        # (aggregate key, version) -> [(commit number, session, version read)]: filled when the
+        # system reports versions (an optional `System.versions(uow)`).
+        self.installed: dict[tuple[str, int], list[tuple[int, int, int | None]]] = {}
+        self._commits = 0
         self.state: State = system.committed_state()
         self.conflicts = 0
 
@@ -117,7 +121,10 @@ class ConcurrentExecutor:
             def end() -> None:
                 try:
                     if action == "commit":
+                        before = self._versions(uow)
                         uow.commit()
+                        after = self._versions(uow)
+                        self._record_writes(session, before, after)
                 finally:
                     # Whatever happened, the session's unit of work is over.
                     self.uows[session] = None
@@ -128,6 +135,35 @@ class ConcurrentExecutor:
             op = self._operation(step)
             return lambda: op.apply(self.system.unit_of_work(), step.get("args", {}))
         raise StepError(f"unknown step action {action!r} for concurrent sessions")
+
+    def _versions(self, uow: UnitOfWork) -> dict[str, int]:
+        versions = getattr(self.system, "versions", None)
+        return dict(versions(uow)) if versions is not None else {}
+
+    def _record_writes(self, session: int, before: dict[str, int], after: dict[str, int]) -> None:
+        """Remember which version of which aggregate each committed unit of work read and
+        installed (runs on the session's worker thread, right after its commit)."""
+        self._commits += 1
+        for key, version in after.items():
+            if version != before.get(key):
+                self.installed.setdefault((key, version), []).append(
+                    (self._commits, session, before.get(key))
+                )
+
+    def _check_versions(self) -> None:
+        """Two committed units of work that installed the same version of one aggregate both
+        read the version before it: the second overwrote the first without seeing it, a lost
+        update (P4). A version check on save makes the second one fail instead."""
+        for (key, version), writers in sorted(self.installed.items()):
+            if len(writers) > 1:
+                (n1, s1, read1), (n2, s2, read2) = writers[:2]
+                raise Finding(
+                    "anomaly",
+                    f"P4 (lost update): commit {n1} (session {s1}) and commit {n2} (session {s2})"
+                    f" both read {key} at version {read1 if read1 == read2 else (read1, read2)}"
+                    f" and both installed version {version}: the second overwrote the first"
+                    " without having seen it",
+                )
 
     def run(self, step: dict[str, Any]) -> list[Completion]:
         """Run one step, then check. A step for a session that is blocked waits, in its
@@ -181,6 +217,7 @@ class ConcurrentExecutor:
                 f"sessions {sorted(self.scheduler.blocked)} all wait on each other and the"
                 " database reported no deadlock: the run cannot go on",
             )
+        self._check_versions()
         self.state = checked_state(self.system)
 
     def close(self) -> None:
