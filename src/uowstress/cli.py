@@ -13,7 +13,7 @@ import click
 from uowstress import reproducers
 from uowstress.errors import UowstressError
 from uowstress.options import OPTIONS, OptionSpec, option_values, parse_target_options
-from uowstress.profiles import get_profile
+from uowstress.profiles import REPRODUCERS_DIR, get_profile
 from uowstress.stateful.durability import DurabilityResult, run_durability
 from uowstress.stateful.run import replay as replay_one
 from uowstress.stateful.run import result_summary, run_acid
@@ -153,8 +153,13 @@ def _print_result(result: Any, verbose: bool) -> None:
         return
     click.echo(f"{head}: FINDING [{result.finding.kind}] {result.finding.message}")
     rep = result.reproducer
-    click.echo(f"  shrunk to {len(rep.steps)} steps, written to {result.reproducer_path}")
-    click.echo(f"  replay: {rep.replay_command(rep.id)}")
+    steps = len(rep.steps)
+    click.echo(
+        f"  shrunk to {steps} step{'s' if steps != 1 else ''}, written to {result.reproducer_path}"
+    )
+    # By id from the default folder; by path from any other.
+    default_dir = result.reproducer_path.parent.resolve() == REPRODUCERS_DIR.resolve()
+    click.echo(f"  replay: {rep.replay_command(rep.id if default_dir else result.reproducer_path)}")
     if verbose:
         for index, step in enumerate(rep.steps, 1):
             click.echo(f"    {index:3d}. {json.dumps(step.as_dict())}")
