@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Self
 
 from humanoid_training.domain import (
@@ -153,15 +152,6 @@ class InMemoryUnitOfWork(AbstractUnitOfWork):
     def __enter__(self) -> Self:
         self.seen = {}
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        self.rollback()
-        return None
 
     def commit(self) -> None:
         for (kind, aggregate_id), aggregate in self.seen.items():
