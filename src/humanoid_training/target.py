@@ -38,6 +38,7 @@ from humanoid_training.persistence.unit_of_work import (
     SqlAlchemyUnitOfWork,
 )
 from humanoid_training.weakenings import Weakenings
+from humanoid_training.workload import WORKLOAD
 from uowstress.target import Ids, Operation, Query, State
 
 SKILLS = [str(s) for s in SkillType]
@@ -859,6 +860,7 @@ class HumanoidTarget:
     guarantee = "serializable"
     operations = OPERATIONS
     queries = QUERIES
+    workload = WORKLOAD  # what the performance suites load it with
     tables = frozenset(table.name for table in t.metadata.sorted_tables)
     options: Mapping[str, str] = {
         "weaken": "comma-separated weakening switches to turn on: " + ", ".join(Weakenings.names()),

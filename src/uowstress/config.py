@@ -236,6 +236,12 @@ class Workloads(_Model):
     curriculum_plans: PositiveInt = 15
     curriculum_cycles: PositiveInt = 10
     mixed_workers: PositiveInt = 12
+    large_aggregate_changes: PositiveInt = 2000
+    payload_kb: Annotated[
+        list[PositiveInt],
+        Field(min_length=1, description="a list of document sizes in KB (integers >= 1)"),
+    ] = Field(default_factory=lambda: [1, 64, 512])
+    retry_attempts: PositiveInt = 5
     scalability_threads: Annotated[
         list[PositiveInt],
         Field(

@@ -15,7 +15,7 @@ import threading
 import time
 import tracemalloc
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import psutil
 from sqlalchemy import event, exc, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
 
 __all__ = [
     "CpuTimes",
@@ -38,6 +38,7 @@ __all__ = [
     "ScalabilityPoint",
     "Stopwatch",
     "cpu_times",
+    "explain_statement",
     "index_use",
     "normalise_statement",
     "percentile",
@@ -966,8 +967,12 @@ _SQLITE_INDEX = re.compile(r"\bUSING (?:COVERING )?INDEX\b")
 _SQLITE_NOT_TABLES = ("CONSTANT", "SUBQUERY")
 
 
-def _sqlite_index_use(conn: Connection, sql: str, params: Mapping[str, object]) -> IndexUse:
-    rows = conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"), dict(params)).all()
+# Runs "<EXPLAIN prefix> <statement>" with the statement's parameters and returns the result.
+_Explain = Callable[[str], CursorResult[Any]]
+
+
+def _sqlite_index_use(explain: _Explain) -> IndexUse:
+    rows = explain("EXPLAIN QUERY PLAN").all()
     lines = [str(row[-1]) for row in rows]
     scans: list[str] = []
     walks: list[str] = []
@@ -998,8 +1003,8 @@ def _walk_pg(node: Mapping[str, Any], scans: list[str], walks: list[str]) -> Non
         _walk_pg(child, scans, walks)
 
 
-def _postgresql_index_use(conn: Connection, sql: str, params: Mapping[str, object]) -> IndexUse:
-    raw = conn.execute(text(f"EXPLAIN (FORMAT JSON) {sql}"), dict(params)).scalar_one()
+def _postgresql_index_use(explain: _Explain) -> IndexUse:
+    raw = explain("EXPLAIN (FORMAT JSON)").scalar_one()
     # psycopg decodes the json column; other drivers may hand back the text.
     document = json.loads(raw) if isinstance(raw, str) else raw
     scans: list[str] = []
@@ -1028,15 +1033,15 @@ def _walk_mysql(node: Any, scans: list[str], walks: list[str]) -> None:
             _walk_mysql(item, scans, walks)
 
 
-def _mysql_index_use(conn: Connection, sql: str, params: Mapping[str, object]) -> IndexUse:
+def _mysql_index_use(explain: _Explain) -> IndexUse:
     scans: list[str] = []
     walks: list[str] = []
     try:
-        raw = conn.execute(text(f"EXPLAIN FORMAT=JSON {sql}"), dict(params)).scalar_one()
+        raw = explain("EXPLAIN FORMAT=JSON").scalar_one()
     except exc.DBAPIError:
         # Servers without the JSON format: the classic tabular EXPLAIN has the same facts.
         # MySQL/MariaDB EXPLAIN does not abort a transaction, so the connection stays usable.
-        result = conn.execute(text(f"EXPLAIN {sql}"), dict(params))
+        result = explain("EXPLAIN")
         columns = list(result.keys())
         rows = [dict(zip(columns, row, strict=True)) for row in result.all()]
         for row in rows:
@@ -1049,23 +1054,35 @@ def _mysql_index_use(conn: Connection, sql: str, params: Mapping[str, object]) -
     return _index_use("mysql", plan, scans, walks)
 
 
+def _read_plan(conn: Connection, explain: _Explain) -> IndexUse:
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        return _sqlite_index_use(explain)
+    if dialect == "postgresql":
+        return _postgresql_index_use(explain)
+    if dialect in ("mysql", "mariadb"):
+        return _mysql_index_use(explain)
+    raise ValueError(
+        f"index_use() does not know how to read query plans of the {dialect!r} dialect; "
+        "supported: sqlite, postgresql, mysql, mariadb"
+    )
+
+
 def index_use(conn: Connection, sql: str, params: Mapping[str, object] | None = None) -> IndexUse:
     """Ask the database how it would run ``sql`` (with ``:name`` parameters) and whether
     it would read a whole table.
 
     The query is explained, not run. Supported: SQLite, PostgreSQL, MySQL and MariaDB.
     """
-    bound: Mapping[str, object] = params if params is not None else {}
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        return _sqlite_index_use(conn, sql, bound)
-    if dialect == "postgresql":
-        return _postgresql_index_use(conn, sql, bound)
-    if dialect in ("mysql", "mariadb"):
-        return _mysql_index_use(conn, sql, bound)
-    raise ValueError(
-        f"index_use() does not know how to read query plans of the {dialect!r} dialect; "
-        "supported: sqlite, postgresql, mysql, mariadb"
+    bound = dict(params) if params is not None else {}
+    return _read_plan(conn, lambda prefix: conn.execute(text(f"{prefix} {sql}"), bound))
+
+
+def explain_statement(conn: Connection, statement: str, parameters: Any = None) -> IndexUse:
+    """``index_use`` for a statement as the driver received it (in the driver's own
+    parameter style, e.g. captured from a ``before_cursor_execute`` event)."""
+    return _read_plan(
+        conn, lambda prefix: conn.exec_driver_sql(f"{prefix} {statement}", parameters)
     )
 
 

@@ -74,6 +74,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "allow_existing_tables", "use a SQLite database that already holds tables", False, flag=True
     ),
+    OptionSpec(
+        "config",
+        "performance_config.yaml with the thresholds and workload sizes (default: that file in"
+        " the working directory if there is one, else the built-in defaults)",
+    ),
 )
 
 

@@ -1,19 +1,73 @@
-"""pytest plugin of uowstress: the shared options, the profiles, and fixtures.
+"""pytest plugin of uowstress: the shared options, the profiles, the performance fixtures, and
+the results of a session gathered for the report.
 
 Options are the ones the CLI takes (uowstress.options), spelled `--uowstress-<name>`; the
-target can also be set once in the ini file (`uowstress_target = package.module:attribute`).
-Profiles: `pytest --hypothesis-profile ci` selects uowstress's ci profile (see profiles.py).
+target can also be set once in the ini file (`uowstress_target = package.module:attribute`),
+and so can the databases the suites run on (`uowstress_backends`: backend names, resolved
+through UOWSTRESS_PG_URL / UOWSTRESS_MYSQL_URL, or URLs). Profiles: `pytest
+--hypothesis-profile ci` selects uowstress's ci profile (see profiles.py).
+
+A performance test takes the `perf` fixture (a `uowstress.scenario.Scenario` on a fresh
+database, once per database): measurement runs over the test body, the figures are judged
+against performance_config.yaml when it ends (a critical figure or a failed check fails the
+test), and the scenario's result is kept. Results are gathered across pytest-xdist workers,
+and the breaches of the whole run are listed together at the end.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from uowstress.config import DEFAULT_CONFIG_FILE, PerformanceConfig, Tier, load_config
+from uowstress.database import DEFAULT_URLS, PreparedDatabase, prepared_database
+from uowstress.errors import UowstressError
 from uowstress.options import OPTIONS, option_values, parse_target_options
 from uowstress.profiles import PROFILES, register_profiles
+from uowstress.report.model import DurabilityRun, MachineRun, ScenarioResult
+from uowstress.scenario import Scenario, ScenarioSkipped
+from uowstress.scratch import backend_name, reachable, redacted
 from uowstress.target import DEFAULT_TARGET, Target, load_target
+from uowstress.workload import workload_of
+
+__all__ = ["RESULTS", "ResultStore", "options_from"]
+
+
+@dataclass
+class ResultStore:
+    """Everything the performance tests of one session measured."""
+
+    scenarios: list[ScenarioResult] = field(default_factory=list)
+    machines: list[MachineRun] = field(default_factory=list)
+    durability: list[DurabilityRun] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "scenarios": [s.model_dump(mode="json") for s in self.scenarios],
+                "machines": [m.model_dump(mode="json") for m in self.machines],
+                "durability": [d.model_dump(mode="json") for d in self.durability],
+            }
+        )
+
+    def absorb_json(self, text: str) -> None:
+        data = json.loads(text)
+        self.scenarios.extend(ScenarioResult.model_validate(s) for s in data["scenarios"])
+        self.machines.extend(MachineRun.model_validate(m) for m in data["machines"])
+        self.durability.extend(DurabilityRun.model_validate(d) for d in data["durability"])
+
+
+RESULTS = pytest.StashKey[ResultStore]()
+_CONFIG = pytest.StashKey[PerformanceConfig]()
+_CONFIG_SOURCE = pytest.StashKey[str | None]()
+_SCENARIO = pytest.StashKey[Scenario]()
+_WORKER_OUTPUT = "uowstress_results"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,11 +88,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the system under test (package.module:attribute)",
         default=DEFAULT_TARGET,
     )
+    parser.addini(
+        "uowstress_backends",
+        "databases the performance suites run on when no --uowstress-db-url is given:"
+        " backend names (sqlite, postgresql, mysql) or URLs",
+        type="linelist",
+        default=["sqlite"],
+    )
+    parser.addini("uowstress_config", "the performance_config.yaml to use", default="")
+    group.addoption(
+        "--uowstress-results-json",
+        dest="uowstress_results_json",
+        default=None,
+        metavar="PATH",
+        help="write the measured results of the performance tests to PATH as JSON",
+    )
+
+
+def _config_file(config: pytest.Config) -> Path | None:
+    given = config.getoption("uowstress_config") or config.getini("uowstress_config")
+    if given:
+        return Path(given)
+    default = config.rootpath / DEFAULT_CONFIG_FILE
+    return default if default.is_file() else None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     register_profiles()
     config.addinivalue_line("markers", "uowstress: a uowstress stress or property test")
+    source = _config_file(config)
+    try:
+        config.stash[_CONFIG] = load_config(source)
+    except UowstressError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[_CONFIG_SOURCE] = None if source is None else str(source)
+    config.stash[RESULTS] = ResultStore()
 
 
 def options_from(config: pytest.Config) -> dict[str, Any]:
@@ -55,6 +139,36 @@ def options_from(config: pytest.Config) -> dict[str, Any]:
     return values
 
 
+def database_urls(config: pytest.Config) -> list[str]:
+    """The databases of this session: --uowstress-db-url, else the ini's backends."""
+    given = config.getoption("uowstress_db_url") or []
+    if given:
+        return list(given)
+    urls = []
+    for entry in config.getini("uowstress_backends"):
+        name = str(entry).strip()
+        urls.append(DEFAULT_URLS.get("mysql" if name == "mariadb" else name, name))
+    return urls
+
+
+def _ids(urls: list[str]) -> list[str]:
+    ids: list[str] = []
+    for url in urls:
+        name: str
+        try:
+            name = backend_name(url)
+        except ValueError:
+            name = "database"
+        ids.append(name if name not in ids else f"{name}{len(ids)}")
+    return ids
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "uowstress_database" in metafunc.fixturenames:
+        urls = database_urls(metafunc.config)
+        metafunc.parametrize("uowstress_database", urls, ids=_ids(urls), indirect=True)
+
+
 @pytest.fixture(scope="session")
 def uowstress_options(pytestconfig: pytest.Config) -> dict[str, Any]:
     """The uowstress options of this test session, defaults filled in."""
@@ -65,3 +179,187 @@ def uowstress_options(pytestconfig: pytest.Config) -> dict[str, Any]:
 def uowstress_target(uowstress_options: dict[str, Any]) -> Target:
     """The Target under test (--uowstress-target or the uowstress_target ini value)."""
     return load_target(uowstress_options["target"])
+
+
+@pytest.fixture(scope="session")
+def uowstress_config(pytestconfig: pytest.Config) -> PerformanceConfig:
+    """The performance configuration (thresholds and workload sizes) of this session."""
+    return pytestconfig.stash[_CONFIG]
+
+
+@pytest.fixture(scope="session")
+def uowstress_results(pytestconfig: pytest.Config) -> ResultStore:
+    """Where this session's results are kept for the report."""
+    return pytestconfig.stash[RESULTS]
+
+
+_reachability: dict[str, tuple[bool, str]] = {}
+
+
+@pytest.fixture
+def uowstress_database(
+    request: pytest.FixtureRequest, uowstress_options: dict[str, Any]
+) -> Iterator[PreparedDatabase]:
+    """A fresh database on each server of the session (a scratch schema or file), dropped
+    afterwards. A server that does not answer skips the test, or fails it under CI=true."""
+    url = str(request.param)
+    if url not in _reachability:
+        try:
+            _reachability[url] = reachable(url)
+        except ValueError as error:
+            raise pytest.UsageError(f"--uowstress-db-url: {error}") from None
+    ok, reason = _reachability[url]
+    if not ok:
+        message = f"database {redacted(url)} unavailable: {reason}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with prepared_database(
+        url, allow_existing_tables=uowstress_options["allow_existing_tables"]
+    ) as database:
+        yield database
+
+
+def _names(item: pytest.Item) -> tuple[str, str, str]:
+    module = Path(str(item.path)).stem
+    suite = module.removeprefix("test_")
+    function = getattr(item, "originalname", item.name)
+    scenario = function.removeprefix("test_")
+    doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+    return suite, scenario, doc.strip().split("\n\n")[0].replace("\n", " ").strip()
+
+
+@pytest.fixture
+def perf(
+    request: pytest.FixtureRequest,
+    uowstress_database: PreparedDatabase,
+    uowstress_target: Target,
+    uowstress_options: dict[str, Any],
+    uowstress_config: PerformanceConfig,
+) -> Iterator[Scenario]:
+    """A performance scenario on a fresh database: the target set up on it, measured."""
+    workload = workload_of(uowstress_target)
+    if workload is None:
+        pytest.skip(
+            f"target {uowstress_target.name} offers no workload (uowstress.workload.Workload),"
+            " so the performance suites cannot put it under load"
+        )
+    try:
+        system = uowstress_target.connect(
+            uowstress_database.url,
+            uowstress_options["target_options"],
+            isolation_level=uowstress_options["isolation_level"],
+        )
+    except ValueError as error:
+        raise pytest.UsageError(
+            f"target {uowstress_options['target']} refused its options: {error}"
+        ) from None
+    suite, name, description = _names(request.node)
+    scenario = Scenario(
+        node_id=request.node.nodeid,
+        suite=suite,
+        name=name,
+        description=description,
+        target_spec=uowstress_options["target"],
+        target=uowstress_target,
+        system=system,
+        workload=workload,
+        database=uowstress_database,
+        config=uowstress_config,
+    )
+    request.node.stash[_SCENARIO] = scenario
+    scenario.start()
+    try:
+        yield scenario
+    finally:
+        scenario.stop()
+        system.dispose()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    scenario = item.stash.get(_SCENARIO, None)
+    if scenario is None:
+        return (yield)
+    try:
+        outcome = yield
+    except ScenarioSkipped as reason:
+        scenario.stop()
+        scenario.result.status = "skipped"
+        scenario.result.message = str(reason)
+        pytest.skip(str(reason))
+    except BaseException:
+        scenario.stop()
+        scenario.judge()
+        raise
+    scenario.stop()
+    scenario.judge()
+    problems = scenario.failures()
+    if problems:
+        pytest.fail(
+            f"{scenario.result.scenario} on {scenario.backend}: " + "; ".join(problems),
+            pytrace=False,
+        )
+    return outcome
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    scenario = item.stash.get(_SCENARIO, None)
+    if scenario is not None and report.when == "call":
+        result = scenario.result
+        if report.skipped:
+            result.status = "skipped"
+        elif report.failed:
+            failed_check = call.excinfo is not None and call.excinfo.errisinstance(
+                (AssertionError, pytest.fail.Exception)
+            )
+            result.status = "failed" if failed_check else "error"
+            text = report.longreprtext.strip().splitlines()
+            result.message = result.message or (text[-1] if text else "failed")
+        else:
+            result.status = "passed"
+        item.config.stash[RESULTS].scenarios.append(result)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    store = session.config.stash[RESULTS]
+    # On a pytest-xdist worker: hand the results to the controller (see pytest_testnodedown).
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output[_WORKER_OUTPUT] = store.to_json()
+        return
+    path = session.config.getoption("uowstress_results_json")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(store.to_json() + "\n")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    text = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT)
+    if text:
+        node.config.stash[RESULTS].absorb_json(text)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The breaches of the whole run, together (a critical one also failed its test)."""
+    store = config.stash.get(RESULTS, None)
+    if store is None or not store.scenarios:
+        return
+    lines = []
+    for result in store.scenarios:
+        for judged in result.verdicts:
+            if judged.tier in (Tier.WARNING.value, Tier.CRITICAL.value):
+                lines.append(f"{judged.tier.upper():8s} {result.id}: {judged.message}")
+        for check in result.checks:
+            if not check.passed:
+                lines.append(f"FAILED   {result.id}: {check.name}: {check.detail}")
+    if lines:
+        terminalreporter.section("uowstress: performance budgets")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -112,6 +112,19 @@ def test_robot_with_100_000_assessments_round_trips(schema_engine: Engine) -> No
     assert_round_trips(schema_engine, robot)
 
 
+def test_payloads_up_to_the_codec_limit_round_trip(schema_engine: Engine) -> None:
+    # MySQL/MariaDB's TEXT stops at 64 KB; the codec admits 1 MB by default.
+    extra = {"telemetry": ["x" * 1000] * 900}  # about 900 KB of JSON
+    robot = HumanoidRobot.create(
+        "heavy",
+        configuration=RobotConfiguration(
+            joint_count=23, height_m=1.3, weight_kg=35.0, max_joint_velocity=10.0, extra=extra
+        ),
+    )
+    save_new(schema_engine, robot)
+    assert_round_trips(schema_engine, robot)
+
+
 def _long_session(robot_id: str, episodes: int) -> LearningSession:
     """A session whose episodes take every finished status in turn, then one left running."""
     session = LearningSession(id=new_id(), robot_id=robot_id)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import mysql
 
 # Exact, case-sensitive comparison of ids and names on MySQL/MariaDB.
 _MYSQL: dict[str, Any] = {
@@ -31,6 +32,9 @@ _MYSQL: dict[str, Any] = {
 }
 
 metadata = MetaData()
+# JSON payloads: MySQL/MariaDB's TEXT holds only 64 KB, less than the codec admits (1 MB by
+# default); LONGTEXT holds what any configured limit allows.
+Payload = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 ID = String(64)
 Micros = BigInteger
@@ -42,7 +46,7 @@ robots = Table(
     Column("version", Integer, nullable=False),
     Column("name", String(100), nullable=False),
     Column("robot_type", String(32), nullable=False),
-    Column("configuration", Text, nullable=False),
+    Column("configuration", Payload, nullable=False),
     **_MYSQL,
 )
 
@@ -128,7 +132,7 @@ episodes = Table(
     Column("status", String(16), nullable=False),
     Column("outcome", String(16), nullable=True),
     Column("reward", Double, nullable=True),
-    Column("metrics", Text, nullable=True),
+    Column("metrics", Payload, nullable=True),
     Column("started_at", Micros, nullable=True),
     Column("ended_at", Micros, nullable=True),
     UniqueConstraint("session_id", "number", name="uq_ht_episodes_session_number"),
@@ -145,7 +149,7 @@ outbox = Table(
     Column("aggregate_type", String(16), nullable=False),
     Column("aggregate_id", ID, nullable=False),
     Column("event_type", String(40), nullable=False),
-    Column("payload", Text, nullable=False),
+    Column("payload", Payload, nullable=False),
     Column("occurred_at", Micros, nullable=False),
     Index("ix_ht_outbox_aggregate", "aggregate_id"),
     **_MYSQL,
