@@ -412,6 +412,34 @@ QUERIES = (
 )
 
 
+# --- the performance workload: what the load suites do with it ------------------------------
+
+
+class LedgerWorkload:
+    """uowstress's Workload protocol: a key is an account, a change a deposit of 1."""
+
+    def create(self, uow: Work, key: str) -> None:
+        uow.open(key)
+
+    def change(self, uow: Work, key: str, n: int) -> None:
+        uow.post(f"d{n}", key, 1)
+
+    def read(self, uow: Work, key: str) -> Any:
+        return uow.balance(key)
+
+    def tally(self, system: LedgerSystem) -> dict[str, int]:
+        # Each change is one deposit entry of 1: its account's entry count.
+        count = sa.func.count(entries.c.id)
+        joined = accounts.outerjoin(entries, entries.c.account_id == accounts.c.id)
+        query = select(accounts.c.id, count).select_from(joined).group_by(accounts.c.id)
+        with system.engine.connect() as conn:
+            return {account: int(n) for account, n in conn.execute(query)}
+
+    def classify(self, error: BaseException) -> str | None:
+        # The optimistic check's refusal is a conflict; a retry can succeed.
+        return "conflict" if "changed since it was read" in str(error) else None
+
+
 class LedgerTarget:
     name = "ledger"
     # Each account a unit of work changes is version-checked at commit, and what it only reads
@@ -419,6 +447,7 @@ class LedgerTarget:
     guarantee = "serializable"
     operations: Sequence[Operation] = OPERATIONS
     queries: Sequence[Query] = QUERIES
+    workload = LedgerWorkload()
     tables = frozenset(t.name for t in metadata.sorted_tables)
     options: Mapping[str, str] = {
         "unsafe_commit": "1: commit each account and entry in a transaction of its own"

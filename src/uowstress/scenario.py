@@ -350,6 +350,10 @@ class Scenario:
         detail = "every invariant holds" if not problems else "; ".join(problems[:5])
         return self.check("invariants of committed state", not problems, detail)
 
+    def pool_peak_checked_out(self) -> int:
+        """Most connections the pool had out at once so far."""
+        return self._pool.peak_checked_out
+
     def check_connections(self) -> bool:
         out = self._pool.checked_out
         return self.check(

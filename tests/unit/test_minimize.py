@@ -26,9 +26,14 @@ def test_blocks_group_a_transaction_with_its_ending() -> None:
 
 
 def test_blocks_follow_each_session_through_interleavings() -> None:
-    steps = [{"session": 0, "action": "begin"}, {"session": 1, "action": "begin"},
-             {"session": 0, "action": "apply", "op": "a"}, {"session": 1, "action": "commit"},
-             {"session": 0, "action": "commit"}, {"session": 1, "action": "transaction"}]
+    steps = [
+        {"session": 0, "action": "begin"},
+        {"session": 1, "action": "begin"},
+        {"session": 0, "action": "apply", "op": "a"},
+        {"session": 1, "action": "commit"},
+        {"session": 0, "action": "commit"},
+        {"session": 1, "action": "transaction"},
+    ]
     assert blocks(steps) == [[0, 2, 4], [1, 3], [5]]
 
 

@@ -1,0 +1,168 @@
+"""The load driver and the scenario checks on real databases, with the ledger example
+(a target that shares no code with the reference system) and the reference system."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from examples import ledger
+
+from uowstress.config import PerformanceConfig, parse_config
+from uowstress.database import prepared_database
+from uowstress.load import Job, run_load
+from uowstress.scenario import Scenario
+from uowstress.target import Target, load_target
+from uowstress.workload import workload_of
+
+
+@pytest.fixture
+def ledger_system(server_url: str) -> Iterator[ledger.LedgerSystem]:
+    with prepared_database(server_url) as db:
+        system = ledger.TARGET.connect(db.url, {})
+        try:
+            yield system
+        finally:
+            system.dispose()
+
+
+def _open(system: ledger.LedgerSystem, *accounts: str) -> None:
+    with system.unit_of_work() as uow:
+        for account in accounts:
+            uow.open(account)
+        uow.commit()
+
+
+def _deposit(key: str, n: int) -> Job:
+    return Job("deposit", lambda uow: uow.post(f"d{n}", key, 1), (key,))
+
+
+def test_contended_deposits_are_retried_and_every_commit_counted(
+    ledger_system: ledger.LedgerSystem,
+) -> None:
+    _open(ledger_system, "hot")
+    workload = ledger.TARGET.workload
+    jobs = [[_deposit("hot", t * 100 + i) for i in range(15)] for t in range(6)]
+    load = run_load(ledger_system, workload, jobs, attempts=8)
+    # Six threads on one account: the optimistic check (or the database) refused some
+    # attempts, and what committed is exactly what the ledger holds.
+    assert load.attempts.conflicts + load.attempts.deadlocks > 0, load.errors
+    assert load.transactions.total == 90
+    assert load.committed_by_key["hot"] == load.transactions.committed
+    assert workload.tally(ledger_system) == {"hot": load.transactions.committed}
+    assert len(load.latencies) == 90 and all(t > 0 for t in load.latencies)
+    assert load.ops_per_second > 0
+
+
+def test_an_error_is_not_retried_and_leaves_nothing(ledger_system: ledger.LedgerSystem) -> None:
+    _open(ledger_system, "a")
+
+    def overdraw(uow: Any) -> None:
+        uow.post("w1", "a", 1)
+        raise ledger.InsufficientFunds("no money")
+
+    load = run_load(ledger_system, None, [[Job("overdraw", overdraw, ("a",))]], attempts=5)
+    assert (load.attempts.total, load.transactions.errors) == (1, 1)
+    assert load.errors == {"error: InsufficientFunds: no money": 1}
+    assert ledger.TARGET.workload.tally(ledger_system) == {"a": 0}
+
+
+def test_a_crash_in_a_worker_is_raised_not_lost(ledger_system: ledger.LedgerSystem) -> None:
+    class Crash(BaseException):
+        pass
+
+    def crash(uow: Any) -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        run_load(ledger_system, None, [[Job("crash", crash)], []])
+    with pytest.raises(ValueError, match="attempts must be at least 1"):
+        run_load(ledger_system, None, [[]], attempts=0)
+
+
+def _scenario(target: Target, db: Any, system: Any, config: PerformanceConfig) -> Scenario:
+    workload = workload_of(target)
+    assert workload is not None
+    return Scenario(
+        node_id="test::scenario",
+        suite="suite",
+        name="scenario",
+        description="",
+        target_spec="spec",
+        target=target,
+        system=system,
+        workload=workload,
+        database=db,
+        config=config,
+    )
+
+
+def test_the_tally_check_sees_a_commit_that_did_not_happen(server_url: str) -> None:
+    # commit_swallows_errors: a failed commit looks committed to its caller.
+    target = load_target("humanoid_training.target:TARGET")
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, {"weaken": "commit_swallows_errors"})
+        try:
+            scenario = _scenario(target, db, system, PerformanceConfig())
+            (key,) = scenario.create(1)
+            scenario.run([[scenario.change(key), scenario.change("never-created")]])
+            assert scenario.transactions.committed == 2  # both look fine to the caller
+            assert not scenario.check_tally()
+            assert (
+                "never-created: 1 committed, 0 in the database" in scenario.result.checks[-1].detail
+            )
+            assert scenario.check_connections()
+        finally:
+            system.dispose()
+
+
+def test_a_critical_figure_fails_and_a_warning_does_not(server_url: str) -> None:
+    target = load_target("examples.ledger:TARGET")
+    strict = parse_config(
+        {
+            "thresholds": {
+                "critical": {"avg_transaction_s": 1e-9},
+                "warning": {"avg_transaction_s": 1e-9},
+                "optimal": {"avg_transaction_s": 1e-9},
+            }
+        }
+    )
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, {})
+        try:
+            scenario = _scenario(target, db, system, strict)
+            scenario.start()
+            keys = scenario.create(2)
+            scenario.run([[scenario.change(k) for k in keys]])
+            scenario.stop()
+            verdicts = {v.metric: v for v in scenario.judge()}
+            assert verdicts["avg_transaction_s"].tier == "critical"
+            assert verdicts["success_rate"].tier == "optimal"
+            (failure,) = scenario.failures()
+            assert failure.startswith("avg_transaction_s = ")
+            assert "exceeds the critical threshold 0.0 s" in failure
+            assert scenario.result.memory is not None and scenario.result.memory.peak_mb > 0
+            assert scenario.result.latency is not None and scenario.result.latency.count == 2
+        finally:
+            system.dispose()
+
+
+def test_the_index_check_reports_a_full_read_and_not_a_lookup(server_url: str) -> None:
+    target = load_target("examples.ledger:TARGET")
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, {})
+        try:
+            scenario = _scenario(target, db, system, PerformanceConfig())
+            scenario.create(30)
+            checks = scenario.check_indexes()
+            by_query: dict[str, list[bool]] = {}
+            for check in checks:
+                reads_all = check.full_scan or bool(check.index_walk_tables)
+                by_query.setdefault(check.query, []).append(reads_all)
+            # "accounts" lists every account: a whole table (or whole index) is read.
+            # "balance" finds one account by its key: a lookup.
+            assert by_query["accounts"] == [True]
+            assert not any(by_query["balance"])
+        finally:
+            system.dispose()

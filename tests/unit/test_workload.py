@@ -1,0 +1,75 @@
+"""How uowstress tells a conflict from a deadlock from an error, on real driver exceptions."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import psycopg
+import pymysql
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from uowstress.workload import classify_error
+
+
+def _wrapped(orig: BaseException) -> sa_exc.DBAPIError:
+    return sa_exc.OperationalError("UPDATE t SET v = 1", {}, orig)
+
+
+class DomainConflict(Exception):
+    """A target's own error that carries the driver error as its cause."""
+
+
+def _caused_by(cause: BaseException) -> DomainConflict:
+    try:
+        raise DomainConflict("could not commit") from cause
+    except DomainConflict as error:
+        return error
+
+
+@pytest.mark.parametrize(
+    ("orig", "kind"),
+    [
+        (psycopg.errors.DeadlockDetected("deadlock detected"), "deadlock"),
+        (psycopg.errors.SerializationFailure("could not serialize access"), "conflict"),
+        (psycopg.errors.LockNotAvailable("could not obtain lock"), "conflict"),
+        (psycopg.errors.UniqueViolation("duplicate key"), "error"),
+        (pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock"), "deadlock"),
+        (pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"), "conflict"),
+        (pymysql.err.IntegrityError(1062, "Duplicate entry"), "error"),
+    ],
+)
+def test_driver_errors_are_classified_directly_and_through_causes(
+    orig: BaseException, kind: str
+) -> None:
+    assert classify_error(_wrapped(orig)) == kind
+    assert classify_error(_caused_by(_wrapped(orig))) == kind
+
+
+def test_a_busy_sqlite_database_is_a_conflict(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (v INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            other.execute("BEGIN IMMEDIATE")
+        assert classify_error(_wrapped(caught.value)) == "conflict"
+    finally:
+        holder.rollback()
+        holder.close()
+        other.close()
+
+
+def test_the_workloads_own_classification_comes_first() -> None:
+    class Workload:
+        def classify(self, error: BaseException) -> str | None:
+            return "conflict" if isinstance(error, DomainConflict) else None
+
+    assert classify_error(DomainConflict("version mismatch"), Workload()) == "conflict"
+    assert classify_error(ValueError("bad"), Workload()) == "error"
+    # A workload that does not know the error leaves the driver's answer.
+    deadlock = _caused_by(_wrapped(psycopg.errors.DeadlockDetected("deadlock")))
+    assert classify_error(deadlock, object()) == "deadlock"
