@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,10 @@ import click
 
 from uowstress import reproducers
 from uowstress.errors import UowstressError
-from uowstress.options import OPTIONS, OptionSpec, option_values, parse_target_options
-from uowstress.profiles import REPRODUCERS_DIR, get_profile
-from uowstress.stateful.durability import DurabilityResult, run_durability
+from uowstress.options import OPTIONS, OptionSpec, option_values
+from uowstress.report.model import Report
+from uowstress.runner import DEFAULT_PATH, redacted_command
 from uowstress.stateful.run import replay as replay_one
-from uowstress.stateful.run import result_summary, run_acid
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
 
@@ -48,121 +48,166 @@ def main() -> None:
 @main.command()
 @shared_options
 @click.option(
+    "--pattern",
+    default="test_*.py",
+    show_default=True,
+    help="which suite files to run (a file name pattern)",
+)
+@click.option(
+    "--path",
+    default=DEFAULT_PATH,
+    show_default=True,
+    help="the folder of the performance suites",
+)
+@click.option(
     "--output-dir",
     default="performance_reports",
     show_default=True,
-    help="where the run's summary is written",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where the reports are written",
 )
-@click.option("--verbose", is_flag=True, help="print every step of each shrunk failure")
-def run(output_dir: str, verbose: bool, **raw: Any) -> None:
-    """Explore the target with the ACID state machine on each database.
+@click.option(
+    "--format",
+    "report_format",
+    type=click.Choice(["markdown", "json", "html", "all"]),
+    default="all",
+    show_default=True,
+    help="report formats to write",
+)
+@click.option("--verbose", is_flag=True, help="pytest's verbose output, and every shrunk step")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="parallel workers (pytest-xdist); each state machine's exploration is split among"
+    " them, sharing the example database",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the JSON report of an earlier run to compare with",
+)
+@click.option(
+    "--fail-on-regression",
+    type=click.FloatRange(min=0),
+    metavar="PCT",
+    help="exit 1 when a metric got significantly worse than the baseline by more than PCT %",
+)
+def run(
+    pattern: str,
+    path: str,
+    output_dir: Path,
+    report_format: str,
+    verbose: bool,
+    workers: int,
+    baseline: Path | None,
+    fail_on_regression: float | None,
+    **raw: Any,
+) -> None:
+    """Run the performance suites and the state machines on each database, and write the
+    reports (Markdown, JSON, HTML).
 
-    Exit status: 0 no finding, 1 a finding, 2 a usage, configuration or database error.
+    Exit status: 0 all within budget and no finding, 1 a finding, a failed check, a critical
+    figure or a regression, 2 a usage, configuration or database error.
     """
-    values = option_values(raw)
+    from uowstress.runner import FORMATS, RunRequest
+    from uowstress.runner import run as run_suites
+
     try:
-        options = parse_target_options(values["target_option"])
-        urls = values["db_url"] or ["sqlite://"]
-        results = []
-        durability: list[DurabilityResult] = []
-        machines = ["acid", "sessions"] if values["machine"] == "both" else [values["machine"]]
-        for url in urls:
-            for machine in machines:
-                click.echo(
-                    f"{machine} machine, profile {values['profile']}: {values['target']} ...",
-                    err=True,
-                )
-                result = run_acid(
-                    url,
-                    target_spec=values["target"],
-                    options=options,
-                    profile=values["profile"],
-                    isolation_level=values["isolation_level"],
-                    reproducers_dir=Path(values["reproducers_dir"]),
-                    allow_existing_tables=values["allow_existing_tables"],
-                    machine=machine,
-                    sessions=int(values["sessions"]),
-                )
-                results.append(result)
-                _print_result(result, verbose)
-            kills = (
-                int(values["kills"])
-                if values["kills"] is not None
-                else get_profile(values["profile"]).durability_kills
-            )
-            if kills > 0:
-                click.echo(f"durability: {kills} kills of a child process ...", err=True)
-                durable = run_durability(
-                    url,
-                    target_spec=values["target"],
-                    options=options,
-                    kills=kills,
-                    isolation_level=values["isolation_level"],
-                )
-                durability.append(durable)
-                _print_durability(durable)
+        request = RunRequest(
+            options=option_values(raw),
+            pattern=pattern,
+            path=path,
+            output_dir=output_dir,
+            formats=FORMATS if report_format == "all" else (report_format,),
+            verbose=verbose,
+            workers=workers,
+            baseline=baseline,
+            fail_on_regression=fail_on_regression,
+            command=redacted_command(["uowstress", *sys.argv[1:]]),
+        )
+        with _progress_bar() as progress:
+            outcome = run_suites(request, progress=progress)
     except UowstressError as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "uowstress-run.json").write_text(
-        json.dumps(
-            {
-                "machines": [result_summary(r) for r in results],
-                "durability": [d.summary() for d in durability],
-            },
-            indent=2,
+    _print_outcome(outcome.report, verbose)
+    for kind, written in sorted(outcome.written.items()):
+        click.echo(f"{kind} report: {written}")
+    sys.exit(outcome.exit_status)
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on standard error while the suites run (none when not a terminal)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("[bold]uowstress run"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    task = bar.add_task("collecting", total=None)
+
+    def update(current: str, done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total, description=current.split("::")[-1])
+
+    with bar:
+        yield update
+
+
+def _print_outcome(report: Report, verbose: bool) -> None:
+    summary = report.summary
+    for scenario in report.scenarios:
+        if scenario.status != "passed":
+            click.echo(f"{scenario.status.upper()} {scenario.id}: {scenario.message or ''}")
+    for machine in report.machines:
+        head = (
+            f"{machine.machine} on {machine.backend} ({machine.database},"
+            f" {machine.server_version}): {machine.examples} examples in {machine.seconds:.1f}s"
         )
-        + "\n"
-    )
-    click.echo(f"summary written to {out / 'uowstress-run.json'}")
-    if any(r.error for r in results) or any(d.error for d in durability):
-        sys.exit(EXIT_USAGE)
-    found = any(r.finding for r in results) or any(not d.passed for d in durability)
-    sys.exit(EXIT_FINDING if found else EXIT_OK)
-
-
-def _print_durability(result: DurabilityResult) -> None:
-    head = (
-        f"durability on {result.backend} ({result.database}): {len(result.kills)} kills,"
-        f" {result.acknowledged} acknowledged commits, {result.seconds:.1f}s"
-    )
-    if result.error:
-        click.echo(f"{head}: ERROR {result.error}")
-    elif result.passed:
-        click.echo(f"{head}: PASSED, every acknowledged commit survived, nothing half present")
-    else:
-        for kill in result.findings:
-            assert kill.finding is not None
+        if machine.error:
+            click.echo(f"{head}: ERROR {machine.error}")
+        elif machine.finding is None:
+            click.echo(f"{head}: PASSED, no finding")
+    for durable in report.durability:
+        head = (
+            f"durability on {durable.backend} ({durable.database}): {durable.kills} kills,"
+            f" {durable.commits_acknowledged} acknowledged commits, {durable.seconds:.1f}s"
+        )
+        click.echo(f"{head}: {'PASSED' if durable.status == 'passed' else durable.status.upper()}")
+    for finding in report.findings:
+        click.echo(f"FINDING [{finding.kind}] {finding.source}: {finding.message}")
+        steps = sum(len(session) for session in finding.steps_by_session)
+        if finding.replay_command:
             click.echo(
-                f"{head}: FINDING [{kill.finding.kind}] kill {kill.index}: {kill.finding.message}"
+                f"  shrunk to {steps} step{'s' if steps != 1 else ''},"
+                f" written to {finding.reproducer_path}"
             )
-
-
-def _print_result(result: Any, verbose: bool) -> None:
-    head = (
-        f"{result.machine} on {result.backend} ({result.database}, {result.server_version}):"
-        f" {result.examples} examples in {result.seconds:.1f}s"
-    )
-    if result.error:
-        click.echo(f"{head}: ERROR {result.error}")
-        return
-    if result.passed:
-        click.echo(f"{head}: PASSED, no finding")
-        return
-    click.echo(f"{head}: FINDING [{result.finding.kind}] {result.finding.message}")
-    rep = result.reproducer
-    steps = len(rep.steps)
+            click.echo(f"  replay: {finding.replay_command}")
+        if verbose:
+            for session, lines in enumerate(finding.steps_by_session):
+                for line in lines:
+                    click.echo(f"    session {session}: {line}")
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.scenarios.items()))
     click.echo(
-        f"  shrunk to {steps} step{'s' if steps != 1 else ''}, written to {result.reproducer_path}"
+        f"{summary.status.upper()}: scenarios {counts or 'none'}; {summary.findings} findings,"
+        f" {summary.critical} critical, {summary.warnings} warnings; {summary.seconds:.0f}s"
     )
-    # By id from the default folder; by path from any other.
-    default_dir = result.reproducer_path.parent.resolve() == REPRODUCERS_DIR.resolve()
-    click.echo(f"  replay: {rep.replay_command(rep.id if default_dir else result.reproducer_path)}")
-    if verbose:
-        for index, step in enumerate(rep.steps, 1):
-            click.echo(f"    {index:3d}. {json.dumps(step.as_dict())}")
 
 
 @main.command()

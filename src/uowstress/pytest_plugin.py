@@ -28,15 +28,16 @@ import pytest
 from uowstress.config import DEFAULT_CONFIG_FILE, PerformanceConfig, Tier, load_config
 from uowstress.database import DEFAULT_URLS, PreparedDatabase, prepared_database
 from uowstress.errors import UowstressError
+from uowstress.explore import check_durability, explore
 from uowstress.options import OPTIONS, option_values, parse_target_options
-from uowstress.profiles import PROFILES, register_profiles
+from uowstress.profiles import PROFILES, get_profile, register_profiles
 from uowstress.report.model import DurabilityRun, MachineRun, ScenarioResult
 from uowstress.scenario import Scenario, ScenarioSkipped
 from uowstress.scratch import backend_name, reachable, redacted
 from uowstress.target import DEFAULT_TARGET, Target, load_target
 from uowstress.workload import workload_of
 
-__all__ = ["RESULTS", "ResultStore", "options_from"]
+__all__ = ["RESULTS", "Explorer", "ResultStore", "options_from"]
 
 
 @dataclass
@@ -96,6 +97,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=["sqlite"],
     )
     parser.addini("uowstress_config", "the performance_config.yaml to use", default="")
+    group.addoption(
+        "--uowstress-shards",
+        dest="uowstress_shards",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split each state machine's exploration into N shards (for pytest-xdist workers)",
+    )
     group.addoption(
         "--uowstress-results-json",
         dest="uowstress_results_json",
@@ -164,9 +173,14 @@ def _ids(urls: list[str]) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "uowstress_database" in metafunc.fixturenames:
+    if "uowstress_db_url" in metafunc.fixturenames:
         urls = database_urls(metafunc.config)
-        metafunc.parametrize("uowstress_database", urls, ids=_ids(urls), indirect=True)
+        metafunc.parametrize("uowstress_db_url", urls, ids=_ids(urls), indirect=True)
+    shards = int(metafunc.config.getoption("uowstress_shards") or 1)
+    if "uowstress_shard" in metafunc.fixturenames and shards > 1:
+        metafunc.parametrize(
+            "uowstress_shard", range(shards), ids=[f"shard{i}" for i in range(shards)]
+        )
 
 
 @pytest.fixture(scope="session")
@@ -197,11 +211,9 @@ _reachability: dict[str, tuple[bool, str]] = {}
 
 
 @pytest.fixture
-def uowstress_database(
-    request: pytest.FixtureRequest, uowstress_options: dict[str, Any]
-) -> Iterator[PreparedDatabase]:
-    """A fresh database on each server of the session (a scratch schema or file), dropped
-    afterwards. A server that does not answer skips the test, or fails it under CI=true."""
+def uowstress_db_url(request: pytest.FixtureRequest) -> str:
+    """Each database of the session in turn (--uowstress-db-url, or the ini's backends). A
+    server that does not answer skips the test, or fails it under CI=true."""
     url = str(request.param)
     if url not in _reachability:
         try:
@@ -214,8 +226,17 @@ def uowstress_database(
         if os.environ.get("CI") == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def uowstress_database(
+    uowstress_db_url: str, uowstress_options: dict[str, Any]
+) -> Iterator[PreparedDatabase]:
+    """A fresh database on the server of `uowstress_db_url` (a scratch schema or file),
+    dropped afterwards."""
     with prepared_database(
-        url, allow_existing_tables=uowstress_options["allow_existing_tables"]
+        uowstress_db_url, allow_existing_tables=uowstress_options["allow_existing_tables"]
     ) as database:
         yield database
 
@@ -274,6 +295,109 @@ def perf(
     finally:
         scenario.stop()
         system.dispose()
+
+
+class Explorer:
+    """Runs the state machines and the durability check for a test, records what they did,
+    and fails the test on a finding, an error or a critical step budget."""
+
+    def __init__(
+        self,
+        request: pytest.FixtureRequest,
+        url: str,
+        options: dict[str, Any],
+        config: PerformanceConfig,
+        results: ResultStore,
+    ) -> None:
+        self.request = request
+        self.url = url
+        self.options = options
+        self.config = config
+        self.results = results
+
+    def machine(self, machine: str, *, shard: int = 0) -> MachineRun:
+        chosen = self.options["machine"]
+        if chosen not in ("both", machine):
+            pytest.skip(f"--machine {chosen} chosen")
+        run = explore(
+            machine,
+            self.url,
+            node_id=self.request.node.nodeid,
+            target_spec=self.options["target"],
+            options=self.options["target_options"],
+            profile=self.options["profile"],
+            config=self.config,
+            isolation_level=self.options["isolation_level"],
+            sessions=int(self.options["sessions"]),
+            reproducers_dir=Path(self.options["reproducers_dir"]),
+            allow_existing_tables=self.options["allow_existing_tables"],
+            shard=shard,
+            shards=int(self.request.config.getoption("uowstress_shards") or 1),
+        )
+        self.results.machines.append(run)
+        head = f"{machine} machine on {run.backend}, {run.examples} examples"
+        if run.error:
+            pytest.fail(f"{head}: could not run: {run.error}", pytrace=False)
+        if run.finding is not None:
+            finding = run.finding
+            pytest.fail(
+                f"{head}: FINDING [{finding.kind}] {finding.message}\n"
+                f"  shrunk to {sum(len(s) for s in finding.steps_by_session)} steps;"
+                f" replay: {finding.replay_command}",
+                pytrace=False,
+            )
+        critical = [v.message for v in run.verdicts if v.tier == Tier.CRITICAL.value]
+        if critical:
+            pytest.fail(f"{head}: " + "; ".join(critical), pytrace=False)
+        return run
+
+    def durability(self) -> DurabilityRun:
+        kills = self.options["kills"]
+        count = (
+            int(kills)
+            if kills is not None
+            else get_profile(self.options["profile"]).durability_kills
+        )
+        if count <= 0:
+            pytest.skip("--kills 0: durability not checked")
+        run = check_durability(
+            self.url,
+            node_id=self.request.node.nodeid,
+            target_spec=self.options["target"],
+            options=self.options["target_options"],
+            kills=count,
+            isolation_level=self.options["isolation_level"],
+        )
+        self.results.durability.append(run)
+        if run.error:
+            pytest.fail(f"durability on {run.backend}: could not run: {run.error}", pytrace=False)
+        if run.findings:
+            pytest.fail(
+                f"durability on {run.backend}: "
+                + "; ".join(f"[{f.kind}] {f.message}" for f in run.findings),
+                pytrace=False,
+            )
+        return run
+
+
+@pytest.fixture
+def uowstress_explorer(
+    request: pytest.FixtureRequest,
+    uowstress_db_url: str,
+    uowstress_options: dict[str, Any],
+    uowstress_config: PerformanceConfig,
+    uowstress_results: ResultStore,
+) -> Explorer:
+    """The state machines and the durability check on each database of the session."""
+    return Explorer(
+        request, uowstress_db_url, uowstress_options, uowstress_config, uowstress_results
+    )
+
+
+@pytest.fixture
+def uowstress_shard() -> int:
+    """Which shard of a split exploration this test runs (0 unless --uowstress-shards > 1)."""
+    return 0
 
 
 @pytest.hookimpl(wrapper=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -17,9 +18,18 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_run_passes_on_sqlite_and_writes_its_summary(tmp_path: Path) -> None:
+def _report(out_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out_dir / "uowstress-report.json").read_text())
+    return data
+
+
+def test_run_explores_with_the_machines_and_writes_the_report(tmp_path: Path) -> None:
     code, out = invoke(
         "run",
+        "--pattern",
+        "test_state_machines.py",
+        "--format",
+        "json",
         "--output-dir",
         str(tmp_path / "out"),
         "--reproducers-dir",
@@ -27,18 +37,35 @@ def test_run_passes_on_sqlite_and_writes_its_summary(tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert "PASSED" in out
-    summary = json.loads((tmp_path / "out" / "uowstress-run.json").read_text())
-    assert [m["machine"] for m in summary["machines"]] == ["acid", "sessions"]
-    assert all(m["passed"] and m["backend"] == "sqlite" for m in summary["machines"])
-    assert summary["durability"][0]["passed"] is True
-    assert summary["durability"][0]["kills"] == 5
+    report = _report(tmp_path / "out")
+    assert report["summary"]["exit_status"] == 0
+    assert [m["machine"] for m in report["machines"]] == ["acid", "sessions"]
+    assert all(m["status"] == "passed" and m["backend"] == "sqlite" for m in report["machines"])
+    assert all(m["examples"] > 0 for m in report["machines"])
+    assert report["durability"][0]["status"] == "passed"
+    assert report["durability"][0]["kills"] == 5
+    # Step budgets were judged: per rule of the ACID machine, p95 and slowest step.
+    (acid,) = [m for m in report["machines"] if m["machine"] == "acid"]
+    assert {v["metric"] for v in acid["verdicts"]} == {
+        "step_p95_s",
+        "step_max_s",
+        "example_memory_mb",
+    }
 
 
-def test_run_with_a_weakening_switch_exits_1_and_prints_the_replay_command(
+def test_run_with_a_weakening_switch_exits_1_and_reports_the_replay_command(
     tmp_path: Path,
 ) -> None:
     code, out = invoke(
         "run",
+        "--pattern",
+        "test_state_machines.py",
+        "--machine",
+        "acid",
+        "--kills",
+        "0",
+        "--format",
+        "json",
         "--target-option",
         "weaken=commit_swallows_errors",
         "--output-dir",
@@ -50,6 +77,9 @@ def test_run_with_a_weakening_switch_exits_1_and_prints_the_replay_command(
     assert "FINDING" in out and "uv run uowstress replay" in out
     written = list((tmp_path / "rep").glob("*.json"))
     assert len(written) == 1
+    (finding,) = _report(tmp_path / "out")["findings"]
+    assert finding["replay_command"] == f"uv run uowstress replay {written[0]}"
+    assert finding["steps_by_session"] and all(finding["steps_by_session"])
     code, out = invoke("replay", str(written[0]))
     assert code == 1 and out.startswith("FAILED"), out
 
@@ -66,6 +96,7 @@ def test_run_with_a_weakening_switch_exits_1_and_prints_the_replay_command(
 def test_run_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     code, out = invoke("run", *args, "--output-dir", str(tmp_path))
     assert code == 2, out
+    assert not (tmp_path / "uowstress-report.json").exists()
     assert message in out
     assert "s3cret" not in out
 

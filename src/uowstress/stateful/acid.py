@@ -38,8 +38,8 @@ class RunRecorder:
         self.examples = 0
         self.step_ns: dict[str, list[int]] = {}
         self.fault_counts: dict[str, int] = {}
-        # Per example: the Python heap peak (tracemalloc) when traced, else the process's
-        # resident peak observed after each step.
+        # Per example, its memory growth: the Python heap peak (tracemalloc) when traced, else
+        # the process's resident peak observed after each step less its size at the start.
         self.memory_peaks: list[int] = []
 
     def absorb(self, executor: SingleSessionExecutor, memory_peak: int | None) -> None:
@@ -162,7 +162,9 @@ def acid_machine(
 
         def teardown(self) -> None:
             self.executor.close()
-            peak: int | None = self.executor.rss_peak or None
+            # Growth over the example: its highest resident size after a step, less the size
+            # when it began (tracemalloc's peak is already relative to the example's start).
+            peak: int | None = self.executor.rss_peak - self.executor.rss_start
             if self._tracing:
                 peak = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()

@@ -142,7 +142,8 @@ class SingleSessionExecutor:
         self.ids = Ids()
         self.timings = StepTimings()
         self.fault_counts: Counter[str] = Counter()
-        self.rss_peak = 0
+        self.rss_start = _PROCESS.memory_info().rss
+        self.rss_peak = self.rss_start
         self._fault: Fault | None = None
 
     # -- state the machine needs to draw the next step -----------------------------------------

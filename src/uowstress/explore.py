@@ -1,0 +1,223 @@
+"""The state machines and the durability check as report entries: run one, judge its step
+budgets, and describe what it found as a `Finding` with the command that replays it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hypothesis import settings as Settings
+
+from uowstress.config import BYTES_PER_MB, PerformanceConfig, verdict
+from uowstress.database import DEFAULT_URLS
+from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
+from uowstress.report.model import Distribution, DurabilityRun, Finding, Judged, MachineRun
+from uowstress.reproducers import Reproducer, Step
+from uowstress.scratch import backend_name, redacted
+from uowstress.stateful.durability import run_durability
+from uowstress.stateful.run import AcidResult, run_acid
+
+__all__ = ["check_durability", "describe_step", "explore", "finding_of", "replay_command"]
+
+
+def describe_step(step: Step) -> str:
+    """One step as a person reads it: `apply assess {"robot_id": "r1", ...}`."""
+    words = [step.action]
+    name = step.op or step.query
+    if name:
+        words.append(name)
+    if step.args:
+        words.append(json.dumps(step.args, sort_keys=True, ensure_ascii=False))
+    if step.fault:
+        words.append("fault " + json.dumps(step.fault, sort_keys=True))
+    return " ".join(words)
+
+
+def replay_command(reproducer: Reproducer, path: Path | None, url: str) -> str:
+    """The command that replays a reproducer: by id from the default folder, by path from any
+    other; with the database URL (password hidden) when it is not the backend's default."""
+    default_dir = path is not None and path.parent.resolve() == REPRODUCERS_DIR.resolve()
+    command = reproducer.replay_command(reproducer.id if default_dir or path is None else path)
+    if backend_name(url) != "sqlite" and url != DEFAULT_URLS.get(reproducer.backend):
+        command += f" --db-url '{redacted(url)}'"
+    return command
+
+
+def finding_of(result: AcidResult, source: str, url: str) -> Finding | None:
+    if result.finding is None:
+        return None
+    reproducer = result.reproducer
+    steps: list[list[str]] = []
+    command = None
+    if reproducer is not None:
+        by_session = reproducer.steps_by_session()
+        steps = [
+            [f"{index}. {describe_step(step)}" for index, step in by_session[session]]
+            for session in sorted(by_session)
+        ]
+        command = replay_command(reproducer, result.reproducer_path, url)
+    anomaly = getattr(result.finding, "anomaly", None)
+    return Finding(
+        source=source,
+        kind=result.finding.kind,
+        message=result.finding.message,
+        explanation=getattr(result.finding, "explanation", None),
+        anomaly=anomaly if isinstance(anomaly, str) else None,
+        reproducer_id=None if reproducer is None else reproducer.id,
+        reproducer_path=None if result.reproducer_path is None else str(result.reproducer_path),
+        replay_command=command,
+        steps_by_session=steps,
+        shrunk_from=None if reproducer is None else reproducer.shrunk_from,
+    )
+
+
+def _budgets(
+    step_ns: Mapping[str, list[int]], growth: list[float], config: PerformanceConfig, backend: str
+) -> list[Judged]:
+    """Per rule the p95 and the slowest step; per example the memory growth (worst one)."""
+    thresholds = config.thresholds_for(backend)
+    judged: list[Judged] = []
+
+    def add(metric: str, value: float, label: str) -> None:
+        v = verdict(metric, value, thresholds)
+        judged.append(
+            Judged(
+                metric=metric,
+                value=value,
+                tier=v.tier.value,
+                threshold=v.threshold,
+                message=f"{label}: {v.message}",
+            )
+        )
+
+    for label, samples in sorted(step_ns.items()):
+        if not samples:
+            continue
+        stats = Distribution.of([ns / 1e9 for ns in samples])
+        assert stats is not None
+        add("step_p95_s", stats.p95, f"step {label}")
+        add("step_max_s", stats.max, f"step {label}")
+    if growth:
+        add("example_memory_mb", max(growth), "largest memory growth of one example")
+    return judged
+
+
+def explore(
+    machine: str,
+    url: str,
+    *,
+    node_id: str,
+    target_spec: str,
+    options: Mapping[str, str],
+    profile: str,
+    config: PerformanceConfig,
+    isolation_level: str | None = None,
+    sessions: int = 2,
+    reproducers_dir: Path = REPRODUCERS_DIR,
+    allow_existing_tables: bool = False,
+    shard: int = 0,
+    shards: int = 1,
+) -> MachineRun:
+    """Run one machine on one database; a finding is shrunk and written as a reproducer.
+
+    With several shards (parallel exploration across workers), each runs its share of the
+    profile's examples; the example database is shared, so a failure one shard saves is tried
+    first by every later run."""
+    settings: Settings | None = None
+    if shards > 1:
+        chosen = get_profile(profile)
+        settings = Settings(
+            machine_settings(profile, examples_dir=EXAMPLES_DIR / f"{machine}-shared"),
+            max_examples=max(1, -(-chosen.max_examples // shards)),
+        )
+    result = run_acid(
+        url,
+        target_spec=target_spec,
+        options=options,
+        profile=profile,
+        settings=settings,
+        isolation_level=isolation_level,
+        reproducers_dir=reproducers_dir,
+        allow_existing_tables=allow_existing_tables,
+        machine=machine,
+        sessions=sessions,
+    )
+    growth = [peak / BYTES_PER_MB for peak in result.memory_peaks]
+    source = f"{machine} machine on {result.backend}"
+    run = MachineRun(
+        id=node_id,
+        machine="sessions" if machine == "sessions" else "acid",
+        backend=result.backend,
+        database=result.database,
+        server_version=result.server_version,
+        target=target_spec,
+        target_options=dict(options),
+        profile=profile,
+        sessions=sessions if machine == "sessions" else 1,
+        examples=result.examples,
+        seconds=result.seconds,
+        error=result.error,
+        finding=finding_of(result, source, url),
+        step_latency={
+            label: stats
+            for label, samples in sorted(result.step_ns.items())
+            if samples
+            for stats in [Distribution.of([ns / 1e9 for ns in samples])]
+            if stats is not None
+        },
+        example_memory_mb=growth,
+        fault_counts=dict(result.fault_counts),
+        permitted_anomalies=dict(getattr(result, "permitted_anomalies", {}) or {}),
+        verdicts=_budgets(result.step_ns, growth, config, result.backend),
+    )
+    if run.error:
+        run.status = "error"
+    elif run.finding is not None or any(v.tier == "critical" for v in run.verdicts):
+        run.status = "failed"
+    return run
+
+
+def check_durability(
+    url: str,
+    *,
+    node_id: str,
+    target_spec: str,
+    options: Mapping[str, str],
+    kills: int,
+    isolation_level: str | None = None,
+) -> DurabilityRun:
+    result = run_durability(
+        url,
+        target_spec=target_spec,
+        options=options,
+        kills=kills,
+        isolation_level=isolation_level,
+    )
+    summary: dict[str, Any] = result.summary()
+    run = DurabilityRun(
+        id=node_id,
+        backend=result.backend,
+        database=result.database,
+        target=target_spec,
+        kills=len(result.kills),
+        commits_acknowledged=result.acknowledged,
+        kills_in_commit=summary.get("kills_in_commit", 0),
+        seconds=result.seconds,
+        error=result.error,
+        findings=[
+            Finding(
+                source=f"durability on {result.backend}, kill {kill.index}",
+                kind=kill.finding.kind,
+                message=kill.finding.message,
+            )
+            for kill in result.findings
+            if kill.finding is not None
+        ],
+    )
+    if run.error:
+        run.status = "error"
+    elif run.findings:
+        run.status = "failed"
+    return run

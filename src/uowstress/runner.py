@@ -1,0 +1,367 @@
+"""`uowstress run`: check what was asked, run the suites in-process through the pytest plugin,
+and turn what they measured and found into a report.
+
+Exit status: 0 when everything ran within budget and nothing was found, 1 for a finding, a
+failed check, a critical figure or a regression beyond the threshold, 2 for a usage,
+configuration or database error (nothing is run then).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from uowstress.config import load_config
+from uowstress.database import prepared_database
+from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
+from uowstress.options import parse_target_options
+from uowstress.pytest_plugin import RESULTS, ResultStore
+from uowstress.report.model import (
+    DatabaseInfo,
+    Finding,
+    Report,
+    RunOptions,
+    Summary,
+    SystemInfo,
+)
+from uowstress.scratch import backend_name, reachable, redacted
+from uowstress.target import load_target
+
+__all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "RunOutcome", "RunRequest", "run"]
+
+EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+FORMATS = ("markdown", "json", "html")
+DEFAULT_PATH = "tests/performance"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `uowstress run` was asked; `options` holds the shared options (uowstress.options)."""
+
+    options: dict[str, Any]
+    pattern: str = "test_*.py"
+    path: str = DEFAULT_PATH
+    output_dir: Path = Path("performance_reports")
+    formats: tuple[str, ...] = FORMATS
+    verbose: bool = False
+    workers: int = 1
+    baseline: Path | None = None
+    fail_on_regression: float | None = None
+    command: str = "uowstress run"
+
+
+@dataclass
+class RunOutcome:
+    report: Report
+    exit_status: int
+    written: dict[str, Path] = field(default_factory=dict)
+    pytest_outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for package in ("sqlalchemy", "hypothesis", "uowstress"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "unknown"
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def system_info(databases: Sequence[DatabaseInfo]) -> SystemInfo:
+    packages = _versions()
+    return SystemInfo(
+        hostname=socket.gethostname(),
+        os=f"{platform.system()} {platform.release()} ({platform.platform()})",
+        cpu=_cpu_model(),
+        cpu_count=psutil.cpu_count() or 1,
+        memory_gb=round(psutil.virtual_memory().total / 2**30, 1),
+        python=f"{platform.python_implementation()} {platform.python_version()}",
+        sqlalchemy=packages["sqlalchemy"],
+        hypothesis=packages["hypothesis"],
+        uowstress=packages["uowstress"],
+        databases=list(databases),
+    )
+
+
+def redacted_command(argv: Sequence[str]) -> str:
+    """The command as typed, with every database URL's password hidden."""
+    shown: list[str] = []
+    for arg in argv:
+        text = arg
+        for prefix in ("--db-url=", ""):
+            if text.startswith(prefix) and "://" in text[len(prefix) :]:
+                try:
+                    text = prefix + redacted(text[len(prefix) :])
+                except ValueError:
+                    text = prefix + "<not a database URL>"
+                break
+        shown.append(text)
+    return shlex.join(shown)
+
+
+def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | None]:
+    """Everything that can be refused before running: the configuration, the target and its
+    options, the databases, the suites. Returns the URLs, what they are, and the config path."""
+    options = request.options
+    config_path = options.get("config")
+    if config_path is None and Path("performance_config.yaml").is_file():
+        config_path = "performance_config.yaml"
+    load_config(config_path)
+    target = load_target(options["target"])
+    chosen = parse_target_options(options["target_option"])
+    unknown = sorted(set(chosen) - set(target.options))
+    if unknown:
+        known = ", ".join(sorted(target.options)) or "none"
+        raise ConfigError(
+            f"target {options['target']} has no option {', '.join(unknown)}; its options: {known}"
+        )
+    for name in request.formats:
+        if name not in FORMATS:
+            raise ConfigError(f"unknown report format {name!r}; choose from {', '.join(FORMATS)}")
+    if request.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {request.workers}")
+    if request.workers > 1:
+        try:
+            import xdist  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "--workers needs pytest-xdist; install it (uv add pytest-xdist) or use --workers 1"
+            ) from None
+    if request.baseline is not None and not request.baseline.is_file():
+        raise ConfigError(
+            f"baseline {request.baseline} does not exist; give the JSON report of an earlier run"
+        )
+    suites = Path(request.path)
+    if not suites.exists():
+        raise ConfigError(
+            f"no performance suites at {suites}; give --path the folder that holds them"
+            f" (uowstress's own are in {DEFAULT_PATH} of its repository)"
+        )
+    if suites.is_dir() and not any(suites.rglob(request.pattern)):
+        raise ConfigError(f"no file in {suites} matches --pattern {request.pattern!r}")
+    urls = list(options["db_url"]) or ["sqlite://"]
+    databases = []
+    for url in urls:
+        ok, detail = reachable(url)
+        if not ok:
+            raise DatabaseUnreachable(detail)
+        # The target sets itself up once on each database, so that a refused option or a
+        # database holding foreign tables stops the run before anything is measured.
+        with prepared_database(
+            url, allow_existing_tables=options["allow_existing_tables"]
+        ) as prepared:
+            try:
+                system = target.connect(
+                    prepared.url, chosen, isolation_level=options["isolation_level"]
+                )
+            except ValueError as error:
+                raise ConfigError(
+                    f"target {options['target']} refused its options on {prepared.display}: {error}"
+                ) from None
+            system.dispose()
+        databases.append(
+            DatabaseInfo(backend=backend_name(url), database=redacted(url), server_version=detail)
+        )
+    return urls, databases, config_path
+
+
+def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) -> list[str]:
+    options = request.options
+    args = [
+        request.path,
+        "-o",
+        f"python_files={request.pattern}",
+        "-p",
+        "no:cacheprovider",
+        # uowstress and Hypothesis are imported before pytest starts; that is expected.
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+        "--uowstress-profile",
+        options["profile"],
+        "--uowstress-target",
+        options["target"],
+        "--uowstress-machine",
+        options["machine"],
+        "--uowstress-sessions",
+        str(options["sessions"]),
+        "--uowstress-reproducers-dir",
+        str(options["reproducers_dir"]),
+        "-v" if request.verbose else "-q",
+    ]
+    if not request.verbose:
+        args += ["--tb=line", "--no-header", "--no-summary"]
+    for url in urls:
+        args += ["--uowstress-db-url", url]
+    for pair in options["target_option"]:
+        args += ["--uowstress-target-option", pair]
+    for name in ("isolation_level", "kills"):
+        if options.get(name) is not None:
+            args += [f"--uowstress-{name.replace('_', '-')}", str(options[name])]
+    if options.get("allow_existing_tables"):
+        args.append("--uowstress-allow-existing-tables")
+    if config_path is not None:
+        args += ["--uowstress-config", str(config_path)]
+    if request.workers > 1:
+        args += ["-n", str(request.workers), "--uowstress-shards", str(request.workers)]
+    return args
+
+
+class _Collector:
+    """Takes the results out of the pytest session, counts outcomes and drives a progress bar."""
+
+    def __init__(self, progress: Callable[[str, int, int], None] | None) -> None:
+        self.store = ResultStore()
+        self.outcomes: Counter[str] = Counter()
+        self.total = 0
+        self.done = 0
+        self.progress = progress
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.total = len(session.items)
+        if self.progress is not None:
+            self.progress("collected", 0, self.total)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        finished = report.when == "call" or (report.when == "setup" and not report.passed)
+        if report.when == "teardown" and report.failed:
+            self.outcomes["error"] += 1
+        if not finished:
+            return
+        if report.when == "setup" and report.failed:
+            self.outcomes["error"] += 1
+        else:
+            self.outcomes[report.outcome] += 1
+        self.done += 1
+        if self.progress is not None:
+            self.progress(report.nodeid, self.done, self.total)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.store = session.config.stash.get(RESULTS, ResultStore())
+
+
+def _findings(store: ResultStore) -> list[Finding]:
+    found = [m.finding for m in store.machines if m.finding is not None]
+    for durability in store.durability:
+        found.extend(durability.findings)
+    return found
+
+
+def build_report(
+    request: RunRequest,
+    store: ResultStore,
+    databases: Sequence[DatabaseInfo],
+    config_path: str | None,
+    seconds: float,
+    pytest_status: int,
+    outcomes: Counter[str],
+) -> Report:
+    findings = _findings(store)
+    verdicts = [v for s in store.scenarios for v in s.verdicts] + [
+        v for m in store.machines for v in m.verdicts
+    ]
+    critical = sum(1 for v in verdicts if v.tier == "critical")
+    warnings = sum(1 for v in verdicts if v.tier == "warning")
+    failed = (
+        outcomes.get("failed", 0) + outcomes.get("error", 0) > 0
+        or pytest_status == int(pytest.ExitCode.TESTS_FAILED)
+        or bool(findings)
+        or critical > 0
+    )
+    exit_status = EXIT_FINDING if failed else EXIT_OK
+    options = request.options
+    return Report(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        command=request.command,
+        system=system_info(databases),
+        options=RunOptions(
+            profile=options["profile"],
+            target=options["target"],
+            target_options=parse_target_options(options["target_option"]),
+            pattern=request.pattern,
+            path=request.path,
+            config=config_path,
+            workers=request.workers,
+            baseline=None if request.baseline is None else str(request.baseline),
+            fail_on_regression=request.fail_on_regression,
+        ),
+        summary=Summary(
+            status="failed" if failed else "passed",
+            exit_status=exit_status,
+            seconds=round(seconds, 3),
+            scenarios=dict(Counter(s.status for s in store.scenarios)),
+            machines=dict(Counter(m.status for m in store.machines)),
+            findings=len(findings),
+            critical=critical,
+            warnings=warnings,
+        ),
+        scenarios=store.scenarios,
+        machines=store.machines,
+        durability=store.durability,
+        findings=findings,
+    )
+
+
+def run(
+    request: RunRequest,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    write: Callable[[Report, Path, tuple[str, ...]], dict[str, Path]] | None = None,
+) -> RunOutcome:
+    """Run the suites and write the reports; raises UowstressError when nothing could run."""
+    urls, databases, config_path = _check(request)
+    collector = _Collector(progress)
+    started = time.perf_counter()
+    # The suites import the target and the tests from the working directory, as pytest does.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    status = pytest.main(_pytest_args(request, urls, config_path), plugins=[collector])
+    seconds = time.perf_counter() - started
+    if status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
+        raise UowstressError(
+            "pytest could not run the suites (see its message above); check --path, --pattern"
+            " and the options"
+        )
+    if status == pytest.ExitCode.INTERRUPTED:
+        raise UowstressError("the run was interrupted; no report written")
+    if status == pytest.ExitCode.NO_TESTS_COLLECTED:
+        raise ConfigError(
+            f"no test was collected from {request.path} with --pattern {request.pattern!r}"
+        )
+    report = build_report(
+        request, collector.store, databases, config_path, seconds, int(status), collector.outcomes
+    )
+    written = (write or _write_json)(report, request.output_dir, request.formats)
+    return RunOutcome(report, report.summary.exit_status, written, dict(collector.outcomes))
+
+
+def _write_json(report: Report, output_dir: Path, formats: tuple[str, ...]) -> dict[str, Path]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "uowstress-report.json"
+    path.write_text(report.model_dump_json(indent=2) + "\n")
+    return {"json": path}
