@@ -94,6 +94,14 @@ def main() -> None:
     metavar="PCT",
     help="exit 1 when a metric got significantly worse than the baseline by more than PCT %",
 )
+@click.option(
+    "--isolation",
+    "isolation_budget",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="also search each database's isolation levels for anomalies, in SECONDS per database,"
+    " and put the matrix in the report (see uowstress isolation)",
+)
 def run(
     pattern: str,
     path: str,
@@ -103,6 +111,7 @@ def run(
     workers: int,
     baseline: Path | None,
     fail_on_regression: float | None,
+    isolation_budget: float | None,
     **raw: Any,
 ) -> None:
     """Run the performance suites and the state machines on each database, and write the
@@ -125,6 +134,7 @@ def run(
             workers=workers,
             baseline=baseline,
             fail_on_regression=fail_on_regression,
+            isolation_budget_s=isolation_budget,
             command=redacted_command(["uowstress", *sys.argv[1:]]),
         )
         with _progress_bar() as progress:

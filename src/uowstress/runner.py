@@ -33,6 +33,7 @@ from uowstress.pytest_plugin import RESULTS, ResultStore
 from uowstress.report.model import (
     DatabaseInfo,
     Finding,
+    IsolationMatrix,
     Report,
     RunOptions,
     Summary,
@@ -61,6 +62,7 @@ class RunRequest:
     workers: int = 1
     baseline: Path | None = None
     fail_on_regression: float | None = None
+    isolation_budget_s: float | None = None  # search each database's isolation levels too
     command: str = "uowstress run"
 
 
@@ -356,8 +358,20 @@ def run(
     report = build_report(
         request, collector.store, databases, config_path, seconds, int(status), collector.outcomes
     )
+    if request.isolation_budget_s is not None:
+        report.isolation = [
+            _isolation_matrix(url, request.isolation_budget_s, request.options["profile"])
+            for url in urls
+        ]
     written = (write or _write_json)(report, request.output_dir, request.formats)
     return RunOutcome(report, report.summary.exit_status, written, dict(collector.outcomes))
+
+
+def _isolation_matrix(url: str, budget_s: float, profile: str) -> IsolationMatrix:
+    from uowstress.isolation import search_isolation
+
+    searched = search_isolation(url, budget_s=budget_s, profile=profile)
+    return IsolationMatrix.model_validate(searched.to_json())
 
 
 def _write_json(report: Report, output_dir: Path, formats: tuple[str, ...]) -> dict[str, Path]:

@@ -140,3 +140,30 @@ def test_replay_of_a_fixed_failure_says_fixed(tmp_path: Path) -> None:
 def test_replay_with_nothing_to_replay(tmp_path: Path) -> None:
     code, out = invoke("replay", "--dir", str(tmp_path / "none"))
     assert code == 0 and "no reproducers" in out
+
+
+def test_run_can_put_an_isolation_matrix_in_the_report(tmp_path: Path) -> None:
+    code, out = invoke(
+        "run",
+        "--pattern",
+        "test_state_machines.py",
+        "--machine",
+        "acid",
+        "--kills",
+        "0",
+        "--isolation",
+        "5",
+        "--format",
+        "json",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--reproducers-dir",
+        str(tmp_path / "rep"),
+    )
+    assert code == 0, out
+    (matrix,) = _report(tmp_path / "out")["isolation"]
+    assert matrix["backend"] == "sqlite"
+    levels = {cell["level"] for cell in matrix["results"]}
+    anomalies = {cell["anomaly"] for cell in matrix["results"]}
+    assert levels and {"G0", "G2"} <= anomalies
+    assert all(cell["examples"] > 0 for cell in matrix["results"])
