@@ -24,14 +24,14 @@ __all__ = ["check_durability", "describe_step", "explore", "finding_of", "replay
 
 def describe_step(step: Step) -> str:
     """One step as a person reads it: `apply assess {"robot_id": "r1", ...}`."""
-    words = [step.action]
+    words = ["commit with a fault at" if step.action == "fault" else step.action]
     name = step.op or step.query
     if name:
         words.append(name)
     if step.args:
         words.append(json.dumps(step.args, sort_keys=True, ensure_ascii=False))
     if step.fault:
-        words.append("fault " + json.dumps(step.fault, sort_keys=True))
+        words.append(json.dumps(step.fault, sort_keys=True))
     return " ".join(words)
 
 

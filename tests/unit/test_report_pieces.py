@@ -1,0 +1,72 @@
+"""Small pieces of the runner and the report: redaction, thinning, step descriptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from uowstress.explore import describe_step, replay_command
+from uowstress.report.model import Distribution, thin
+from uowstress.reproducers import Failure, Step, make_reproducer
+from uowstress.runner import redacted_command
+
+
+def test_the_command_shown_hides_every_password() -> None:
+    shown = redacted_command(
+        [
+            "uowstress",
+            "run",
+            "--db-url",
+            "postgresql://root:s3cret@db.example:5432/test",
+            "--db-url=mysql://app:hunter2@127.0.0.1/test",
+            "--target-option",
+            "weaken=no_version_check",
+        ]
+    )
+    assert "s3cret" not in shown and "hunter2" not in shown
+    assert "postgresql+psycopg://root:***@db.example:5432/test" in shown
+    assert "--db-url=mysql+pymysql://app:***@127.0.0.1/test" in shown
+    assert "weaken=no_version_check" in shown
+
+
+def test_thinning_keeps_order_and_bounds_the_count() -> None:
+    samples = [float(i) for i in range(12_000)]
+    kept = thin(samples, 5000)
+    assert len(kept) == 5000
+    assert kept == sorted(kept) and kept[0] == 0.0 and kept[-1] > 11_990
+    assert thin([3.0, 1.0], 5000) == [3.0, 1.0]
+
+
+def test_a_distribution_of_nothing_is_none_and_of_something_its_statistics() -> None:
+    assert Distribution.of([]) is None
+    stats = Distribution.of([1.0, 2.0, 3.0, 4.0])
+    assert stats is not None
+    assert (stats.count, stats.min, stats.max, stats.mean, stats.p50) == (4, 1.0, 4.0, 2.5, 2.5)
+
+
+def test_steps_read_as_actions_with_their_arguments() -> None:
+    assert describe_step(Step(action="begin")) == "begin"
+    assert (
+        describe_step(Step(action="apply", op="assess", args={"robot_id": "r1"}))
+        == 'apply assess {"robot_id": "r1"}'
+    )
+    assert (
+        describe_step(Step(action="fault", fault={"point": "statement", "statement": 2}))
+        == 'commit with a fault at {"point": "statement", "statement": 2}'
+    )
+
+
+def test_the_replay_command_names_a_server_url_without_its_password(tmp_path: Path) -> None:
+    rep = make_reproducer(
+        target="humanoid_training.target:TARGET",
+        backend="postgresql",
+        guarantee="serializable",
+        steps=[Step(action="begin")],
+        failure=Failure(kind="state", message="x", step=1),
+    )
+    path = tmp_path / f"{rep.id}.json"
+    command = replay_command(rep, path, "postgresql://root:pw@10.0.0.9/test")
+    assert command.startswith(f"uv run uowstress replay {path} --db-url ")
+    assert "pw@" not in command and "***" in command
+    # SQLite needs no URL: replay makes a fresh file.
+    sqlite = replay_command(rep, path, "sqlite://")
+    assert sqlite == f"uv run uowstress replay {path}"
