@@ -167,3 +167,31 @@ def test_run_can_put_an_isolation_matrix_in_the_report(tmp_path: Path) -> None:
     anomalies = {cell["anomaly"] for cell in matrix["results"]}
     assert levels and {"G0", "G2"} <= anomalies
     assert all(cell["examples"] > 0 for cell in matrix["results"])
+
+
+def test_run_splits_exploration_across_workers(tmp_path: Path) -> None:
+    code, out = invoke(
+        "run",
+        "--pattern",
+        "test_state_machines.py",
+        "--machine",
+        "sessions",
+        "--kills",
+        "0",
+        "--workers",
+        "2",
+        "--format",
+        "json",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--reproducers-dir",
+        str(tmp_path / "rep"),
+    )
+    assert code == 0, out
+    machines = _report(tmp_path / "out")["machines"]
+    # Results came back from both worker processes, each shard with its half of the examples.
+    assert sorted(m["id"].split("[")[1] for m in machines) == [
+        "sqlite-shard0-sessions]",
+        "sqlite-shard1-sessions]",
+    ]
+    assert all(0 < m["examples"] <= 13 for m in machines)
