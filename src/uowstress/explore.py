@@ -8,11 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hypothesis import settings as Settings
-
 from uowstress.config import BYTES_PER_MB, PerformanceConfig, verdict
 from uowstress.database import DEFAULT_URLS
-from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
+from uowstress.profiles import REPRODUCERS_DIR, get_profile
 from uowstress.report.model import Distribution, DurabilityRun, Finding, Judged, MachineRun
 from uowstress.reproducers import Reproducer, Step
 from uowstress.scratch import backend_name, redacted
@@ -125,19 +123,15 @@ def explore(
     With several shards (parallel exploration across workers), each runs its share of the
     profile's examples; the example database is shared, so a failure one shard saves is tried
     first by every later run."""
-    settings: Settings | None = None
+    share = None
     if shards > 1:
-        chosen = get_profile(profile)
-        settings = Settings(
-            machine_settings(profile, examples_dir=EXAMPLES_DIR / f"{machine}-shared"),
-            max_examples=max(1, -(-chosen.max_examples // shards)),
-        )
+        share = max(1, -(-get_profile(profile).max_examples // shards))
     result = run_acid(
         url,
         target_spec=target_spec,
         options=options,
         profile=profile,
-        settings=settings,
+        max_examples=share,
         isolation_level=isolation_level,
         reproducers_dir=reproducers_dir,
         allow_existing_tables=allow_existing_tables,

@@ -194,4 +194,4 @@ def test_run_splits_exploration_across_workers(tmp_path: Path) -> None:
         "sqlite-shard0-sessions]",
         "sqlite-shard1-sessions]",
     ]
-    assert all(0 < m["examples"] <= 13 for m in machines)
+    assert all(m["examples"] > 0 and m["status"] == "passed" for m in machines)

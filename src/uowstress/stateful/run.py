@@ -126,6 +126,7 @@ def run_acid(
     shrink_budget_s: float = 60.0,
     machine: str = "acid",
     sessions: int = 2,
+    max_examples: int | None = None,
 ) -> AcidResult:
     """Explore the target with the single-session ACID machine; write a reproducer on failure.
 
@@ -164,11 +165,12 @@ def run_acid(
                 machine_class = concurrent_machine(target, system, recorder, sessions=sessions)
             else:
                 machine_class = acid_machine(target, system, recorder, trace_memory=trace_memory)
-            run_state_machine_as_test(
-                machine_class,
-                settings=settings
-                or machine_settings(profile, examples_dir=EXAMPLES_DIR / f"{machine}-{config_key}"),
+            explore_with = settings or machine_settings(
+                profile, examples_dir=EXAMPLES_DIR / f"{machine}-{config_key}"
             )
+            if max_examples is not None:  # a shard of a split exploration
+                explore_with = Settings(explore_with, max_examples=max_examples)
+            run_state_machine_as_test(machine_class, settings=explore_with)
         except (Finding, Exception) as error:
             if isinstance(error, StepError | HypothesisException):
                 result.error = f"{type(error).__name__}: {error}"
