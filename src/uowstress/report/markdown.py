@@ -25,7 +25,10 @@ from uowstress.report.model import (
 
 __all__ = ["code", "code_block", "render_markdown", "text"]
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+# What starts a heading, list or quote when it opens a line.
+_LINE_START = re.compile(r"^([#+=-])(?=[\s#=-]|$)")
+_ORDERED = re.compile(r"^(\d+)([.)])(?=\s|$)")
 _TIER_MARK = {
     "optimal": "optimal",
     "ok": "ok",
@@ -39,7 +42,8 @@ def text(value: object) -> str:
     line."""
     flat = " ".join(str(value).split())
     flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _SPECIAL.sub(r"\\\1", flat)
+    flat = _LINE_START.sub(r"\\\1", _SPECIAL.sub(r"\\\1", flat))
+    return _ORDERED.sub(r"\1\\\2", flat)
 
 
 def code(value: object) -> str:
