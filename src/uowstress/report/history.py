@@ -1,7 +1,10 @@
 """Run history: every run's report JSON under ``<output-dir>/history/``, and trends across them.
 
 Entries are named by the run's UTC time, so that their names sort in run order; the oldest go
-when there are more than ``limit``. A file that cannot be read is left in place and listed as
+when there are more than ``limit``. An entry keeps every figure of the run but not its raw
+samples (transaction times, memory timelines): those make up most of a report's size, and a
+trend needs only the figures. The report JSON itself, the baseline of the next comparison,
+keeps them. A file that cannot be read is left in place and listed as
 unreadable, never deleted: it may be a user's.
 """
 
@@ -80,11 +83,26 @@ def record(report: Report, output_dir: Path, *, limit: int = HISTORY_LIMIT) -> P
     while path.exists():  # two runs in the same second
         path = folder / f"{stem}-{suffix}.json"
         suffix += 1
-    write_json(report, path)
+    write_json(_figures_only(report), path)
     entries = _entries(folder)
     for old in entries[: max(0, len(entries) - limit)]:
         old.unlink()
     return path
+
+
+def _figures_only(report: Report) -> Report:
+    scenarios = [
+        s.model_copy(
+            update={
+                "latency_samples": [],
+                "memory": None
+                if s.memory is None
+                else s.memory.model_copy(update={"timeline": []}),
+            }
+        )
+        for s in report.scenarios
+    ]
+    return report.model_copy(update={"scenarios": scenarios})
 
 
 def _entries(folder: Path) -> list[Path]:

@@ -10,9 +10,10 @@ history (``history/``), whose earlier runs the HTML page plots as trends.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from uowstress.errors import ReportError
 from uowstress.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD_PCT, compare
@@ -23,7 +24,7 @@ from uowstress.report.json_report import write_json
 from uowstress.report.markdown import render_markdown
 from uowstress.report.model import Report
 
-__all__ = ["FORMATS", "REPORT_NAMES", "analyse", "write_reports"]
+__all__ = ["FORMATS", "REPORT_NAMES", "analyse", "without_passwords", "write_reports"]
 
 FORMATS: Final = ("markdown", "json", "html")
 REPORT_NAMES: Final = {
@@ -31,6 +32,31 @@ REPORT_NAMES: Final = {
     "json": "uowstress-report.json",
     "html": "uowstress-report.html",
 }
+
+
+# scheme://user:password@host: the password, wherever a URL appears in a string.
+_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(?=@)")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PASSWORD.sub(r"\1***", value)
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
+
+
+def without_passwords(report: Report) -> Report:
+    """``report`` with the password of every URL in its text replaced by ``***``.
+
+    Whoever builds a report hides passwords already (``uowstress.scratch.redacted``); this is
+    the last guard before anything is written, for URLs inside messages and commands.
+    """
+    data = report.model_dump(mode="json")
+    scrubbed = _scrub(data)
+    return report if scrubbed == data else Report.model_validate(scrubbed)
 
 
 def analyse(
@@ -86,9 +112,11 @@ def write_reports(
     into ``output_dir``, and the run's entry in ``output_dir/history/``.
 
     Returns the paths written by format name ("markdown", "json", "html", "history").
-    ReportError when the folder cannot be written.
+    Passwords in URLs are hidden first (``without_passwords``). ReportError when the folder
+    cannot be written.
     """
     chosen = _formats(formats)
+    report = without_passwords(report)
     written: dict[str, Path] = {}
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
