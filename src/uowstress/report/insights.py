@@ -144,7 +144,7 @@ def _scalability_insights(result: ScenarioResult) -> list[Insight]:
         f"{_name(result)}: {most.threads} threads give"
         f" {fmt.ratio(most.ops_per_second / single.ops_per_second)} the throughput of 1:"
         f" {fmt.percent(most.efficiency, 0)} efficiency"
-        f" ({fmt.number(single.ops_per_second)} -> {fmt.number(most.ops_per_second)} ops/s)."
+        f" ({fmt.number(single.ops_per_second)} to {fmt.number(most.ops_per_second)} ops/s)."
     )
     if best.threads != most.threads:
         text += (

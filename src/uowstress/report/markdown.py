@@ -283,8 +283,7 @@ def _insights(report: Report) -> list[str]:
         return []
     out = ["## Insights", ""]
     for insight in report.insights:
-        where = f" ({code(insight.scenario)})" if insight.scenario else ""
-        out.append(f"- **{text(insight.title)}**{where}: {text(insight.text)}")
+        out.append(f"- **{text(insight.title)}**: {text(insight.text)}")
     return [*out, ""]
 
 
@@ -320,7 +319,10 @@ def _scenario(result: ScenarioResult) -> list[str]:
         ]
     out += _table(
         ("metric", "value", "tier", "note"),
-        ((text(r.label), r.value, _tier(r.tier), text(r.note)) for r in views.metric_rows(result)),
+        (
+            (text(r.label), text(r.value), _tier(r.tier), text(r.note))
+            for r in views.metric_rows(result)
+        ),
     )
     out.append("")
     if result.checks:
@@ -420,7 +422,10 @@ def _machine(run: MachineRun) -> list[str]:
         ]
     out += _table(
         ("metric", "value", "tier", "note"),
-        ((text(r.label), r.value, _tier(r.tier), text(r.note)) for r in views.machine_rows(run)),
+        (
+            (text(r.label), text(r.value), _tier(r.tier), text(r.note))
+            for r in views.machine_rows(run)
+        ),
     )
     out.append("")
     steps = views.machine_step_rows(run)

@@ -201,9 +201,9 @@ def metric_rows(result: ScenarioResult) -> list[MetricRow]:
         rows.append(
             MetricRow(
                 "open file descriptors",
-                f"{result.open_fds_before} -> {result.open_fds_after}",
+                f"{result.open_fds_before} → {result.open_fds_after}",
                 None,
-                "before -> after",
+                "before → after",
             )
         )
     for key, label, note in _POOL_ROWS:
