@@ -119,3 +119,21 @@ def test_recommendations_show_their_triggering_figure() -> None:
     assert report.recommendations
     for rec in report.recommendations:
         assert f"{code(rec.metric)} = {fmt.number(rec.value)}" in markdown
+
+
+def test_a_scenario_that_measured_nothing_says_so() -> None:
+    from uowstress.report.model import ScenarioResult
+
+    bare = ScenarioResult(
+        id="x",
+        suite="s",
+        scenario="bare",
+        backend="sqlite",
+        database="sqlite://",
+        status="error",
+        message="boom",
+    )
+    markdown = render_markdown(rf.report([bare]))
+    assert "### s / bare on sqlite: **ERROR**" in markdown
+    assert "No figures were measured." in markdown
+    assert "```text\nboom\n```" in markdown

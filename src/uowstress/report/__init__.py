@@ -8,7 +8,10 @@ the charting and statistics libraries in every test session.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from uowstress.report.output import FORMATS, REPORT_NAMES, analyse, write_reports
 
 __all__ = ["FORMATS", "REPORT_NAMES", "analyse", "write_reports"]
 

@@ -10,6 +10,7 @@ validate reports without uowstress. After a change of the model, regenerate it w
 from __future__ import annotations
 
 import json
+import reprlib
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -95,14 +96,15 @@ def parse_report(data: object, source: str) -> Report:
             f" {type(data).__name__}); pass the uowstress-report.json a run wrote"
         )
     if data.get("format") != REPORT_FORMAT:
+        given = reprlib.repr(data.get("format"))
         raise ReportError(
-            f'{source}: not a uowstress report (its "format" is {data.get("format")!r}, not'
+            f'{source}: not a uowstress report (its "format" is {given}, not'
             f" {REPORT_FORMAT!r}); pass the uowstress-report.json a run wrote"
         )
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ReportError(
-            f"{source}: report schema version {version!r}, this uowstress reads version"
+            f"{source}: report schema version {reprlib.repr(version)}, this uowstress reads version"
             f" {SCHEMA_VERSION}; compare reports written by the same version of uowstress"
         )
     try:

@@ -317,13 +317,14 @@ def _scenario(result: ScenarioResult) -> list[str]:
             "Workload: " + ", ".join(code(f"{k}={v}") for k, v in result.workload.items()),
             "",
         ]
-    out += _table(
-        ("metric", "value", "tier", "note"),
-        (
-            (text(r.label), text(r.value), _tier(r.tier), text(r.note))
-            for r in views.metric_rows(result)
-        ),
-    )
+    rows = views.metric_rows(result)
+    if rows:
+        out += _table(
+            ("metric", "value", "tier", "note"),
+            ((text(r.label), text(r.value), _tier(r.tier), text(r.note)) for r in rows),
+        )
+    else:
+        out.append("No figures were measured.")
     out.append("")
     if result.checks:
         out += ["Checks:", ""]
