@@ -365,3 +365,60 @@ def isolation(
         click.echo(f"uowstress: cannot write the report: {error}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(EXIT_OK)
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@main.command()
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option(
+    "--fail-on-regression",
+    "threshold_pct",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="PCT",
+    help="a change counts when the median transaction time (or ops/s, memory peak) moved by"
+    " more than PCT percent; exit 1 when one got worse",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=0.01,
+    show_default=True,
+    help="significance level of the Mann-Whitney U test on transaction times",
+)
+@click.option(
+    "--min-effect",
+    type=click.FloatRange(min=0, max=1),
+    default=0.147,
+    show_default=True,
+    help="smallest |Cliff's delta| of transaction times that counts (0.147: a small effect)",
+)
+def compare(old: Path, new: Path, threshold_pct: float, alpha: float, min_effect: float) -> None:
+    """Compare two reports (uowstress-report.json, or the folders holding them): OLD is the
+    baseline, NEW the run to judge.
+
+    Scenarios are matched on suite, scenario and backend. Transaction times are compared with a
+    Mann-Whitney U test and Cliff's delta, and count only beyond --fail-on-regression too;
+    ops/s and memory peak are single figures, compared by their relative change. Exit status:
+    0 no regression, 1 a regression, 2 a file that cannot be read.
+    """
+    from uowstress.report.compare import compare_all, render_comparison
+    from uowstress.report.json_report import load_report
+
+    try:
+        baseline = load_report(old)
+        current = load_report(new)
+    except UowstressError as error:
+        click.echo(f"uowstress: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    comparisons = compare_all(
+        baseline, current, threshold_pct=threshold_pct, alpha=alpha, min_effect=min_effect
+    )
+    click.echo(f"baseline {old} ({baseline.created_at}) -> {new} ({current.created_at})")
+    click.echo(render_comparison(comparisons, baseline, current), nl=False)
+    regressed = any(c.verdict == "regressed" for c in comparisons)
+    sys.exit(EXIT_FINDING if regressed else EXIT_OK)

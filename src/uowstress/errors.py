@@ -19,3 +19,7 @@ class UnsafeDatabase(UowstressError):
 
 class ReproducerError(UowstressError):
     """A reproducer file is malformed or belongs to another target."""
+
+
+class ReportError(UowstressError):
+    """A report or baseline file cannot be read, or a report cannot be written."""

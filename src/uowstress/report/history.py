@@ -1,0 +1,144 @@
+"""Run history: every run's report JSON under ``<output-dir>/history/``, and trends across them.
+
+Entries are named by the run's UTC time, so that their names sort in run order; the oldest go
+when there are more than ``limit``. An entry keeps every figure of the run but not its raw
+samples (transaction times, memory timelines): those make up most of a report's size, and a
+trend needs only the figures. The report JSON itself, the baseline of the next comparison,
+keeps them. A file that cannot be read is left in place and listed as
+unreadable, never deleted: it may be a user's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from uowstress.errors import ReportError
+from uowstress.report.json_report import load_report, write_json
+from uowstress.report.model import Report, ScenarioResult
+
+__all__ = [
+    "HISTORY_DIR",
+    "HISTORY_LIMIT",
+    "METRICS",
+    "History",
+    "load_history",
+    "record",
+    "scenario_key",
+    "trend",
+]
+
+HISTORY_DIR: Final = "history"
+HISTORY_LIMIT: Final = 100
+_NAME = re.compile(r"^\d{8}T\d{6}(\.\d+)?Z(-\d+)?\.json$")
+
+
+def scenario_key(result: ScenarioResult) -> str:
+    """What identifies a scenario across runs: suite, scenario and backend."""
+    return f"{result.suite}::{result.scenario}[{result.backend}]"
+
+
+def _p(name: str) -> Callable[[ScenarioResult], float | None]:
+    return lambda s: None if s.latency is None else float(getattr(s.latency, name))
+
+
+#: The metrics a trend can follow, by name.
+METRICS: Final[dict[str, Callable[[ScenarioResult], float | None]]] = {
+    "p50_s": _p("p50"),
+    "p95_s": _p("p95"),
+    "p99_s": _p("p99"),
+    "mean_s": _p("mean"),
+    "ops_per_second": lambda s: s.ops_per_second,
+    "memory_peak_mb": lambda s: None if s.memory is None else s.memory.peak_mb,
+    "success_rate": lambda s: s.transactions.success_rate if s.transactions.total else None,
+}
+
+
+def _entry_name(report: Report) -> str:
+    try:
+        when = datetime.fromisoformat(report.created_at)
+    except ValueError:
+        raise ReportError(
+            f"report created_at {report.created_at!r} is not an ISO 8601 time"
+            " (e.g. 2026-11-30T05:27:00+00:00); the history names its entries by it"
+        ) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y%m%dT%H%M%S.%f") + "Z"
+
+
+def record(report: Report, output_dir: Path, *, limit: int = HISTORY_LIMIT) -> Path:
+    """Keep ``report`` in the history of ``output_dir``; drop the oldest beyond ``limit``."""
+    if limit < 1:
+        raise ReportError(f"history limit must be at least 1, got {limit}")
+    folder = output_dir / HISTORY_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _entry_name(report)
+    path = folder / f"{stem}.json"
+    suffix = 1
+    while path.exists():  # two runs in the same second
+        path = folder / f"{stem}-{suffix}.json"
+        suffix += 1
+    write_json(_figures_only(report), path)
+    entries = _entries(folder)
+    for old in entries[: max(0, len(entries) - limit)]:
+        old.unlink()
+    return path
+
+
+def _figures_only(report: Report) -> Report:
+    scenarios = [
+        s.model_copy(
+            update={
+                "latency_samples": [],
+                "memory": None
+                if s.memory is None
+                else s.memory.model_copy(update={"timeline": []}),
+            }
+        )
+        for s in report.scenarios
+    ]
+    return report.model_copy(update={"scenarios": scenarios})
+
+
+def _entries(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+@dataclass
+class History:
+    runs: list[Report] = field(default_factory=list)  # oldest first
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+    def latest(self) -> Report | None:
+        return self.runs[-1] if self.runs else None
+
+
+def load_history(output_dir: Path) -> History:
+    history = History()
+    for path in _entries(output_dir / HISTORY_DIR):
+        try:
+            history.runs.append(load_report(path))
+        except ReportError as error:
+            history.unreadable.append((path, str(error)))
+    return history
+
+
+def trend(runs: Sequence[Report], metric: str) -> dict[str, list[tuple[str, float]]]:
+    """scenario key -> (run time, value) over ``runs``, for every scenario that has it."""
+    if metric not in METRICS:
+        raise ReportError(f"no trend for {metric!r}; choose one of {', '.join(METRICS)}")
+    value_of = METRICS[metric]
+    series: dict[str, list[tuple[str, float]]] = {}
+    for run in runs:
+        for result in run.scenarios:
+            value = value_of(result)
+            if value is not None:
+                series.setdefault(scenario_key(result), []).append((run.created_at, value))
+    return series

@@ -1,0 +1,150 @@
+"""The report as JSON, its JSON Schema, and reading a report back (baselines, history).
+
+The schema is generated from the pydantic model and committed at
+``src/uowstress/report/schema/report-v<SCHEMA_VERSION>.schema.json`` so that other tools can
+validate reports without uowstress. After a change of the model, regenerate it with::
+
+    uv run python -m uowstress.report.json_report
+"""
+
+from __future__ import annotations
+
+import json
+import reprlib
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from uowstress.errors import ReportError
+from uowstress.report.model import REPORT_FORMAT, SCHEMA_VERSION, Report
+
+__all__ = [
+    "SCHEMA_ID",
+    "SCHEMA_PATH",
+    "load_report",
+    "parse_report",
+    "report_json",
+    "report_schema",
+    "write_json",
+    "write_schema",
+]
+
+SCHEMA_PATH: Final = Path(__file__).parent / "schema" / f"report-v{SCHEMA_VERSION}.schema.json"
+SCHEMA_ID: Final = f"urn:uowstress:report:v{SCHEMA_VERSION}"
+REGENERATE: Final = "uv run python -m uowstress.report.json_report"
+
+
+def report_json(report: Report) -> str:
+    """The report as compact JSON: a nightly run holds hundreds of thousands of transaction
+    times, which indentation would double in size (``jq .`` shows it indented).
+
+    Transaction times are written to the nanosecond, the resolution they were measured at
+    (perf_counter_ns): ``0.011283946`` rather than ``0.011283946000000001``.
+    """
+    data = report.model_dump(mode="json")
+    for scenario in data["scenarios"]:
+        scenario["latency_samples"] = [round(x, 9) for x in scenario["latency_samples"]]
+    return json.dumps(data, separators=(",", ":")) + "\n"
+
+
+def write_json(report: Report, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report_json(report), encoding="utf-8")
+    return path
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a report of this SCHEMA_VERSION."""
+    schema = Report.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **schema,
+        "title": f"uowstress report, schema version {SCHEMA_VERSION}",
+        "description": "What one `uowstress run` measured, judged and found. Times in"
+        " seconds, memory in MB of 2**20 bytes, rates are fractions in [0, 1].",
+    }
+
+
+def schema_text() -> str:
+    return json.dumps(report_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def write_schema(path: Path = SCHEMA_PATH) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(schema_text(), encoding="utf-8")
+    return path
+
+
+def _problems(error: ValidationError, limit: int = 5) -> str:
+    items = error.errors()
+    shown = [
+        f"{'.'.join(str(p) for p in item['loc']) or '(top level)'}: {item['msg']}"
+        for item in items[:limit]
+    ]
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return "; ".join(shown) + more
+
+
+def parse_report(data: object, source: str) -> Report:
+    """A Report from parsed JSON; ReportError names ``source`` and what is wrong."""
+    if not isinstance(data, dict):
+        raise ReportError(
+            f"{source}: not a uowstress report (expected a JSON object, got"
+            f" {type(data).__name__}); pass the uowstress-report.json a run wrote"
+        )
+    if data.get("format") != REPORT_FORMAT:
+        given = reprlib.repr(data.get("format"))
+        raise ReportError(
+            f'{source}: not a uowstress report (its "format" is {given}, not'
+            f" {REPORT_FORMAT!r}); pass the uowstress-report.json a run wrote"
+        )
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ReportError(
+            f"{source}: report schema version {reprlib.repr(version)}, this uowstress reads version"
+            f" {SCHEMA_VERSION}; compare reports written by the same version of uowstress"
+        )
+    try:
+        return Report.model_validate(data)
+    except ValidationError as error:
+        raise ReportError(
+            f"{source}: malformed report: {_problems(error)}; it was edited or truncated,"
+            " write it again with uowstress run"
+        ) from None
+
+
+def load_report(path: Path) -> Report:
+    """Read a report JSON file; ReportError names the file and the problem."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(
+            f"{path}: no such file; give the path of a uowstress-report.json"
+        ) from None
+    except IsADirectoryError:
+        inner = path / "uowstress-report.json"
+        if inner.is_file():
+            return load_report(inner)
+        raise ReportError(f"{path} is a folder without a uowstress-report.json") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ReportError(f"{path}: cannot be read: {error}") from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ReportError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column"
+            f" {error.colno}); the file is truncated or not a report"
+        ) from None
+    return parse_report(data, str(path))
+
+
+def main() -> None:
+    written = write_schema()
+    sys.stdout.write(f"schema written to {written}\n")
+
+
+if __name__ == "__main__":
+    main()

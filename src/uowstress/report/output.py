@@ -1,0 +1,141 @@
+"""Finishing and writing a run's report: what the runner calls once it has built the Report.
+
+    report = analyse(report, baseline=load_report(path), threshold_pct=10)
+    paths = write_reports(report, Path("performance_reports"), ["all"])
+
+``analyse`` fills in the insights, the recommendations and (given a baseline) the regressions;
+``write_reports`` writes the formats asked for and keeps the run in the output folder's
+history (``history/``), whose earlier runs the HTML page plots as trends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from uowstress.errors import ReportError
+from uowstress.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD_PCT, compare
+from uowstress.report.history import HISTORY_LIMIT, load_history, record
+from uowstress.report.html import render_html
+from uowstress.report.insights import insights, recommendations
+from uowstress.report.json_report import write_json
+from uowstress.report.markdown import render_markdown
+from uowstress.report.model import Report
+
+__all__ = ["FORMATS", "REPORT_NAMES", "analyse", "without_passwords", "write_reports"]
+
+FORMATS: Final = ("markdown", "json", "html")
+REPORT_NAMES: Final = {
+    "markdown": "uowstress-report.md",
+    "json": "uowstress-report.json",
+    "html": "uowstress-report.html",
+}
+
+
+# scheme://user:password@host: the password, wherever a URL appears in a string.
+_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(?=@)")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PASSWORD.sub(r"\1***", value)
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
+
+
+def without_passwords(report: Report) -> Report:
+    """``report`` with the password of every URL in its text replaced by ``***``.
+
+    Whoever builds a report hides passwords already (``uowstress.scratch.redacted``); this is
+    the last guard before anything is written, for URLs inside messages and commands.
+    """
+    data = report.model_dump(mode="json")
+    scrubbed = _scrub(data)
+    return report if scrubbed == data else Report.model_validate(scrubbed)
+
+
+def analyse(
+    report: Report,
+    *,
+    baseline: Report | None = None,
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+    alpha: float = DEFAULT_ALPHA,
+) -> Report:
+    """A copy of ``report`` with insights, recommendations and regressions filled in (and
+    ``summary.regressions`` counted); the report given is not changed."""
+    regressions = (
+        compare(baseline, report, threshold_pct=threshold_pct, alpha=alpha)
+        if baseline is not None
+        else list(report.regressions)
+    )
+    summary = report.summary.model_copy(
+        update={"regressions": sum(r.regressed for r in regressions)}
+    )
+    return report.model_copy(
+        update={
+            "insights": insights(report),
+            "recommendations": recommendations(report),
+            "regressions": regressions,
+            "summary": summary,
+        }
+    )
+
+
+def _formats(formats: Iterable[str]) -> list[str]:
+    chosen: list[str] = []
+    for name in formats:
+        names = FORMATS if name == "all" else (name,)
+        for one in names:
+            if one not in FORMATS:
+                raise ReportError(
+                    f"unknown report format {one!r}; choose from {', '.join(FORMATS)} or all"
+                )
+            if one not in chosen:
+                chosen.append(one)
+    return chosen
+
+
+def write_reports(
+    report: Report,
+    output_dir: Path,
+    formats: Iterable[str] = ("all",),
+    *,
+    history: bool = True,
+    history_limit: int = HISTORY_LIMIT,
+) -> dict[str, Path]:
+    """Write ``uowstress-report.{md,json,html}`` (those in ``formats``; ``all`` for every one)
+    into ``output_dir``, and the run's entry in ``output_dir/history/``.
+
+    Returns the paths written by format name ("markdown", "json", "html", "history").
+    Passwords in URLs are hidden first (``without_passwords``). ReportError when the folder
+    cannot be written.
+    """
+    chosen = _formats(formats)
+    report = without_passwords(report)
+    written: dict[str, Path] = {}
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        earlier = load_history(output_dir) if history else None
+        if "markdown" in chosen:
+            path = output_dir / REPORT_NAMES["markdown"]
+            path.write_text(render_markdown(report), encoding="utf-8")
+            written["markdown"] = path
+        if "json" in chosen:
+            written["json"] = write_json(report, output_dir / REPORT_NAMES["json"])
+        if "html" in chosen:
+            path = output_dir / REPORT_NAMES["html"]
+            path.write_text(render_html(report, history=earlier), encoding="utf-8")
+            written["html"] = path
+        if history:
+            written["history"] = record(report, output_dir, limit=history_limit)
+    except OSError as error:
+        raise ReportError(
+            f"cannot write the report into {output_dir}: {error.strerror or error};"
+            " choose another --output-dir"
+        ) from None
+    return written

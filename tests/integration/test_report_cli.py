@@ -1,0 +1,77 @@
+"""`uowstress compare`: the table, and exit 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests import report_factory as rf
+from uowstress.cli import main
+from uowstress.report.compare import save_baseline
+from uowstress.report.model import Report
+
+
+def _run(scale: float, seed: int) -> Report:
+    rng = random.Random(seed)
+    samples = [scale * rng.lognormvariate(-4.5, 0.4) for _ in range(300)]
+    return rf.report([rf.scenario("load", samples=samples, ops_per_second=100.0)])
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def baseline(tmp_path: Path) -> Path:
+    return save_baseline(_run(1.0, 1), tmp_path / "baseline.json")
+
+
+def test_a_regression_exits_1_and_is_named(tmp_path: Path, baseline: Path) -> None:
+    slower = save_baseline(_run(1.4, 2), tmp_path / "new.json")
+    code, out, _ = _invoke("compare", str(baseline), str(slower))
+    assert code == 1, out
+    assert "synthetic_suite::load[sqlite]" in out
+    assert "latency_p50_s" in out and "REGRESSED" in out
+    assert "1 regression in 3 comparisons" in out
+
+
+def test_a_higher_threshold_lets_it_pass(tmp_path: Path, baseline: Path) -> None:
+    slower = save_baseline(_run(1.4, 2), tmp_path / "new.json")
+    code, out, _ = _invoke("compare", str(baseline), str(slower), "--fail-on-regression", "60")
+    assert code == 0, out
+    assert "0 regressions" in out
+
+
+def test_noise_exits_0(tmp_path: Path, baseline: Path) -> None:
+    same = save_baseline(_run(1.0, 3), tmp_path / "new.json")
+    code, out, _ = _invoke("compare", str(baseline), str(same), "--alpha", "0.05")
+    assert code == 0, out
+    assert "REGRESSED" not in out
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "no such file"),
+        ("{", "not valid JSON"),
+        ('{"format": "uowstress.report", "schema_version": 1, "created_at": 5}', "malformed"),
+    ],
+)
+def test_an_unreadable_report_exits_2_naming_the_file(
+    tmp_path: Path, baseline: Path, content: str | None, problem: str
+) -> None:
+    broken = tmp_path / "broken.json"
+    if content is not None:
+        broken.write_text(content)
+    code, out, err = _invoke("compare", str(baseline), str(broken))
+    assert code == 2, out
+    assert str(broken) in err and problem in err
+
+
+def test_bad_options_are_usage_errors(baseline: Path) -> None:
+    code, _, err = _invoke("compare", str(baseline), str(baseline), "--alpha", "2")
+    assert code == 2 and "--alpha" in err

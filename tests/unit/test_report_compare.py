@@ -1,0 +1,136 @@
+"""Regressions against a baseline: a real slowdown is flagged, noise and tiny shifts are not."""
+
+from __future__ import annotations
+
+import random
+from itertools import product
+
+import pytest
+
+from tests import report_factory as rf
+from uowstress.report.compare import (
+    DEFAULT_MIN_EFFECT,
+    cliffs_delta,
+    compare,
+    compare_all,
+    render_comparison,
+)
+from uowstress.report.model import MemoryProfile, Report
+
+
+def _draw(seed: int, n: int = 500, sigma: float = 0.5, scale: float = 1.0) -> list[float]:
+    rng = random.Random(seed)
+    return [scale * rng.lognormvariate(-4.5, sigma) for _ in range(n)]
+
+
+def _run(samples: list[float], **fields: object) -> Report:
+    """A run of one scenario; throughput and memory the same in every run unless given."""
+    fields.setdefault("ops_per_second", 100.0)
+    return rf.report([rf.scenario("load", samples=samples, **fields)])
+
+
+def test_an_injected_slowdown_is_flagged() -> None:
+    for seed in range(5):
+        before = _draw(seed)
+        after = [s * 1.3 for s in _draw(seed + 100)]
+        [regression] = compare(_run(before), _run(after), threshold_pct=10)
+        assert regression.metric == "latency_p50_s"
+        assert regression.regressed
+        assert regression.p_value is not None and regression.p_value < 0.01
+        assert regression.effect_size is not None and regression.effect_size > DEFAULT_MIN_EFFECT
+        assert regression.change == pytest.approx(0.3, abs=0.12)
+
+
+def test_a_speedup_is_reported_but_not_as_a_regression() -> None:
+    [change] = compare(_run(_draw(1)), _run([s / 1.5 for s in _draw(2)]), threshold_pct=10)
+    assert not change.regressed and change.change < 0
+
+
+def test_noise_is_not_flagged() -> None:
+    # Two draws from one distribution, many seeds: their medians differ by several percent,
+    # sometimes more than 10 %; none may be called a regression.
+    for seed in range(20):
+        a, b = _draw(seed, n=200), _draw(seed + 1000, n=200)
+        assert compare(_run(a), _run(b), threshold_pct=10) == [], seed
+
+
+def test_noise_beyond_the_threshold_is_still_not_flagged() -> None:
+    # Small samples: the medians of two draws differ by more than 5 % ...
+    found = 0
+    for seed in range(40):
+        a, b = _draw(seed, n=12), _draw(seed + 500, n=12)
+        [latency, *_] = compare_all(_run(a), _run(b), threshold_pct=5)
+        if abs(latency.change) > 0.05:
+            found += 1
+            # ... which the test does not call significant.
+            assert latency.verdict == "unchanged", seed
+    assert found >= 10  # the case was really exercised
+
+
+def test_a_tiny_significant_change_below_the_minimum_effect_is_not_flagged() -> None:
+    # 3 % slower with 5,000 tight samples: Mann-Whitney finds it, but it is below 10 %.
+    before = _draw(1, n=5000, sigma=0.05)
+    after = [s * 1.03 for s in _draw(2, n=5000, sigma=0.05)]
+    [latency, *_] = compare_all(_run(before), _run(after), threshold_pct=10)
+    assert latency.p_value is not None and latency.p_value < 1e-6
+    assert latency.verdict == "unchanged"
+    assert "within the threshold" in latency.note
+    assert compare(_run(before), _run(after), threshold_pct=10) == []
+
+
+def test_cliffs_delta_matches_its_definition() -> None:
+    rng = random.Random(3)
+    a = [rng.choice([1.0, 2.0, 3.0]) for _ in range(30)]
+    b = [rng.choice([2.0, 3.0, 4.0]) for _ in range(25)]
+    brute = sum((y > x) - (y < x) for x, y in product(a, b)) / (len(a) * len(b))
+    assert cliffs_delta(a, b) == pytest.approx(brute)
+    assert cliffs_delta([1.0, 2.0], [3.0, 4.0]) == 1.0
+    assert cliffs_delta([3.0, 4.0], [1.0, 2.0]) == -1.0
+
+
+def test_throughput_and_memory_are_single_figures() -> None:
+    samples = _draw(1)
+    old = _run(samples, ops_per_second=100.0, memory=MemoryProfile(peak_mb=100, growth_mb=0))
+    new = _run(samples, ops_per_second=80.0, memory=MemoryProfile(peak_mb=105, growth_mb=0))
+    by_metric = {c.metric: c for c in compare_all(old, new, threshold_pct=10)}
+    ops, memory = by_metric["ops_per_second"], by_metric["memory_peak_mb"]
+    assert (ops.verdict, ops.change, ops.tested, ops.p_value) == ("regressed", 0.2, False, None)
+    assert "not tested" in ops.note
+    assert memory.verdict == "unchanged" and memory.change == pytest.approx(0.05)
+    assert by_metric["latency_p50_s"].verdict == "unchanged"
+    assert [r.metric for r in compare(old, new, threshold_pct=10)] == ["ops_per_second"]
+    assert compare(old, new, threshold_pct=25) == []
+
+
+def test_scenarios_match_on_suite_scenario_and_backend() -> None:
+    slow = [s * 2 for s in _draw(2)]
+    old = rf.report(
+        [rf.scenario("a", samples=_draw(1)), rf.scenario("b", samples=_draw(3), backend="mysql")]
+    )
+    new = rf.report(
+        [
+            rf.scenario("a", samples=slow, backend="postgresql"),  # another backend
+            rf.scenario("a", samples=slow, suite="other_suite"),  # another suite
+            rf.scenario("b", samples=slow, backend="mysql"),
+        ]
+    )
+    comparisons = compare_all(old, new)
+    assert {c.scenario for c in comparisons} == {"synthetic_suite::b[mysql]"}
+    table = render_comparison(comparisons, old, new)
+    assert "REGRESSED" in table
+    assert "only in the baseline: synthetic_suite::a[sqlite]" in table
+    assert "new in this run: other_suite::a[sqlite], synthetic_suite::a[postgresql]" in table
+
+
+def test_the_table_names_why_a_change_does_not_count() -> None:
+    comparisons = compare_all(_run(_draw(1, n=200)), _run(_draw(2, n=200)))
+    table = render_comparison(comparisons)
+    assert "0 regressions in 3 comparisons" in table
+    assert ">= alpha" in table or "< 0.147" in table
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        compare_all(_run(_draw(1)), _run(_draw(2)), alpha=0)
+    with pytest.raises(ValueError, match="threshold_pct"):
+        compare_all(_run(_draw(1)), _run(_draw(2)), threshold_pct=-1)

@@ -1,0 +1,139 @@
+"""The Markdown report: every section, every figure with its tier, and hostile text inert."""
+
+from __future__ import annotations
+
+import re
+
+from tests import report_factory as rf
+from uowstress.report import formatting as fmt
+from uowstress.report.markdown import code, code_block, render_markdown, text
+from uowstress.report.model import Regression
+
+
+def _outside_code(markdown: str) -> str:
+    """The Markdown with fenced blocks and code spans removed: what a viewer renders as
+    markup."""
+    without_blocks = re.sub(r"(`{3,})[^\n]*\n.*?\n\1", "", markdown, flags=re.DOTALL)
+    return re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", without_blocks)
+
+
+def test_every_section_of_a_full_report_is_there() -> None:
+    report = rf.full_report()
+    markdown = render_markdown(report)
+    for heading in (
+        "# uowstress report: FAILED",
+        "## System",
+        "## Suites",
+        "## Findings (1)",
+        "## Scenario results",
+        "## State machines",
+        "## Durability",
+        "## Isolation anomalies",
+    ):
+        assert heading in markdown, heading
+    for value in ("3.40.1", "2.0.36", "6.118.0", "3.11.2", "x86\\_64", "7.8 GB"):
+        assert value in markdown, value
+
+
+def test_each_scenario_shows_its_figures_and_tiers() -> None:
+    report = rf.report()
+    markdown = render_markdown(report)
+    for result in report.scenarios:
+        section = markdown.split(f"/ {text(result.scenario)} on sqlite")[1].split("\n### ")[0]
+        if result.latency is not None:
+            for figure in ("avg", "p50", "p95", "p99", "max"):
+                assert f"| {figure} |" in section
+            assert fmt.duration(result.latency.p95) in section
+        for judged in result.verdicts:
+            tier = judged.tier.upper() if judged.tier == "critical" else judged.tier
+            assert tier in section, (result.scenario, judged.metric)
+        for name in result.metrics:
+            assert text(name) in section
+        for check in result.checks:
+            assert text(check.name) in section
+    # The real concurrent-stress run fell below the critical success rate.
+    stress = markdown.split("concurrent\\_transaction\\_stress on sqlite")[1].split("\n### ")[0]
+    assert re.search(r"\| success rate \| 48\.0 % \| \*\*CRITICAL\*\* \|", stress)
+
+
+def test_findings_show_steps_per_session_and_the_replay_command() -> None:
+    finding = rf.hostile_finding()
+    markdown = render_markdown(rf.report([rf.scenario()], findings=[finding]))
+    assert "Session 0:" in markdown and "Session 1:" in markdown
+    assert "uv run uowstress replay 4433f13433e3" in markdown
+    assert "shrunk from 37" in markdown
+    for lines in finding.steps_by_session:
+        for line in lines:
+            assert line in markdown  # verbatim, inside a fenced block
+
+
+def test_hostile_strings_never_reach_the_markup() -> None:
+    markdown = render_markdown(rf.hostile_report())
+    assert rf.HOSTILE_SCRIPT in markdown  # kept verbatim where fenced
+    rendered = _outside_code(markdown)
+    assert "<script" not in rendered
+    assert "<img" not in rendered
+    assert "&lt;script&gt;" in rendered  # shown as text
+
+
+def test_a_table_cell_cannot_be_split_by_a_pipe() -> None:
+    assert text("a | b") == "a \\| b"
+    assert code("x | y") == "`x \\| y`"
+    assert code("a `tick`") == "`` a `tick` ``"
+    assert text("# not a heading") == "\\# not a heading"
+    assert text("1. not a list") == "1\\. not a list"
+    assert code_block(["```", "inside"]).startswith("````text\n")
+
+
+def test_isolation_matrix_and_its_reproducer() -> None:
+    markdown = render_markdown(rf.report([rf.scenario()], isolation=[rf.isolation_matrix()]))
+    assert "| level | P4 | G0 |" in markdown
+    assert "| read committed | observed | — |" in markdown
+    assert "| serializable | — | — |" in markdown
+    assert "`write k0 = 1`" in markdown
+    assert "| # | session 0 | session 1 |" in markdown
+
+
+def test_regressions_are_listed_when_present() -> None:
+    regression = Regression(
+        scenario="suite::a[sqlite]",
+        metric="latency_p50_s",
+        baseline=0.01,
+        current=0.013,
+        change=0.3,
+        p_value=0.0001,
+        effect_size=0.4,
+        regressed=True,
+    )
+    markdown = render_markdown(rf.report([rf.scenario()], regressions=[regression]))
+    assert "## Against the baseline" in markdown
+    assert "+30.0 %" in markdown and "**regressed**" in markdown
+    assert "## Against the baseline" not in render_markdown(rf.report([rf.scenario()]))
+
+
+def test_recommendations_show_their_triggering_figure() -> None:
+    from uowstress.report.output import analyse
+
+    report = analyse(rf.report())
+    markdown = render_markdown(report)
+    assert report.recommendations
+    for rec in report.recommendations:
+        assert f"{code(rec.metric)} = {fmt.number(rec.value)}" in markdown
+
+
+def test_a_scenario_that_measured_nothing_says_so() -> None:
+    from uowstress.report.model import ScenarioResult
+
+    bare = ScenarioResult(
+        id="x",
+        suite="s",
+        scenario="bare",
+        backend="sqlite",
+        database="sqlite://",
+        status="error",
+        message="boom",
+    )
+    markdown = render_markdown(rf.report([bare]))
+    assert "### s / bare on sqlite: **ERROR**" in markdown
+    assert "No figures were measured." in markdown
+    assert "```text\nboom\n```" in markdown

@@ -1,0 +1,146 @@
+"""write_reports, analyse and the run history."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests import report_factory as rf
+from uowstress.errors import ReportError
+from uowstress.report import analyse, write_reports
+from uowstress.report.history import HISTORY_DIR, load_history, record, trend
+from uowstress.report.json_report import load_report
+from uowstress.report.model import Report
+from uowstress.report.output import without_passwords
+
+
+def _at(day: int, samples_scale: float = 1.0) -> Report:
+    when = datetime(2026, 11, 1, 5, 0, tzinfo=UTC) + timedelta(days=day)
+    samples = [0.01 * samples_scale] * 50
+    return rf.report(
+        [rf.scenario("load", samples=samples, ops_per_second=100.0 / samples_scale)],
+        created_at=when.isoformat(),
+    )
+
+
+def test_write_reports_writes_each_format_and_the_history(tmp_path: Path) -> None:
+    report = analyse(rf.full_report())
+    paths = write_reports(report, tmp_path / "out", ["all"])
+    assert set(paths) == {"markdown", "json", "html", "history"}
+    assert paths["markdown"].name == "uowstress-report.md"
+    assert paths["markdown"].read_text().startswith("# uowstress report:")
+    assert load_report(paths["json"]) == report
+    assert "<!DOCTYPE html>" in paths["html"].read_text()[:100]
+    assert paths["history"].parent == tmp_path / "out" / HISTORY_DIR
+    kept = load_report(paths["history"])
+    # The history keeps the figures, not the raw samples.
+    assert [s.latency for s in kept.scenarios] == [s.latency for s in report.scenarios]
+    assert all(not s.latency_samples for s in kept.scenarios)
+    assert kept.model_copy(update={"scenarios": report.scenarios}) == report
+
+
+def test_write_reports_writes_only_what_is_asked(tmp_path: Path) -> None:
+    paths = write_reports(rf.report(), tmp_path, ["json"], history=False)
+    assert set(paths) == {"json"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["uowstress-report.json"]
+    with pytest.raises(ReportError, match="unknown report format 'pdf'"):
+        write_reports(rf.report(), tmp_path, ["pdf"])
+
+
+def test_an_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ReportError, match="cannot write the report into"):
+        write_reports(rf.report(), blocker / "out", ["markdown"])
+
+
+def test_analyse_fills_insights_recommendations_and_regressions() -> None:
+    slow = _at(1, samples_scale=1.5)
+    analysed = analyse(slow, baseline=_at(0))
+    assert analysed.insights == [] and analysed.recommendations == []
+    assert [(r.metric, r.regressed) for r in analysed.regressions] == [
+        ("latency_p50_s", True),
+        ("ops_per_second", True),
+    ]
+    assert analysed.summary.regressions == 2
+    assert slow.regressions == []  # the report given is not changed
+    real = analyse(rf.report())
+    assert real.insights and real.recommendations
+
+
+def test_history_keeps_the_newest_runs_in_order(tmp_path: Path) -> None:
+    for day in range(7):
+        record(_at(day), tmp_path, limit=5)
+    history = load_history(tmp_path)
+    assert [r.created_at[:10] for r in history.runs] == [f"2026-11-{d:02d}" for d in range(3, 8)]
+    latest = history.latest()
+    assert latest is not None and latest.created_at == _at(6).created_at
+
+
+def test_two_runs_in_the_same_second_are_both_kept(tmp_path: Path) -> None:
+    first = record(_at(0), tmp_path)
+    second = record(_at(0), tmp_path)
+    assert first != second
+    assert len(load_history(tmp_path).runs) == 2
+
+
+def test_an_unreadable_history_entry_is_listed_and_left_alone(tmp_path: Path) -> None:
+    record(_at(0), tmp_path)
+    broken = tmp_path / HISTORY_DIR / "20261102T050000.000000Z.json"
+    broken.write_text("{ not json")
+    history = load_history(tmp_path)
+    assert len(history.runs) == 1
+    assert [p for p, _ in history.unreadable] == [broken]
+    assert broken.exists()
+
+
+def test_trend_follows_a_metric_across_runs(tmp_path: Path) -> None:
+    runs = [_at(0), _at(1, 2.0), _at(2, 4.0)]
+    series = trend(runs, "p95_s")
+    assert series == {
+        "synthetic_suite::load[sqlite]": [
+            (runs[0].created_at, pytest.approx(0.01)),
+            (runs[1].created_at, pytest.approx(0.02)),
+            (runs[2].created_at, pytest.approx(0.04)),
+        ]
+    }
+    with pytest.raises(ReportError, match="choose one of"):
+        trend(runs, "nope")
+
+
+def test_the_html_page_plots_trends_once_there_is_history(tmp_path: Path) -> None:
+    write_reports(_at(0), tmp_path, ["html"])
+    first = (tmp_path / "uowstress-report.html").read_text()
+    assert "chart-trend-p95_s" not in first
+    write_reports(_at(1, 2.0), tmp_path, ["html"])
+    second = (tmp_path / "uowstress-report.html").read_text()
+    assert 'data-chart="chart-trend-p95_s"' in second
+    assert 'data-chart="chart-trend-ops_per_second"' in second
+
+
+def test_a_report_time_that_is_not_iso_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="not an ISO 8601 time"):
+        record(rf.report(created_at="yesterday"), tmp_path)
+
+
+def test_the_json_written_is_the_models_dump(tmp_path: Path) -> None:
+    report = rf.report()
+    paths = write_reports(report, tmp_path, ["json"], history=False)
+    assert json.loads(paths["json"].read_text()) == report.model_dump(mode="json")
+
+
+def test_no_password_reaches_a_written_report(tmp_path: Path) -> None:
+    secret = "s3cr3t-pw"
+    leaky = rf.report(
+        [rf.scenario("load", message=f"OperationalError at postgresql://app:{secret}@db/x")],
+        command=f"uowstress run --db-url mysql+pymysql://root:{secret}@127.0.0.1/test",
+    )
+    paths = write_reports(leaky, tmp_path, ["all"])
+    for path in paths.values():
+        text = path.read_text()
+        assert secret not in text, path
+    assert "mysql+pymysql://root:***@127.0.0.1/test" in paths["markdown"].read_text()
+    assert without_passwords(rf.report()) == rf.report()  # nothing to hide: unchanged
