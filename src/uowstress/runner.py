@@ -8,6 +8,7 @@ configuration or database error (nothing is run then).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import shlex
@@ -30,6 +31,8 @@ from uowstress.database import prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
 from uowstress.options import parse_target_options
 from uowstress.pytest_plugin import RESULTS, ResultStore
+from uowstress.report.compare import DEFAULT_THRESHOLD_PCT
+from uowstress.report.json_report import load_report
 from uowstress.report.model import (
     DatabaseInfo,
     Finding,
@@ -39,6 +42,7 @@ from uowstress.report.model import (
     Summary,
     SystemInfo,
 )
+from uowstress.report.output import analyse, write_reports
 from uowstress.scratch import backend_name, reachable, redacted
 from uowstress.target import load_target
 
@@ -147,17 +151,12 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
             raise ConfigError(f"unknown report format {name!r}; choose from {', '.join(FORMATS)}")
     if request.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {request.workers}")
-    if request.workers > 1:
-        try:
-            import xdist  # type: ignore[import-not-found]  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "--workers needs pytest-xdist; install it (uv add pytest-xdist) or use --workers 1"
-            ) from None
-    if request.baseline is not None and not request.baseline.is_file():
+    if request.workers > 1 and importlib.util.find_spec("xdist") is None:
         raise ConfigError(
-            f"baseline {request.baseline} does not exist; give the JSON report of an earlier run"
+            "--workers needs pytest-xdist; install it (uv add pytest-xdist) or use --workers 1"
         )
+    if request.baseline is not None:
+        load_report(request.baseline)  # a malformed baseline stops the run before it starts
     suites = Path(request.path)
     if not suites.exists():
         raise ConfigError(
@@ -333,7 +332,6 @@ def run(
     request: RunRequest,
     *,
     progress: Callable[[str, int, int], None] | None = None,
-    write: Callable[[Report, Path, tuple[str, ...]], dict[str, Path]] | None = None,
 ) -> RunOutcome:
     """Run the suites and write the reports; raises UowstressError when nothing could run."""
     urls, databases, config_path = _check(request)
@@ -363,7 +361,19 @@ def run(
             _isolation_matrix(url, request.isolation_budget_s, request.options["profile"])
             for url in urls
         ]
-    written = (write or _write_json)(report, request.output_dir, request.formats)
+    report = analyse(
+        report,
+        baseline=None if request.baseline is None else load_report(request.baseline),
+        threshold_pct=(
+            DEFAULT_THRESHOLD_PCT
+            if request.fail_on_regression is None
+            else request.fail_on_regression
+        ),
+    )
+    if request.fail_on_regression is not None and report.summary.regressions:
+        report.summary.status = "failed"
+        report.summary.exit_status = EXIT_FINDING
+    written = write_reports(report, request.output_dir, request.formats)
     return RunOutcome(report, report.summary.exit_status, written, dict(collector.outcomes))
 
 
@@ -372,10 +382,3 @@ def _isolation_matrix(url: str, budget_s: float, profile: str) -> IsolationMatri
 
     searched = search_isolation(url, budget_s=budget_s, profile=profile)
     return IsolationMatrix.model_validate(searched.to_json())
-
-
-def _write_json(report: Report, output_dir: Path, formats: tuple[str, ...]) -> dict[str, Path]:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / "uowstress-report.json"
-    path.write_text(report.model_dump_json(indent=2) + "\n")
-    return {"json": path}
