@@ -195,3 +195,13 @@ def test_run_splits_exploration_across_workers(tmp_path: Path) -> None:
         "sqlite-shard1-sessions]",
     ]
     assert all(m["examples"] > 0 and m["status"] == "passed" for m in machines)
+
+
+def test_run_refuses_a_malformed_baseline_before_running(tmp_path: Path) -> None:
+    baseline = tmp_path / "old.json"
+    baseline.write_text('{"format": "uowstress.report", "schema_version": 1')
+    code, out = invoke("run", "--baseline", str(baseline), "--output-dir", str(tmp_path / "out"))
+    assert code == 2, out
+    assert str(baseline) in out
+    assert not (tmp_path / "out").exists()
+    assert baseline.read_text() == '{"format": "uowstress.report", "schema_version": 1'
