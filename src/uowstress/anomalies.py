@@ -102,6 +102,7 @@ from uowstress.history import Op, OpValue, Scalar, Transaction
 __all__ = [
     "ALWAYS_FORBIDDEN",
     "ANOMALIES",
+    "DESCRIPTIONS",
     "FORBIDDEN",
     "CheckResult",
     "Edge",
@@ -147,6 +148,25 @@ ANOMALIES: tuple[str, ...] = (
     G2,
 )
 _ORDER = {name: i for i, name in enumerate(ANOMALIES)}
+
+#: Each anomaly in a few plain words, for messages.
+DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        GARBAGE: "a read of a value never written",
+        INTERNAL: "a transaction missed its own write",
+        G0: "dirty write",
+        INCOMPATIBLE: "reads disagree on the order of appends",
+        G1A: "aborted read",
+        G1B: "intermediate read",
+        G1C: "circular information flow",
+        OTV: "observed transaction vanishes",
+        P4: "lost update",
+        PMP: "predicate-many-preceders",
+        G_SINGLE: "read skew",
+        G2_ITEM: "write skew",
+        G2: "phantom write skew",
+    }
+)
 
 #: Forbidden whatever the guarantee: they mean the database or the tester is broken.
 ALWAYS_FORBIDDEN: frozenset[str] = frozenset({GARBAGE, INTERNAL})
