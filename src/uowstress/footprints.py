@@ -19,8 +19,8 @@ named it in `AggregateWrite.matches`; that gives the checker its predicate defin
 query that missed a matching insert shows as a predicate anti-dependency (a phantom, G2).
 
 Reads and writes are recorded when the step that did them is seen complete, so a read looks
-later than it was: the checker may then only assume it could have seen more, which never
-invents an anomaly either.
+later than it was: the checker then allows it to have seen more versions, erring on the side
+of finding less.
 """
 
 from __future__ import annotations

@@ -180,8 +180,8 @@ class AggregateWrite:
 
     `matches` names every predicate (as in `PredicateRead.name`) that the new version
     satisfies. That is how the checker sees a phantom: a predicate read that missed a
-    matching version another unit of work installed. A write that leaves out a predicate it
-    satisfies can only hide a phantom, never invent one.
+    matching version another unit of work installed. Leave a predicate out and the checker
+    misses the phantoms through it.
     """
 
     key: str

@@ -98,7 +98,7 @@ def test_the_reference_system_shows_no_forbidden_anomaly_under_the_dev_profile(
 
 @pytest.mark.nightly
 def test_the_reference_system_shows_no_forbidden_anomaly_under_the_nightly_profile(
-    server_url: str, tmp_path: Path
+    server_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """The reference system at its default guarantee shows no forbidden anomaly on any backend
     under the nightly profile."""
@@ -109,6 +109,9 @@ def test_the_reference_system_shows_no_forbidden_anomaly_under_the_nightly_profi
         reproducers_dir=tmp_path,
         machine="sessions",
     )
+    # The figures of the run, shown by --junitxml (examples, seconds, histories checked).
+    for name in ("examples", "seconds", "anomaly_checks", "permitted_anomalies"):
+        request.node.user_properties.append((name, getattr(result, name)))
     assert result.error is None
     assert result.finding is None, (result.finding, result.reproducer)
     assert result.anomaly_checks > 0, result
