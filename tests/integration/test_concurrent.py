@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from hypothesis import settings
@@ -212,6 +213,33 @@ def test_a_lost_update_is_caught_only_without_the_version_check(
                 # The second writer is refused: a version conflict, or SQLite's busy writer.
                 assert not last.outcome.ok
                 assert "Conflict" in type(last.outcome.error).__name__
+        finally:
+            executor.close()
+            system.dispose()
+
+
+class _VersionsOnly:
+    """The reference system as a system that reports `versions(uow)` but no footprints."""
+
+    def __init__(self, system: Any) -> None:
+        self._system = system
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "footprints":
+            raise AttributeError(name)
+        return getattr(self._system, name)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"], indirect=True)
+def test_a_system_with_versions_only_still_has_its_lost_update_named(server_url: str) -> None:
+    with prepared_database(server_url) as db:
+        system = TARGET.connect(db.url, {"weaken": "no_version_check"})
+        executor = ConcurrentExecutor(TARGET, cast(Any, _VersionsOnly(system)), 2)
+        try:
+            assert executor.aggregates is None
+            with pytest.raises(Finding, match=r"P4 \(lost update\): commit \d+ \(session 0\)"):
+                for step in LOST_UPDATE:
+                    executor.run(step)
         finally:
             executor.close()
             system.dispose()

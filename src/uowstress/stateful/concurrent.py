@@ -312,6 +312,8 @@ class ConcurrentExecutor:
                 " database reported no deadlock: the run cannot go on",
             )
         anomaly = self._check_anomalies()
+        if self.aggregates is None:
+            self._check_versions()
         try:
             self.state = checked_state(self.system)
         except Finding as broken:
@@ -323,8 +325,6 @@ class ConcurrentExecutor:
             ) from broken
         if anomaly is not None:
             raise anomaly
-        if self.aggregates is None:
-            self._check_versions()
 
     def _check_anomalies(self) -> Finding | None:
         """Run the checker on the history of units of work after each new commit; the first
