@@ -9,17 +9,25 @@ except for a lost update, a write skew and an aborted read injected every few th
 transactions. Times ``analyse`` (best of 3 for 10k, best of ``--runs-100k`` for 100k; CPU and
 wall-clock) and prints both times, the throughput and the 100k/10k ratio against the ideal 10.0.
 It asserts nothing about time: machines differ; read the figures.
+
+``--baseline FILE`` also times another version of ``uowstress/anomalies.py`` (e.g. one written
+out with ``git show <commit>:src/uowstress/anomalies.py > /tmp/before.py``) on the same
+histories, the two taking turns ``--rounds`` times, and prints both with the ratio of their
+times: on a shared machine the figures of one run drift with the load, their ratio much less.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
+import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 if __package__ in (None, ""):
     # Run as a script: make the src layout importable without installing.
@@ -146,10 +154,65 @@ def _best(history: list[Transaction], runs: int) -> tuple[float, float, Counter[
     return cpu, wall, counts
 
 
+def _load(path: str) -> ModuleType:
+    """Another version of the checker module, under a name of its own."""
+    spec = importlib.util.spec_from_file_location("baseline_anomalies", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cpu(fn: Callable[[list[Transaction]], object], history: list[Transaction]) -> float:
+    c0 = time.process_time()
+    fn(history)
+    return time.process_time() - c0
+
+
+def _compare(
+    baseline: ModuleType, small: list[Transaction], large: list[Transaction], rounds: int
+) -> None:
+    """The baseline and this checker taking turns on both histories; best and median CPU."""
+    versions: dict[str, Callable[[list[Transaction]], object]] = {
+        "baseline": baseline.analyse,
+        "this": analyse,
+    }
+    for name, fn in versions.items():
+        found = Counter(f.anomaly for f in fn(large))  # type: ignore[attr-defined]
+        print(f"{name}: found on 100k {dict(sorted(found.items()))}")
+    times: dict[tuple[str, int], list[float]] = {}
+    for turn in range(rounds):
+        order = list(versions.items())
+        for name, fn in order if turn % 2 == 0 else order[::-1]:
+            times.setdefault((name, 10), []).append(min(_cpu(fn, small) for _ in range(3)))
+            times.setdefault((name, 100), []).append(_cpu(fn, large))
+
+    def figures(xs: Sequence[float]) -> str:
+        return f"best {min(xs):6.3f} s, median {statistics.median(xs):6.3f} s"
+
+    for name in versions:
+        s, big = times[(name, 10)], times[(name, 100)]
+        print(
+            f"{name:8s}: 10k {figures(s)};  100k {figures(big)};  ratio 100k/10k "
+            f"{min(big) / min(s):.2f} (best), {statistics.median(big) / statistics.median(s):.2f}"
+            " (median)"
+        )
+    for size in (10, 100):
+        b, t = times[("baseline", size)], times[("this", size)]
+        print(
+            f"{size}k: this / baseline {min(t) / min(b):.2f} (best), "
+            f"{statistics.median(t) / statistics.median(b):.2f} (median)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs-100k", type=int, default=2, choices=(1, 2, 3))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline", help="another anomalies.py to time on the same histories")
+    parser.add_argument("--rounds", type=int, default=7, help="turns of each with --baseline")
     args = parser.parse_args(argv)
 
     small = build(10_000, args.seed)
@@ -170,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio 100k/10k: cpu {cpu_l / cpu_s:.2f}, wall {wall_l / wall_s:.2f} "
         "(ideal 10.0 for linear scaling)"
     )
+    if args.baseline:
+        _compare(_load(args.baseline), small, large, args.rounds)
     return 0
 
 

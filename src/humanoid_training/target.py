@@ -27,6 +27,7 @@ from humanoid_training.domain import (
     SkillAssessment,
     SkillType,
 )
+from humanoid_training.footprint import ObservedUnitOfWork
 from humanoid_training.memory import InMemoryUnitOfWork, MemoryStore
 from humanoid_training.persistence import tables as t
 from humanoid_training.persistence.codec import JsonCodec
@@ -39,7 +40,7 @@ from humanoid_training.persistence.unit_of_work import (
 )
 from humanoid_training.weakenings import Weakenings
 from humanoid_training.workload import WORKLOAD
-from uowstress.target import Ids, Operation, Query, State
+from uowstress.target import Footprint, Ids, Operation, Query, State
 
 SKILLS = [str(s) for s in SkillType]
 MISSING = "missing"  # an id no example ever creates: exercises NotFound
@@ -728,10 +729,16 @@ class HumanoidSystem:
         self.weakenings = weakenings
         self.codec = codec
 
-    def unit_of_work(self, fault_hook: FaultHook | None = None) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(
+    def unit_of_work(self, fault_hook: FaultHook | None = None) -> ObservedUnitOfWork:
+        return ObservedUnitOfWork(
             self.engine, weakenings=self.weakenings, codec=self.codec, fault_hook=fault_hook
         )
+
+    def footprints(self, uow: ObservedUnitOfWork) -> Sequence[Footprint]:
+        """What each transaction of the unit of work read and wrote, aggregate by aggregate
+        (see humanoid_training.footprint): uowstress checks the history it makes for
+        isolation anomalies."""
+        return uow.footprints()
 
     def versions(self, uow: SqlAlchemyUnitOfWork) -> dict[str, int]:
         """The version of every aggregate the unit of work holds (read by uowstress before and

@@ -94,14 +94,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import compress
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 from uowstress.history import Op, OpValue, Scalar, Transaction
 
 __all__ = [
     "ALWAYS_FORBIDDEN",
     "ANOMALIES",
+    "DESCRIPTIONS",
     "FORBIDDEN",
     "CheckResult",
     "Edge",
@@ -147,6 +149,25 @@ ANOMALIES: tuple[str, ...] = (
     G2,
 )
 _ORDER = {name: i for i, name in enumerate(ANOMALIES)}
+
+#: Each anomaly in a few plain words, for messages.
+DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        GARBAGE: "a read of a value never written",
+        INTERNAL: "a transaction missed its own write",
+        G0: "dirty write",
+        INCOMPATIBLE: "reads disagree on the order of appends",
+        G1A: "aborted read",
+        G1B: "intermediate read",
+        G1C: "circular information flow",
+        OTV: "observed transaction vanishes",
+        P4: "lost update",
+        PMP: "predicate-many-preceders",
+        G_SINGLE: "read skew",
+        G2_ITEM: "write skew",
+        G2: "phantom write skew",
+    }
+)
 
 #: Forbidden whatever the guarantee: they mean the database or the tester is broken.
 ALWAYS_FORBIDDEN: frozenset[str] = frozenset({GARBAGE, INTERNAL})
@@ -338,6 +359,8 @@ def _tarjan(adj: Sequence[Sequence[int]]) -> list[int]:
 
 
 _LocalAdj: TypeAlias = list[list[tuple[int, int, str]]]
+#: A list read: (transaction, op position, own appends before it, the elements it returned)
+_ListRead: TypeAlias = tuple[int, int, int, tuple[Scalar, ...]]
 
 
 def _bfs_back(
@@ -475,10 +498,16 @@ class _Analysis:
         self.list_keys: set[str] = set()
         self.list_appends: dict[str, list[_Write]] = {}
         # list key -> (tx, op position, how many of its own appends to the key precede the read)
-        self.list_reads: dict[str, list[tuple[int, int, int]]] = {}
+        self.list_reads: dict[str, list[_ListRead]] = {}
         self.unknown_keys: set[str] = set()
         self.pr_names: set[str] = set()
-        self.stride = 1 + max((len(t.ops) for t in self.txs), default=0)
+        # What later passes need of each transaction, gathered here so that they need not walk
+        # the transactions again (the history is the biggest thing in memory).
+        self.committed: list[bool] = []
+        self.commit_of: list[int | None] = []
+        self.id_of: list[int] = []
+        self.may_shadow: list[int] = []  # unknown outcome, or operations with one
+        longest = 0
         by_id = self.by_id
         by_value = self.by_value
         list_reads = self.list_reads
@@ -488,8 +517,16 @@ class _Analysis:
             if t.id in by_id:
                 raise ValueError(f"transaction id {t.id} appears twice: give each a unique id")
             by_id[t.id] = i
+            status = t.status
+            self.committed.append(status == "committed")
+            self.commit_of.append(t.commit_index)
+            self.id_of.append(t.id)
+            if status == "unknown" or (status == "committed" and t.indeterminate):
+                self.may_shadow.append(i)
             fin: dict[str, _Write] = {}
             last_app: dict[str, _Write] | None = None
+            if len(t.ops) > longest:
+                longest = len(t.ops)
             for pos, op in enumerate(t.ops):
                 kind = op.kind
                 if kind == "r":
@@ -503,7 +540,7 @@ class _Analysis:
                         reads = list_reads.get(k)
                         if reads is None:
                             reads = list_reads[k] = []
-                        reads.append((i, pos, n_own))
+                        reads.append((i, pos, n_own, v))
                     continue
                 k = op.key
                 if kind == "w" or kind == "ins":
@@ -546,10 +583,11 @@ class _Analysis:
                     and self._lookup(op.key, op.value) is None
                 ):
                     self._collide(_Write(op.key, op.value, i, len(t.ops) + j, True))
-            if t.status == "unknown":
+            if status == "unknown":
                 self.unknown_keys.update(op.key for op in t.ops if op.kind not in ("r", "pr"))
                 self.unknown_keys.update(op.key for op in t.indeterminate)
             finals.append(fin)
+        self.stride = 1 + longest
         self.list_keys.update(list_reads)
         both = self.item_keys & self.list_keys
         if both:
@@ -587,7 +625,7 @@ class _Analysis:
 
     def _promote(self) -> None:
         n = len(self.txs)
-        self.is_node = [t.status == "committed" for t in self.txs]
+        self.is_node = self.committed
         self.promoted: set[int] = set()
         unknown_keys = self.unknown_keys
         if not unknown_keys:
@@ -626,9 +664,9 @@ class _Analysis:
         shadow could be what they saw."""
         # key -> (value or None for a delete, event index the write was sent at, -1 unknown)
         self.shadows: dict[str, list[tuple[Scalar | None, int]]] = {}
-        for i, t in enumerate(self.txs):
-            if t.status == "aborted":
-                continue
+        # Committed transactions without operations of unknown outcome have nothing to add.
+        for i in self.may_shadow:
+            t = self.txs[i]
             if not self.is_node[i]:
                 for pos, op in enumerate(t.ops):
                     if op.kind in ("w", "ins", "del"):
@@ -653,6 +691,29 @@ class _Analysis:
     # -- 3. node order = commit order --------------------------------------------------------
 
     def _order_nodes(self) -> None:
+        if self.promoted:
+            self._order_nodes_with_spans()
+            return
+        # The common case, every node acknowledged its commit: sort by commit position, ties by
+        # id (two stable sorts on plain int keys, much cheaper than a key tuple per node).
+        order = list(compress(range(len(self.txs)), self.is_node))
+        commit = self.commit_of
+        for i in order:
+            if commit[i] is None:
+                raise ValueError(
+                    f"committed transaction T{self.id_of[i]} has no commit_index: record its "
+                    "commit (or pass commit=...) so the checker knows the version order"
+                )
+        order.sort(key=self.id_of.__getitem__)
+        order.sort(key=cast(list[int], commit).__getitem__)  # none is None (checked above)
+        self.tx_of: list[int] = order
+        self.node_of = [-1] * len(self.txs)
+        for n, i in enumerate(order):
+            self.node_of[i] = n
+        # Commit spans are only looked at next to promoted transactions (there are none).
+        self.span_of: list[tuple[float, float]] = []
+
+    def _order_nodes_with_spans(self) -> None:
         inf = float("inf")
         spans: dict[int, tuple[float, float]] = {}
         for i, t in enumerate(self.txs):
@@ -673,7 +734,7 @@ class _Analysis:
                     )
                 spans[i] = (t.commit_index, t.commit_index)
         order = sorted(spans, key=lambda i: (spans[i], self.txs[i].id))
-        self.tx_of: list[int] = order
+        self.tx_of = order
         self.node_of = [-1] * len(self.txs)
         for n, i in enumerate(order):
             self.node_of[i] = n
@@ -764,10 +825,12 @@ class _Analysis:
         self.lwriter: dict[str, list[int]] = {}
         self.lfirst: dict[tuple[str, int], int] = {}
         node_of = self.node_of
+        stride = self.stride
         for k in self.list_keys:
+            # By node, then position in it: one int key per append (positions < stride).
             apps = sorted(
                 (w for w in self.list_appends.get(k, []) if node_of[w.tx] >= 0),
-                key=lambda w: (node_of[w.tx], w.pos),
+                key=lambda w: node_of[w.tx] * stride + w.pos,
             )
             reads = [rd for rd in self.list_reads.get(k, []) if self.is_node[rd[0]]]
             longest = self._fast_list(k, apps, reads)
@@ -791,7 +854,7 @@ class _Analysis:
                 if wr[j - 1] != wr[j]:
                     self._edge(wr[j - 1], wr[j], _WW, k)
 
-    def _fast_list(self, k: str, apps: list[_Write], reads: list[tuple[int, int, int]]) -> int:
+    def _fast_list(self, k: str, apps: list[_Write], reads: list[_ListRead]) -> int:
         """If every read of list ``k`` is a prefix of the commit-order list followed by the
         reader's own appends, record them and return the longest prefix length; else -1.
 
@@ -804,12 +867,25 @@ class _Analysis:
             first.setdefault(w.tx, idx)
         lengths: list[tuple[int, int]] = []
         longest = 0
-        for i, pos, c in reads:
-            m = self._prefix_len(k, ref, first, i, pos, c)
-            if m < 0:
-                return -1
-            lengths.append((i * self.stride + pos, m))
-            longest = max(longest, m)
+        n_ref = len(ref)
+        stride = self.stride
+        # Reads between two appends see the same prefix: its copy is kept for the next one.
+        prefix_len, prefix = n_ref, ref
+        for i, pos, c, value in reads:
+            if c == 0:
+                # What _prefix_len does, for the common read holding no own appends.
+                m = len(value)
+                if m != prefix_len:
+                    prefix_len, prefix = m, ref[:m]
+                if first.get(i, m) < m or value != prefix:
+                    return -1
+            else:
+                m = self._prefix_len(k, ref, first, i, pos, c, value)
+                if m < 0:
+                    return -1
+            lengths.append((i * stride + pos, m))
+            if m > longest:
+                longest = m
         for op_id, m in lengths:
             self.ext_len[op_id] = 2 * m + 1
         return longest
@@ -822,13 +898,16 @@ class _Analysis:
         i: int,
         pos: int,
         c: int,
+        value: tuple[Scalar, ...],
     ) -> int:
-        """Length m if tx ``i``'s read at ``pos`` is ``ref[:m]`` followed by its ``c`` own
-        appends made before the read, in order, and holds none of its own later ones; else -1."""
-        value = self.txs[i].ops[pos].value
-        assert isinstance(value, tuple)
+        """Length m if tx ``i``'s read at ``pos``, ``value``, is ``ref[:m]`` followed by its
+        ``c`` own appends made before the read, in order, and holds none of its own later ones;
+        else -1."""
         m = len(value) - c
-        if m < 0 or value[:m] != ref[:m] or first.get(i, m) < m:
+        if m < 0 or first.get(i, m) < m:
+            return -1
+        # Compared whole where possible: slicing copies every element of a long list.
+        if (value if c == 0 else value[:m]) != (ref if m == len(ref) else ref[:m]):
             return -1
         prev = -1
         for e in value[m:]:
@@ -846,22 +925,20 @@ class _Analysis:
             return
         ref = tuple(w.value for w in order)
         first: dict[int, int] = {}
-        for i, pos, c in others:
-            m = self._prefix_len(k, ref, first, i, pos, c)
+        for i, pos, c, value in others:
+            m = self._prefix_len(k, ref, first, i, pos, c, value)
             if m >= 0:
                 self.ext_len[i * self.stride + pos] = 2 * m + 1
 
     def _slow_list(
-        self, k: str, apps: list[_Write], reads: list[tuple[int, int, int]]
+        self, k: str, apps: list[_Write], reads: list[_ListRead]
     ) -> tuple[list[_Write], list[_Write]]:
         """List order of ``k`` from its longest read (Elle's rule); returns it and the unread
         tail. Reads that contradict it are reported as incompatible-order."""
         node_of = self.node_of
         longest: tuple[_Write, ...] = ()
         ext_reads: list[tuple[int, int, tuple[_Write, ...]]] = []
-        for i, pos, _ in reads:
-            value = self.txs[i].ops[pos].value
-            assert isinstance(value, tuple)
+        for i, pos, _, value in reads:
             ext_l: list[_Write] = []
             for e in value:
                 w = self._lookup(k, e)

@@ -138,10 +138,79 @@ class System(Protocol):
         """Drop what `Target.connect` created and release every connection."""
         ...
 
-    # Optional: `versions(uow) -> dict[str, int]`, the version of every aggregate a Unit of
-    # Work holds. When a system offers it, the concurrent machine reads it before and after
-    # each commit and reports two commits installing one version of one aggregate as a lost
-    # update (P4).
+    # Optional: `footprints(uow) -> Sequence[Footprint]`, what each transaction of a Unit of
+    # Work read and wrote at the level of aggregates (see `Footprint`): one per transaction it
+    # ran, in order, the last one possibly still open, and still readable once the Unit of
+    # Work is closed (it is read after a whole-transaction operation returns). When a system
+    # offers it, the concurrent machine records every unit of work as a history, runs the
+    # anomaly checker on it after every commit and judges what it finds against
+    # `Target.guarantee`: a write skew or a lost update is then named (G2, G2-item, G-single,
+    # P4, ...) with the units of work, aggregates and versions involved.
+    #
+    # Optional, older and coarser: `versions(uow) -> dict[str, int]`, the version of every
+    # aggregate a Unit of Work holds. Used only when `footprints` is absent: the concurrent
+    # machine reads it before and after each commit and reports two commits installing one
+    # version of one aggregate as a lost update (P4).
+
+
+@dataclass(frozen=True)
+class AggregateRead:
+    """A Unit of Work loaded aggregate `key` (e.g. "robot:r1") at `version`."""
+
+    key: str
+    version: int
+
+
+@dataclass(frozen=True)
+class PredicateRead:
+    """A query of a Unit of Work: which aggregates it found in the database, at which version.
+
+    `name` names the predicate with its parameters ("open sessions of robot r1"): two reads
+    with one name must ask the same question. `matched` lists what the database returned,
+    not the Unit of Work's own unsaved aggregates.
+    """
+
+    name: str
+    matched: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AggregateWrite:
+    """A commit installed `version` of aggregate `key` (an insert installs its first version).
+
+    `matches` names every predicate (as in `PredicateRead.name`) that the new version
+    satisfies. That is how the checker sees a phantom: a predicate read that missed a
+    matching version another unit of work installed. Leave a predicate out and the checker
+    misses the phantoms through it.
+    """
+
+    key: str
+    version: int
+    matches: frozenset[str] = frozenset()
+
+
+FootprintOutcome = Literal["open", "committed", "aborted", "unknown"]
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one transaction of a Unit of Work did, at the level of aggregates.
+
+    `reads` in the order they happened: every aggregate loaded (once, at the version loaded)
+    and every query. `writes`: the versions its commit installed (empty unless committed).
+    `outcome`: "open" while it runs, then "committed", "aborted" (rolled back, or its commit
+    refused) or "unknown" (the connection died during the commit).
+    """
+
+    reads: tuple[AggregateRead | PredicateRead, ...] = ()
+    writes: tuple[AggregateWrite, ...] = ()
+    outcome: FootprintOutcome = "open"
+
+
+class FootprintSource(Protocol):
+    """A System that offers the optional `footprints(uow)` (see `System`)."""
+
+    def footprints(self, uow: Any) -> Sequence[Footprint]: ...
 
 
 class Target(Protocol):

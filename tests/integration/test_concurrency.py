@@ -174,3 +174,27 @@ def test_transfers_in_both_directions_finish_and_stay_consistent(schema_engine: 
         assert stored_b.skills[S.POSTURAL_CONTROL] == pytest.approx(0.81)
     # Attempts per direction over all rounds (more than ROUNDS: conflicts were retried).
     print(f"{backend_of(schema_engine)} attempts: {dict(attempts)}")
+
+
+def test_a_unit_of_work_cannot_commit_what_it_decided_from_a_robot_since_changed(
+    schema_engine: Engine,
+) -> None:
+    """A robot read and left unchanged is checked at commit like a changed one: a unit of
+    work whose reads no longer hold together (read skew) is refused, whatever the backend."""
+    robot, other = _robot("Read only"), _robot("Other")
+    save_new(schema_engine, robot, other)
+    with uow(schema_engine) as reader:
+        reader.robots.get(robot.id)
+        with uow(schema_engine) as writer:
+            writer.robots.get(robot.id).rename("Changed meanwhile")
+            writer.commit()
+        reader.robots.get(other.id).rename("Decided from the old robot")
+        with pytest.raises((ConcurrencyConflict, RetryableConflict)):
+            reader.commit()
+    assert reload(schema_engine, other).name == "Other"
+    # Unchanged, the same reads commit.
+    with uow(schema_engine) as reader:
+        reader.robots.get(robot.id)
+        reader.robots.get(other.id).rename("Decided from the current robot")
+        reader.commit()
+    assert reload(schema_engine, other).name == "Decided from the current robot"

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy import exc as sa_exc
 
 from humanoid_training.domain.aggregate import Aggregate
 from humanoid_training.domain.events import DomainEvent
 from humanoid_training.persistence import tables as t
 from humanoid_training.persistence.codec import JsonCodec
-from humanoid_training.persistence.errors import translated_errors
+from humanoid_training.persistence.errors import ConcurrencyConflict, translated_errors
 from humanoid_training.persistence.repositories import (
     AbstractEventRepository,
     AbstractPlanRepository,
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # Points on the commit path where a fault hook is called (uowstress injects failures there).
 FAULT_POINTS = ("before_flush", "after_flush", "before_commit")
 FaultHook = Callable[[str, Connection], None]
+_ROOT_TABLES = {"robot": t.robots, "session": t.sessions, "plan": t.plans}
 
 
 class AbstractUnitOfWork(abc.ABC):
@@ -198,6 +199,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                     continue
                 if version is not None:
                     versions.append((tracked, version))
+            self._validate_reads({id(tracked) for tracked, _ in versions})
             if event_rows and not self.weakenings.events_outside_transaction:
                 connection.execute(insert(t.outbox), event_rows)
             self._hook("after_flush")
@@ -218,6 +220,36 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         return repository.save(  # type: ignore[no-any-return]
             tracked.aggregate, tracked.snapshot, tracked.touched
         )
+
+    def _validate_reads(self, saved: set[int]) -> None:
+        """Every aggregate this unit of work loaded and did not change must still be at the
+        version it loaded, and stays there until the commit (a shared row lock): what was
+        decided from it still holds, so the commit is as if all its reads happened at once
+        (an inconsistent read, e.g. a robot older than the session it came with, is refused).
+        Changed aggregates are checked by their own version-guarded UPDATE."""
+        if self.weakenings.no_version_check:
+            return
+        unchanged: dict[str, dict[str, int]] = {}
+        for (kind, aggregate_id), tracked in self.tracked.items():
+            if tracked.snapshot is not None and id(tracked) not in saved:
+                unchanged.setdefault(kind, {})[aggregate_id] = tracked.aggregate.version
+        for kind, loaded in unchanged.items():
+            table = _ROOT_TABLES[kind]
+            query = select(table.c.id, table.c.version).where(table.c.id.in_(sorted(loaded)))
+            try:
+                rows = self.connection.execute(query.with_for_update(read=True))
+                current = {row.id: row.version for row in rows}
+            except Exception:
+                if not self.weakenings.commit_swallows_errors:
+                    raise
+                log.warning("checking what %ss were read failed; swallowed", kind, exc_info=True)
+                continue
+            for aggregate_id, version in sorted(loaded.items()):
+                if current.get(aggregate_id) != version:
+                    conflict = ConcurrencyConflict(kind, aggregate_id, version)
+                    if not self.weakenings.commit_swallows_errors:
+                        raise conflict
+                    log.warning("%s; swallowed", conflict)
 
     def _event_row(self, event: DomainEvent) -> dict[str, Any]:
         return {

@@ -8,6 +8,12 @@ stall may be left that the database did not break. The cross-aggregate rules of 
 system (one open session per robot, no lost assessment, scores equal to the best assessed)
 are invariants, so a lost update or a write skew shows as a violated rule.
 
+When the system offers `footprints(uow)` (see uowstress.target), every unit of work is also
+recorded, aggregate by aggregate, as a history (uowstress.footprints), and after every commit
+the anomaly checker runs on it: an anomaly the target's declared guarantee forbids is a
+finding that names it (G2 for two units of work that each missed the other's matching insert,
+P4 for a lost update, ...); one the guarantee permits is kept as observed.
+
 A step is {"session": i, "action": ..., ...}: "begin", "apply", "commit", "rollback" with a
 Unit of Work open on session i; "transaction" (a whole-transaction service) with none.
 """
@@ -17,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+from collections import Counter
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from hypothesis import event, note
 from hypothesis import strategies as st
@@ -26,11 +33,22 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import Engine
 from sqlalchemy import event as sa_event
 
-from uowstress.sessions import Completion, Scheduler
+from uowstress.anomalies import Finding as Anomaly
+from uowstress.footprints import AggregateHistory, UnitRecord, describe
+from uowstress.sessions import Completion, Outcome, Scheduler
 from uowstress.stateful.acid import RunRecorder
 from uowstress.stateful.drawing import choose, swarms
 from uowstress.stateful.executor import Finding, StepError, checked_state
-from uowstress.target import Ids, Operation, State, System, Target, UnitOfWork
+from uowstress.target import (
+    Footprint,
+    FootprintSource,
+    Ids,
+    Operation,
+    State,
+    System,
+    Target,
+    UnitOfWork,
+)
 
 OPEN_ACTIONS = ("apply", "commit", "rollback")
 CLOSED_ACTIONS = ("begin", "transaction")
@@ -76,6 +94,18 @@ class ConcurrentExecutor:
         self._commits = 0
         self.state: State = system.committed_state()
         self.conflicts = 0
+        # The history of units of work, when the system reports their footprints.
+        self.aggregates: AggregateHistory | None = (
+            AggregateHistory(target.guarantee) if hasattr(system, "footprints") else None
+        )
+        self._units: dict[int, UnitRecord] = {}  # session -> its unit of work being followed
+        self._service_uows: dict[int, UnitOfWork] = {}
+        self._flights: dict[int, Callable[[Outcome], None]] = {}
+        self._checked_commits = 0
+        self.anomaly_checks = 0  # histories given to the checker
+        #: Anomalies the guarantee permits, each (class, transactions) once, in the order seen.
+        self.permitted: list[Anomaly] = []
+        self._permitted_seen: set[tuple[str, tuple[int, ...]]] = set()
 
     # -- what the machine needs to draw steps ------------------------------------------------
 
@@ -120,7 +150,9 @@ class ConcurrentExecutor:
 
             def end() -> None:
                 try:
-                    if action == "commit":
+                    if action == "commit" and self.aggregates is not None:
+                        uow.commit()
+                    elif action == "commit":
                         before = self._versions(uow)
                         uow.commit()
                         after = self._versions(uow)
@@ -133,8 +165,47 @@ class ConcurrentExecutor:
             return end
         if action == "transaction":
             op = self._operation(step)
-            return lambda: op.apply(self.system.unit_of_work(), step.get("args", {}))
+
+            def transaction() -> Any:
+                uow = self.system.unit_of_work()
+                self._service_uows[session] = uow
+                return op.apply(uow, step.get("args", {}))
+
+            return transaction
         raise StepError(f"unknown step action {action!r} for concurrent sessions")
+
+    def _follow(self, session: int, step: dict[str, Any]) -> Callable[[Outcome], None]:
+        """What to record in the history of units of work once `step` is seen complete."""
+        aggregates = self.aggregates
+        action = step.get("action")
+        if aggregates is None:
+            return lambda _outcome: None
+        # 1-based, as in reproducers; a held-back step keeps its own number.
+        number = next((i for i, s in enumerate(self.steps, 1) if s is step), len(self.steps))
+        if action == "begin":
+            self._units[session] = aggregates.follow(
+                session, f"session {session}, the unit of work begun at step {number}"
+            )
+            return lambda _outcome: None
+        if action == "transaction":
+            unit = aggregates.follow(
+                session, f"session {session}, {step.get('op')} at step {number}"
+            )
+
+            def service(_outcome: Outcome) -> None:
+                uow = self._service_uows.pop(session, None)
+                if uow is not None:
+                    aggregates.sync(unit, self._footprints(uow), closed=True)
+
+            return service
+        unit_or_none, uow = self._units.get(session), self.uows[session]
+        if unit_or_none is None or uow is None:
+            return lambda _outcome: None
+        unit, closed = unit_or_none, action in ("commit", "rollback")
+        return lambda _outcome: aggregates.sync(unit, self._footprints(uow), closed=closed)
+
+    def _footprints(self, uow: UnitOfWork) -> list[Footprint]:
+        return list(cast(FootprintSource, self.system).footprints(uow))
 
     def _versions(self, uow: UnitOfWork) -> dict[str, int]:
         versions = getattr(self.system, "versions", None)
@@ -201,14 +272,37 @@ class ConcurrentExecutor:
                 return []
             raise
         self._submitted[session] = step
+        self._flights[session] = self._follow(session, step)
         completions = self.scheduler.submit(session, work)
-        for completion in completions:
+        for completion in self._in_order(completions, session, step):
             done = self._submitted.get(completion.session, step)
             self.completions.append((done, completion))
             error = completion.outcome.error
             if error is not None and "Conflict" in type(error).__name__:
                 self.conflicts += 1
+            follow = self._flights.pop(completion.session, None)
+            if follow is not None:
+                follow(completion.outcome)
         return completions
+
+    @staticmethod
+    def _in_order(
+        completions: list[Completion], first: int, step: dict[str, Any]
+    ) -> list[Completion]:
+        """The completions in the order they happened, as far as can be told: the submitted
+        step first when it ended a transaction or failed (it released the others), failures
+        of released steps next (a deadlock victim's abort releases the rest), then the rest."""
+        submitted = next((c for c in completions if c.session == first), None)
+        releaser = submitted is not None and (
+            not submitted.outcome.ok or step.get("action") in ("commit", "rollback", "transaction")
+        )
+
+        def order(c: Completion) -> tuple[int, int]:
+            if c.session == first:
+                return (0 if releaser else 1, c.session)
+            return (0 if not c.outcome.ok else 2, c.session)
+
+        return sorted(completions, key=order)
 
     def check(self) -> None:
         if self.scheduler.deadlocked or self.scheduler.all_blocked():
@@ -217,8 +311,46 @@ class ConcurrentExecutor:
                 f"sessions {sorted(self.scheduler.blocked)} all wait on each other and the"
                 " database reported no deadlock: the run cannot go on",
             )
-        self._check_versions()
-        self.state = checked_state(self.system)
+        anomaly = self._check_anomalies()
+        if self.aggregates is None:
+            self._check_versions()
+        try:
+            self.state = checked_state(self.system)
+        except Finding as broken:
+            if anomaly is None:
+                raise
+            raise Finding(
+                "anomaly",
+                f"{anomaly.message}. The committed state breaks a rule too: {broken.message}",
+            ) from broken
+        if anomaly is not None:
+            raise anomaly
+
+    def _check_anomalies(self) -> Finding | None:
+        """Run the checker on the history of units of work after each new commit; the first
+        anomaly the guarantee forbids is returned as a finding, the permitted ones are kept."""
+        aggregates = self.aggregates
+        if aggregates is None or aggregates.commits == self._checked_commits:
+            return None
+        self._checked_commits = aggregates.commits
+        self.anomaly_checks += 1
+        result = aggregates.check()
+        for found in result.permitted:
+            if (found.anomaly, found.txns) not in self._permitted_seen:
+                self._permitted_seen.add((found.anomaly, found.txns))
+                self.permitted.append(found)
+        if not result.forbidden:
+            return None
+        first, *others = result.forbidden
+        message = describe(first, aggregates)
+        also = sorted({f.anomaly for f in others} - {first.anomaly})
+        if also:
+            message += f"; the same history also shows {', '.join(also)}"
+        return Finding(
+            "anomaly",
+            f"{message}. The target declares {aggregates.guarantee!r}, which forbids"
+            f" {first.anomaly}",
+        )
 
     def close(self) -> None:
         """Roll back every open unit of work; release and stop the workers."""
@@ -243,6 +375,32 @@ class ConcurrentExecutor:
                         uow.__exit__(None, None, None)
 
 
+class AnomalyTally:
+    """Anomalies the target's guarantee permits, over every example of a run: how many
+    examples showed each class, and the first one seen in words."""
+
+    def __init__(self) -> None:
+        self.examples: Counter[str] = Counter()
+        self.first: dict[str, str] = {}
+        self.checks = 0  # histories given to the checker, over all examples
+
+    def add(self, executor: ConcurrentExecutor) -> None:
+        self.checks += executor.anomaly_checks
+        aggregates = executor.aggregates
+        if aggregates is None:
+            return
+        for anomaly in {found.anomaly for found in executor.permitted}:
+            self.examples[anomaly] += 1
+        for found in executor.permitted:
+            self.first.setdefault(found.anomaly, describe(found, aggregates))
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [
+            {"anomaly": name, "examples": count, "first": self.first[name]}
+            for name, count in sorted(self.examples.items())
+        ]
+
+
 def describe_completion(step: dict[str, Any], completion: Completion) -> str:
     outcome = completion.outcome
     what = f"session {completion.session} {step.get('action')} {step.get('op') or ''}".strip()
@@ -252,7 +410,12 @@ def describe_completion(step: dict[str, Any], completion: Completion) -> str:
 
 
 def concurrent_machine(
-    target: Target, system: System, recorder: RunRecorder, *, sessions: int = 2
+    target: Target,
+    system: System,
+    recorder: RunRecorder,
+    *,
+    sessions: int = 2,
+    permitted: AnomalyTally | None = None,
 ) -> type[RuleBasedStateMachine]:
     step_ops = [op for op in target.operations if op.scope == "step"]
     transaction_ops = [op for op in target.operations if op.scope == "transaction"]
@@ -328,6 +491,8 @@ def concurrent_machine(
 
         def teardown(self) -> None:
             self.executor.close()
+            if permitted is not None:
+                permitted.add(self.executor)
             recorder.examples += 1
             recorder.last_steps = list(self.executor.steps)
 

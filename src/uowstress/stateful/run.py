@@ -20,7 +20,7 @@ from uowstress.errors import UowstressError
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
-from uowstress.stateful.concurrent import ConcurrentExecutor, concurrent_machine
+from uowstress.stateful.concurrent import AnomalyTally, ConcurrentExecutor, concurrent_machine
 from uowstress.stateful.executor import Finding, SingleSessionExecutor, StepError
 from uowstress.stateful.minimize import minimize
 from uowstress.target import DEFAULT_TARGET, System, Target, load_target
@@ -47,6 +47,10 @@ class AcidResult:
     fault_counts: dict[str, int] = field(default_factory=dict)
     memory_peaks: list[int] = field(default_factory=list)
     shrink_trials: int = 0
+    # Anomalies the target's guarantee permits, seen by the concurrent machine: per class, the
+    # examples that showed it and the first one in words (forbidden ones are the finding).
+    permitted_anomalies: list[dict[str, Any]] = field(default_factory=list)
+    anomaly_checks: int = 0  # histories of units of work the checker judged
 
     @property
     def passed(self) -> bool:
@@ -160,9 +164,12 @@ def run_acid(
             ).encode()
         ).hexdigest()[:12]
         used_sessions = sessions if machine == "sessions" else 1
+        permitted = AnomalyTally()
         try:
             if machine == "sessions":
-                machine_class = concurrent_machine(target, system, recorder, sessions=sessions)
+                machine_class = concurrent_machine(
+                    target, system, recorder, sessions=sessions, permitted=permitted
+                )
             else:
                 machine_class = acid_machine(target, system, recorder, trace_memory=trace_memory)
             explore_with = settings or machine_settings(
@@ -207,6 +214,8 @@ def run_acid(
             result.step_ns = recorder.step_ns
             result.fault_counts = recorder.fault_counts
             result.memory_peaks = recorder.memory_peaks
+            result.permitted_anomalies = permitted.as_json()
+            result.anomaly_checks = permitted.checks
             system.dispose()
     return result
 
@@ -263,6 +272,8 @@ def result_summary(result: AcidResult) -> dict[str, Any]:
         "finding": None if result.finding is None else result.finding.model_dump(),
         "reproducer": None if result.reproducer_path is None else str(result.reproducer_path),
         "error": result.error,
+        "anomaly_checks": result.anomaly_checks,
+        "permitted_anomalies": result.permitted_anomalies,
         "fault_counts": result.fault_counts,
         "step_seconds": {
             label: {
