@@ -56,19 +56,25 @@ def finding_of(result: AcidResult, source: str, url: str) -> Finding | None:
             for session in sorted(by_session)
         ]
         command = replay_command(reproducer, result.reproducer_path, url)
-    anomaly = getattr(result.finding, "anomaly", None)
     return Finding(
         source=source,
         kind=result.finding.kind,
         message=result.finding.message,
-        explanation=getattr(result.finding, "explanation", None),
-        anomaly=anomaly if isinstance(anomaly, str) else None,
+        anomaly=_anomaly_named(result.finding.kind, result.finding.message),
         reproducer_id=None if reproducer is None else reproducer.id,
         reproducer_path=None if result.reproducer_path is None else str(result.reproducer_path),
         replay_command=command,
         steps_by_session=steps,
         shrunk_from=None if reproducer is None else reproducer.shrunk_from,
     )
+
+
+def _anomaly_named(kind: str, message: str) -> str | None:
+    """The class an anomaly finding names: its message ends "..., which forbids G2"."""
+    if kind != "anomaly":
+        return None
+    named = message.rsplit("which forbids ", 1)
+    return named[1].strip(" .") if len(named) == 2 else None
 
 
 def _budgets(
@@ -163,7 +169,9 @@ def explore(
         },
         example_memory_mb=growth,
         fault_counts=dict(result.fault_counts),
-        permitted_anomalies=dict(getattr(result, "permitted_anomalies", {}) or {}),
+        permitted_anomalies={
+            entry["anomaly"]: int(entry["examples"]) for entry in result.permitted_anomalies
+        },
         verdicts=_budgets(result.step_ns, growth, config, result.backend),
     )
     if run.error:

@@ -70,3 +70,15 @@ def test_the_replay_command_names_a_server_url_without_its_password(tmp_path: Pa
     # SQLite needs no URL: replay makes a fresh file.
     sqlite = replay_command(rep, path, "sqlite://")
     assert sqlite == f"uv run uowstress replay {path}"
+
+
+def test_an_anomaly_finding_names_its_class() -> None:
+    from uowstress.explore import _anomaly_named
+
+    message = (
+        "G2 (phantom write skew): T3's predicate read ... The target declares 'serializable',"
+        " which forbids G2"
+    )
+    assert _anomaly_named("anomaly", message) == "G2"
+    assert _anomaly_named("invariant", message) is None
+    assert _anomaly_named("anomaly", "no class named") is None
