@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
 from humanoid_training.domain.aggregate import Aggregate
 from humanoid_training.domain.events import DomainEvent
-from humanoid_training.persistence import tables as t
+from humanoid_training.persistence import statements as q
 from humanoid_training.persistence.codec import JsonCodec
 from humanoid_training.persistence.errors import translated_errors
 from humanoid_training.persistence.repositories import (
@@ -97,6 +97,11 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self.robots = self._robots
         self.sessions = self._sessions
         self.plans = self._plans
+        self._repositories: dict[str, Any] = {
+            "robot": self._robots,
+            "session": self._sessions,
+            "plan": self._plans,
+        }
         self.events = SqlAlchemyEventRepository(self)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -164,7 +169,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         tracked.touched = True
 
     def _repository(self, kind: str) -> Any:
-        return {"robot": self._robots, "session": self._sessions, "plan": self._plans}[kind]
+        return self._repositories[kind]
 
     # -- commit / rollback --------------------------------------------------------------------
 
@@ -181,7 +186,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             if event_rows and self.weakenings.events_outside_transaction:
                 # Weakened on purpose: the events are committed before, and apart from, the change.
                 with self.engine.begin() as other:
-                    other.execute(insert(t.outbox), event_rows)
+                    q.INSERT_EVENTS.run(other, event_rows)
             versions: list[tuple[Tracked, int]] = []
             for tracked in list(self.tracked.values()):
                 try:
@@ -199,7 +204,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                 if version is not None:
                     versions.append((tracked, version))
             if event_rows and not self.weakenings.events_outside_transaction:
-                connection.execute(insert(t.outbox), event_rows)
+                q.INSERT_EVENTS.run(connection, event_rows)
             self._hook("after_flush")
             self._hook("before_commit")
             connection.commit()
