@@ -209,6 +209,11 @@ class SkillAssessment:
         fields["assessed_at"] = assessed_at
         return assessment
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> SkillAssessment:
+        # Every field is immutable, so the assessment is too: a copy of a robot (the in-memory
+        # model copies aggregates in and out of its store) can share it.
+        return self
+
     @property
     def level(self) -> MasteryLevel:
         return MasteryLevel.from_score(self.score)
