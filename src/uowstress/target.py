@@ -143,6 +143,10 @@ class System(Protocol):
     # each commit and reports two commits installing one version of one aggregate as a lost
     # update (P4).
 
+    # Optional: `commits_outside_engine = True` when `committed_state` reads anything besides
+    # the database of `engine`. The single-session machine otherwise skips the read when that
+    # database reports no commit since the last one (SQLite's data_version).
+
 
 class Target(Protocol):
     """A system under test, as uowstress sees it."""

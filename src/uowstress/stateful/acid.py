@@ -52,6 +52,8 @@ class RunRecorder:
     def __init__(self) -> None:
         self.last_steps: list[dict[str, Any]] = []
         self.examples = 0
+        # Hypothesis steps (rules and initialize rules) run by the ACID machine, all examples.
+        self.machine_steps = 0
         self.step_ns: dict[str, list[int]] = {}
         self.fault_counts: dict[str, int] = {}
         # Per example: the Python heap peak (tracemalloc) when traced, else the process's
@@ -116,6 +118,7 @@ def acid_machine(
         def seed_state(
             self, data: st.DataObject, count: int, swarm: frozenset[str], rng: random.Random
         ) -> None:
+            self.recorded.machine_steps += 1
             self.swarm = swarm
             self.rng = rng
             # Start most examples from some committed state: a run that must first build
@@ -135,6 +138,7 @@ def acid_machine(
             # preconditions: Hypothesis's own swarm testing disables rules at random, and an
             # example whose only enabled rule has a failing precondition is thrown away
             # (about four examples in ten were, work done included).
+            self.recorded.machine_steps += 1
             if self.executor.is_open:
                 self._work(data, roll % 10)
             else:

@@ -21,6 +21,7 @@ from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
 from uowstress.stateful.concurrent import ConcurrentExecutor, concurrent_machine
+from uowstress.stateful.example_cache import bounded_example_cache
 from uowstress.stateful.executor import Finding, SingleSessionExecutor, StepError
 from uowstress.stateful.minimize import minimize
 from uowstress.target import DEFAULT_TARGET, System, Target, load_target
@@ -47,6 +48,7 @@ class AcidResult:
     fault_counts: dict[str, int] = field(default_factory=dict)
     memory_peaks: list[int] = field(default_factory=list)
     shrink_trials: int = 0
+    machine_steps: int = 0  # Hypothesis steps of the ACID machine (its rules and initialize)
 
     @property
     def passed(self) -> bool:
@@ -164,11 +166,14 @@ def run_acid(
                 machine_class = concurrent_machine(target, system, recorder, sessions=sessions)
             else:
                 machine_class = acid_machine(target, system, recorder, trace_memory=trace_memory)
-            run_state_machine_as_test(
-                machine_class,
-                settings=settings
-                or machine_settings(profile, examples_dir=EXAMPLES_DIR / f"{machine}-{config_key}"),
-            )
+            with bounded_example_cache():
+                run_state_machine_as_test(
+                    machine_class,
+                    settings=settings
+                    or machine_settings(
+                        profile, examples_dir=EXAMPLES_DIR / f"{machine}-{config_key}"
+                    ),
+                )
         except (Finding, Exception) as error:
             if isinstance(error, StepError | HypothesisException):
                 result.error = f"{type(error).__name__}: {error}"
@@ -205,6 +210,7 @@ def run_acid(
             result.step_ns = recorder.step_ns
             result.fault_counts = recorder.fault_counts
             result.memory_peaks = recorder.memory_peaks
+            result.machine_steps = recorder.machine_steps
             system.dispose()
     return result
 
