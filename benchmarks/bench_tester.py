@@ -12,6 +12,10 @@ rule or an initialize rule); the ACID machine's steps each run one or more actio
 the system and its model, each followed by the checks. Reported: steps, examples, wall and CPU
 seconds and steps per second of each, and the ratio of the ACID machine's steps per second to
 the bare machine's (wall clock; CPU in brackets, which a busy machine disturbs less).
+
+For scale, a third machine draws one small dictionary per step (an integer, a short text, a
+float and a choice of three: less than any operation of the reference system draws) and does
+nothing with it: what drawing arguments alone costs in Hypothesis.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     # Run as a script: the repository root holds the benchmarks package.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from benchmarks import verdicts
@@ -57,6 +63,7 @@ class MachineRun:
 class TesterFigures:
     bare: MachineRun
     acid: MachineRun
+    drawing: MachineRun
     max_examples: int
     step_count: int
     database: str
@@ -107,6 +114,38 @@ def _bare(examples: int, steps: int) -> MachineRun:
     )
 
 
+_SMALL_DICT = st.fixed_dictionaries(
+    {
+        "count": st.integers(0, 10),
+        "name": st.text(max_size=12),
+        "score": st.floats(0, 1),
+        "kind": st.sampled_from(["a", "b", "c"]),
+    }
+)
+
+
+def _drawing(examples: int, steps: int) -> MachineRun:
+    counts = {"steps": 0, "examples": 0}
+
+    class DrawingMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            counts["examples"] += 1
+
+        @rule(arguments=_SMALL_DICT)
+        def one(self, arguments: dict[str, Any]) -> None:
+            counts["steps"] += 1
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    run_state_machine_as_test(DrawingMachine, settings=_settings(examples, steps))
+    return MachineRun(
+        counts["steps"],
+        counts["examples"],
+        time.perf_counter() - wall,
+        time.process_time() - cpu,
+    )
+
+
 def _acid(examples: int, steps: int, url: str) -> MachineRun:
     with tempfile.TemporaryDirectory(prefix="uows_bench_") as reproducers:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -133,6 +172,7 @@ def measure_tester(
     first = _bare(examples, steps)
     acid = _acid(examples, steps, url)
     second = _bare(examples, steps)
+    drawing = _drawing(examples, steps)
     bare = MachineRun(
         first.steps + second.steps,
         first.examples + second.examples,
@@ -142,7 +182,7 @@ def measure_tester(
     where = url
     if url == "sqlite://":
         where = f"sqlite:// (scratch in {default_sqlite_directory() or tempfile.gettempdir()})"
-    return TesterFigures(bare, acid, examples, steps, where)
+    return TesterFigures(bare, acid, drawing, examples, steps, where)
 
 
 def describe(f: TesterFigures) -> list[str]:
@@ -158,6 +198,10 @@ def describe(f: TesterFigures) -> list[str]:
         line("bare machine", f.bare),
         line("ACID machine", f.acid),
         f"  ratio {f.ratio:.3f} (CPU {f.cpu_ratio:.3f}) {verdicts.at_least(f.ratio, GOAL)}",
+        line("drawing only", f.drawing),
+        f"  (a machine that only draws one small dictionary per step: ratio"
+        f" {f.drawing.steps_per_s / f.bare.steps_per_s:.3f},"
+        f" CPU {f.drawing.steps_per_cpu_s / f.bare.steps_per_cpu_s:.3f})",
     ]
 
 

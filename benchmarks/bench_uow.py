@@ -184,6 +184,17 @@ def _record(engine: Engine, options: EngineOptions) -> list[Statement]:
     return recorded
 
 
+def _deduplicated(recorded: list[Statement]) -> list[Statement]:
+    """The statements, with BEGIN once: an engine that sends its BEGIN through SQLAlchemy (a
+    "begin" event running it as a statement) shows it to both recorders."""
+    out: list[Statement] = []
+    for statement in recorded:
+        if out and statement.sql.startswith("BEGIN") and statement == out[-1]:
+            continue
+        out.append(statement)
+    return out
+
+
 def _typical_change(engine: Engine, k: int, robots: int) -> None:
     robot_id, assessment = _change(k, robots)
     uow = SqlAlchemyUnitOfWork(engine)
@@ -224,7 +235,7 @@ def measure_uow(
             for k in range(total):
                 recorded.clear()
                 _typical_change(capture_engine, k, robots)
-                scripts.append(list(recorded))
+                scripts.append(_deduplicated(recorded))
             # Pass 2, timed: the same changes through the Unit of Work on database A, each
             # followed by the raw driver replaying its statements on database B. The raw side
             # uses the driver's own connection, set up by the same connect hook (so SQLite
