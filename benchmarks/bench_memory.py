@@ -4,15 +4,15 @@ against a bare Hypothesis state machine running as many in the same run.
 One `run_acid(..., machine="acid")` on the reference system and `sqlite://` runs
 `warmup + examples` examples (dev profile's 20 steps each by default; generate phase only, no
 example database). The executor records the resident set size (RSS, from /proc) after every
-step and keeps each example's peak. Growth is the highest peak among the last 20 examples
-minus the highest among the 20 examples that end the warm-up. The warm-up (300 examples) lets
-the one-time growth settle first: imports, the connection pool, SQLAlchemy's compiled-statement
-cache, and Hypothesis's example cache, which uowstress bounds at 256 examples (see
-uowstress.stateful.example_cache); the RSS before the first example is printed too. The bare
-machine (two empty rules, RSS read in its teardown) runs as many examples with the same
-settings: Hypothesis keeps a record of every example it ran, so some growth is its own.
-Reported: both growths in MB and per 1,000 examples, against the goal of at most 20 MB for the
-ACID machine.
+step and keeps each example's peak. Growth is the highest peak among the 20 examples ending the
+measured ones minus the highest among the 20 examples ending the warm-up: the growth over
+exactly `examples` examples. The warm-up (300 examples) lets the one-time growth settle first:
+imports, the connection pool, SQLAlchemy's compiled-statement cache, and Hypothesis's example
+cache, which uowstress bounds at 256 examples (see uowstress.stateful.example_cache); the RSS
+before the first example is printed too. The bare machine (two empty rules, RSS read in its
+teardown) runs as many examples with the same settings: Hypothesis keeps a record of every
+example it ran, so some growth is its own. Reported: both growths in MB and per 1,000
+examples, against the goal of at most 20 MB for the ACID machine.
 """
 
 from __future__ import annotations
@@ -74,14 +74,18 @@ def _settings(examples: int, steps: int) -> settings:
     )
 
 
-def _growth(peaks: list[int], warmup: int) -> Growth:
-    if len(peaks) < warmup + WINDOW:
+def _growth(peaks: list[int], warmup: int, examples: int) -> Growth:
+    """From the examples ending the warm-up to those ending `examples` later (Hypothesis may run
+    a few more examples than it counts as valid: those past the window are left out)."""
+    end_at = warmup + examples
+    if len(peaks) < end_at or examples < WINDOW:
         raise RuntimeError(
-            f"only {len(peaks)} examples ran; the measurement needs at least {warmup + WINDOW}"
+            f"only {len(peaks)} examples ran; the measurement needs {end_at}, and at least"
+            f" {WINDOW} after the warm-up"
         )
     start = max(peaks[max(0, warmup - WINDOW) : warmup])
-    end = max(peaks[-WINDOW:])
-    return Growth(len(peaks) - warmup, start / MB, end / MB)
+    end = max(peaks[end_at - WINDOW : end_at])
+    return Growth(examples, start / MB, end / MB)
 
 
 def _bare_peaks(examples: int, steps: int) -> list[int]:
@@ -118,8 +122,8 @@ def measure_memory(
             "the ACID machine did not pass on the reference system:"
             f" {result.finding or result.error}"
         )
-    acid = _growth(result.memory_peaks, warmup)
-    bare = _growth(_bare_peaks(total, steps), warmup)
+    acid = _growth(result.memory_peaks, warmup, examples)
+    bare = _growth(_bare_peaks(total, steps), warmup, examples)
     return MemoryFigures(acid, bare, warmup, steps, before)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
 from hypothesis import strategies as st
@@ -218,9 +217,6 @@ unit = st.floats(0.0, 1.0, allow_nan=False)
 names = st.text(
     st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12
 )
-_TENTHS = st.integers(0, 9)
-_QUARTERS = st.integers(0, 3)
-_FIFTHS = st.integers(0, 4)
 _BOOLEANS = st.booleans()
 _ANY_SKILL = st.sampled_from(SKILLS)
 _ROBOT_TYPES = st.sampled_from([str(r) for r in RobotType])
@@ -245,17 +241,21 @@ _STAGES = st.lists(
 )
 
 
-@lru_cache(maxsize=1024)
-def _sampled(choices: tuple[str, ...]) -> st.SearchStrategy[str]:
-    # The same few id lists recur in every example (ids restart at r1, s1, ...).
-    return st.sampled_from(choices)
+def _one_of(draw: st.DrawFn, choices: Sequence[str], parts: int, kept: int) -> str | None:
+    """One of `choices` in `kept` cases out of `parts`, None otherwise, from a single draw.
+
+    Hypothesis records every choice of every example it runs (to avoid repeating one), so one
+    integer instead of a selector and an index keeps that record smaller."""
+    i = draw(st.integers(0, parts * len(choices) - 1))
+    return choices[i % len(choices)] if i < kept * len(choices) else None
 
 
 def _existing(draw: st.DrawFn, ids: Sequence[str]) -> str:
     """An existing id nine times in ten; now and then one that does not exist (NotFound)."""
-    if not ids or draw(_TENTHS) == 9:
+    if not ids:
         return MISSING
-    return draw(_sampled(tuple(sorted(ids))))
+    chosen = _one_of(draw, sorted(ids), 10, 9)
+    return MISSING if chosen is None else chosen
 
 
 def _assessable(state: State, robot_id: str) -> list[str]:
@@ -272,9 +272,8 @@ def _assessable(state: State, robot_id: str) -> list[str]:
 
 def _prefer(draw: st.DrawFn, preferred: Sequence[str], every: Sequence[str]) -> str:
     """Mostly an id where the operation can succeed; otherwise any id (or a missing one)."""
-    if not preferred or draw(_QUARTERS) == 3:
-        return _existing(draw, every)
-    return draw(_sampled(tuple(sorted(preferred))))
+    chosen = _one_of(draw, sorted(preferred), 4, 3) if preferred else None
+    return chosen if chosen is not None else _existing(draw, every)
 
 
 def _open_robots(state: State) -> set[str]:
@@ -315,8 +314,9 @@ def _assessment(draw: st.DrawFn, ids: Ids, skills: list[str]) -> dict[str, Any]:
     # Mostly skills the robot may be assessed on, so that runs reach deep skill trees; any
     # skill now and then, to exercise the prerequisite rule.
     assessment_id = ids.fresh("a")
-    any_skill = not skills or draw(_FIFTHS) == 4
-    skill = draw(_ANY_SKILL) if any_skill else draw(_sampled(tuple(skills)))
+    skill = _one_of(draw, skills, 5, 4) if skills else None
+    if skill is None:
+        skill = draw(_ANY_SKILL)
     return {
         "id": assessment_id,
         "skill": skill,
@@ -387,10 +387,7 @@ def open_session_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]
     plans = _plan_ids(state)
     session_id = ids.fresh("s")
     robot_id = _prefer(draw, _free_robots(state), _robot_ids(state))
-    plan_id: str | None = None
-    with_plan: bool = bool(plans) and draw(_BOOLEANS)
-    if with_plan:
-        plan_id = draw(_sampled(tuple(sorted(plans))))
+    plan_id = _one_of(draw, sorted(plans), 2, 1) if plans else None
     return {"session_id": session_id, "robot_id": robot_id, "plan_id": plan_id}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import tracemalloc
+from array import array
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -54,7 +55,9 @@ class RunRecorder:
         self.examples = 0
         # Hypothesis steps (rules and initialize rules) run by the ACID machine, all examples.
         self.machine_steps = 0
-        self.step_ns: dict[str, list[int]] = {}
+        # Raw 64-bit integers: a run keeps every sample for the budgets, and a list of int
+        # objects would cost four times the memory.
+        self.step_ns: dict[str, array[int]] = {}
         self.fault_counts: dict[str, int] = {}
         # Per example: the Python heap peak (tracemalloc) when traced, else the process's
         # resident peak observed after each step.
@@ -64,7 +67,7 @@ class RunRecorder:
         self.examples += 1
         self.last_steps = list(executor.steps)
         for label, samples in executor.timings.samples.items():
-            self.step_ns.setdefault(label, []).extend(samples)
+            self.step_ns.setdefault(label, array("q")).extend(samples)
         for point, count in executor.fault_counts.items():
             self.fault_counts[point] = self.fault_counts.get(point, 0) + count
         if memory_peak is not None:

@@ -207,7 +207,7 @@ def run_acid(
         finally:
             result.seconds = time.perf_counter() - started
             result.examples = recorder.examples
-            result.step_ns = recorder.step_ns
+            result.step_ns = {label: ns.tolist() for label, ns in recorder.step_ns.items()}
             result.fault_counts = recorder.fault_counts
             result.memory_peaks = recorder.memory_peaks
             result.machine_steps = recorder.machine_steps
