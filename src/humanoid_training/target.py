@@ -212,19 +212,52 @@ def invariants(state: State) -> list[str]:
 # Argument strategies
 # ---------------------------------------------------------------------------------------------
 
+# Each builder below is a composite over strategies built once: a strategy built afresh for
+# every step is validated and labelled afresh too, which cost more than the drawing itself.
+
 unit = st.floats(0.0, 1.0, allow_nan=False)
 names = st.text(
     st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12
 )
+_BOOLEANS = st.booleans()
+_ANY_SKILL = st.sampled_from(SKILLS)
+_ROBOT_TYPES = st.sampled_from([str(r) for r in RobotType])
+_JOINT_COUNTS = st.integers(1, 60)
+_HEIGHTS = st.floats(0.3, 3.0)
+_MICROS = st.integers(0, 4_102_444_800_000_000)  # microseconds, until 2100
+_OUTCOMES = st.sampled_from(["success", "partial_success", "failure"])
+_REWARDS = st.floats(-1e6, 1e6, allow_nan=False)
+_RATIOS = st.floats(0.1, 1.0)
+_CHANGES = st.sampled_from([str(c) for c in services.SessionChange])
+_STAGES = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": names,
+            "targets": st.lists(_ANY_SKILL, min_size=1, max_size=2, unique=True),
+            "prerequisites": st.lists(_ANY_SKILL, max_size=1),
+            "min_episodes": st.integers(0, 3),
+            "rate": unit,
+        }
+    ),
+    max_size=3,
+)
 
 
-def _existing(ids: list[str]) -> st.SearchStrategy[str]:
+def _one_of(draw: st.DrawFn, choices: Sequence[str], parts: int, kept: int) -> str | None:
+    """One of `choices` in `kept` cases out of `parts`, None otherwise, from a single draw.
+
+    Hypothesis records every choice of every example it runs (to avoid repeating one), so one
+    integer instead of a selector and an index keeps that record smaller."""
+    i = draw(st.integers(0, parts * len(choices) - 1))
+    return choices[i % len(choices)] if i < kept * len(choices) else None
+
+
+def _existing(draw: st.DrawFn, ids: Sequence[str]) -> str:
     """An existing id nine times in ten; now and then one that does not exist (NotFound)."""
     if not ids:
-        return st.just(MISSING)
-    return st.tuples(st.integers(0, 9), st.sampled_from(sorted(ids))).map(
-        lambda pair: MISSING if pair[0] == 9 else pair[1]
-    )
+        return MISSING
+    chosen = _one_of(draw, sorted(ids), 10, 9)
+    return MISSING if chosen is None else chosen
 
 
 def _assessable(state: State, robot_id: str) -> list[str]:
@@ -239,13 +272,10 @@ def _assessable(state: State, robot_id: str) -> list[str]:
     return ready + [s for s in ready if s in skills]
 
 
-def _prefer(preferred: list[str], every: list[str]) -> st.SearchStrategy[str]:
+def _prefer(draw: st.DrawFn, preferred: Sequence[str], every: Sequence[str]) -> str:
     """Mostly an id where the operation can succeed; otherwise any id (or a missing one)."""
-    if not preferred:
-        return _existing(every)
-    return st.tuples(st.integers(0, 3), st.sampled_from(sorted(preferred)), _existing(every)).map(
-        lambda t: t[2] if t[0] == 3 else t[1]
-    )
+    chosen = _one_of(draw, sorted(preferred), 4, 3) if preferred else None
+    return chosen if chosen is not None else _existing(draw, every)
 
 
 def _open_robots(state: State) -> set[str]:
@@ -282,40 +312,21 @@ def _draft_plans(state: State) -> list[str]:
     return [pid for pid, p in state["plans"].items() if p["status"] == "draft" and p["stages"]]
 
 
-def _fresh(ids: Ids, prefix: str) -> st.SearchStrategy[str]:
-    return st.just(None).map(lambda _: ids.fresh(prefix))
-
-
-def _assessment(ids: Ids, skills: list[str] | None = None) -> st.SearchStrategy[dict[str, Any]]:
+def _assessment(draw: st.DrawFn, ids: Ids, skills: list[str]) -> dict[str, Any]:
     # Mostly skills the robot may be assessed on, so that runs reach deep skill trees; any
     # skill now and then, to exercise the prerequisite rule.
-    skill = st.sampled_from(SKILLS)
-    if skills:
-        skill = st.tuples(st.integers(0, 4), st.sampled_from(skills), skill).map(
-            lambda t: t[2] if t[0] == 4 else t[1]
-        )
-    return st.fixed_dictionaries(
-        {
-            "id": _fresh(ids, "a"),
-            "skill": skill,
-            "score": unit,
-            "confidence": unit,
-            "evidence": unit,
-            "at": st.integers(0, 4_102_444_800_000_000),  # microseconds, until 2100
-        }
-    )
-
-
-def robot_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {
-            "robot_id": _fresh(ids, "r"),
-            "name": names,
-            "robot_type": st.sampled_from([str(r) for r in RobotType]),
-            "joint_count": st.integers(1, 60),
-            "height_m": st.floats(0.3, 3.0),
-        }
-    )
+    assessment_id = ids.fresh("a")
+    skill = _one_of(draw, skills, 5, 4) if skills else None
+    if skill is None:
+        skill = draw(_ANY_SKILL)
+    return {
+        "id": assessment_id,
+        "skill": skill,
+        "score": draw(unit),
+        "confidence": draw(unit),
+        "evidence": draw(unit),
+        "at": draw(_MICROS),
+    }
 
 
 def _robot_ids(state: State) -> list[str]:
@@ -330,118 +341,111 @@ def _plan_ids(state: State) -> list[str]:
     return list(state["plans"])
 
 
-def assess_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return _existing(_robot_ids(state)).flatmap(
-        lambda robot_id: st.fixed_dictionaries(
-            {
-                "robot_id": st.just(robot_id),
-                "assessments": st.lists(
-                    _assessment(ids, _assessable(state, robot_id)), min_size=1, max_size=3
-                ),
-            }
-        )
-    )
+@st.composite
+def robot_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
+    return {
+        "robot_id": ids.fresh("r"),
+        "name": draw(names),
+        "robot_type": draw(_ROBOT_TYPES),
+        "joint_count": draw(_JOINT_COUNTS),
+        "height_m": draw(_HEIGHTS),
+    }
 
 
-def rename_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({"robot_id": _existing(_robot_ids(state)), "name": names})
+@st.composite
+def assess_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
+    robot_id = _existing(draw, _robot_ids(state))
+    skills = _assessable(state, robot_id)
+    count = draw(st.integers(1, 3))
+    return {
+        "robot_id": robot_id,
+        "assessments": [_assessment(draw, ids, skills) for _ in range(count)],
+    }
 
 
-def plan_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    stage = st.fixed_dictionaries(
-        {
-            "name": names,
-            "targets": st.lists(st.sampled_from(SKILLS), min_size=1, max_size=2, unique=True),
-            "prerequisites": st.lists(st.sampled_from(SKILLS), max_size=1),
-            "min_episodes": st.integers(0, 3),
-            "rate": unit,
-        }
-    )
-    return st.fixed_dictionaries(
-        {
-            "plan_id": _fresh(ids, "p"),
-            "robot_id": _existing(_robot_ids(state)),
-            "name": names,
-            "stages": st.lists(stage, max_size=3),
-            "activate": st.booleans(),
-        }
-    )
+@st.composite
+def rename_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
+    return {"robot_id": _existing(draw, _robot_ids(state)), "name": draw(names)}
 
 
-def plan_id_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({"plan_id": _prefer(_draft_plans(state), _plan_ids(state))})
+@st.composite
+def plan_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
+    return {
+        "plan_id": ids.fresh("p"),
+        "robot_id": _existing(draw, _robot_ids(state)),
+        "name": draw(names),
+        "stages": draw(_STAGES),
+        "activate": draw(_BOOLEANS),
+    }
 
 
-def open_session_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+@st.composite
+def plan_id_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
+    return {"plan_id": _prefer(draw, _draft_plans(state), _plan_ids(state))}
+
+
+@st.composite
+def open_session_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     plans = _plan_ids(state)
-    return st.fixed_dictionaries(
-        {
-            "session_id": _fresh(ids, "s"),
-            "robot_id": _prefer(_free_robots(state), _robot_ids(state)),
-            "plan_id": st.none() | (st.sampled_from(sorted(plans)) if plans else st.none()),
-        }
-    )
+    session_id = ids.fresh("s")
+    robot_id = _prefer(draw, _free_robots(state), _robot_ids(state))
+    plan_id = _one_of(draw, sorted(plans), 2, 1) if plans else None
+    return {"session_id": session_id, "robot_id": robot_id, "plan_id": plan_id}
 
 
-def sessions_change_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {
-            "session_ids": st.lists(
-                _existing(_session_ids(state)), min_size=1, max_size=3, unique=True
-            ),
-            "change": st.sampled_from([str(c) for c in services.SessionChange]),
-        }
-    )
+@st.composite
+def sessions_change_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
+    session_ids: list[str] = []
+    for _ in range(draw(st.integers(1, 3))):
+        session_id = _existing(draw, _session_ids(state))
+        if session_id not in session_ids:
+            session_ids.append(session_id)
+    return {"session_ids": session_ids, "change": draw(_CHANGES)}
 
 
-def pending_episode_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+@st.composite
+def pending_episode_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     pending = _sessions_where(state, "active", "pending")
-    return st.fixed_dictionaries({"session_id": _prefer(pending, _session_ids(state))})
+    return {"session_id": _prefer(draw, pending, _session_ids(state))}
 
 
-def running_episode_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+@st.composite
+def running_episode_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     running = _sessions_where(state, "active", "running")
-    return st.fixed_dictionaries({"session_id": _prefer(running, _session_ids(state))})
+    return {"session_id": _prefer(draw, running, _session_ids(state))}
 
 
-def new_episode_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {
-            "session_id": _prefer(_sessions_where(state, "active", None), _session_ids(state)),
-            "episode_id": _fresh(ids, "e"),
-            "start": st.booleans(),
-        }
-    )
+@st.composite
+def new_episode_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
+    session_id = _prefer(draw, _sessions_where(state, "active", None), _session_ids(state))
+    return {"session_id": session_id, "episode_id": ids.fresh("e"), "start": draw(_BOOLEANS)}
 
 
-def finish_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    def for_session(session_id: str) -> st.SearchStrategy[dict[str, Any]]:
-        robot_id = state["sessions"].get(session_id, {}).get("robot_id", MISSING)
-        return st.fixed_dictionaries(
-            {
-                "session_id": st.just(session_id),
-                "outcome": st.sampled_from(["success", "partial_success", "failure"]),
-                "reward": st.floats(-1e6, 1e6, allow_nan=False),
-                "success_rate": unit,
-                "assessments": st.lists(_assessment(ids, _assessable(state, robot_id)), max_size=2),
-            }
-        )
-
+@st.composite
+def finish_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     running = _sessions_where(state, "active", "running")
-    return _prefer(running, _session_ids(state)).flatmap(for_session)
+    session_id = _prefer(draw, running, _session_ids(state))
+    robot_id = state["sessions"].get(session_id, {}).get("robot_id", MISSING)
+    skills = _assessable(state, robot_id)
+    return {
+        "session_id": session_id,
+        "outcome": draw(_OUTCOMES),
+        "reward": draw(_REWARDS),
+        "success_rate": draw(unit),
+        "assessments": [_assessment(draw, ids, skills) for _ in range(draw(st.integers(0, 2)))],
+    }
 
 
-def teach_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+@st.composite
+def teach_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     robots = _robot_ids(state)
-    return st.fixed_dictionaries(
-        {
-            "source": _existing(robots),
-            "target": _existing(robots),
-            "ratio": st.floats(0.1, 1.0),
-            "ids": st.just(None).map(lambda _: [ids.fresh("a") for _ in SKILLS]),
-            "at": st.integers(0, 4_102_444_800_000_000),
-        }
-    )
+    return {
+        "source": _existing(draw, robots),
+        "target": _existing(draw, robots),
+        "ratio": draw(_RATIOS),
+        "ids": [ids.fresh("a") for _ in SKILLS],
+        "at": draw(_MICROS),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,23 +638,27 @@ OPERATIONS: tuple[Operation, ...] = (
 # ---------------------------------------------------------------------------------------------
 
 
+_NO_ARGUMENTS: st.SearchStrategy[dict[str, Any]] = st.just({})
+_SKILL_QUERY = st.fixed_dictionaries({"skill": _ANY_SKILL, "min_score": unit})
+
+
 def _none(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.just({})
+    return _NO_ARGUMENTS
 
 
-def _robot_query_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {"robot_id": _existing(_robot_ids(state)), "open_only": st.booleans()}
-    )
+@st.composite
+def _robot_query_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
+    return {"robot_id": _existing(draw, _robot_ids(state)), "open_only": draw(_BOOLEANS)}
 
 
 def _skill_query_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({"skill": st.sampled_from(SKILLS), "min_score": unit})
+    return _SKILL_QUERY
 
 
-def _aggregate_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+@st.composite
+def _aggregate_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     every = _robot_ids(state) + _session_ids(state) + _plan_ids(state)
-    return st.fixed_dictionaries({"aggregate_id": _existing(every)})
+    return {"aggregate_id": _existing(draw, every)}
 
 
 def _in_uow(read: Callable[[AbstractUnitOfWork, dict[str, Any]], Any]) -> Any:
@@ -723,6 +731,21 @@ class HumanoidModel:
         return canonical_state(s.robots, s.sessions, s.plans, s.events)
 
 
+# The committed-state reader's queries and the reset, built once (building a statement costs
+# more than running it on SQLite).
+_READ_ROBOTS = select(t.robots)
+_READ_SKILLS = select(t.robot_skills).order_by(t.robot_skills.c.skill)
+_READ_ASSESSMENTS = select(t.assessments).order_by(
+    t.assessments.c.robot_id, t.assessments.c.seq, t.assessments.c.id
+)
+_READ_SESSIONS = select(t.sessions)
+_READ_EPISODES = select(t.episodes).order_by(t.episodes.c.session_id, t.episodes.c.number)
+_READ_PLANS = select(t.plans)
+_READ_STAGES = select(t.stages).order_by(t.stages.c.plan_id, t.stages.c.position)
+_READ_EVENTS = select(t.outbox.c.aggregate_id, t.outbox.c.event_type, t.outbox.c.payload)
+_DELETE_ALL = tuple(delete(table) for table in reversed(t.metadata.sorted_tables))
+
+
 class HumanoidSystem:
     def __init__(self, engine: Engine, weakenings: Weakenings, codec: JsonCodec) -> None:
         self.engine = engine
@@ -766,15 +789,11 @@ class HumanoidSystem:
                     "skills": {},
                     "history": [],
                 }
-                for r in conn.execute(select(t.robots))
+                for r in conn.execute(_READ_ROBOTS).all()
             }
-            for r in conn.execute(select(t.robot_skills).order_by(t.robot_skills.c.skill)):
+            for r in conn.execute(_READ_SKILLS).all():
                 robots.setdefault(r.robot_id, {"skills": {}})["skills"][r.skill] = r.score
-            for r in conn.execute(
-                select(t.assessments).order_by(
-                    t.assessments.c.robot_id, t.assessments.c.seq, t.assessments.c.id
-                )
-            ):
+            for r in conn.execute(_READ_ASSESSMENTS).all():
                 robots.setdefault(r.robot_id, {"history": []})["history"].append(
                     [
                         r.id,
@@ -794,11 +813,9 @@ class HumanoidSystem:
                     "episodes_successful": r.episodes_successful,
                     "episodes": [],
                 }
-                for r in conn.execute(select(t.sessions))
+                for r in conn.execute(_READ_SESSIONS).all()
             }
-            for r in conn.execute(
-                select(t.episodes).order_by(t.episodes.c.session_id, t.episodes.c.number)
-            ):
+            for r in conn.execute(_READ_EPISODES).all():
                 metrics = (
                     None
                     if r.metrics is None
@@ -815,11 +832,9 @@ class HumanoidSystem:
                     "current_stage_index": r.current_stage_index,
                     "stages": [],
                 }
-                for r in conn.execute(select(t.plans))
+                for r in conn.execute(_READ_PLANS).all()
             }
-            for r in conn.execute(
-                select(t.stages).order_by(t.stages.c.plan_id, t.stages.c.position)
-            ):
+            for r in conn.execute(_READ_STAGES).all():
                 plans.setdefault(r.plan_id, {"stages": []})["stages"].append(
                     [
                         r.name,
@@ -831,9 +846,11 @@ class HumanoidSystem:
                         r.successes,
                     ]
                 )
+            # Plain json for the outbox payloads: the codec's limits protect the system from
+            # what it is given, not this reader from what the system wrote.
             events = sorted(
-                [r.aggregate_id, r.event_type, json.dumps(decode(r.payload), sort_keys=True)]
-                for r in conn.execute(select(t.outbox))
+                [r.aggregate_id, r.event_type, json.dumps(json.loads(r.payload), sort_keys=True)]
+                for r in conn.execute(_READ_EVENTS).all()
             )
             conn.rollback()
         return {
@@ -848,8 +865,8 @@ class HumanoidSystem:
 
     def reset(self) -> None:
         with self.engine.begin() as conn:
-            for table in reversed(t.metadata.sorted_tables):
-                conn.execute(delete(table))
+            for statement in _DELETE_ALL:
+                conn.execute(statement)
 
     def dispose(self) -> None:
         try:

@@ -212,6 +212,10 @@ class FootprintSource(Protocol):
 
     def footprints(self, uow: Any) -> Sequence[Footprint]: ...
 
+    # Optional: `commits_outside_engine = True` when `committed_state` reads anything besides
+    # the database of `engine`. The single-session machine otherwise skips the read when that
+    # database reports no commit since the last one (SQLite's data_version).
+
 
 class Target(Protocol):
     """A system under test, as uowstress sees it."""

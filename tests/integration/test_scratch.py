@@ -13,8 +13,14 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from humanoid_training.persistence.engine import normalize_url
-from uowstress.errors import DatabaseUnreachable
-from uowstress.scratch import list_tables, reachable, scratch_database
+from uowstress.errors import DatabaseUnreachable, UowstressError
+from uowstress.scratch import (
+    SQLITE_DIR_ENV,
+    default_sqlite_directory,
+    list_tables,
+    reachable,
+    scratch_database,
+)
 
 PASSWORD = "Sup3r-s3cret-pw"
 postgres_only = pytest.mark.parametrize(
@@ -142,6 +148,35 @@ def test_sqlite_scratch_without_a_path_uses_a_temporary_directory() -> None:
         create_table(url, "probe")
         assert list_tables(url) == ["probe"]
     assert not path.parent.exists()
+
+
+def test_sqlite_scratch_without_a_path_goes_where_the_environment_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SQLITE_DIR_ENV, str(tmp_path))
+    with scratch_database("sqlite://") as url:
+        assert url.database is not None
+        assert Path(url.database).parent.parent == tmp_path
+        create_table(url, "probe")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unusable_scratch_directory_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SQLITE_DIR_ENV, str(tmp_path / "missing"))
+    with pytest.raises(UowstressError, match=f"{SQLITE_DIR_ENV}=.*missing.*not a writable"):
+        default_sqlite_directory()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="this machine has no /dev/shm")
+def test_sqlite_scratch_without_a_path_lives_in_ram_when_it_can(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(SQLITE_DIR_ENV, raising=False)
+    with scratch_database("sqlite://") as url:
+        assert url.database is not None
+        assert Path(url.database).parent.parent == Path("/dev/shm")
 
 
 @pytest.mark.parametrize("prefix", ["", "1abc", "Upper", "semi;colon", "x" * 42])

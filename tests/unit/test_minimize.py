@@ -76,3 +76,45 @@ def test_minimize_respects_its_trial_budget() -> None:
     steps = [step("query", str(i)) for i in range(50)]
     _, trials = minimize(steps, fails, max_trials=5)
     assert trials == 5 == len(calls)
+
+
+def fault_at(statement: int) -> dict[str, Any]:
+    return {"action": "fault", "fault": {"point": "statement", "statement": statement}}
+
+
+def test_minimize_joins_transactions_and_moves_the_fault_to_the_statement_that_still_fails() -> (
+    None
+):
+    # A model of a partial commit: the fault must land on the third write of the transaction
+    # that ends with it, and both "a" and "b" must have been written by then.
+    steps = [
+        step("begin"),
+        step("apply", "a"),
+        step("commit"),
+        step("begin"),
+        step("apply", "b"),
+        fault_at(2),
+    ]
+
+    def fails(candidate: list[dict[str, Any]]) -> bool:
+        last = candidate[-1]
+        if last.get("action") != "fault":
+            return False
+        ops = [s.get("op") for s in candidate if s.get("action") == "apply"]
+        begins = [i for i, s in enumerate(candidate) if s["action"] == "begin"]
+        writes_before = [s.get("op") for s in candidate[begins[-1] :] if s["action"] == "apply"]
+        return set(ops) == {"a", "b"} and last["fault"]["statement"] == len(writes_before) + 1
+
+    smallest, _ = minimize(steps, fails)
+    assert smallest == [step("begin"), step("apply", "a"), step("apply", "b"), fault_at(3)]
+
+
+def test_minimize_moves_a_statement_fault_earlier_when_that_still_fails() -> None:
+    steps = [step("begin"), step("apply", "a"), fault_at(5)]
+
+    def fails(candidate: list[dict[str, Any]]) -> bool:
+        last = candidate[-1]
+        return last.get("action") == "fault" and last["fault"]["statement"] >= 2
+
+    smallest, _ = minimize(steps, fails)
+    assert smallest == [step("begin"), fault_at(2)]

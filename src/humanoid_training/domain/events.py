@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -27,13 +27,23 @@ class DomainEvent:
 
     def payload(self) -> dict[str, Any]:
         """The event's own fields as JSON values (identity and time are stored apart)."""
-        data = asdict(self)
-        for key in ("aggregate_id", "event_id", "occurred_at"):
-            data.pop(key)
-        return {
-            k: (str(v) if not isinstance(v, int | float | bool | None) else v)
-            for k, v in data.items()
-        }
+        out: dict[str, Any] = {}
+        for name in _payload_fields(type(self)):
+            v = getattr(self, name)
+            out[name] = str(v) if not isinstance(v, int | float | bool | None) else v
+        return out
+
+
+_PAYLOAD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _payload_fields(kind: type) -> tuple[str, ...]:
+    # Every field of an event is a scalar, so reading them beats dataclasses.asdict's deep copy.
+    names = _PAYLOAD_FIELDS.get(kind)
+    if names is None:
+        skip = ("aggregate_id", "event_id", "occurred_at")
+        names = _PAYLOAD_FIELDS[kind] = tuple(f.name for f in fields(kind) if f.name not in skip)
+    return names
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -186,6 +186,34 @@ class SkillAssessment:
             object.__setattr__(self, name, check_unit_interval(name, getattr(self, name)))
         object.__setattr__(self, "assessed_at", check_timestamp("assessed_at", self.assessed_at))
 
+    @classmethod
+    def restored(
+        cls,
+        id: str,
+        skill: SkillType,
+        score: float,
+        confidence: float,
+        evidence: float,
+        assessed_at: datetime,
+    ) -> SkillAssessment:
+        """An assessment read back from storage, where it was checked when it was made: built
+        without checking it again, since loading a long history is a hot path."""
+        assessment = object.__new__(cls)
+        # A frozen dataclass refuses attribute assignment; its instance dict does not.
+        fields = assessment.__dict__
+        fields["id"] = id
+        fields["skill"] = skill
+        fields["score"] = score
+        fields["confidence"] = confidence
+        fields["evidence"] = evidence
+        fields["assessed_at"] = assessed_at
+        return assessment
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SkillAssessment:
+        # Every field is immutable, so the assessment is too: a copy of a robot (the in-memory
+        # model copies aggregates in and out of its store) can share it.
+        return self
+
     @property
     def level(self) -> MasteryLevel:
         return MasteryLevel.from_score(self.score)

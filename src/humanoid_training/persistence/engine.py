@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from humanoid_training.persistence.errors import DatabaseUnavailable
@@ -173,8 +173,6 @@ def _install_sqlite_hooks(engine: Engine, options: EngineOptions) -> None:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # Take BEGIN away from the driver (see _on_begin); it still emits COMMIT/ROLLBACK.
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             # busy_timeout first, so that switching to WAL waits for a concurrent opener.
@@ -185,13 +183,20 @@ def _install_sqlite_hooks(engine: Engine, options: EngineOptions) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
+    def _do_begin(dbapi_connection: Any) -> None:
         # The driver's legacy mode skips BEGIN before a SELECT, so a transaction opening with
-        # a read would see later commits; an explicit BEGIN makes it one snapshot.
-        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
-            return
-        connection.exec_driver_sql(begin)
+        # a read would see later commits; an explicit BEGIN makes it one snapshot. The driver
+        # then sees a transaction in progress and adds no BEGIN of its own; it still emits
+        # COMMIT and ROLLBACK. SQLAlchemy's AUTOCOMMIT sets the driver's isolation_level to
+        # None: no BEGIN then.
+        if dbapi_connection.isolation_level is not None:
+            dbapi_connection.execute(begin)
+
+    # Set on this engine's dialect rather than through a "begin" event: any connection-event
+    # listener makes SQLAlchemy dispatch events around every statement of every connection,
+    # which costs more than the statements themselves on SQLite. A failing BEGIN is still
+    # wrapped as a DBAPIError by SQLAlchemy.
+    engine.dialect.do_begin = _do_begin  # type: ignore[method-assign]
 
 
 def server_version(engine: Engine) -> str:

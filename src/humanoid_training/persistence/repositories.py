@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, Row, bindparam, insert, select, update
+from sqlalchemy import CursorResult, Row, select
 
 from humanoid_training.domain import (
     CurriculumPlan,
@@ -32,6 +32,7 @@ from humanoid_training.domain import (
     SkillType,
 )
 from humanoid_training.domain.aggregate import Aggregate
+from humanoid_training.persistence import statements as q
 from humanoid_training.persistence import tables as t
 from humanoid_training.persistence.errors import ConcurrencyConflict, translated_errors
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
+# A dictionary lookup: calling the enum for each loaded row costs more.
+_SKILLS: dict[str, SkillType] = {str(s): s for s in SkillType}
 
 
 def to_micros(moment: datetime) -> int:
@@ -47,7 +50,7 @@ def to_micros(moment: datetime) -> int:
 
 
 def from_micros(micros: int) -> datetime:
-    return EPOCH + timedelta(microseconds=micros)
+    return EPOCH + _MICRO * micros  # exact, and faster than timedelta(microseconds=...)
 
 
 def _opt_micros(moment: datetime | None) -> int | None:
@@ -136,12 +139,14 @@ class _SqlRepository:
     def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
         self._uow = uow
 
-    def _read(self, statement: Any) -> CursorResult[Any]:
+    def _read(self, statement: Any, parameters: dict[str, Any] | None = None) -> CursorResult[Any]:
         """Run a query of the unit of work. A locking or snapshot read can be refused by the
         database too (serialization failure, deadlock, lock timeout, SQLITE_BUSY): that must
         surface as RetryableConflict here as well as at commit, so callers can retry."""
         with translated_errors():
-            return self._uow.connection.execute(statement)
+            if isinstance(statement, q.Prepared):
+                return statement.run(self._uow.connection, parameters or {})
+            return self._uow.connection.execute(statement, parameters)
 
     def _cached(self, aggregate_id: str) -> Any:
         tracked = self._uow.tracked.get((self.kind, aggregate_id))
@@ -157,13 +162,16 @@ class _SqlRepository:
                 by_id[aggregate_id] = tracked.aggregate
         return [by_id[i] for i in sorted(by_id) if keep(by_id[i])]
 
-    def _guarded_update(self, table: Any, aggregate: Aggregate, values: dict[str, Any]) -> int:
+    def _guarded_update(self, aggregate: Aggregate, values: dict[str, Any]) -> int:
         """UPDATE the root row and bump its version; a stale version is a ConcurrencyConflict."""
         new_version = aggregate.version + 1
-        statement = update(table).where(table.c.id == aggregate.id)
-        if not self._uow.weakenings.no_version_check:
-            statement = statement.where(table.c.version == aggregate.version)
-        result = self._uow.connection.execute(statement.values(version=new_version, **values))
+        check = not self._uow.weakenings.no_version_check
+        parameters = {"b_id": aggregate.id, "version": new_version, **values}
+        if check:
+            parameters["b_version"] = aggregate.version
+        result = q.GUARDED_UPDATE[self.kind, check, bool(values)].run(
+            self._uow.connection, parameters
+        )
         if result.rowcount != 1:
             raise ConcurrencyConflict(self.kind, aggregate.id, aggregate.version)
         return new_version
@@ -179,35 +187,28 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         cached = self._cached(robot_id)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        query = select(t.robots).where(t.robots.c.id == robot_id)
-        row = self._read(query.with_for_update() if lock else query).one_or_none()
-        if row is None:
+        key = {"b_id": robot_id}
+        if lock:
+            row = self._read(q.ROBOT_FOR_UPDATE, key).one_or_none()
+            if row is None:
+                raise NotFound(f"no robot with id {robot_id!r}")
+            found: Sequence[Any] = self._read(q.ROBOT_SKILLS, key).all()
+            skills = {_SKILLS[s]: score for s, score in found}
+            return self._load(row, skills)
+        rows = self._read(q.ROBOT_WITH_SKILLS, key).all()
+        if not rows:
             raise NotFound(f"no robot with id {robot_id!r}")
-        return self._load(row)
+        # The outer join gives one row per skill, or one row of NULLs for a robot without any.
+        skills = {_SKILLS[r.skill]: r.score for r in rows if r.skill is not None}
+        return self._load(rows[0], skills)
 
-    def _load(self, row: Row[Any]) -> HumanoidRobot:
-        skills = {
-            SkillType(r.skill): r.score
-            for r in self._read(
-                select(t.robot_skills.c.skill, t.robot_skills.c.score).where(
-                    t.robot_skills.c.robot_id == row.id
-                )
-            )
-        }
+    def _load(self, row: Row[Any], skills: dict[SkillType, float]) -> HumanoidRobot:
+        restored = SkillAssessment.restored
+        # all(): one fetchall instead of a fetch per row.
+        rows: Sequence[Any] = self._read(q.ROBOT_HISTORY, {"b_id": row.id}).all()
         history = [
-            SkillAssessment(
-                id=a.id,
-                skill=SkillType(a.skill),
-                score=a.score,
-                confidence=a.confidence,
-                evidence=a.evidence,
-                assessed_at=from_micros(a.assessed_at),
-            )
-            for a in self._read(
-                select(t.assessments)
-                .where(t.assessments.c.robot_id == row.id)
-                .order_by(t.assessments.c.seq, t.assessments.c.id)
-            )
+            restored(id_, _SKILLS[skill], score, confidence, evidence, from_micros(micros))
+            for id_, skill, score, confidence, evidence, micros in rows
         ]
         robot = HumanoidRobot(
             id=row.id,
@@ -249,14 +250,15 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
 
     def insert(self, robot: HumanoidRobot) -> int:
         conn = self._uow.connection
-        conn.execute(
-            insert(t.robots).values(
-                id=robot.id,
-                version=1,
-                name=robot.name,
-                robot_type=str(robot.robot_type),
-                configuration=self._uow.codec.encode(robot.configuration.to_json()),
-            )
+        q.INSERT_ROBOT.run(
+            conn,
+            {
+                "id": robot.id,
+                "version": 1,
+                "name": robot.name,
+                "robot_type": str(robot.robot_type),
+                "configuration": self._uow.codec.encode(robot.configuration.to_json()),
+            },
         )
         self._insert_skills(robot, robot.skills)
         self._insert_assessments(robot, 0)
@@ -279,16 +281,13 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
                 "robot_type": str(robot.robot_type),
                 "configuration": self._uow.codec.encode(robot.configuration.to_json()),
             }
-        version = self._guarded_update(t.robots, robot, values)
+        version = self._guarded_update(robot, values)
         conn = self._uow.connection
         existing = [(k, v) for k, v in changed.items() if k in skills]
         if existing:
-            conn.execute(
-                update(t.robot_skills)
-                .where(t.robot_skills.c.robot_id == robot.id)
-                .where(t.robot_skills.c.skill == bindparam("b_skill"))
-                .values(score=bindparam("b_score")),
-                [{"b_skill": str(k), "b_score": v} for k, v in existing],
+            q.UPDATE_SKILL_SCORE.run(
+                conn,
+                [{"b_robot_id": robot.id, "b_skill": str(k), "b_score": v} for k, v in existing],
             )
         self._insert_skills(robot, {k: v for k, v in changed.items() if k not in skills})
         self._insert_assessments(robot, history_len)
@@ -296,16 +295,16 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
 
     def _insert_skills(self, robot: HumanoidRobot, skills: dict[SkillType, float]) -> None:
         if skills:
-            self._uow.connection.execute(
-                insert(t.robot_skills),
+            q.INSERT_SKILLS.run(
+                self._uow.connection,
                 [{"robot_id": robot.id, "skill": str(k), "score": v} for k, v in skills.items()],
             )
 
     def _insert_assessments(self, robot: HumanoidRobot, start: int) -> None:
         new = robot.history[start:]
         if new:
-            self._uow.connection.execute(
-                insert(t.assessments),
+            q.INSERT_ASSESSMENTS.run(
+                self._uow.connection,
                 [
                     {
                         "id": a.id,
@@ -332,8 +331,8 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
         cached = self._cached(session_id)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        query = select(t.sessions).where(t.sessions.c.id == session_id)
-        row = self._read(query.with_for_update() if lock else query).one_or_none()
+        query = q.SESSION_FOR_UPDATE if lock else q.SESSION
+        row = self._read(query, {"b_id": session_id}).one_or_none()
         if row is None:
             raise NotFound(f"no learning session with id {session_id!r}")
         return self._load(row)
@@ -377,11 +376,7 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
                 started_at=_opt_datetime(e.started_at),
                 ended_at=_opt_datetime(e.ended_at),
             )
-            for e in self._read(
-                select(t.episodes)
-                .where(t.episodes.c.session_id == row.id)
-                .order_by(t.episodes.c.number)
-            )
+            for e in self._read(q.SESSION_EPISODES, {"b_id": row.id})
         ]
         session = LearningSession(
             id=row.id,
@@ -440,12 +435,10 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
 
     def insert(self, session: LearningSession) -> int:
         conn = self._uow.connection
-        conn.execute(
-            insert(t.sessions).values(id=session.id, version=1, **self._root_values(session))
-        )
+        q.INSERT_SESSION.run(conn, {"id": session.id, "version": 1} | self._root_values(session))
         if session.episodes:
-            conn.execute(
-                insert(t.episodes),
+            q.INSERT_EPISODES.run(
+                conn,
                 [self._episode_values(session.id, e) for e in session.episodes],
             )
         return 1
@@ -456,7 +449,7 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
         if root == root_now and episodes == episodes_now and not touched:
             return None
         version = self._guarded_update(
-            t.sessions, session, self._root_values(session) if root != root_now else {}
+            session, self._root_values(session) if root != root_now else {}
         )
         conn = self._uow.connection
         new = [e for e in session.episodes if e.id not in episodes]
@@ -466,9 +459,9 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
         for e in changed:
             values = self._episode_values(session.id, e)
             del values["id"], values["session_id"]
-            conn.execute(update(t.episodes).where(t.episodes.c.id == e.id).values(**values))
+            q.UPDATE_EPISODE.run(conn, {"b_id": e.id} | values)
         if new:
-            conn.execute(insert(t.episodes), [self._episode_values(session.id, e) for e in new])
+            q.INSERT_EPISODES.run(conn, [self._episode_values(session.id, e) for e in new])
         return version
 
 
@@ -482,8 +475,7 @@ class SqlAlchemyPlanRepository(_SqlRepository, AbstractPlanRepository):
         cached = self._cached(plan_id)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        query = select(t.plans).where(t.plans.c.id == plan_id)
-        row = self._read(query.with_for_update() if lock else query).one_or_none()
+        row = self._read(q.PLAN_FOR_UPDATE if lock else q.PLAN, {"b_id": plan_id}).one_or_none()
         if row is None:
             raise NotFound(f"no curriculum plan with id {plan_id!r}")
         return self._load(row)
@@ -510,9 +502,7 @@ class SqlAlchemyPlanRepository(_SqlRepository, AbstractPlanRepository):
                 episodes=s.episodes,
                 successes=s.successes,
             )
-            for s in self._read(
-                select(t.stages).where(t.stages.c.plan_id == row.id).order_by(t.stages.c.position)
-            )
+            for s in self._read(q.PLAN_STAGES, {"b_id": row.id})
         ]
         plan = CurriculumPlan(
             id=row.id,
@@ -570,10 +560,10 @@ class SqlAlchemyPlanRepository(_SqlRepository, AbstractPlanRepository):
 
     def insert(self, plan: CurriculumPlan) -> int:
         conn = self._uow.connection
-        conn.execute(insert(t.plans).values(id=plan.id, version=1, **self._root_values(plan)))
+        q.INSERT_PLAN.run(conn, {"id": plan.id, "version": 1} | self._root_values(plan))
         if plan.stages:
-            conn.execute(
-                insert(t.stages),
+            q.INSERT_STAGES.run(
+                conn,
                 [self._stage_values(plan.id, i, s) for i, s in enumerate(plan.stages)],
             )
         return 1
@@ -583,24 +573,15 @@ class SqlAlchemyPlanRepository(_SqlRepository, AbstractPlanRepository):
         root_now, stages_now = self.snapshot(plan)
         if root == root_now and stages == stages_now and not touched:
             return None
-        version = self._guarded_update(
-            t.plans, plan, self._root_values(plan) if root != root_now else {}
-        )
+        version = self._guarded_update(plan, self._root_values(plan) if root != root_now else {})
         conn = self._uow.connection
         for i, state in enumerate(stages_now):
             if i >= len(stages):
-                conn.execute(
-                    insert(t.stages).values(self._stage_values(plan.id, i, plan.stages[i]))
-                )
+                q.INSERT_STAGES.run(conn, self._stage_values(plan.id, i, plan.stages[i]))
             elif stages[i] != state:
                 values = self._stage_values(plan.id, i, plan.stages[i])
                 del values["plan_id"], values["position"]
-                conn.execute(
-                    update(t.stages)
-                    .where(t.stages.c.plan_id == plan.id)
-                    .where(t.stages.c.position == i)
-                    .values(**values)
-                )
+                q.UPDATE_STAGE.run(conn, {"b_plan_id": plan.id, "b_position": i} | values)
         return version
 
 

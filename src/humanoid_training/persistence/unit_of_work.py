@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy import exc as sa_exc
 
 from humanoid_training.domain.aggregate import Aggregate
 from humanoid_training.domain.events import DomainEvent
+from humanoid_training.persistence import statements as q
 from humanoid_training.persistence import tables as t
 from humanoid_training.persistence.codec import JsonCodec
 from humanoid_training.persistence.errors import ConcurrencyConflict, translated_errors
@@ -98,6 +99,11 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self.robots = self._robots
         self.sessions = self._sessions
         self.plans = self._plans
+        self._repositories: dict[str, Any] = {
+            "robot": self._robots,
+            "session": self._sessions,
+            "plan": self._plans,
+        }
         self.events = SqlAlchemyEventRepository(self)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -165,7 +171,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         tracked.touched = True
 
     def _repository(self, kind: str) -> Any:
-        return {"robot": self._robots, "session": self._sessions, "plan": self._plans}[kind]
+        return self._repositories[kind]
 
     # -- commit / rollback --------------------------------------------------------------------
 
@@ -182,7 +188,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             if event_rows and self.weakenings.events_outside_transaction:
                 # Weakened on purpose: the events are committed before, and apart from, the change.
                 with self.engine.begin() as other:
-                    other.execute(insert(t.outbox), event_rows)
+                    q.INSERT_EVENTS.run(other, event_rows)
             versions: list[tuple[Tracked, int]] = []
             for tracked in list(self.tracked.values()):
                 try:
@@ -201,7 +207,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                     versions.append((tracked, version))
             self._validate_reads({id(tracked) for tracked, _ in versions})
             if event_rows and not self.weakenings.events_outside_transaction:
-                connection.execute(insert(t.outbox), event_rows)
+                q.INSERT_EVENTS.run(connection, event_rows)
             self._hook("after_flush")
             self._hook("before_commit")
             connection.commit()

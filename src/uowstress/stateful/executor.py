@@ -12,6 +12,7 @@ work), "query". With one open: "apply", "commit", "rollback", "leave" (exit with
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -21,9 +22,38 @@ import psutil
 
 from uowstress.errors import UowstressError
 from uowstress.faults import Fault, InjectedFault
+from uowstress.stateful.commits import AlwaysChanged, CommitWatcher, watch
 from uowstress.target import Ids, Model, Operation, Query, State, System, Target, UnitOfWork
 
-_PROCESS = psutil.Process()
+
+class _ResidentMemory:
+    """The process's resident set size, read after every step.
+
+    psutil opens, reads and closes a /proc file on each call; on Linux this keeps
+    /proc/self/statm open and re-reads it, which costs a few microseconds instead of tens.
+    Elsewhere (and if /proc is missing) it asks psutil."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._pid = -1
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._process = psutil.Process()
+
+    def bytes(self) -> int:
+        if self._pid != os.getpid():  # first use, or a forked child: its own /proc entry
+            self._pid = os.getpid()
+            self._process = psutil.Process()
+            try:
+                self._fd = os.open("/proc/self/statm", os.O_RDONLY)
+            except OSError:
+                self._fd = None
+        if self._fd is not None:
+            # statm: size resident shared ... (in pages)
+            return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
+        return int(self._process.memory_info().rss)
+
+
+_RESIDENT = _ResidentMemory()
 OPEN_ACTIONS = ("apply", "commit", "rollback", "leave", "raise", "fault")
 CLOSED_ACTIONS = ("begin", "transaction", "query")
 
@@ -142,9 +172,19 @@ class SingleSessionExecutor:
         self.ids = Ids()
         self.timings = StepTimings()
         self.fault_counts: Counter[str] = Counter()
-        self.rss_start = _PROCESS.memory_info().rss
+        self.rss_start = _RESIDENT.bytes()
         self.rss_peak = self.rss_start
         self._fault: Fault | None = None
+        # The model's state, computed at most once per step: the checks and the drawing of
+        # the next step's arguments share it. None when the last step may have changed it.
+        self._model_state: State | None = None
+        # The committed state last read (and checked), and how to tell whether it still is.
+        self._committed: State | None = None
+        self._watcher: CommitWatcher = (
+            AlwaysChanged()
+            if getattr(system, "commits_outside_engine", False)
+            else watch(system.engine)
+        )
 
     # -- state the machine needs to draw the next step -----------------------------------------
 
@@ -153,7 +193,10 @@ class SingleSessionExecutor:
         return self.sut is not None
 
     def model_state(self) -> State:
-        return self.model.state()
+        """The model's state now (the caller must not change it)."""
+        if self._model_state is None:
+            self._model_state = self.model.state()
+        return self._model_state
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -172,11 +215,12 @@ class SingleSessionExecutor:
                 f" {', '.join(OPEN_ACTIONS + CLOSED_ACTIONS)}"
             )
         label = step.get("op") or step.get("query") or str(action)
+        self._model_state = None
         started = time.perf_counter_ns()
         handler(step)
         self.timings.add(label, time.perf_counter_ns() - started)
         # Resident memory after each step: its maximum is the example's peak for the budgets.
-        self.rss_peak = max(self.rss_peak, _PROCESS.memory_info().rss)
+        self.rss_peak = max(self.rss_peak, _RESIDENT.bytes())
         if self.check_every_step or not self.is_open:
             self.check()
 
@@ -318,9 +362,16 @@ class SingleSessionExecutor:
     # -- checks ----------------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Committed state equals the model; every invariant holds; no connection leaked."""
-        actual = checked_state(self.system)
-        expected = self.model.state()
+        """Committed state equals the model; every invariant holds; no connection leaked.
+
+        The committed state is read again only when the database may have had a commit since
+        the last read (see commits.py); otherwise that read, already checked against the
+        invariants, is still the committed state."""
+        if self._watcher.committed_since_last_look() or self._committed is None:
+            self._committed = None
+            self._committed = checked_state(self.system)
+        actual = self._committed
+        expected = self.model_state()
         if actual != expected:
             raise Finding(
                 "state",
@@ -342,3 +393,4 @@ class SingleSessionExecutor:
             sut, mirror = self._close()
             call(sut.__exit__, None, None, None)
             call(mirror.__exit__, None, None, None)
+        self._watcher.close()

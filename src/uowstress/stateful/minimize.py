@@ -4,7 +4,10 @@ Hypothesis shrinks the choices that generated a run; with preconditions and iden
 depend on earlier draws, deleting one step there changes the meaning of the ones after it. Here
 the steps are concrete (ids written out), so whole transactions and single operations can be
 deleted freely: delta debugging on the structure, each candidate replayed from an empty
-database. A candidate counts only if it fails with the same kind of finding.
+database. When nothing more can be deleted, two transactions of a session that follow each
+other are joined into one (the first one's commit and the second one's begin deleted), and a
+fault injected at the k-th statement is tried at an earlier one. A candidate counts only if it
+fails with the same kind of finding.
 """
 
 from __future__ import annotations
@@ -41,6 +44,44 @@ def blocks(steps: Steps) -> list[list[int]]:
 
 def _without(steps: Steps, drop: set[int]) -> Steps:
     return [s for i, s in enumerate(steps) if i not in drop]
+
+
+def _joins(steps: Steps) -> list[set[int]]:
+    """Pairs (a session's commit, that session's next begin) with no step of that session
+    between them: deleting both joins the two transactions."""
+    out: list[set[int]] = []
+    for index, step in enumerate(steps):
+        if step.get("action") != "commit":
+            continue
+        session = int(step.get("session", 0))
+        for later in range(index + 1, len(steps)):
+            if int(steps[later].get("session", 0)) != session:
+                continue
+            if steps[later].get("action") == "begin":
+                out.append({index, later})
+            break
+    return out
+
+
+# A joined transaction writes more before its fault: how many statements later to look.
+_JOIN_REACH = 8
+
+
+def _statement_faults(steps: Steps, reach: int) -> list[Steps]:
+    """The steps with one statement fault moved to each other statement from the first to
+    `reach` after its own, earliest first."""
+    out: list[Steps] = []
+    for index, step in enumerate(steps):
+        fault = step.get("fault") or {}
+        if step.get("action") != "fault" or fault.get("point") != "statement":
+            continue
+        own = int(fault.get("statement", 1))
+        for statement in range(1, own + reach + 1):
+            if statement != own:
+                candidate = list(steps)
+                candidate[index] = {**step, "fault": {**fault, "statement": statement}}
+                out.append(candidate)
+    return out
 
 
 def minimize(
@@ -84,4 +125,22 @@ def minimize(
                 if attempt(candidate):
                     current, changed = candidate, True
                     break
+        if changed:
+            continue
+        # Then fewer transactions (the fault, if at a statement, tried at each statement the
+        # joined flush may reach), and earlier faults.
+        for pair in _joins(current):
+            joined = _without(current, pair)
+            for candidate in [joined, *_statement_faults(joined, _JOIN_REACH)]:
+                if attempt(candidate):
+                    current, changed = candidate, True
+                    break
+            if changed:
+                break
+        if changed:
+            continue
+        for candidate in _statement_faults(current, 0):
+            if attempt(candidate):
+                current, changed = candidate, True
+                break
     return current, trials

@@ -21,6 +21,7 @@ from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
 from uowstress.stateful.concurrent import AnomalyTally, ConcurrentExecutor, concurrent_machine
+from uowstress.stateful.example_cache import bounded_example_cache
 from uowstress.stateful.executor import Finding, SingleSessionExecutor, StepError
 from uowstress.stateful.minimize import minimize
 from uowstress.target import DEFAULT_TARGET, System, Target, load_target
@@ -51,6 +52,7 @@ class AcidResult:
     # examples that showed it and the first one in words (forbidden ones are the finding).
     permitted_anomalies: list[dict[str, Any]] = field(default_factory=list)
     anomaly_checks: int = 0  # histories of units of work the checker judged
+    machine_steps: int = 0  # Hypothesis steps of the ACID machine (its rules and initialize)
 
     @property
     def passed(self) -> bool:
@@ -177,7 +179,8 @@ def run_acid(
             )
             if max_examples is not None:  # a shard of a split exploration
                 explore_with = Settings(explore_with, max_examples=max_examples)
-            run_state_machine_as_test(machine_class, settings=explore_with)
+            with bounded_example_cache():
+                run_state_machine_as_test(machine_class, settings=explore_with)
         except (Finding, Exception) as error:
             if isinstance(error, StepError | HypothesisException):
                 result.error = f"{type(error).__name__}: {error}"
@@ -211,11 +214,12 @@ def run_acid(
         finally:
             result.seconds = time.perf_counter() - started
             result.examples = recorder.examples
-            result.step_ns = recorder.step_ns
+            result.step_ns = {label: ns.tolist() for label, ns in recorder.step_ns.items()}
             result.fault_counts = recorder.fault_counts
             result.memory_peaks = recorder.memory_peaks
             result.permitted_anomalies = permitted.as_json()
             result.anomaly_checks = permitted.checks
+            result.machine_steps = recorder.machine_steps
             system.dispose()
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from datetime import UTC, datetime, timedelta, timezone
@@ -18,6 +19,7 @@ from humanoid_training.domain import (
     EpisodeInProgress,
     EpisodeLimitReached,
     EpisodeMetrics,
+    HumanoidRobot,
     InvalidTransition,
     InvalidValue,
     MasteryLevel,
@@ -392,3 +394,32 @@ class TestEpisodeMetrics:
     @pytest.mark.parametrize("payload", [{}, {"reward": 1.0}, {"success_rate": 0.5}])
     def test_malformed_json_payload_is_refused(self, payload: dict[str, Any]) -> None:
         assert_domain_error(lambda: EpisodeMetrics.from_json(payload), InvalidValue)
+
+
+@given(
+    score=st.floats(0, 1),
+    confidence=st.floats(0, 1),
+    evidence=st.floats(0, 1),
+    skill=st.sampled_from(list(SkillType)),
+)
+def test_a_restored_assessment_equals_the_one_that_was_stored(
+    score: float, confidence: float, evidence: float, skill: SkillType
+) -> None:
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    made = SkillAssessment("a1", skill, score, confidence, evidence, at)
+    restored = SkillAssessment.restored("a1", skill, score, confidence, evidence, at)
+    assert restored == made
+    assert hash(restored) == hash(made)
+    assert restored.level == made.level and restored.reliable == made.reliable
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        restored.score = 0.0  # type: ignore[misc]
+
+
+def test_a_copied_robot_shares_its_immutable_assessments_but_not_its_history() -> None:
+    robot = HumanoidRobot.create("Atlas", id="r1")
+    robot.assess(SkillAssessment("a1", SkillType.POSTURAL_CONTROL, 0.5, 0.9, 0.9))
+    twin = copy.deepcopy(robot)
+    assert twin == robot
+    assert twin.history[0] is robot.history[0]
+    twin.assess(SkillAssessment("a2", SkillType.POSTURAL_CONTROL, 0.9, 0.9, 0.9))
+    assert len(robot.history) == 1 and robot.skills[SkillType.POSTURAL_CONTROL] == 0.5

@@ -1,0 +1,230 @@
+"""How many steps per second the single-session ACID machine runs, against a bare Hypothesis
+state machine with empty rules in the same run.
+
+Both machines run under the same settings: the same number of examples and of steps per
+example (the ci profile's 100 x 40 by default), Hypothesis's generate phase only, no example
+database, no deadline. The bare machine is a `RuleBasedStateMachine` whose two rules do
+nothing: what Hypothesis itself costs per step. The ACID machine is
+`uowstress.stateful.run.run_acid(..., machine="acid")` on the reference system and SQLite
+(`sqlite://`: a scratch file, in /dev/shm when the machine has it; see uowstress.scratch), timed
+whole, from preparing the scratch database to dropping it. A step is one Hypothesis step (a
+rule or an initialize rule); the ACID machine's steps each run one or more actions against
+the system and its model, each followed by the checks. Reported: steps, examples, wall and CPU
+seconds and steps per second of each, and the ratio of the ACID machine's steps per second to
+the bare machine's (wall clock; CPU in brackets, which a busy machine disturbs less).
+
+For scale, a third machine draws one small dictionary per step (an integer, a short text, a
+float and a choice of three: less than any operation of the reference system draws) and does
+nothing with it: what drawing arguments alone costs in Hypothesis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    # Run as a script: the repository root holds the benchmarks package.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+
+from benchmarks import verdicts
+from uowstress.scratch import default_sqlite_directory
+from uowstress.stateful.run import run_acid
+
+GOAL = 0.40
+
+
+@dataclass(frozen=True)
+class MachineRun:
+    steps: int
+    examples: int
+    wall_s: float
+    cpu_s: float
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.wall_s
+
+    @property
+    def steps_per_cpu_s(self) -> float:
+        return self.steps / self.cpu_s
+
+
+@dataclass(frozen=True)
+class TesterFigures:
+    bare: MachineRun
+    acid: MachineRun
+    drawing: MachineRun
+    max_examples: int
+    step_count: int
+    database: str
+
+    @property
+    def ratio(self) -> float:
+        return self.acid.steps_per_s / self.bare.steps_per_s
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.acid.steps_per_cpu_s / self.bare.steps_per_cpu_s
+
+
+def _settings(examples: int, steps: int) -> settings:
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def _bare(examples: int, steps: int) -> MachineRun:
+    counts = {"steps": 0, "examples": 0}
+
+    class BareMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            counts["examples"] += 1
+
+        @rule()
+        def one(self) -> None:
+            counts["steps"] += 1
+
+        @rule()
+        def other(self) -> None:
+            counts["steps"] += 1
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    run_state_machine_as_test(BareMachine, settings=_settings(examples, steps))
+    return MachineRun(
+        counts["steps"],
+        counts["examples"],
+        time.perf_counter() - wall,
+        time.process_time() - cpu,
+    )
+
+
+_SMALL_DICT = st.fixed_dictionaries(
+    {
+        "count": st.integers(0, 10),
+        "name": st.text(max_size=12),
+        "score": st.floats(0, 1),
+        "kind": st.sampled_from(["a", "b", "c"]),
+    }
+)
+
+
+def _drawing(examples: int, steps: int) -> MachineRun:
+    counts = {"steps": 0, "examples": 0}
+
+    class DrawingMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            counts["examples"] += 1
+
+        @rule(arguments=_SMALL_DICT)
+        def one(self, arguments: dict[str, Any]) -> None:
+            counts["steps"] += 1
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    run_state_machine_as_test(DrawingMachine, settings=_settings(examples, steps))
+    return MachineRun(
+        counts["steps"],
+        counts["examples"],
+        time.perf_counter() - wall,
+        time.process_time() - cpu,
+    )
+
+
+def _acid(examples: int, steps: int, url: str) -> MachineRun:
+    with tempfile.TemporaryDirectory(prefix="uows_bench_") as reproducers:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = run_acid(
+            url,
+            settings=_settings(examples, steps),
+            machine="acid",
+            reproducers_dir=Path(reproducers),
+        )
+        wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+    if not result.passed:
+        raise RuntimeError(
+            "the ACID machine did not pass on the reference system:"
+            f" {result.finding or result.error}"
+        )
+    return MachineRun(result.machine_steps, result.examples, wall_s, cpu_s)
+
+
+def measure_tester(
+    *, examples: int = 100, steps: int = 40, url: str = "sqlite://"
+) -> TesterFigures:
+    """Run the bare machine, the ACID machine, and the bare machine again (the two bare runs are
+    pooled, so that a load arriving during the run weighs on both sides)."""
+    first = _bare(examples, steps)
+    acid = _acid(examples, steps, url)
+    second = _bare(examples, steps)
+    drawing = _drawing(examples, steps)
+    bare = MachineRun(
+        first.steps + second.steps,
+        first.examples + second.examples,
+        first.wall_s + second.wall_s,
+        first.cpu_s + second.cpu_s,
+    )
+    where = url
+    if url == "sqlite://":
+        where = f"sqlite:// (scratch in {default_sqlite_directory() or tempfile.gettempdir()})"
+    return TesterFigures(bare, acid, drawing, examples, steps, where)
+
+
+def describe(f: TesterFigures) -> list[str]:
+    def line(name: str, run: MachineRun) -> str:
+        return (
+            f"  {name:13s} {run.steps:6d} steps in {run.examples:4d} examples,"
+            f" {run.wall_s:6.1f} s wall ({run.cpu_s:6.1f} s CPU):"
+            f" {run.steps_per_s:7.0f} steps/s ({run.steps_per_cpu_s:7.0f} per CPU second)"
+        )
+
+    return [
+        f"settings: {f.max_examples} examples x {f.step_count} steps; ACID machine on {f.database}",
+        line("bare machine", f.bare),
+        line("ACID machine", f.acid),
+        f"  ratio {f.ratio:.3f} (CPU {f.cpu_ratio:.3f}) {verdicts.at_least(f.ratio, GOAL)}",
+        line("drawing only", f.drawing),
+        f"  (a machine that only draws one small dictionary per step: ratio"
+        f" {f.drawing.steps_per_s / f.bare.steps_per_s:.3f},"
+        f" CPU {f.drawing.steps_per_cpu_s / f.bare.steps_per_cpu_s:.3f})",
+    ]
+
+
+def goals(f: TesterFigures) -> list[verdicts.Goal]:
+    return [
+        verdicts.Goal(
+            "ACID machine / bare machine, steps per second",
+            f"ratio {f.ratio:.3f} (>= {GOAL:g})",
+            f.ratio >= GOAL,
+        )
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--examples", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--db-url", default="sqlite://")
+    args = parser.parse_args(argv)
+    for text in describe(measure_tester(examples=args.examples, steps=args.steps, url=args.db_url)):
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

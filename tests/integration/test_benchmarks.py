@@ -1,0 +1,96 @@
+"""Each benchmark runs at a tiny size and returns sane figures (nothing here is about time)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from benchmarks import (
+    bench_checker,
+    bench_isolation,
+    bench_memory,
+    bench_tester,
+    bench_uow,
+    run,
+)
+
+postgres_only = pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
+)
+
+
+def test_uow_benchmark_replays_the_same_statements_on_the_raw_driver(server_url: str) -> None:
+    # measure_uow itself refuses figures from two databases left with different contents.
+    f = bench_uow.measure_uow(server_url, transactions=5, warmup=1, robots=2, history=2)
+    assert f.transactions == 5
+    assert f.uow_us > 0 and f.raw_us > 0 and f.uow_median_us > 0 and f.raw_median_us > 0
+    # Loading the robot (two queries), the version bump, the assessment and its event.
+    assert f.statements_per_transaction >= 5
+    assert math.isfinite(f.ratio) and f.ratio > 0
+    assert "ratio" in bench_uow.describe(f) and "goal <= 1.5" in bench_uow.describe(f)
+
+
+def test_uow_benchmark_names_a_server_it_cannot_reach() -> None:
+    runs = bench_uow.measure_all(
+        transactions=2,
+        warmup=0,
+        backends=("postgresql",),
+        urls={"postgresql": "postgresql://nobody@127.0.0.1:1/none"},
+    )
+    assert [(r.name, r.figures) for r in runs] == [("PostgreSQL", None)]
+    assert runs[0].skipped and "127.0.0.1:1" in runs[0].skipped
+    assert [g.met for g in bench_uow.goals(runs)] == [None]
+
+
+def test_tester_benchmark_counts_steps_of_both_machines() -> None:
+    f = bench_tester.measure_tester(examples=3, steps=3)
+    for machine in (f.bare, f.acid):
+        assert machine.steps > 0 and machine.examples > 0
+        assert machine.wall_s > 0 and machine.cpu_s > 0
+        assert machine.steps <= machine.examples * 3 + machine.examples  # rules + initialize
+    assert math.isfinite(f.ratio) and f.ratio > 0
+    assert any("goal >= 0.4" in line for line in bench_tester.describe(f))
+
+
+def test_memory_benchmark_reads_growth_after_the_warm_up() -> None:
+    f = bench_memory.measure_memory(examples=25, warmup=5, steps=3)
+    assert f.acid.examples >= 25 and f.bare.examples >= 25
+    for growth in (f.acid, f.bare):
+        assert growth.start_mb > 10 and growth.end_mb > 10  # a Python process with SQLAlchemy
+        assert math.isfinite(growth.per_1000_mb)
+    assert any("goal <= 20 MB" in line for line in bench_memory.describe(f))
+
+
+def test_checker_benchmark_finds_the_injected_anomalies() -> None:
+    f = bench_checker.measure_checker(small=300, large=3_000, runs_large=1)
+    assert f.small.transactions >= 300 and f.large.transactions >= 3_000
+    assert f.small.cpu_s > 0 and f.large.cpu_s > 0 and f.ratio > 0
+    # One lost update, write skew and aborted read are injected in the larger history.
+    assert f.large.found, f.large.found
+    assert [g.met is not None for g in bench_checker.goals(f)] == [True, True]
+
+
+@postgres_only
+def test_isolation_benchmark_times_a_narrow_search(server_url: str) -> None:
+    f = bench_isolation.measure_isolation(
+        server_url, budget_s=6, levels=["READ COMMITTED"], anomalies=["P4"]
+    )
+    assert f.total_s > 0
+    assert [(c.level, c.anomaly) for c in f.report.results] == [("read committed", "P4")]
+    assert f.without_reproducer == []  # an observed cell always has its steps
+    assert any("goal <= 120 s" in line for line in bench_isolation.describe(f))
+
+
+def test_the_one_command_runs_a_subset_and_sums_up_the_goals(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run.main(["checker", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "== checker" in out and "== goals" in out and "== uow" not in out
+
+
+def test_the_one_command_refuses_an_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run.main(["speed"])
+    assert exited.value.code == 2
+    assert "unknown benchmark(s) speed; choose from uow, tester" in capsys.readouterr().err
