@@ -144,7 +144,7 @@ def explore(
         machine=machine,
         sessions=sessions,
     )
-    growth = [peak / BYTES_PER_MB for peak in result.memory_peaks]
+    growth = [grown / BYTES_PER_MB for grown in result.memory_growth]
     source = f"{machine} machine on {result.backend}"
     run = MachineRun(
         id=node_id,

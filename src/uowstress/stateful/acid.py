@@ -59,11 +59,15 @@ class RunRecorder:
         # objects would cost four times the memory.
         self.step_ns: dict[str, array[int]] = {}
         self.fault_counts: dict[str, int] = {}
-        # Per example, its memory growth: the Python heap peak (tracemalloc) when traced, else
-        # the process's resident peak observed after each step less its size at the start.
+        # Per example: the Python heap peak (tracemalloc) when traced, else the process's
+        # resident peak observed after each step; and the growth, that peak less the size when
+        # the example began (tracemalloc's peak is already relative to its start).
         self.memory_peaks: list[int] = []
+        self.memory_growth: list[int] = []
 
-    def absorb(self, executor: SingleSessionExecutor, memory_peak: int | None) -> None:
+    def absorb(
+        self, executor: SingleSessionExecutor, memory_peak: int | None, growth: int | None = None
+    ) -> None:
         self.examples += 1
         self.last_steps = list(executor.steps)
         for label, samples in executor.timings.samples.items():
@@ -72,6 +76,8 @@ class RunRecorder:
             self.fault_counts[point] = self.fault_counts.get(point, 0) + count
         if memory_peak is not None:
             self.memory_peaks.append(memory_peak)
+        if growth is not None:
+            self.memory_growth.append(growth)
 
 
 def acid_machine(
@@ -193,13 +199,12 @@ def acid_machine(
 
         def teardown(self) -> None:
             self.executor.close()
-            # Growth over the example: its highest resident size after a step, less the size
-            # when it began (tracemalloc's peak is already relative to the example's start).
-            peak: int | None = self.executor.rss_peak - self.executor.rss_start
+            peak: int | None = self.executor.rss_peak or None
+            growth = self.executor.rss_peak - self.executor.rss_start
             if self._tracing:
-                peak = tracemalloc.get_traced_memory()[1]
+                peak = growth = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
-            self.recorded.absorb(self.executor, peak)
+            self.recorded.absorb(self.executor, peak, growth)
 
     AcidMachine.__name__ = f"AcidMachine[{target.name}]"
     return AcidMachine

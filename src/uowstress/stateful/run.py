@@ -47,6 +47,7 @@ class AcidResult:
     step_ns: dict[str, list[int]] = field(default_factory=dict)
     fault_counts: dict[str, int] = field(default_factory=dict)
     memory_peaks: list[int] = field(default_factory=list)
+    memory_growth: list[int] = field(default_factory=list)  # per example, bytes
     shrink_trials: int = 0
     # Anomalies the target's guarantee permits, seen by the concurrent machine: per class, the
     # examples that showed it and the first one in words (forbidden ones are the finding).
@@ -217,6 +218,7 @@ def run_acid(
             result.step_ns = {label: ns.tolist() for label, ns in recorder.step_ns.items()}
             result.fault_counts = recorder.fault_counts
             result.memory_peaks = recorder.memory_peaks
+            result.memory_growth = recorder.memory_growth
             result.permitted_anomalies = permitted.as_json()
             result.anomaly_checks = permitted.checks
             result.machine_steps = recorder.machine_steps
