@@ -77,12 +77,8 @@ def test_no_version_check_lets_overlapping_updates_lose_one(
         a.robots.get(robot.id).assess(_assessment(S.STATIC_BALANCE, 0.8))
         a.commit()
         stale.assess(_assessment(S.STATIC_BALANCE, 0.6))
-        if backend_of(schema_engine) == "sqlite":
-            # SQLite serialises writers itself: B's snapshot predates A's commit, so its write
-            # is refused (SQLITE_BUSY) whatever the switch says. See the next test for SQLite.
-            with pytest.raises(RetryableConflict):
-                b.commit()
-            return
+        # On SQLite too: B's write phase begins after A's commit, so only the version check
+        # stands between B's stale copy and a lost update.
         if not on:
             with pytest.raises(ConcurrencyConflict):
                 b.commit()
@@ -166,12 +162,9 @@ def test_no_session_lock_lets_two_sessions_open(schema_engine: Engine, on: bool)
         t.sessions.c.robot_id == robot.id,
         t.sessions.c.status.in_([SessionStatus.ACTIVE, SessionStatus.PAUSED]),
     )
-    if backend == "sqlite":
-        # SQLite lets one writer at a time, and the second's snapshot predates the first's
-        # commit: it is refused with SQLITE_BUSY, switch or not.
-        assert open_sessions == 1
-        assert len(errors) == 1 and isinstance(errors[0], RetryableConflict), outcomes
-    elif on:
+    # SQLite included: its writers take turns, but the second one's write phase begins after
+    # the first's commit, so only the robot's lock (its version bumped) keeps the rule.
+    if on:
         assert open_sessions == 2, outcomes
         assert errors == []
     else:

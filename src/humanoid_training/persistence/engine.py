@@ -8,15 +8,21 @@ outside any transaction). PostgreSQL goes through psycopg 3 and MariaDB/MySQL th
 from __future__ import annotations
 
 import re
+import sqlite3
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
-from humanoid_training.persistence.errors import DatabaseUnavailable
+from humanoid_training.persistence.errors import (
+    DatabaseUnavailable,
+    RetryableConflict,
+    conflict_reason,
+)
 
 Backend = Literal["sqlite", "postgresql", "mysql"]
 
@@ -189,7 +195,8 @@ def _install_sqlite_hooks(engine: Engine, options: EngineOptions) -> None:
         # then sees a transaction in progress and adds no BEGIN of its own; it still emits
         # COMMIT and ROLLBACK. SQLAlchemy's AUTOCOMMIT sets the driver's isolation_level to
         # None: no BEGIN then.
-        if dbapi_connection.isolation_level is not None:
+        # A write transaction begun by `begin_writing` is already open: nothing to begin.
+        if dbapi_connection.isolation_level is not None and not dbapi_connection.in_transaction:
             dbapi_connection.execute(begin)
 
     # Set on this engine's dialect rather than through a "begin" event: any connection-event
@@ -197,6 +204,42 @@ def _install_sqlite_hooks(engine: Engine, options: EngineOptions) -> None:
     # which costs more than the statements themselves on SQLite. A failing BEGIN is still
     # wrapped as a DBAPIError by SQLAlchemy.
     engine.dialect.do_begin = _do_begin  # type: ignore[method-assign]
+    _DEFERRED_BEGIN[engine] = options.sqlite_begin == "DEFERRED"
+
+
+# SQLite engines whose transactions begin DEFERRED: their units of work take the write lock
+# only for their write phase (see begin_writing).
+_DEFERRED_BEGIN: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
+
+
+def begin_writing(connection: Connection) -> None:
+    """Start a unit of work's write phase on SQLite: end its read transaction and begin a
+    write transaction IMMEDIATE.
+
+    SQLite has one write lock. A read transaction that asks for it after another writer has
+    committed fails at once (SQLITE_BUSY_SNAPSHOT), however unrelated the rows: under
+    concurrent writers most units of work would fail that way and start over. Begun
+    IMMEDIATE, the write transaction waits its turn for the lock (the busy timeout) and sees
+    the latest commits. Ending the read snapshot first loses no check: every aggregate written
+    is version-guarded and every aggregate only read is validated at commit, so a change
+    committed in between is still a ConcurrencyConflict. Other backends, and SQLite engines
+    configured to begin IMMEDIATE or EXCLUSIVE, hold what they need already: nothing to do.
+    """
+    if connection.dialect.name != "sqlite" or not _DEFERRED_BEGIN.get(connection.engine):
+        return
+    connection.rollback()
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    try:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as error:
+        reason = conflict_reason(error)
+        if reason is None:
+            raise
+        raise RetryableConflict(reason, str(error)) from error
+    # SQLAlchemy learns of the transaction (the dialect's BEGIN sees one open and adds none),
+    # so that the unit of work's commit or rollback ends it even if it sends no statement.
+    connection.begin()
 
 
 def server_version(engine: Engine) -> str:

@@ -22,6 +22,7 @@ from humanoid_training.domain.events import DomainEvent
 from humanoid_training.persistence import statements as q
 from humanoid_training.persistence import tables as t
 from humanoid_training.persistence.codec import JsonCodec
+from humanoid_training.persistence.engine import begin_writing
 from humanoid_training.persistence.errors import ConcurrencyConflict, translated_errors
 from humanoid_training.persistence.repositories import (
     AbstractEventRepository,
@@ -189,6 +190,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                 # Weakened on purpose: the events are committed before, and apart from, the change.
                 with self.engine.begin() as other:
                     q.INSERT_EVENTS.run(other, event_rows)
+            begin_writing(connection)
             versions: list[tuple[Tracked, int]] = []
             for tracked in list(self.tracked.values()):
                 try:
