@@ -50,7 +50,7 @@ from sqlalchemy.engine.interfaces import ExecuteStyle
 from benchmarks import verdicts
 from humanoid_training.domain import HumanoidRobot, SkillAssessment, SkillType
 from humanoid_training.persistence import tables as t
-from humanoid_training.persistence.engine import EngineOptions, make_engine
+from humanoid_training.persistence.engine import WRITE_BEGIN, EngineOptions, make_engine
 from humanoid_training.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from uowstress.database import DEFAULT_URLS
 from uowstress.scratch import backend_name, reachable, scratch_database
@@ -177,10 +177,19 @@ def _record(engine: Engine, options: EngineOptions) -> list[Statement]:
 
     def begin(conn: Any) -> None:
         if conn.dialect.name == "sqlite":
-            recorded.append(Statement(f"BEGIN {options.sqlite_begin}", (), False))
+            # A transaction already open on the driver is a write phase that begin_writing
+            # began (after ending the read transaction: the rollback below).
+            open_already = conn.connection.dbapi_connection.in_transaction
+            sql = WRITE_BEGIN if open_already else f"BEGIN {options.sqlite_begin}"
+            recorded.append(Statement(sql, (), False))
+
+    def rollback(conn: Any) -> None:
+        if conn.dialect.name == "sqlite":
+            recorded.append(Statement("ROLLBACK", (), False))
 
     event.listen(engine, "before_cursor_execute", cursor_call)
     event.listen(engine, "begin", begin)
+    event.listen(engine, "rollback", rollback)
     return recorded
 
 

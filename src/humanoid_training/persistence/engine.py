@@ -207,6 +207,8 @@ def _install_sqlite_hooks(engine: Engine, options: EngineOptions) -> None:
     _DEFERRED_BEGIN[engine] = options.sqlite_begin == "DEFERRED"
 
 
+# How a unit of work's write phase begins on SQLite (see begin_writing).
+WRITE_BEGIN = "BEGIN IMMEDIATE"
 # SQLite engines whose transactions begin DEFERRED: their units of work take the write lock
 # only for their write phase (see begin_writing).
 _DEFERRED_BEGIN: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
@@ -231,7 +233,7 @@ def begin_writing(connection: Connection) -> None:
     dbapi_connection = connection.connection.dbapi_connection
     assert dbapi_connection is not None
     try:
-        dbapi_connection.execute("BEGIN IMMEDIATE")
+        dbapi_connection.execute(WRITE_BEGIN)
     except sqlite3.Error as error:
         reason = conflict_reason(error)
         if reason is None:
