@@ -215,9 +215,14 @@ def _print_outcome(report: Report, verbose: bool) -> None:
                     click.echo(f"    session {session}: {line}")
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.scenarios.items()))
     click.echo(
-        f"{summary.status.upper()}: scenarios {counts or 'none'}; {summary.findings} findings,"
-        f" {summary.critical} critical, {summary.warnings} warnings; {summary.seconds:.0f}s"
+        f"{summary.status.upper()}: scenarios {counts or 'none'};"
+        f" {_count(summary.findings, 'finding')}, {summary.critical} critical,"
+        f" {_count(summary.warnings, 'warning')}; {summary.seconds:.0f}s"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @main.command()
