@@ -205,3 +205,33 @@ def test_run_refuses_a_malformed_baseline_before_running(tmp_path: Path) -> None
     assert str(baseline) in out
     assert not (tmp_path / "out").exists()
     assert baseline.read_text() == '{"format": "uowstress.report", "schema_version": 1'
+
+
+def test_run_against_a_faster_baseline_fails_on_the_regression(tmp_path: Path) -> None:
+    args = ["run", "--pattern", "test_simple_uow_performance.py", "--format", "json"]
+    code, out = invoke(*args, "--output-dir", str(tmp_path / "first"))
+    assert code == 0, out
+    # The same run, as if it had been three times faster: the next run is then a regression.
+    baseline = _report(tmp_path / "first")
+    for scenario in baseline["scenarios"]:
+        scenario["latency_samples"] = [t / 3 for t in scenario["latency_samples"]]
+    faster = tmp_path / "faster.json"
+    faster.write_text(json.dumps(baseline))
+    code, out = invoke(
+        *args,
+        "--baseline",
+        str(faster),
+        "--fail-on-regression",
+        "20",
+        "--output-dir",
+        str(tmp_path / "second"),
+    )
+    assert code == 1, out
+    report = _report(tmp_path / "second")
+    regressed = [r for r in report["regressions"] if r["regressed"]]
+    assert regressed and report["summary"]["regressions"] == len(regressed)
+    assert "latency_p50_s" in {r["metric"] for r in regressed}
+    # Without --fail-on-regression the same comparison is reported and does not fail the run.
+    code, out = invoke(*args, "--baseline", str(faster), "--output-dir", str(tmp_path / "third"))
+    assert code == 0, out
+    assert any(r["regressed"] for r in _report(tmp_path / "third")["regressions"])
