@@ -317,6 +317,17 @@ class Scenario:
         self.result.checks.append(Check(name=name, passed=passed, detail=detail))
         return passed
 
+    def check_contention(self) -> bool:
+        """The load met contention: some attempt conflicted or deadlocked (a scenario meant to
+        conflict that never does tests nothing)."""
+        attempts = self._attempts
+        return self.check(
+            "conflicts or deadlocks happened",
+            attempts.conflicts + attempts.deadlocks > 0,
+            f"{attempts.conflicts} conflicts and {attempts.deadlocks} deadlocks in"
+            f" {attempts.total} attempts",
+        )
+
     def check_tally(self) -> bool:
         """Every committed change is there once, and nothing else: no lost or duplicated
         record, and no trace of a transaction that did not commit."""

@@ -18,13 +18,10 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _report(out_dir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((out_dir / "uowstress-report.json").read_text())
-    return data
-
-
-def test_run_explores_with_the_machines_and_writes_the_report(tmp_path: Path) -> None:
-    code, out = invoke(
+def run_machines(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """`uowstress run` of the state machines only, JSON report in tmp_path/out, reproducers in
+    tmp_path/rep."""
+    return invoke(
         "run",
         "--pattern",
         "test_state_machines.py",
@@ -34,7 +31,17 @@ def test_run_explores_with_the_machines_and_writes_the_report(tmp_path: Path) ->
         str(tmp_path / "out"),
         "--reproducers-dir",
         str(tmp_path / "rep"),
+        *args,
     )
+
+
+def _report(out_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out_dir / "uowstress-report.json").read_text())
+    return data
+
+
+def test_run_explores_with_the_machines_and_writes_the_report(tmp_path: Path) -> None:
+    code, out = run_machines(tmp_path)
     assert code == 0, out
     assert "PASSED" in out
     report = _report(tmp_path / "out")
@@ -56,23 +63,10 @@ def test_run_explores_with_the_machines_and_writes_the_report(tmp_path: Path) ->
 def test_run_with_a_weakening_switch_exits_1_and_reports_the_replay_command(
     tmp_path: Path,
 ) -> None:
-    code, out = invoke(
-        "run",
-        "--pattern",
-        "test_state_machines.py",
-        "--machine",
-        "acid",
-        "--kills",
-        "0",
-        "--format",
-        "json",
-        "--target-option",
+    code, out = run_machines(
+        tmp_path, "--machine", "acid", "--kills", "0", "--target-option",
         "weaken=commit_swallows_errors",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--reproducers-dir",
-        str(tmp_path / "rep"),
-    )
+    )  # fmt: skip
     assert code == 1, out
     assert "FINDING" in out and "uv run uowstress replay" in out
     written = list((tmp_path / "rep").glob("*.json"))
@@ -143,23 +137,7 @@ def test_replay_with_nothing_to_replay(tmp_path: Path) -> None:
 
 
 def test_run_can_put_an_isolation_matrix_in_the_report(tmp_path: Path) -> None:
-    code, out = invoke(
-        "run",
-        "--pattern",
-        "test_state_machines.py",
-        "--machine",
-        "acid",
-        "--kills",
-        "0",
-        "--isolation",
-        "5",
-        "--format",
-        "json",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--reproducers-dir",
-        str(tmp_path / "rep"),
-    )
+    code, out = run_machines(tmp_path, "--machine", "acid", "--kills", "0", "--isolation", "5")
     assert code == 0, out
     (matrix,) = _report(tmp_path / "out")["isolation"]
     assert matrix["backend"] == "sqlite"
@@ -170,23 +148,7 @@ def test_run_can_put_an_isolation_matrix_in_the_report(tmp_path: Path) -> None:
 
 
 def test_run_splits_exploration_across_workers(tmp_path: Path) -> None:
-    code, out = invoke(
-        "run",
-        "--pattern",
-        "test_state_machines.py",
-        "--machine",
-        "sessions",
-        "--kills",
-        "0",
-        "--workers",
-        "2",
-        "--format",
-        "json",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--reproducers-dir",
-        str(tmp_path / "rep"),
-    )
+    code, out = run_machines(tmp_path, "--machine", "sessions", "--kills", "0", "--workers", "2")
     assert code == 0, out
     machines = _report(tmp_path / "out")["machines"]
     # Results came back from both worker processes, each shard with its half of the examples.
