@@ -66,21 +66,33 @@ def _normalize(url: str | URL) -> tuple[Backend, URL]:
     return entry[0], url.set(drivername=entry[1])
 
 
+# Query parameters that carry a secret (libpq and the MySQL drivers accept these in the URL).
+_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword"})
+
+
 def _redacted(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
+    hidden = {key: "***" for key in url.query if key.lower() in _SECRET_QUERY_KEYS}
+    if hidden:
+        url = url.update_query_dict(hidden)
+    # "***" would be shown percent-encoded in the query string.
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
-def _password(url: URL) -> str | None:
-    return url.password if isinstance(url.password, str) and url.password else None
+def _secrets(url: URL) -> list[str]:
+    """The URL's password and any secret of its query string."""
+    found = [url.password] if isinstance(url.password, str) and url.password else []
+    for key, value in url.query.items():
+        if key.lower() in _SECRET_QUERY_KEYS:
+            found.extend([value] if isinstance(value, str) else list(value))
+    return [secret for secret in found if secret]
 
 
 def _failure_message(url: URL, backend: Backend, error: BaseException) -> str:
     orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
     lines = str(orig).strip().splitlines()
     reason = lines[0] if lines else type(orig).__name__
-    password = _password(url)
-    if password:
-        reason = reason.replace(password, "***")
+    for secret in _secrets(url):
+        reason = reason.replace(secret, "***")
     port = f":{url.port}" if url.port is not None else ""
     user = f" as {url.username}" if url.username else ""
     return (
@@ -149,8 +161,7 @@ def _connect_or_raise(engine: Engine, url: URL, backend: Backend) -> Connection:
         return engine.connect()
     except (sa_exc.SQLAlchemyError, OSError) as error:
         unreachable = DatabaseUnreachable(_failure_message(url, backend, error))
-        password = _password(url)
-        if password and password in str(error):
+        if any(secret in str(error) for secret in _secrets(url)):
             raise unreachable from None
         raise unreachable from error
 

@@ -63,6 +63,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from uowstress.errors import DatabaseUnreachable, UowstressError
+from uowstress.scratch import redacted
 
 __all__ = ["Completion", "Outcome", "Scheduler", "SchedulerTimeout", "current_session"]
 
@@ -179,7 +180,7 @@ class _ServerDetector:
 
     def __init__(self, engine: Engine) -> None:
         url = engine.url
-        self._display = url.render_as_string(hide_password=True)
+        self._display = redacted(url)
         self._engine = _monitor_engine(url)
         try:
             self._connection: Connection = self._engine.connect().execution_options(

@@ -82,3 +82,18 @@ def test_an_anomaly_finding_names_its_class() -> None:
     assert _anomaly_named("anomaly", message) == "G2"
     assert _anomaly_named("invariant", message) is None
     assert _anomaly_named("anomaly", "no class named") is None
+
+
+def test_a_password_in_the_query_string_is_hidden_too() -> None:
+    from humanoid_training.persistence.engine import redacted as engine_redacted
+    from uowstress.report.output import _scrub
+    from uowstress.scratch import redacted
+
+    url = "postgresql://root@127.0.0.1:5432/test?password=s3cret&sslmode=disable"
+    for shown in (redacted(url), engine_redacted(url)):
+        assert "s3cret" not in shown
+        assert shown.endswith("/test?password=***&sslmode=disable")
+    assert "hunter2" not in redacted("mysql://app:hunter2@db/test?passwd=hunter2")
+    text = _scrub("ran on mysql://app@db/test?sslpassword=zz9&charset=utf8 and failed")
+    assert text == "ran on mysql://app@db/test?sslpassword=***&charset=utf8 and failed"
+    assert "s3cret" not in redacted_command(["uowstress", "run", "--db-url", url])

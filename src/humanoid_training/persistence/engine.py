@@ -90,9 +90,17 @@ def backend_of(url_or_engine: str | URL | Engine) -> Backend:
     return _DRIVERS[normalize_url(url).drivername][0]
 
 
+# Query parameters that carry a secret (libpq and the MySQL drivers accept these in the URL).
+_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword"})
+
+
 def redacted(url: str | URL) -> str:
-    """The URL as text with its password shown as ***, safe for messages and logs."""
-    return _parse(url).render_as_string(hide_password=True)
+    """The URL as text with its password (and any secret of its query string) shown as ***,
+    safe for messages and logs."""
+    parsed = _parse(url)
+    hidden = {key: "***" for key in parsed.query if key.lower() in _SECRET_QUERY_KEYS}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("%2A%2A%2A", "***")  # not percent-encoded in the query string
 
 
 def _isolation_level(backend: Backend, level: str | None) -> str | None:

@@ -36,11 +36,13 @@ REPORT_NAMES: Final = {
 
 # scheme://user:password@host: the password, wherever a URL appears in a string.
 _PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(?=@)")
+# ...?password=secret (or passwd, sslpassword) in a URL's query string.
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|sslpassword)=)[^&\s'\"]+", re.IGNORECASE)
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return _PASSWORD.sub(r"\1***", value)
+        return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***", value))
     if isinstance(value, list):
         return [_scrub(v) for v in value]
     if isinstance(value, dict):
