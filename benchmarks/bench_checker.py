@@ -5,13 +5,16 @@ Run with ``uv run python benchmarks/run.py checker`` (or this file directly, wit
 
 Builds synthetic histories of 10,000 and 100,000 transactions shaped like the scheduler's:
 4 sessions, 3-6 operations per transaction over a few thousand item keys and a few hundred
-append-only lists, about 3% aborted transactions, executed serially (so they are anomaly-free)
+append-only lists (each retired after 16 appends, so that ten times the transactions is ten
+times the data), about 3% aborted transactions, executed serially (so they are anomaly-free)
 except for a lost update, a write skew and an aborted read injected every few thousand
 transactions. Times ``analyse`` (best of 3 for 10k, best of ``--runs-100k`` for 100k; CPU and
 wall-clock) and prints both times, the throughput and the 100k/10k ratio (the 10k history is
 the baseline measured in the same run; 10.0 would be linear), against the goals: 100k
 classified in at most 10 s (CPU time, which other processes on a shared machine do not
-inflate; wall-clock shown beside it) and at most 12 times the 10k time. It asserts nothing
+inflate; wall-clock shown beside it) and at most 12 times the 10k time. A 200k history is timed
+too, for information: time per transaction rises between about 5k and 50k transactions, as
+the checker's working set outgrows the CPU caches, and is flat beyond. It asserts nothing
 about time: machines differ; read the figures.
 
 ``--baseline FILE`` also times another version of ``uowstress/anomalies.py`` (e.g. one written
@@ -45,13 +48,20 @@ from uowstress.history import Op, Transaction, append, r, txn, w
 SESSIONS = 4
 ITEM_KEYS = 3_000
 LIST_KEYS = 300
+# A list takes this many appends, then a fresh key replaces it (as Elle's list-append generator
+# does): every read returns the whole list, so lists that grow without bound make a history ten
+# times as long hold about a hundred times the values read.
+APPENDS_PER_LIST = 16
 
 
 class _Builder:
     """A serial executor over a dict that records what each transaction did."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, appends_per_list: int | None) -> None:
         self.rng = random.Random(seed)
+        self.appends_per_list = appends_per_list
+        self.live_lists = list(range(LIST_KEYS))
+        self.appends: Counter[int] = Counter()
         self.items: dict[str, int] = {}
         self.lists: dict[str, list[int]] = {}
         self.out: list[Transaction] = []
@@ -65,8 +75,14 @@ class _Builder:
     def item_key(self) -> str:
         return f"robot:r{self.rng.randrange(ITEM_KEYS)}:score"
 
-    def list_key(self) -> str:
-        return f"robot:r{self.rng.randrange(LIST_KEYS)}:history"
+    def list_key(self, *, appending: bool = False) -> str:
+        slot = self.rng.randrange(LIST_KEYS)
+        n = self.live_lists[slot]
+        if appending and self.appends_per_list is not None:
+            self.appends[n] += 1
+            if self.appends[n] >= self.appends_per_list:
+                self.live_lists[slot] = n + LIST_KEYS  # retired after this append
+        return f"robot:r{n}:history"
 
     def emit(self, ops: list[Op], *, aborted: bool = False) -> None:
         tid = len(self.out) + 1
@@ -95,7 +111,7 @@ class _Builder:
                 k = self.list_key()
                 ops.append(r(k, tuple(self.lists.get(k, []) + appended.get(k, []))))
             else:
-                k = self.list_key()
+                k = self.list_key(appending=True)
                 v = self.value()
                 appended.setdefault(k, []).append(v)
                 ops.append(append(k, v))
@@ -131,9 +147,12 @@ class _Builder:
         self.emit([r(k, v)])
 
 
-def build(n: int, seed: int = 0, every: int = 2_500) -> list[Transaction]:
-    """About ``n`` transactions, with one of each injected anomaly every ``every``."""
-    b = _Builder(seed)
+def build(
+    n: int, seed: int = 0, every: int = 2_500, appends_per_list: int | None = APPENDS_PER_LIST
+) -> list[Transaction]:
+    """About ``n`` transactions, with one of each injected anomaly every ``every``; lists are
+    retired after ``appends_per_list`` appends (``None``: they grow without bound)."""
+    b = _Builder(seed, appends_per_list)
     injections: list[Callable[[], None]] = [b.lost_update, b.write_skew, b.aborted_read]
     while len(b.out) < n:
         if len(b.out) % every == every - 1:
@@ -217,9 +236,18 @@ GOAL_S = 10.0
 GOAL_RATIO = 12.0
 
 
+def size(history: Sequence[Transaction]) -> int:
+    """Operations plus the elements of every list read: what the checker has to look at."""
+    return sum(
+        len(t.ops) + sum(len(op.value) for op in t.ops if isinstance(op.value, tuple))
+        for t in history
+    )
+
+
 @dataclass(frozen=True)
 class Timing:
     transactions: int
+    size: int
     cpu_s: float
     wall_s: float
     found: Counter[str]
@@ -229,6 +257,9 @@ class Timing:
 class CheckerFigures:
     small: Timing
     large: Timing
+    # Twice the large history (informative): past the size where the checker's working set
+    # outgrows the CPU caches, time per transaction stops rising.
+    beyond: Timing | None = None
 
     @property
     def ratio(self) -> float:
@@ -239,28 +270,47 @@ class CheckerFigures:
         return self.large.wall_s / self.small.wall_s
 
 
+def _timing(n: int, runs: int, seed: int) -> Timing:
+    history = build(n, seed)
+    cpu, wall, found = _best(history, runs)
+    return Timing(len(history), size(history), cpu, wall, found)
+
+
 def measure_checker(
-    *, small: int = 10_000, large: int = 100_000, runs_large: int = 2, seed: int = 0
+    *,
+    small: int = 10_000,
+    large: int = 100_000,
+    runs_large: int = 2,
+    seed: int = 0,
+    beyond: bool = True,
 ) -> CheckerFigures:
-    timings = []
-    for size, runs in ((small, 3), (large, runs_large)):
-        history = build(size, seed)
-        cpu, wall, found = _best(history, runs)
-        timings.append(Timing(len(history), cpu, wall, found))
-    return CheckerFigures(timings[0], timings[1])
+    return CheckerFigures(
+        _timing(small, 3, seed),
+        _timing(large, runs_large, seed),
+        _timing(2 * large, 1, seed) if beyond else None,
+    )
 
 
 def describe(f: CheckerFigures) -> list[str]:
     def line(t: Timing) -> str:
         found = ", ".join(f"{k}={v}" for k, v in sorted(t.found.items())) or "none"
         return (
-            f"  {t.transactions:>7,} txns  cpu {t.cpu_s:6.3f} s  wall {t.wall_s:6.3f} s  "
-            f"{t.transactions / t.cpu_s:>8,.0f} txns/s (cpu)  found: {found}"
+            f"  {t.transactions:>7,} txns  {t.size:>9,} ops+values  cpu {t.cpu_s:6.3f} s  "
+            f"wall {t.wall_s:6.3f} s  {t.transactions / t.cpu_s:>8,.0f} txns/s (cpu)  "
+            f"found: {found}"
         )
 
+    lines = [line(f.small), line(f.large)]
+    if f.beyond is not None:
+        lines += [
+            line(f.beyond),
+            f"  ratio {f.beyond.cpu_s / f.large.cpu_s:.2f} for twice the large history (info:"
+            f" {f.small.cpu_s / f.small.transactions * 1e6:.1f}, "
+            f"{f.large.cpu_s / f.large.transactions * 1e6:.1f}, "
+            f"{f.beyond.cpu_s / f.beyond.transactions * 1e6:.1f} us CPU per transaction)",
+        ]
     return [
-        line(f.small),
-        line(f.large),
+        *lines,
         f"  {f.large.transactions:,} transactions: {f.large.cpu_s:.2f} s CPU"
         f" {verdicts.at_most(f.large.cpu_s, GOAL_S, ' s')}",
         f"  ratio {f.ratio:.2f} for {f.large.transactions / f.small.transactions:.0f} times the"

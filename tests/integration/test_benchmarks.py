@@ -68,6 +68,17 @@ def test_checker_benchmark_finds_the_injected_anomalies() -> None:
     # One lost update, write skew and aborted read are injected in the larger history.
     assert f.large.found, f.large.found
     assert [g.met is not None for g in bench_checker.goals(f)] == [True, True]
+    assert f.beyond is not None and f.beyond.transactions >= 6_000
+
+
+def test_checker_benchmark_lists_stay_short_as_the_history_grows() -> None:
+    from collections import Counter
+
+    appends = Counter(
+        op.key for t in bench_checker.build(20_000) for op in t.ops if op.kind == "append"
+    )
+    assert max(appends.values()) <= bench_checker.APPENDS_PER_LIST
+    assert len(appends) > bench_checker.LIST_KEYS  # lists were retired and replaced
 
 
 @postgres_only
