@@ -176,7 +176,7 @@ def hostile_report() -> Report:
         ],
     )
     finding = hostile_finding()
-    return report(
+    built = report(
         [base],
         command=f"uowstress run --target-option robot={HOSTILE_IMG}",
         options=RunOptions(
@@ -188,6 +188,8 @@ def hostile_report() -> Report:
         machines=[machine_run(finding=finding, error=HOSTILE_IMG)],
         isolation=[isolation_matrix()],
     )
+    built.summary.errors = [f"acid machine on sqlite: {HOSTILE_SCRIPT}", HOSTILE_IMG]
+    return built
 
 
 def machine_run(**fields: Any) -> MachineRun:

@@ -92,7 +92,7 @@ def main() -> None:
     "--fail-on-regression",
     type=click.FloatRange(min=0),
     metavar="PCT",
-    help="exit 1 when a metric got significantly worse than the baseline by more than PCT %",
+    help="exit 1 when a metric got significantly worse than the --baseline by more than PCT %",
 )
 @click.option(
     "--isolation",
@@ -118,7 +118,10 @@ def run(
     reports (Markdown, JSON, HTML).
 
     Exit status: 0 all within budget and no finding, 1 a finding, a failed check, a critical
-    figure or a regression, 2 a usage, configuration or database error.
+    figure or (with --fail-on-regression) a regression, 2 a usage, configuration or database
+    error, a suite that cannot be collected, or an error during the run (a state machine,
+    check or isolation search that could not finish, a crashed worker; the reports are
+    written then, with the errors in them).
     """
     from uowstress.runner import FORMATS, RunRequest
     from uowstress.runner import run as run_suites
@@ -191,7 +194,7 @@ def _print_outcome(report: Report, verbose: bool) -> None:
             f" {machine.server_version}): {machine.examples} examples in {machine.seconds:.1f}s"
         )
         if machine.error:
-            click.echo(f"{head}: ERROR {machine.error}")
+            click.echo(f"{head}: ERROR")
         elif machine.finding is None:
             click.echo(f"{head}: PASSED, no finding")
     for durable in report.durability:
@@ -213,6 +216,10 @@ def _print_outcome(report: Report, verbose: bool) -> None:
             for session, lines in enumerate(finding.steps_by_session):
                 for line in lines:
                     click.echo(f"    session {session}: {line}")
+    if summary.errors:
+        click.echo("ERRORS: part of the run could not go to its end:")
+        for error in summary.errors:
+            click.echo("  " + error.replace("\n", "\n    "))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.scenarios.items()))
     click.echo(
         f"{summary.status.upper()}: scenarios {counts or 'none'};"

@@ -10,8 +10,9 @@ through UOWSTRESS_PG_URL / UOWSTRESS_MYSQL_URL, or URLs). Profiles: `pytest
 A performance test takes the `perf` fixture (a `uowstress.scenario.Scenario` on a fresh
 database, once per database): measurement runs over the test body, the figures are judged
 against performance_config.yaml when it ends (a critical figure or a failed check fails the
-test), and the scenario's result is kept. Results are gathered across pytest-xdist workers,
-and the breaches of the whole run are listed together at the end.
+test), and the scenario's result is kept. Results are gathered across pytest-xdist workers
+(each test's travel with its report, so a worker that crashes loses only the test it was
+running), and the breaches of the whole run are listed together at the end.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ class ResultStore:
             }
         )
 
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.scenarios), len(self.machines), len(self.durability)
+
+    def since(self, counts: tuple[int, int, int]) -> ResultStore:
+        """The results added after the store held ``counts`` (see ``counts``)."""
+        scenarios, machines, durability = counts
+        return ResultStore(
+            self.scenarios[scenarios:], self.machines[machines:], self.durability[durability:]
+        )
+
     def absorb_json(self, text: str) -> None:
         data = json.loads(text)
         self.scenarios.extend(ScenarioResult.model_validate(s) for s in data["scenarios"])
@@ -65,6 +76,7 @@ class ResultStore:
 
 
 RESULTS = pytest.StashKey[ResultStore]()
+_HANDED_OVER = pytest.StashKey[tuple[int, int, int]]()
 _CONFIG = pytest.StashKey[PerformanceConfig]()
 _CONFIG_SOURCE = pytest.StashKey[str | None]()
 _SCENARIO = pytest.StashKey[Scenario]()
@@ -132,6 +144,34 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     config.stash[_CONFIG_SOURCE] = None if source is None else str(source)
     config.stash[RESULTS] = ResultStore()
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_WorkerResults(config.stash[RESULTS]), "uowstress-workers")
+
+
+class _WorkerResults:
+    """Takes in the results that the test reports of pytest-xdist workers carry (see
+    ``_hand_over``); reports of this process carry none."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        text = getattr(report, _WORKER_OUTPUT, None)
+        if text:
+            self.store.absorb_json(text)
+
+
+def _hand_over(config: pytest.Config, report: pytest.TestReport) -> None:
+    """On a pytest-xdist worker: the results gathered since the last report travel with this
+    one to the controller, so that a worker that crashes later does not take them along."""
+    if not hasattr(config, "workerinput"):
+        return
+    store = config.stash[RESULTS]
+    new = store.since(config.stash.get(_HANDED_OVER, (0, 0, 0)))
+    if new.counts() != (0, 0, 0):
+        # Extra attributes of a report survive its serialisation to the controller.
+        setattr(report, _WORKER_OUTPUT, new.to_json())
+        config.stash[_HANDED_OVER] = store.counts()
 
 
 def options_from(config: pytest.Config) -> dict[str, Any]:
@@ -447,15 +487,19 @@ def pytest_runtest_makereport(
         else:
             result.status = "passed"
         item.config.stash[RESULTS].scenarios.append(result)
+    _hand_over(item.config, report)
     return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     store = session.config.stash[RESULTS]
-    # On a pytest-xdist worker: hand the results to the controller (see pytest_testnodedown).
+    # On a pytest-xdist worker: hand what no test report carried to the controller (see
+    # pytest_testnodedown).
     output = getattr(session.config, "workeroutput", None)
     if output is not None:
-        output[_WORKER_OUTPUT] = store.to_json()
+        output[_WORKER_OUTPUT] = store.since(
+            session.config.stash.get(_HANDED_OVER, (0, 0, 0))
+        ).to_json()
         return
     path = session.config.getoption("uowstress_results_json")
     if path:

@@ -2,18 +2,24 @@
 and turn what they measured and found into a report.
 
 Exit status: 0 when everything ran within budget and nothing was found, 1 for a finding, a
-failed check, a critical figure or a regression beyond the threshold, 2 for a usage,
-configuration or database error (nothing is run then).
+failed check, a critical figure or (with --fail-on-regression) a regression beyond the
+threshold, 2 for a usage, configuration or database error found before the run (nothing is
+run, no report written) and for an error during it: a suite that cannot be collected (no
+report), a state machine, durability check, scenario or isolation search that could not run
+to its end, a test that could not be set up, a crashed worker (the report is written, with
+what went wrong in its summary's errors). An error outweighs a finding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import platform
 import shlex
 import socket
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -42,7 +48,7 @@ from uowstress.report.model import (
     Summary,
     SystemInfo,
 )
-from uowstress.report.output import analyse, write_reports
+from uowstress.report.output import analyse, hide_passwords, without_passwords, write_reports
 from uowstress.scratch import backend_name, reachable, redacted
 from uowstress.target import load_target
 
@@ -134,6 +140,11 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
     """Everything that can be refused before running: the configuration, the target and its
     options, the databases, the suites. Returns the URLs, what they are, and the config path."""
     options = request.options
+    if request.fail_on_regression is not None and request.baseline is None:
+        raise ConfigError(
+            "--fail-on-regression compares with a baseline; pass --baseline PATH, the"
+            " uowstress-report.json of an earlier run"
+        )
     config_path = options.get("config")
     if config_path is None and Path("performance_config.yaml").is_file():
         config_path = "performance_config.yaml"
@@ -232,34 +243,118 @@ def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) 
     return args
 
 
-class _Collector:
-    """Takes the results out of the pytest session, counts outcomes and drives a progress bar."""
+def _useful_lines(longrepr: str, limit: int = 8) -> list[str]:
+    """What a pytest error report says, without the traceback: its `E` lines (the exception,
+    a syntax error's line and caret), else its last lines."""
+    lines = longrepr.rstrip().splitlines()
+    quoted = [line[1:] for line in lines if line.startswith("E ") or line == "E"]
+    chosen = textwrap.dedent("\n".join(quoted)).splitlines() if quoted else lines[-limit:]
+    return [line.rstrip() for line in chosen if line.strip()][-limit:]
 
-    def __init__(self, progress: Callable[[str, int, int], None] | None) -> None:
+
+class _Collector:
+    """Takes the results out of the pytest session, counts outcomes, drives a progress bar,
+    and keeps what went wrong around the tests: collection errors, tests that could not be set
+    up, crashed pytest-xdist workers."""
+
+    def __init__(
+        self, progress: Callable[[str, int, int], None] | None, suites: Path = Path(".")
+    ) -> None:
+        self.suites = suites
         self.store = ResultStore()
         self.outcomes: Counter[str] = Counter()
         self.total = 0
-        self.done = 0
+        self.finished: set[str] = set()
         self.progress = progress
+        self.rootpath = Path.cwd()
+        self.collect_errors: list[tuple[str, list[str]]] = []  # (file, what pytest said)
+        self.test_errors: list[str] = []
+        self.workers_down: dict[str, str] = {}  # worker id -> why it went down
+        self.crashed_in: dict[str, str] = {}  # worker id -> the test it crashed in
+
+    @property
+    def done(self) -> int:
+        return len(self.finished)
+
+    def errors(self) -> list[str]:
+        """Tests that could not be set up or torn down, workers that crashed, tests that did
+        not run."""
+        found = list(self.test_errors)
+        for worker, reason in self.workers_down.items():
+            during = self.crashed_in.get(worker)
+            found.append(
+                f"worker {worker} crashed ({reason})"
+                + (f" while running {during}" if during else " between tests")
+            )
+        if self.done < self.total:
+            found.append(f"{self.total - self.done} of {self.total} collected tests did not run")
+        return found
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.rootpath = session.config.rootpath
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            where = self._file_of(report.nodeid.split("::")[0])
+            with contextlib.suppress(ValueError):
+                where = where.relative_to(Path.cwd())
+            self.collect_errors.append((str(where), _useful_lines(report.longreprtext)))
+
+    def _file_of(self, name: str) -> Path:
+        # pytest names a file outside its rootdir relative to the path it was given.
+        if not name:
+            return self.suites.absolute()
+        for folder in (self.rootpath, self.suites):
+            if (folder / name).exists():
+                return (folder / name).absolute()
+        return Path(name)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.total = len(session.items)
         if self.progress is not None:
             self.progress("collected", 0, self.total)
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        finished = report.when == "call" or (report.when == "setup" and not report.passed)
-        if report.when == "teardown" and report.failed:
-            self.outcomes["error"] += 1
-        if not finished:
-            return
-        if report.when == "setup" and report.failed:
-            self.outcomes["error"] += 1
-        else:
-            self.outcomes[report.outcome] += 1
-        self.done += 1
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
+        # Under pytest-xdist the workers collect, each of them every test.
+        self.total = max(self.total, len(ids))
         if self.progress is not None:
-            self.progress(report.nodeid, self.done, self.total)
+            self.progress("collected", self.done, self.total)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        if error is not None:
+            self.workers_down[str(node.gateway.id)] = str(error)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when not in ("setup", "call", "teardown"):
+            # pytest-xdist's report of the test a worker crashed in (its "when" is "???").
+            worker = getattr(getattr(report, "node", None), "gateway", None)
+            if worker is not None:
+                self.crashed_in[str(worker.id)] = report.nodeid
+            else:
+                self.test_errors.append(f"{report.nodeid}: {report.longreprtext.strip()}")
+            self.outcomes["error"] += 1
+            self._finished(report.nodeid)
+            return
+        if report.failed and report.when != "call":
+            lines = _useful_lines(report.longreprtext, limit=1)
+            said = f": {lines[0]}" if lines else ""
+            self.test_errors.append(f"{report.nodeid}: error in {report.when}{said}")
+            self.outcomes["error"] += 1
+        if report.when == "call":
+            self.outcomes[report.outcome] += 1
+        elif report.when == "setup" and not report.passed:
+            if report.skipped:
+                self.outcomes["skipped"] += 1
+        else:
+            return
+        self._finished(report.nodeid)
+
+    def _finished(self, nodeid: str) -> None:
+        self.finished.add(nodeid)
+        if self.progress is not None:
+            self.progress(nodeid, self.done, self.total)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -273,6 +368,22 @@ def _findings(store: ResultStore) -> list[Finding]:
     return found
 
 
+def _run_errors(store: ResultStore) -> list[str]:
+    """The runs that could not go to their end: an error, not a finding."""
+    found = [f"{s.id}: {s.message or 'error'}" for s in store.scenarios if s.status == "error"]
+    found += [
+        f"{m.machine} machine on {m.backend} ({m.id}): {m.error or 'error'}"
+        for m in store.machines
+        if m.status == "error"
+    ]
+    found += [
+        f"durability on {d.backend} ({d.id}): {d.error or 'error'}"
+        for d in store.durability
+        if d.status == "error"
+    ]
+    return found
+
+
 def build_report(
     request: RunRequest,
     store: ResultStore,
@@ -281,20 +392,30 @@ def build_report(
     seconds: float,
     pytest_status: int,
     outcomes: Counter[str],
+    errors: Sequence[str] = (),
+    isolation: Sequence[IsolationMatrix] = (),
 ) -> Report:
+    """The report of the run; ``errors`` are what went wrong outside the results in ``store``
+    (crashed workers, tests not set up, a failed isolation search)."""
     findings = _findings(store)
     verdicts = [v for s in store.scenarios for v in s.verdicts] + [
         v for m in store.machines for v in m.verdicts
     ]
     critical = sum(1 for v in verdicts if v.tier == "critical")
     warnings = sum(1 for v in verdicts if v.tier == "warning")
+    all_errors = [hide_passwords(e) for e in [*_run_errors(store), *errors]]
     failed = (
         outcomes.get("failed", 0) + outcomes.get("error", 0) > 0
         or pytest_status == int(pytest.ExitCode.TESTS_FAILED)
         or bool(findings)
         or critical > 0
     )
-    exit_status = EXIT_FINDING if failed else EXIT_OK
+    if all_errors:
+        status, exit_status = "error", EXIT_USAGE
+    elif failed:
+        status, exit_status = "failed", EXIT_FINDING
+    else:
+        status, exit_status = "passed", EXIT_OK
     options = request.options
     return Report(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -312,7 +433,7 @@ def build_report(
             fail_on_regression=request.fail_on_regression,
         ),
         summary=Summary(
-            status="failed" if failed else "passed",
+            status=status,
             exit_status=exit_status,
             seconds=round(seconds, 3),
             scenarios=dict(Counter(s.status for s in store.scenarios)),
@@ -320,12 +441,23 @@ def build_report(
             findings=len(findings),
             critical=critical,
             warnings=warnings,
+            errors=all_errors,
         ),
         scenarios=store.scenarios,
         machines=store.machines,
         durability=store.durability,
         findings=findings,
+        isolation=list(isolation),
     )
+
+
+def _collection_error(problems: Sequence[tuple[str, list[str]]]) -> ConfigError:
+    lines = ["pytest could not collect the suites, so nothing was run:"]
+    for where, said in problems:
+        lines.append(f"  {where}:")
+        lines += [f"    {line}" for line in said] or ["    (pytest said nothing more)"]
+    lines.append("Fix the file, or leave it out with --path or --pattern.")
+    return ConfigError(hide_passwords("\n".join(lines)))
 
 
 def run(
@@ -333,15 +465,20 @@ def run(
     *,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> RunOutcome:
-    """Run the suites and write the reports; raises UowstressError when nothing could run."""
+    """Run the suites and write the reports; raises UowstressError when nothing could run.
+
+    An error during the run (see the module's docstring) does not lose the report: it is
+    written, with the error in its summary, and the exit status is 2."""
     urls, databases, config_path = _check(request)
-    collector = _Collector(progress)
+    collector = _Collector(progress, Path(request.path))
     started = time.perf_counter()
     # The suites import the target and the tests from the working directory, as pytest does.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     status = pytest.main(_pytest_args(request, urls, config_path), plugins=[collector])
     seconds = time.perf_counter() - started
+    if collector.collect_errors:
+        raise _collection_error(collector.collect_errors)
     if status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         raise UowstressError(
             "pytest could not run the suites (see its message above); check --path, --pattern"
@@ -353,14 +490,27 @@ def run(
         raise ConfigError(
             f"no test was collected from {request.path} with --pattern {request.pattern!r}"
         )
-    report = build_report(
-        request, collector.store, databases, config_path, seconds, int(status), collector.outcomes
-    )
+    errors = collector.errors()
+    isolation = []
     if request.isolation_budget_s is not None:
-        report.isolation = [
-            _isolation_matrix(url, request.isolation_budget_s, request.options["profile"])
-            for url in urls
-        ]
+        for url in urls:
+            try:
+                isolation.append(
+                    _isolation_matrix(url, request.isolation_budget_s, request.options["profile"])
+                )
+            except Exception as error:  # any failure: it goes into the report, which is kept
+                errors.append(f"isolation search on {redacted(url)} failed: {_said(error)}")
+    report = build_report(
+        request,
+        collector.store,
+        databases,
+        config_path,
+        seconds,
+        int(status),
+        collector.outcomes,
+        errors,
+        isolation,
+    )
     report = analyse(
         report,
         baseline=None if request.baseline is None else load_report(request.baseline),
@@ -370,11 +520,27 @@ def run(
             else request.fail_on_regression
         ),
     )
-    if request.fail_on_regression is not None and report.summary.regressions:
+    if (
+        request.fail_on_regression is not None
+        and report.summary.regressions
+        and report.summary.status != "error"
+    ):
         report.summary.status = "failed"
         report.summary.exit_status = EXIT_FINDING
+    # What is printed is what is written: passwords hidden in every message.
+    report = without_passwords(report)
     written = write_reports(report, request.output_dir, request.formats)
     return RunOutcome(report, report.summary.exit_status, written, dict(collector.outcomes))
+
+
+def _said(error: BaseException) -> str:
+    """An exception as one line: a database error's own first line, not SQLAlchemy's wrapping."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
+        error = error.orig
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _isolation_matrix(url: str, budget_s: float, profile: str) -> IsolationMatrix:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,18 @@ def run_machines(tmp_path: Path, *args: str) -> tuple[int, str]:
         str(tmp_path / "rep"),
         *args,
     )
+
+
+def run_suite(tmp_path: Path, name: str, source: str, *args: str) -> tuple[int, str]:
+    """`uowstress run` of one test file written to tmp_path/suite/<name>.py, JSON report in
+    tmp_path/out. Names differ between tests: pytest imports each file by its name."""
+    suite = tmp_path / "suite"
+    suite.mkdir(exist_ok=True)
+    (suite / f"{name}.py").write_text(textwrap.dedent(source))
+    return invoke(
+        "run", "--path", str(suite), "--format", "json", "--output-dir", str(tmp_path / "out"),
+        *args,
+    )  # fmt: skip
 
 
 def _report(out_dir: Path) -> dict[str, Any]:
@@ -85,6 +100,7 @@ def test_run_with_a_weakening_switch_exits_1_and_reports_the_replay_command(
         (["--target-option", "weaken"], "not KEY=VALUE"),
         (["--target-option", "weaken=no_such_switch"], "unknown weakening switch"),
         (["--db-url", "postgresql://root:s3cret@127.0.0.1:1/test"], "cannot connect"),
+        (["--fail-on-regression", "10"], "pass --baseline PATH"),
     ],
 )
 def test_run_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -96,8 +112,6 @@ def test_run_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], mess
 
 
 def test_run_refuses_a_sqlite_database_holding_foreign_tables(tmp_path: Path) -> None:
-    import sqlite3
-
     path = tmp_path / "theirs.db"
     with sqlite3.connect(path) as conn:
         conn.execute("create table payroll (id integer)")
@@ -197,3 +211,152 @@ def test_run_against_a_faster_baseline_fails_on_the_regression(tmp_path: Path) -
     code, out = invoke(*args, "--baseline", str(faster), "--output-dir", str(tmp_path / "third"))
     assert code == 0, out
     assert any(r["regressed"] for r in _report(tmp_path / "third")["regressions"])
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("def test_x(:\n    pass\n", ["SyntaxError: invalid syntax", "def test_x(:"]),
+        (
+            "import no_such_module_here\n\ndef test_x():\n    pass\n",
+            ["ModuleNotFoundError: No module named 'no_such_module_here'"],
+        ),
+    ],
+    ids=["syntax-error", "import-error"],
+)
+def test_a_suite_that_cannot_be_collected_is_named_with_its_error(
+    tmp_path: Path, source: str, said: list[str]
+) -> None:
+    name = f"test_uncollectable_{len(said)}"
+    code, out = run_suite(tmp_path, name, source)
+    assert code == 2, out
+    assert "could not collect" in out
+    assert str(tmp_path / "suite" / f"{name}.py") in out
+    for line in said:
+        assert line in out
+    assert "Traceback" not in out and "importlib" not in out
+    assert not (tmp_path / "out").exists()
+
+
+ERRORS_SUITE = """
+    import pytest
+
+    from uowstress.report.model import DurabilityRun, Finding, MachineRun
+
+    def _run(status, **fields):
+        return MachineRun(
+            id="m", machine="acid", backend="postgresql", database="postgresql://app:***@db/x",
+            status=status, **fields,
+        )
+
+    def test_a_machine_that_could_not_run(uowstress_results):
+        uowstress_results.machines.append(
+            _run("error", error="OperationalError: postgresql://app:hunter2@db/x closed it")
+        )
+        pytest.fail("acid machine could not run", pytrace=False)
+
+    def test_a_durability_check_that_could_not_run(uowstress_results):
+        uowstress_results.durability.append(
+            DurabilityRun(
+                id="d", backend="sqlite", database="sqlite://", status="error",
+                error="the child process could not start",
+            )
+        )
+        pytest.fail("durability could not run", pytrace=False)
+
+    def test_a_machine_that_found_something(uowstress_results):
+        finding = Finding(source="acid machine on postgresql", kind="state", message="lost")
+        uowstress_results.machines.append(_run("failed", finding=finding))
+        pytest.fail("FINDING", pytrace=False)
+
+    @pytest.fixture
+    def server():
+        raise ConnectionError("postgresql://app:hunter2@db/x refused the connection")
+
+    def test_that_cannot_be_set_up(server):
+        pass
+
+    def test_that_passes():
+        pass
+"""
+
+
+def test_errors_during_the_run_are_reported_and_outweigh_a_finding(tmp_path: Path) -> None:
+    code, out = run_suite(tmp_path, "test_run_errors", ERRORS_SUITE, "--format", "all")
+    assert code == 2, out
+    assert "hunter2" not in out
+    summary = _report(tmp_path / "out")["summary"]
+    assert (summary["status"], summary["exit_status"], summary["findings"]) == ("error", 2, 1)
+    assert summary["errors"] == [
+        "acid machine on postgresql (m): OperationalError: postgresql://app:***@db/x closed it",
+        "durability on sqlite (d): the child process could not start",
+        "test_run_errors.py::test_that_cannot_be_set_up: error in setup: ConnectionError:"
+        " postgresql://app:***@db/x refused the connection",
+    ]
+    for error in summary["errors"]:
+        assert error in out
+    for written in (tmp_path / "out").glob("uowstress-report.*"):
+        assert "hunter2" not in written.read_text(), written
+    assert "## Errors" in (tmp_path / "out" / "uowstress-report.md").read_text()
+
+
+def test_a_failed_isolation_search_keeps_the_report_and_exits_2(tmp_path: Path) -> None:
+    # The isolation search refuses a file holding foreign tables, --allow-existing-tables or
+    # not: the suites run on it, the search does not.
+    database = tmp_path / "theirs.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("create table payroll (id integer)")
+    code, out = run_suite(
+        tmp_path, "test_isolation_fails", "def test_passes():\n    pass\n",
+        "--db-url", f"sqlite:///{database}", "--allow-existing-tables", "--isolation", "1",
+    )  # fmt: skip
+    assert code == 2, out
+    report = _report(tmp_path / "out")
+    assert report["isolation"] == []
+    (error,) = report["summary"]["errors"]
+    assert error.startswith(f"isolation search on sqlite:///{database} failed: UnsafeDatabase:")
+    assert "payroll" in error
+    assert report["summary"]["exit_status"] == 2
+    assert error in out
+
+
+CRASH_SUITE = """
+    import os
+
+    import pytest
+
+    from uowstress.report.model import MachineRun
+
+    ran = []
+
+    @pytest.mark.parametrize("n", range(6))
+    def test_records(uowstress_results, n):
+        # One worker dies, in its second test: the result of its first has been handed over.
+        if ran:
+            try:
+                os.close(os.open({mark!r}, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(1)
+        ran.append(n)
+        uowstress_results.machines.append(
+            MachineRun(id=f"run{{n}}", machine="acid", backend="sqlite", database="sqlite://")
+        )
+"""
+
+
+def test_a_crashed_worker_is_reported_and_its_finished_tests_kept(tmp_path: Path) -> None:
+    source = CRASH_SUITE.format(mark=str(tmp_path / "crashed"))
+    code, out = run_suite(tmp_path, "test_worker_crash", source, "--workers", "2")
+    assert code == 2, out
+    report = _report(tmp_path / "out")
+    (error,) = report["summary"]["errors"]
+    match = re.fullmatch(
+        r"worker gw\d+ crashed \(.+\) while running test_worker_crash\.py::test_records\[(\d)\]",
+        error,
+    )
+    assert match, error
+    # Every test but the one that died recorded its result, on whichever worker it ran.
+    recorded = sorted(m["id"] for m in report["machines"])
+    assert recorded == [f"run{n}" for n in range(6) if n != int(match.group(1))]

@@ -137,3 +137,16 @@ def test_a_scenario_that_measured_nothing_says_so() -> None:
     assert "### s / bare on sqlite: **ERROR**" in markdown
     assert "No figures were measured." in markdown
     assert "```text\nboom\n```" in markdown
+
+
+def test_errors_of_the_run_come_right_after_the_verdict() -> None:
+    report = rf.report([rf.scenario()])
+    assert "## Errors" not in render_markdown(report)
+    report.summary.status, report.summary.exit_status = "error", 2
+    report.summary.errors = ["acid machine on sqlite: StepError: no unit_of_work open"]
+    markdown = render_markdown(report)
+    assert markdown.startswith("# uowstress report: ERROR")
+    assert "exit status 2" in markdown
+    head, rest = markdown.split("## Errors", 1)
+    assert "## System" not in head and "## System" in rest
+    assert "- acid machine on sqlite: StepError: no unit\\_of\\_work open" in rest

@@ -14,7 +14,7 @@ from uowstress.report import analyse, write_reports
 from uowstress.report.history import HISTORY_DIR, load_history, record, trend
 from uowstress.report.json_report import load_report
 from uowstress.report.model import Report
-from uowstress.report.output import without_passwords
+from uowstress.report.output import hide_passwords, without_passwords
 
 
 def _at(day: int, samples_scale: float = 1.0) -> Report:
@@ -144,3 +144,33 @@ def test_no_password_reaches_a_written_report(tmp_path: Path) -> None:
         assert secret not in text, path
     assert "mysql+pymysql://root:***@127.0.0.1/test" in paths["markdown"].read_text()
     assert without_passwords(rf.report()) == rf.report()  # nothing to hide: unchanged
+
+
+def test_the_errors_of_a_run_reach_every_format_without_their_passwords(tmp_path: Path) -> None:
+    secret = "s3cr3t-pw"
+    report = rf.report([rf.scenario()])
+    report.summary.status, report.summary.exit_status = "error", 2
+    report.summary.errors = [
+        f"durability on postgresql: OperationalError: postgresql://app:{secret}@db/x is down",
+        f"isolation search on mysql failed: mysql://root@db/x?password={secret}",
+    ]
+    paths = write_reports(report, tmp_path, ["all"], history=False)
+    for path in paths.values():
+        written = path.read_text()
+        assert secret not in written, path
+        assert "durability on postgresql: OperationalError: postgresql://app:***@db/x" in (
+            written.replace("\\", "")  # Markdown escapes the asterisks
+        ), path
+    assert load_report(paths["json"]).summary.errors == [
+        "durability on postgresql: OperationalError: postgresql://app:***@db/x is down",
+        "isolation search on mysql failed: mysql://root@db/x?password=***",
+    ]
+    html = paths["html"].read_text()
+    assert 'id="errors"' in html and 'href="#errors"' in html
+
+
+def test_hide_passwords_hides_them_in_any_text() -> None:
+    assert hide_passwords("at postgresql://u:pw@h/d and x://a@b?password=pw") == (
+        "at postgresql://u:***@h/d and x://a@b?password=***"
+    )
+    assert hide_passwords("nothing secret") == "nothing secret"

@@ -1,10 +1,10 @@
 """The report as Markdown: what a team reads the morning after the nightly run.
 
-Order: the verdict, the machine and the suites, then what needs attention (findings,
-regressions, recommendations, insights), then every scenario's figures, the state machines,
-durability and the isolation matrices. Text that comes from the system under test or the user
-(error messages, step lines, statements, option values) is escaped or fenced, so that it shows
-as written and cannot turn into markup or links.
+Order: the verdict, what kept the run from its end (errors), the machine and the suites, then
+what needs attention (findings, regressions, recommendations, insights), then every scenario's
+figures, the state machines, durability and the isolation matrices. Text that comes from the
+system under test or the user (error messages, step lines, statements, option values) is
+escaped or fenced, so that it shows as written and cannot turn into markup or links.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def _tier(tier: str | None) -> str:
 def render_markdown(report: Report) -> str:
     out: list[str] = []
     out += _header(report)
+    out += _errors(report)
     out += _system(report)
     out += _summary(report)
     out += _findings(report)
@@ -106,6 +107,19 @@ def _header(report: Report) -> list[str]:
         f" regressions: {s.regressions}",
         "",
         f"Command: {code(report.command)}",
+        "",
+    ]
+
+
+def _errors(report: Report) -> list[str]:
+    if not report.summary.errors:
+        return []
+    return [
+        "## Errors",
+        "",
+        "Part of the run could not go to its end; its results are missing or incomplete:",
+        "",
+        *(f"- {text(error)}" for error in report.summary.errors),
         "",
     ]
 

@@ -332,6 +332,7 @@ class RunOptions(_Model):
 
 
 class Summary(_Model):
+    # "error" when something could not run (see ``errors``): exit status 2, even with findings.
     status: Literal["passed", "failed", "error"]
     exit_status: int
     seconds: float
@@ -341,6 +342,10 @@ class Summary(_Model):
     critical: int = 0
     warnings: int = 0
     regressions: int = 0
+    # What kept part of the run from running to its end, one entry each, passwords hidden: a
+    # state machine or durability check that errored, an isolation search that failed, a
+    # crashed worker, a test that could not be set up.
+    errors: list[str] = Field(default_factory=list)
 
 
 class Report(_Model):

@@ -24,7 +24,14 @@ from uowstress.report.json_report import write_json
 from uowstress.report.markdown import render_markdown
 from uowstress.report.model import Report
 
-__all__ = ["FORMATS", "REPORT_NAMES", "analyse", "without_passwords", "write_reports"]
+__all__ = [
+    "FORMATS",
+    "REPORT_NAMES",
+    "analyse",
+    "hide_passwords",
+    "without_passwords",
+    "write_reports",
+]
 
 FORMATS: Final = ("markdown", "json", "html")
 REPORT_NAMES: Final = {
@@ -48,6 +55,13 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
         return {_scrub(k): _scrub(v) for k, v in value.items()}
     return value
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (for messages that
+    quote what a test or a database said)."""
+    scrubbed: str = _scrub(text)
+    return scrubbed
 
 
 def without_passwords(report: Report) -> Report:
