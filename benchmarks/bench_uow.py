@@ -50,7 +50,7 @@ from sqlalchemy.engine.interfaces import ExecuteStyle
 from benchmarks import verdicts
 from humanoid_training.domain import HumanoidRobot, SkillAssessment, SkillType
 from humanoid_training.persistence import tables as t
-from humanoid_training.persistence.engine import WRITE_BEGIN, EngineOptions, make_engine
+from humanoid_training.persistence.engine import EngineOptions, begin_statement, make_engine
 from humanoid_training.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from uowstress.database import DEFAULT_URLS
 from uowstress.scratch import backend_name, reachable, scratch_database
@@ -163,9 +163,10 @@ def _databases(url: str, count: int) -> Iterator[tuple[list[URL], str | None]]:
         yield [stack.enter_context(scratch_database(url)) for _ in range(count)], None
 
 
-def _record(engine: Engine, options: EngineOptions) -> list[Statement]:
-    """Record what `engine` hands its driver: every cursor call, and SQLite's BEGIN (which the
-    reference engine issues on the driver connection itself, see engine.py)."""
+def _record(engine: Engine) -> list[Statement]:
+    """Record what `engine` hands its driver: every cursor call, and SQLite's BEGIN and
+    ROLLBACK (which the reference engine's dialect sends on the driver connection itself, see
+    engine.py)."""
     recorded: list[Statement] = []
 
     def cursor_call(
@@ -176,11 +177,10 @@ def _record(engine: Engine, options: EngineOptions) -> list[Statement]:
         recorded.append(Statement(sql, parameters, style is ExecuteStyle.EXECUTEMANY))
 
     def begin(conn: Any) -> None:
-        if conn.dialect.name == "sqlite":
-            # A transaction already open on the driver is a write phase that begin_writing
-            # began (after ending the read transaction: the rollback below).
-            open_already = conn.connection.dbapi_connection.in_transaction
-            sql = WRITE_BEGIN if open_already else f"BEGIN {options.sqlite_begin}"
+        # The event comes just before the dialect's BEGIN: the BEGIN of a unit of work's write
+        # phase (after the rollback below ended its read transaction) is told apart there.
+        sql = begin_statement(conn)
+        if sql is not None:
             recorded.append(Statement(sql, (), False))
 
     def rollback(conn: Any) -> None:
@@ -239,7 +239,7 @@ def measure_uow(
             # Pass 1 records the statements of every change on a database of its own, so that
             # the timed Unit of Work runs with no listener attached (any listener makes
             # SQLAlchemy dispatch events around every statement).
-            recorded = _record(capture_engine, options)
+            recorded = _record(capture_engine)
             scripts: list[list[Statement]] = []
             for k in range(total):
                 recorded.clear()

@@ -6,8 +6,15 @@ plain connection, what the database really holds.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
 from humanoid_training.domain import (
     EpisodeMetrics,
@@ -21,11 +28,19 @@ from humanoid_training.domain import (
     new_id,
 )
 from humanoid_training.persistence import tables as t
-from humanoid_training.persistence.engine import backend_of
+from humanoid_training.persistence.engine import EngineOptions, backend_of, begin_statement
 from humanoid_training.persistence.errors import ConcurrencyConflict, RetryableConflict
 from humanoid_training.persistence.unit_of_work import FaultHook, SqlAlchemyUnitOfWork
 from humanoid_training.services import SessionChange, batch_update
-from tests.integration.support import count_rows, outbox_count, reload, save_new, uow
+from tests.integration.support import (
+    count_rows,
+    outbox_count,
+    reload,
+    run_concurrently,
+    save_new,
+    schema_engine_for,
+    uow,
+)
 
 S = SkillType
 
@@ -227,3 +242,151 @@ def test_batch_update_with_one_invalid_session_changes_nothing(schema_engine: En
         SessionStatus.COMPLETED,
         SessionStatus.PAUSED,
     ]
+
+
+# --- SQLite's one write lock -----------------------------------------------------------------
+# A unit of work takes the write lock only for a commit that writes, and gives it back when that
+# commit fails. Proven with busy timeout 0: a wait for the lock would be an immediate refusal.
+
+
+@pytest.fixture
+def sqlite_lab(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
+    """A SQLite engine that waits for no lock, with the schema, and its database file."""
+    path = tmp_path / "lab.db"
+    options = EngineOptions(sqlite_busy_timeout_ms=0)
+    with schema_engine_for(make_url(f"sqlite:///{path}"), options) as engine:
+        yield engine, path
+
+
+@contextmanager
+def _write_lock_held(path: Path) -> Iterator[None]:
+    """Another connection holds the database's write lock (BEGIN IMMEDIATE) meanwhile."""
+    holder = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
+def _write_lock_is_free(path: Path) -> bool:
+    """Whether another connection can take the write lock at once."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError as error:
+        assert "locked" in str(error), error
+        return False
+    finally:
+        other.close()
+
+
+def _begins(engine: Engine) -> list[str]:
+    """The BEGIN statements `engine` sends from now on."""
+    sent: list[str] = []
+
+    def begin(connection: Connection) -> None:
+        statement = begin_statement(connection)
+        if statement is not None:
+            sent.append(statement)
+
+    event.listen(engine, "begin", begin)
+    return sent
+
+
+def test_sqlite_read_only_commit_takes_no_write_lock(
+    sqlite_lab: tuple[Engine, Path],
+) -> None:
+    engine, path = sqlite_lab
+    stored = _stored_robot(engine)
+    session = LearningSession(id=new_id(), robot_id=stored.id)
+    save_new(engine, session)
+    begins = _begins(engine)
+    with _write_lock_held(path):
+        # Reads, a query, and a commit with nothing to write: no wait for the lock.
+        with uow(engine) as work:
+            robot = work.robots.get(stored.id)
+            work.sessions.find_sessions_by_robot(stored.id)
+            robot.rename(robot.name)  # not a change
+            work.commit()
+        with uow(engine) as work:
+            work.commit()  # nothing read, nothing to write
+        assert begins == ["BEGIN DEFERRED"]
+        # The control: a commit that writes does need the lock, and is refused without it.
+        with uow(engine) as work:
+            work.robots.touch(work.robots.get(stored.id))
+            with pytest.raises(RetryableConflict) as refused:
+                work.commit()
+        assert refused.value.reason == "busy"
+        assert begins == ["BEGIN DEFERRED", "BEGIN DEFERRED", "BEGIN IMMEDIATE"]
+    assert reload(engine, stored).version == 1
+
+
+@pytest.mark.parametrize("failure", ["stale version", "fault before commit"])
+def test_sqlite_failed_commit_releases_the_write_lock_at_once(
+    sqlite_lab: tuple[Engine, Path], failure: str
+) -> None:
+    engine, path = sqlite_lab
+    stored = _stored_robot(engine)
+    hook = _raise_at("before_commit") if failure == "fault before commit" else None
+    work = SqlAlchemyUnitOfWork(engine, fault_hook=hook)
+    with work:
+        robot = work.robots.get(stored.id)
+        if failure == "stale version":
+            with uow(engine) as other:
+                other.robots.get(stored.id).rename("Changed meanwhile")
+                other.commit()
+        robot.assess(_assessment(S.STATIC_BALANCE, 0.6))
+        with pytest.raises((ConcurrencyConflict, Boom)):
+            work.commit()
+        # Still inside the block: the failed commit has ended its write transaction already.
+        assert not work.connection.in_transaction()
+        assert _write_lock_is_free(path)
+    assert reload(engine, stored).skills == stored.skills
+
+
+def test_sqlite_commit_refused_the_write_lock_can_be_retried(
+    sqlite_lab: tuple[Engine, Path],
+) -> None:
+    """A refused BEGIN IMMEDIATE is a RetryableConflict; the unit of work keeps its changes,
+    and the refusal leaves nothing behind on the pooled connection."""
+    engine, path = sqlite_lab
+    stored = _stored_robot(engine)
+    with uow(engine) as work:
+        robot = work.robots.get(stored.id)
+        robot.assess(_assessment(S.STATIC_BALANCE, 0.6))
+        with _write_lock_held(path), pytest.raises(RetryableConflict) as refused:
+            work.commit()
+        assert refused.value.reason == "busy"
+        assert isinstance(refused.value.__cause__, sa_exc.OperationalError)  # from SQLAlchemy
+        work.commit()
+    assert reload(engine, stored).skills[S.STATIC_BALANCE] == 0.6
+    # The pooled connection's next transaction is an ordinary one, not a write phase.
+    with _write_lock_held(path), uow(engine) as work:
+        work.robots.get(stored.id)
+        work.commit()
+
+
+def test_failed_commit_ends_the_transaction(schema_engine: Engine) -> None:
+    """On every backend: a commit that fails rolls back at once, so its row locks go too."""
+    stored = _stored_robot(schema_engine)
+    work = SqlAlchemyUnitOfWork(schema_engine, fault_hook=_raise_at("before_commit"))
+    with work:
+        work.robots.get(stored.id).rename("Never stored")
+        with pytest.raises(Boom):
+            work.commit()
+        assert not work.connection.in_transaction()
+
+        # The row the failed commit updated is free: another unit of work can change it now
+        # (in a thread, so that a lock still held fails the test instead of hanging it).
+        def change_it() -> None:
+            with uow(schema_engine) as other:
+                other.robots.get(stored.id, lock=True).rename("Other")
+                other.commit()
+
+        [outcome] = run_concurrently([change_it])
+        assert outcome.error is None, outcome
+    assert reload(schema_engine, stored).name == "Other"

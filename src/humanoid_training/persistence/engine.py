@@ -8,21 +8,15 @@ outside any transaction). PostgreSQL goes through psycopg 3 and MariaDB/MySQL th
 from __future__ import annotations
 
 import re
-import sqlite3
-import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
-from humanoid_training.persistence.errors import (
-    DatabaseUnavailable,
-    RetryableConflict,
-    conflict_reason,
-)
+from humanoid_training.persistence.errors import DatabaseUnavailable
 
 Backend = Literal["sqlite", "postgresql", "mysql"]
 
@@ -41,7 +35,10 @@ _DRIVERS: dict[str, tuple[Backend, str]] = {
 _ACCEPTED = "sqlite://, postgresql:// (psycopg 3) or mysql:// / mariadb:// (PyMySQL)"
 
 _ISOLATION_LEVELS: dict[Backend, tuple[str, ...]] = {
-    # SQLite is serializable by construction; there is nothing else to choose.
+    # SQLite offers one behaviour: writers take turns on one lock, and a transaction writes
+    # only if its snapshot is the latest commit, so each SQLite transaction is serializable.
+    # A unit of work that writes on a DEFERRED engine is two transactions, though (see
+    # begin_writing): it is serializable as far as its version checks reach.
     "sqlite": ("SERIALIZABLE",),
     # PostgreSQL accepts READ UNCOMMITTED and runs it as READ COMMITTED.
     "postgresql": ("READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"),
@@ -183,7 +180,6 @@ def make_engine(url: str | URL, options: EngineOptions = EngineOptions()) -> Eng
 def _install_sqlite_hooks(engine: Engine, options: EngineOptions) -> None:
     busy_ms = int(options.sqlite_busy_timeout_ms)
     synchronous = options.sqlite_synchronous
-    begin = f"BEGIN {options.sqlite_begin}"
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -197,59 +193,90 @@ def _install_sqlite_hooks(engine: Engine, options: EngineOptions) -> None:
         finally:
             cursor.close()
 
-    def _do_begin(dbapi_connection: Any) -> None:
-        # The driver's legacy mode skips BEGIN before a SELECT, so a transaction opening with
-        # a read would see later commits; an explicit BEGIN makes it one snapshot. The driver
-        # then sees a transaction in progress and adds no BEGIN of its own; it still emits
-        # COMMIT and ROLLBACK. SQLAlchemy's AUTOCOMMIT sets the driver's isolation_level to
-        # None: no BEGIN then.
-        # A write transaction begun by `begin_writing` is already open: nothing to begin.
-        if dbapi_connection.isolation_level is not None and not dbapi_connection.in_transaction:
-            dbapi_connection.execute(begin)
-
     # Set on this engine's dialect rather than through a "begin" event: any connection-event
     # listener makes SQLAlchemy dispatch events around every statement of every connection,
     # which costs more than the statements themselves on SQLite. A failing BEGIN is still
     # wrapped as a DBAPIError by SQLAlchemy.
-    engine.dialect.do_begin = _do_begin  # type: ignore[method-assign]
-    _DEFERRED_BEGIN[engine] = options.sqlite_begin == "DEFERRED"
+    engine.dialect.do_begin = _SqliteBegin(options.sqlite_begin)  # type: ignore[method-assign,assignment]
 
 
 # How a unit of work's write phase begins on SQLite (see begin_writing).
 WRITE_BEGIN = "BEGIN IMMEDIATE"
-# SQLite engines whose transactions begin DEFERRED: their units of work take the write lock
-# only for their write phase (see begin_writing).
-_DEFERRED_BEGIN: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
+# Key of a pool connection's `info`: set while begin_writing begins the write phase, so that
+# the dialect's BEGIN is WRITE_BEGIN.
+_WRITE_PHASE = "humanoid_training.write_phase"
+
+
+class _SqliteBegin:
+    """The `do_begin` of a SQLite engine made by make_engine; it also tells begin_writing
+    whether the engine begins its transactions DEFERRED."""
+
+    __slots__ = ("begin", "deferred")
+
+    def __init__(self, mode: str) -> None:
+        self.begin = f"BEGIN {mode}"
+        self.deferred = mode == "DEFERRED"
+
+    def statement(self, connection: PoolProxiedConnection) -> str | None:
+        """The BEGIN that `connection` (the pool's proxy of a driver connection) is sent now,
+        or None when the driver is in autocommit mode."""
+        driver: Any = connection.driver_connection  # sqlite3.Connection
+        # SQLAlchemy's AUTOCOMMIT sets the driver's isolation_level to None: no BEGIN then.
+        if driver.isolation_level is None:
+            return None
+        return WRITE_BEGIN if connection.info.get(_WRITE_PHASE) else self.begin
+
+    def __call__(self, connection: PoolProxiedConnection) -> None:
+        # The driver's legacy mode skips BEGIN before a SELECT, so a transaction opening with
+        # a read would see later commits; an explicit BEGIN makes it one snapshot. The driver
+        # then sees a transaction in progress and adds no BEGIN of its own; it still emits
+        # COMMIT and ROLLBACK.
+        statement = self.statement(connection)
+        if statement is not None:
+            driver: Any = connection.driver_connection
+            driver.execute(statement)
+
+
+def begin_statement(connection: Connection) -> str | None:
+    """The BEGIN statement a SQLite engine made by make_engine sends when `connection` begins a
+    transaction now (WRITE_BEGIN inside begin_writing); None for any other engine, or when no
+    BEGIN is sent (autocommit). For recorders listening to the "begin" event, which comes just
+    before the BEGIN."""
+    begin = connection.dialect.do_begin
+    if not isinstance(begin, _SqliteBegin):
+        return None
+    return begin.statement(connection.connection)
 
 
 def begin_writing(connection: Connection) -> None:
     """Start a unit of work's write phase on SQLite: end its read transaction and begin a
-    write transaction IMMEDIATE.
+    write transaction IMMEDIATE. Call it only when something will be written: it waits for,
+    and takes, the database's one write lock.
 
     SQLite has one write lock. A read transaction that asks for it after another writer has
     committed fails at once (SQLITE_BUSY_SNAPSHOT), however unrelated the rows: under
     concurrent writers most units of work would fail that way and start over. Begun
     IMMEDIATE, the write transaction waits its turn for the lock (the busy timeout) and sees
-    the latest commits. Ending the read snapshot first loses no check: every aggregate written
-    is version-guarded and every aggregate only read is validated at commit, so a change
-    committed in between is still a ConcurrencyConflict. Other backends, and SQLite engines
+    the latest commits. Ending the read snapshot first loses no check on what was loaded:
+    every aggregate written is version-guarded and every aggregate only read is validated at
+    commit, so a change committed in between is still a ConcurrencyConflict. What a query did
+    not find is not re-checked (see repositories.py). Other backends, and SQLite engines
     configured to begin IMMEDIATE or EXCLUSIVE, hold what they need already: nothing to do.
+
+    SQLAlchemy sends the BEGIN (through the dialect's do_begin), so a refusal (the lock not
+    free within the busy timeout) is an OperationalError like any other, and the transaction
+    is SQLAlchemy's to commit or roll back.
     """
-    if connection.dialect.name != "sqlite" or not _DEFERRED_BEGIN.get(connection.engine):
+    begin = connection.dialect.do_begin
+    if not isinstance(begin, _SqliteBegin) or not begin.deferred:
         return
     connection.rollback()
-    dbapi_connection = connection.connection.dbapi_connection
-    assert dbapi_connection is not None
+    info = connection.connection.info
+    info[_WRITE_PHASE] = True
     try:
-        dbapi_connection.execute(WRITE_BEGIN)
-    except sqlite3.Error as error:
-        reason = conflict_reason(error)
-        if reason is None:
-            raise
-        raise RetryableConflict(reason, str(error)) from error
-    # SQLAlchemy learns of the transaction (the dialect's BEGIN sees one open and adds none),
-    # so that the unit of work's commit or rollback ends it even if it sends no statement.
-    connection.begin()
+        connection.begin()
+    finally:
+        del info[_WRITE_PHASE]
 
 
 def server_version(engine: Engine) -> str:

@@ -2,6 +2,15 @@
 
 The concrete repositories load whole aggregates, keep a snapshot of what they loaded, and at
 commit write only what changed, guarded by the aggregate's version (optimistic concurrency).
+
+Query-driven writes need a guard aggregate on SQLite. There a unit of work that writes reads in
+one transaction and writes in a second one (see engine.begin_writing); the version checks
+cover every aggregate it loaded, but not a row that a query did not find. A write whose target
+or whose permission a query decides ("no open session for this robot, so open one", "pause
+every active session") must also lock and touch an aggregate the answer depends on, as
+services.open_session does with the robot: otherwise a unit of work committing in between can
+change the answer unseen. PostgreSQL below SERIALIZABLE does not lock what a query did not
+find either.
 """
 
 from __future__ import annotations
@@ -264,7 +273,8 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         self._insert_assessments(robot, 0)
         return 1
 
-    def save(self, robot: HumanoidRobot, snapshot: Any, touched: bool) -> int | None:
+    def changes(self, robot: HumanoidRobot, snapshot: Any, touched: bool) -> Any:
+        """What `save` writes for the robot loaded as `snapshot`; None when nothing."""
         name, robot_type, configuration, skills, history_len = snapshot
         root_changed = (name, robot_type, configuration) != (
             robot.name,
@@ -274,6 +284,11 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         changed = {k: v for k, v in robot.skills.items() if skills.get(k) != v}
         if not (root_changed or changed or len(robot.history) != history_len or touched):
             return None
+        return root_changed, changed
+
+    def save(self, robot: HumanoidRobot, snapshot: Any, changes: Any) -> int:
+        _name, _robot_type, _configuration, skills, history_len = snapshot
+        root_changed, changed = changes
         values: dict[str, Any] = {}
         if root_changed:
             values = {
@@ -443,11 +458,14 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
             )
         return 1
 
-    def save(self, session: LearningSession, snapshot: Any, touched: bool) -> int | None:
+    def changes(self, session: LearningSession, snapshot: Any, touched: bool) -> Any:
+        """What `save` writes for the session loaded as `snapshot`; None when nothing."""
+        now = self.snapshot(session)
+        return None if now == snapshot and not touched else now
+
+    def save(self, session: LearningSession, snapshot: Any, changes: Any) -> int:
         root, episodes = snapshot
-        root_now, episodes_now = self.snapshot(session)
-        if root == root_now and episodes == episodes_now and not touched:
-            return None
+        root_now, episodes_now = changes
         version = self._guarded_update(
             session, self._root_values(session) if root != root_now else {}
         )
@@ -568,11 +586,14 @@ class SqlAlchemyPlanRepository(_SqlRepository, AbstractPlanRepository):
             )
         return 1
 
-    def save(self, plan: CurriculumPlan, snapshot: Any, touched: bool) -> int | None:
+    def changes(self, plan: CurriculumPlan, snapshot: Any, touched: bool) -> Any:
+        """What `save` writes for the plan loaded as `snapshot`; None when nothing."""
+        now = self.snapshot(plan)
+        return None if now == snapshot and not touched else now
+
+    def save(self, plan: CurriculumPlan, snapshot: Any, changes: Any) -> int:
         root, stages = snapshot
-        root_now, stages_now = self.snapshot(plan)
-        if root == root_now and stages == stages_now and not touched:
-            return None
+        root_now, stages_now = changes
         version = self._guarded_update(plan, self._root_values(plan) if root != root_now else {})
         conn = self._uow.connection
         for i, state in enumerate(stages_now):

@@ -1,8 +1,16 @@
-"""The Unit of Work: one connection, one transaction, every change of the block or none.
+"""The Unit of Work: one connection, every change of the block or none.
 
 `with uow:` opens the connection; the transaction begins with the first statement (for SQLite a
 real `BEGIN`, see engine.py). `uow.commit()` writes what changed and the events it raised, then
 commits; leaving the block without commit rolls back; an exception rolls back and propagates.
+A commit that fails rolls the transaction back (releasing its locks) and raises; the aggregates
+keep their unsaved changes and events.
+
+On PostgreSQL and MariaDB that is one transaction. On SQLite (engines beginning DEFERRED) a
+commit that writes anything ends the read transaction and writes in a second one, begun
+IMMEDIATE (see engine.begin_writing): the version checks make the two act as one for every
+aggregate loaded. A commit with nothing to write commits the read transaction alone and never
+takes SQLite's write lock.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ log = logging.getLogger(__name__)
 FAULT_POINTS = ("before_flush", "after_flush", "before_commit")
 FaultHook = Callable[[str, Connection], None]
 _ROOT_TABLES = {"robot": t.robots, "session": t.sessions, "plan": t.plans}
+# What an added aggregate writes at commit: its INSERT (see SqlAlchemyUnitOfWork._changes).
+_NEW = object()
 
 
 class AbstractUnitOfWork(abc.ABC):
@@ -181,6 +191,29 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             self.fault_hook(point, self.connection)
 
     def commit(self) -> None:
+        try:
+            pending, versions = self._write_and_commit()
+        except BaseException:
+            # A failed transaction holds its locks (SQLite's write lock above all) until it
+            # ends; the caller may go on in the block, so it ends here.
+            try:
+                self._end_transaction()
+            except Exception:
+                # The commit's own error is the one to report; leaving the block tries again.
+                log.warning("rolling back after a failed commit failed too", exc_info=True)
+            raise
+        for tracked, version in versions:
+            tracked.aggregate.version = version
+        for tracked, events in pending:
+            del tracked.aggregate.events[: len(events)]
+            repository = self._repository(tracked.kind)
+            tracked.snapshot = repository.snapshot(tracked.aggregate)
+            tracked.touched = False
+
+    def _write_and_commit(
+        self,
+    ) -> tuple[list[tuple[Tracked, list[DomainEvent]]], list[tuple[Tracked, int]]]:
+        """Write what changed and commit; the events written, and the new versions."""
         connection = self.connection
         with translated_errors():
             self._hook("before_flush")
@@ -190,11 +223,20 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                 # Weakened on purpose: the events are committed before, and apart from, the change.
                 with self.engine.begin() as other:
                     q.INSERT_EVENTS.run(other, event_rows)
-            begin_writing(connection)
+            store_events = bool(event_rows) and not self.weakenings.events_outside_transaction
+            writes = [
+                (tracked, changes)
+                for tracked in list(self.tracked.values())
+                if (changes := self._changes(tracked)) is not None
+            ]
+            if writes or store_events:
+                # Only a commit that writes takes SQLite's write lock: one that only read must
+                # not queue behind, nor hold up, the writers.
+                begin_writing(connection)
             versions: list[tuple[Tracked, int]] = []
-            for tracked in list(self.tracked.values()):
+            for tracked, changes in writes:
                 try:
-                    version = self._save(tracked)
+                    version = self._save(tracked, changes)
                 except Exception:
                     if not self.weakenings.commit_swallows_errors:
                         raise
@@ -205,28 +247,30 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                         exc_info=True,
                     )
                     continue
-                if version is not None:
-                    versions.append((tracked, version))
+                versions.append((tracked, version))
             self._validate_reads({id(tracked) for tracked, _ in versions})
-            if event_rows and not self.weakenings.events_outside_transaction:
+            if store_events:
                 q.INSERT_EVENTS.run(connection, event_rows)
             self._hook("after_flush")
             self._hook("before_commit")
             connection.commit()
-        for tracked, version in versions:
-            tracked.aggregate.version = version
-        for tracked, events in pending:
-            del tracked.aggregate.events[: len(events)]
-            repository = self._repository(tracked.kind)
-            tracked.snapshot = repository.snapshot(tracked.aggregate)
-            tracked.touched = False
+        return pending, versions
 
-    def _save(self, tracked: Tracked) -> int | None:
-        repository = self._repository(tracked.kind)
+    def _changes(self, tracked: Tracked) -> Any:
+        """What committing `tracked` writes: _NEW for an added aggregate, the repository's
+        changes for a loaded one, None when nothing (unchanged and not touched)."""
         if tracked.snapshot is None:
+            return _NEW
+        return self._repository(tracked.kind).changes(
+            tracked.aggregate, tracked.snapshot, tracked.touched
+        )
+
+    def _save(self, tracked: Tracked, changes: Any) -> int:
+        repository = self._repository(tracked.kind)
+        if changes is _NEW:
             return repository.insert(tracked.aggregate)  # type: ignore[no-any-return]
         return repository.save(  # type: ignore[no-any-return]
-            tracked.aggregate, tracked.snapshot, tracked.touched
+            tracked.aggregate, tracked.snapshot, changes
         )
 
     def _validate_reads(self, saved: set[int]) -> None:
@@ -270,6 +314,14 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         }
 
     def rollback(self) -> None:
+        if self._connection is None:
+            return
+        self._end_transaction()
+        # What was loaded may not match the database any more: start afresh.
+        self.tracked = {}
+
+    def _end_transaction(self) -> None:
+        """Roll back the connection's transaction, if any."""
         connection = self._connection
         if connection is None:
             return
@@ -278,5 +330,3 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                 connection.rollback()
         except sa_exc.DBAPIError:
             connection.invalidate()
-        # What was loaded may not match the database any more: start afresh.
-        self.tracked = {}
