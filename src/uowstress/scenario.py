@@ -347,7 +347,7 @@ class Scenario:
                 name,
                 True,
                 f"{len(runs)} queries each answered at least one of their drawn arguments"
-                f" ({refusals} refusals)",
+                f" ({refusals} call(s) refused)",
             )
         shown = "; ".join(
             f"query {r.name} failed on all {r.arguments} drawn arguments:"
