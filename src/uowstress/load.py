@@ -27,7 +27,7 @@ from uowstress.metrics import OutcomeCounts
 from uowstress.target import System
 from uowstress.workload import ErrorKind, classify_error
 
-__all__ = ["Job", "LoadResult", "run_load"]
+__all__ = ["Job", "LoadResult", "error_key", "run_load"]
 
 _NS = 1_000_000_000
 
@@ -73,7 +73,9 @@ def _count(counts: OutcomeCounts, kind: ErrorKind | None) -> None:
         counts.errors += 1
 
 
-def _error_key(kind: ErrorKind, error: BaseException) -> str:
+def error_key(kind: ErrorKind, error: BaseException) -> str:
+    """How an error is named in the errors by kind: its kind and type, and for an error (not
+    a conflict or deadlock, whose messages differ run to run) the first line of its message."""
     if kind != "error":
         return f"{kind}: {type(error).__name__}"
     lines = str(error).strip().splitlines()
@@ -142,7 +144,7 @@ class _Worker:
                     final = None
                     break
                 final = classify_error(error, self.workload)
-                result.errors[_error_key(final, error)] += 1
+                result.errors[error_key(final, error)] += 1
                 if _timed_out(error):
                     result.pool_timeouts += 1
                 _count(result.attempts, final)

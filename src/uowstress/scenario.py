@@ -11,12 +11,12 @@ scenario.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -25,7 +25,7 @@ from sqlalchemy import event, text
 
 from uowstress.config import BYTES_PER_MB, PerformanceConfig, Tier, verdict
 from uowstress.database import PreparedDatabase
-from uowstress.load import Job, LoadResult, run_load
+from uowstress.load import Job, LoadResult, error_key, run_load
 from uowstress.metrics import (
     MemorySampler,
     OutcomeCounts,
@@ -47,8 +47,8 @@ from uowstress.report.model import (
     thin,
 )
 from uowstress.report.model import ScalabilityPoint as ScalabilityRow
-from uowstress.target import JSON, Ids, System, Target
-from uowstress.workload import Workload
+from uowstress.target import JSON, Ids, Query, System, Target
+from uowstress.workload import Workload, classify_error
 
 __all__ = ["Scenario", "ScenarioSkipped"]
 
@@ -254,8 +254,9 @@ class Scenario:
         seed: int = 0,
         counted: bool = True,
     ) -> LoadResult:
-        """Run a load; its outcomes and times add to the scenario's (unless not ``counted``:
-        e.g. the runs of a scalability sweep, summarised on their own)."""
+        """Run a load; its outcomes, errors by kind and times add to the scenario's (unless
+        not ``counted``: e.g. the runs of a scalability sweep, summarised on their own, or a
+        load whose refusals are the point of the scenario, judged by the test itself)."""
         tries = attempts if attempts is not None else self.workloads.retry_attempts
         load = run_load(self.system, self.workload, jobs_per_thread, attempts=tries, seed=seed)
         self.expected.update(load.committed_by_key)
@@ -263,12 +264,8 @@ class Scenario:
             self._pool.record_wait(seconds)
         for _ in range(load.pool_timeouts):
             self._pool.record_timeout()
-        errors = Counter(self.result.errors)
-        errors.update(load.errors)
-        self.result.errors = dict(errors)
         if counted:
-            self._transactions += load.transactions
-            self._attempts += load.attempts
+            self._add_outcomes(load)
             self._latencies.extend(load.latencies)
             self._load_seconds += load.seconds
             self._committed_in_loads += load.transactions.committed
@@ -283,8 +280,7 @@ class Scenario:
         for threads in thread_counts:
             load = self.run(jobs_for(threads), seed=threads, counted=False)
             measured[threads] = load.ops_per_second
-            self._transactions += load.transactions
-            self._attempts += load.attempts
+            self._add_outcomes(load)
         rows = [
             ScalabilityRow(
                 threads=p.threads, ops_per_second=p.ops_per_second, efficiency=p.efficiency
@@ -294,22 +290,71 @@ class Scenario:
         self.result.scalability = rows
         return rows
 
+    def _add_outcomes(self, load: LoadResult) -> None:
+        """Count a load's outcomes and its errors by kind, together: the errors by kind are
+        always those of the attempts counted, never of a load left out."""
+        self._transactions += load.transactions
+        self._attempts += load.attempts
+        self._add_errors(load.errors)
+
+    def _add_errors(self, errors: Counter[str]) -> None:
+        merged = Counter(self.result.errors)
+        merged.update(errors)
+        self.result.errors = dict(merged)
+
     def time_queries(self, *, repeats: int = 20, examples: int = 3) -> dict[str, float]:
         """Run each of the target's queries ``repeats`` times (on a few drawn arguments, the
         same in every run); the mean seconds of each. A refusal (e.g. not found) is timed
-        like an answer: the database did the same work."""
+        like an answer: the database did the same work. Every error is counted in the errors
+        by kind, and a query that answered none of its drawn arguments fails the check
+        "every timed query answered"."""
         state = self.system.committed_state()
         means: dict[str, float] = {}
+        runs: list[_QueryRuns] = []
         for query in self.target.queries:
             drawn = _draw(query.arguments(state, Ids()), examples) or [{}]
+            fared = _QueryRuns(query.name, len(drawn))
             total = 0.0
             for i in range(repeats):
                 started = time.perf_counter()
-                with contextlib.suppress(Exception):
-                    query.run(self.system.unit_of_work(), drawn[i % len(drawn)])
+                self._run_query(query, drawn[i % len(drawn)], i % len(drawn), fared)
                 total += time.perf_counter() - started
             means[query.name] = total / repeats
+            runs.append(fared)
+        self._check_queries("every timed query answered", runs)
         return means
+
+    def _run_query(self, query: Query, args: Any, index: int, fared: _QueryRuns) -> None:
+        """Run ``query`` once on its ``index``-th drawn argument; how it fared goes in
+        ``fared`` and an error also in the errors by kind."""
+        try:
+            query.run(self.system.unit_of_work(), args)
+        except Exception as error:
+            key = error_key(classify_error(error, self.workload), error)
+            self._add_errors(Counter({f"query {query.name}: {key}": 1}))
+            fared.errors[key] += 1
+        else:
+            fared.answered.add(index)
+
+    def _check_queries(self, name: str, runs: Sequence[_QueryRuns]) -> bool:
+        """Each query answered at least one of its drawn arguments. Refusing some (e.g. an id
+        drawn not to exist) is what queries do; refusing all of them means the query is
+        broken (a bad statement, a missing column), and its timings and plans mean nothing."""
+        broken = [r for r in runs if r.arguments and not r.answered]
+        refusals = sum(sum(r.errors.values()) for r in runs)
+        if not broken:
+            return self.check(
+                name,
+                True,
+                f"{len(runs)} queries each answered at least one of their drawn arguments"
+                f" ({refusals} call(s) refused)",
+            )
+        shown = "; ".join(
+            f"query {r.name} failed on all {r.arguments} drawn arguments:"
+            f" {r.errors.most_common(1)[0][0]}"
+            for r in broken
+        )
+        return self.check(name, False, shown)
 
     # ------------------------------------------------------------------ checks
 
@@ -409,7 +454,11 @@ class Scenario:
         conn.commit()
 
     def _query_statements(self, examples: int) -> list[tuple[str, str, Any]]:
-        """Run each query on a few drawn arguments; the distinct SELECTs each one sent."""
+        """Run each query on a few drawn arguments; the distinct SELECTs each one sent that
+        the database ran (a statement it refused could not be explained either). A refusal
+        (e.g. not found) still sent its statements; errors are counted as in `time_queries`,
+        and a query that answered none of its arguments fails "every explained query
+        answered"."""
         state = self.system.committed_state()
         seen: dict[tuple[str, str], Any] = {}
         current = [""]
@@ -421,17 +470,19 @@ class Scenario:
                 seen.setdefault((current[0], statement), parameters)
 
         engine = self.system.engine
-        event.listen(engine, "before_cursor_execute", capture)
+        runs: list[_QueryRuns] = []
+        event.listen(engine, "after_cursor_execute", capture)
         try:
             for query in self.target.queries:
                 current[0] = query.name
-                for args in _draw(query.arguments(state, Ids()), examples):
-                    try:
-                        query.run(self.system.unit_of_work(), args)
-                    except Exception:  # a refusal (e.g. not found) still sent its statements
-                        continue
+                drawn = _draw(query.arguments(state, Ids()), examples)
+                fared = _QueryRuns(query.name, len(drawn))
+                for index, args in enumerate(drawn):
+                    self._run_query(query, args, index, fared)
+                runs.append(fared)
         finally:
-            event.remove(engine, "before_cursor_execute", capture)
+            event.remove(engine, "after_cursor_execute", capture)
+        self._check_queries("every explained query answered", runs)
         return [(query, statement, params) for (query, statement), params in seen.items()]
 
     # ------------------------------------------------------------------ judging
@@ -469,6 +520,16 @@ class Scenario:
         critical = [v.message for v in self.result.verdicts if v.tier == Tier.CRITICAL.value]
         checks = [f"{c.name}: {c.detail}" for c in self.result.checks if not c.passed]
         return critical + checks
+
+
+@dataclass
+class _QueryRuns:
+    """How one query fared on its drawn arguments."""
+
+    name: str
+    arguments: int  # how many were drawn
+    answered: set[int] = field(default_factory=set)  # which of them it answered at least once
+    errors: Counter[str] = field(default_factory=Counter)  # error key -> times
 
 
 _SELECT = re.compile(r"\s*(\(\s*)?(SELECT|WITH)\b", re.IGNORECASE)

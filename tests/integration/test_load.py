@@ -7,13 +7,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from examples import ledger
+from hypothesis import strategies as st
 
 from uowstress.config import PerformanceConfig, parse_config
 from uowstress.database import prepared_database
 from uowstress.load import Job, run_load
 from uowstress.scenario import Scenario
-from uowstress.target import Target, load_target
+from uowstress.target import Query, Target, load_target
 from uowstress.workload import workload_of
 
 
@@ -164,5 +166,130 @@ def test_the_index_check_reports_a_full_read_and_not_a_lookup(server_url: str) -
             # "balance" finds one account by its key: a lookup.
             assert by_query["accounts"] == [True]
             assert not any(by_query["balance"])
+        finally:
+            system.dispose()
+
+
+def _existing_account(state: Any, ids: Any) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({"account": st.sampled_from(sorted(state["accounts"]))})
+
+
+def _broken(uow: Any, args: Any) -> Any:
+    # A column the table does not have: the database refuses the statement every time.
+    with uow:
+        return uow.conn.execute(
+            sa.text("SELECT no_such_column FROM ledger_accounts WHERE id = :id"),
+            {"id": args["account"]},
+        ).all()
+
+
+def _picky(uow: Any, args: Any) -> Any:
+    with uow:
+        if args["account"] == "nobody":
+            raise ledger.UnknownAccount("no account 'nobody'")
+        return uow.balance(args["account"])
+
+
+class _LedgerWithBrokenQuery(ledger.LedgerTarget):
+    queries = (
+        *ledger.QUERIES,
+        Query("broken", _existing_account, _broken),
+        # Refuses one of its two arguments: what a query asked about a missing id does.
+        Query(
+            "picky",
+            lambda s, ids: st.sampled_from([{"account": "nobody"}, {"account": "a"}]),
+            _picky,
+        ),
+    )
+
+
+def test_a_query_failing_on_every_argument_fails_its_checks_by_name(server_url: str) -> None:
+    target: Target = _LedgerWithBrokenQuery()
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, {})
+        try:
+            scenario = _scenario(target, db, system, PerformanceConfig())
+            _open(system, "a", "b")
+            means = scenario.time_queries(repeats=4)
+            assert set(means) == {"balance", "accounts", "broken", "picky"}
+            broken = {k: n for k, n in scenario.result.errors.items() if "broken" in k}
+            (key,) = broken
+            assert key.startswith("query broken: error: ")
+            assert broken[key] == 4  # every run counted, none swallowed
+            picky = {k: n for k, n in scenario.result.errors.items() if "picky" in k}
+            assert picky == {"query picky: error: UnknownAccount: no account 'nobody'": 2}
+            (timed,) = scenario.result.checks
+            assert (timed.name, timed.passed) == ("every timed query answered", False)
+            assert timed.detail.startswith("query broken failed on all 2 drawn arguments: error: ")
+            assert "picky" not in timed.detail and "balance" not in timed.detail
+
+            checks = scenario.check_indexes()
+            explained = {c.query for c in checks}
+            assert "broken" not in explained  # refused by the database: nothing to explain
+            assert {"balance", "accounts", "picky"} <= explained
+            assert sum(n for k, n in scenario.result.errors.items() if "broken" in k) > 4
+            explain = scenario.result.checks[-1]
+            assert (explain.name, explain.passed) == ("every explained query answered", False)
+            assert "query broken failed on all" in explain.detail
+
+            scenario.judge()
+            failures = scenario.failures()
+            assert len(failures) == 2
+            assert all("query broken failed on all" in f for f in failures)
+            assert scenario.check_connections()
+        finally:
+            system.dispose()
+
+
+def test_queries_that_answer_pass_their_checks(server_url: str) -> None:
+    target = load_target("examples.ledger:TARGET")
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, {})
+        try:
+            scenario = _scenario(target, db, system, PerformanceConfig())
+            scenario.create(5)
+            scenario.time_queries(repeats=3)
+            scenario.check_indexes()
+            assert [(c.name, c.passed) for c in scenario.result.checks] == [
+                ("every timed query answered", True),
+                ("every explained query answered", True),
+            ]
+        finally:
+            system.dispose()
+
+
+def _failing(key: str) -> Job:
+    def work(uow: Any) -> None:
+        uow.post(f"f-{key}", key, 1)
+        raise ledger.LedgerError(f"refused on purpose for {key}")
+
+    return Job("fail", work, (key,))
+
+
+def test_errors_by_kind_are_those_of_the_counted_attempts_once(server_url: str) -> None:
+    target = load_target("examples.ledger:TARGET")
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, {})
+        try:
+            scenario = _scenario(target, db, system, PerformanceConfig())
+            key, *own = scenario.create(3)
+            refusal = f"error: LedgerError: refused on purpose for {key}"
+
+            # Left out of the counts, its errors are left out too.
+            left_out = scenario.run([[_failing(key)] * 3], counted=False)
+            assert left_out.errors == {refusal: 3}
+            assert scenario.result.errors == {}
+            assert scenario.attempts.total == 0
+
+            scenario.run([[_failing(key)] * 2, [scenario.change(key)]])
+            assert scenario.result.errors == {refusal: 2}
+
+            # A sweep counts its attempts and their errors, each once.
+            scenario.scalability(
+                lambda threads: [[_failing(key), scenario.change(own[t])] for t in range(threads)],
+                [1, 2],
+            )
+            assert scenario.result.errors == {refusal: 2 + 1 + 2}
+            assert sum(scenario.result.errors.values()) == scenario.attempts.failed
         finally:
             system.dispose()

@@ -49,14 +49,33 @@ def test_high_frequency_skill_assessment(perf: Scenario) -> None:
 def test_curriculum_progression_under_load(perf: Scenario) -> None:
     """Plans progressing through their stages while four threads train their robots in an
     overlapping order, so that two episodes of one robot often meet."""
+    threads = 4
     robots = perf.create(perf.workloads.curriculum_plans)
     cycles = perf.workloads.curriculum_cycles
-    order = [perf.cycle(robot) for _ in range(cycles) for robot in robots]
-    perf.run([order[i::4] for i in range(4)])
+    # Round c sends robot r to thread (r + c) mod threads: each robot moves from thread to
+    # thread, so its episodes meet across threads whatever the number of robots (dealing a
+    # flat list out would pin every robot to one thread when it divides by four).
+    loads: list[list[Job]] = [[] for _ in range(threads)]
+    trained_on: dict[str, set[int]] = {robot: set() for robot in robots}
+    for c in range(cycles):
+        for r, robot in enumerate(robots):
+            loads[(r + c) % threads].append(perf.cycle(robot))
+            trained_on[robot].add((r + c) % threads)
+    perf.run(loads)
+    episodes = len(robots) * cycles
+    roaming = sum(len(on) > 1 for on in trained_on.values())
+    perf.check(
+        "robots trained on more than one thread",
+        cycles < 2 or roaming == len(robots),
+        f"{roaming} of {len(robots)} robots trained on several of {threads} threads",
+    )
+    transactions = perf.transactions
     perf.check(
         "every episode committed or refused cleanly",
-        perf.transactions.total == len(order),
-        f"{perf.transactions.committed} committed, {perf.transactions.failed} not",
+        transactions.total == episodes and transactions.errors == 0,
+        f"{transactions.committed} of {episodes} committed, {transactions.failed} not,"
+        f" {transactions.errors} of them in an error"
+        + (f" ({', '.join(sorted(perf.result.errors))})" if transactions.errors else ""),
     )
     perf.check_tally()
     perf.check_invariants()  # stage progress, counters and events agree
