@@ -85,6 +85,7 @@ def test_run_with_a_weakening_switch_exits_1_and_reports_the_replay_command(
         (["--target-option", "weaken"], "not KEY=VALUE"),
         (["--target-option", "weaken=no_such_switch"], "unknown weakening switch"),
         (["--db-url", "postgresql://root:s3cret@127.0.0.1:1/test"], "cannot connect"),
+        (["--db-url", "postgresql://root:s3cret@/test"], "names no server host"),
     ],
 )
 def test_run_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
