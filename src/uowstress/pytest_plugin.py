@@ -280,10 +280,26 @@ def perf(
     suite, name, description = _names(request.node)
     workload = workload_of(uowstress_target)
     if workload is None:
-        pytest.skip(
+        reason = (
             f"target {uowstress_target.name} offers no workload (uowstress.workload.Workload),"
             " so the performance suites cannot put it under load"
         )
+        # Kept in the results, so that a run whose scenarios were all skipped says so.
+        request.config.stash[RESULTS].scenarios.append(
+            ScenarioResult(
+                id=request.node.nodeid,
+                suite=suite,
+                scenario=name,
+                description=description,
+                backend=uowstress_database.backend,
+                database=uowstress_database.display,
+                server_version=uowstress_database.server_version,
+                target=uowstress_options["target"],
+                status="skipped",
+                message=reason,
+            )
+        )
+        pytest.skip(reason)
     try:
         system = uowstress_target.connect(
             uowstress_database.url,

@@ -44,6 +44,7 @@ def test_run_explores_with_the_machines_and_writes_the_report(tmp_path: Path) ->
     code, out = run_machines(tmp_path)
     assert code == 0, out
     assert "PASSED" in out
+    assert "WARNING" not in out
     report = _report(tmp_path / "out")
     assert report["summary"]["exit_status"] == 0
     assert [m["machine"] for m in report["machines"]] == ["acid", "sessions"]
@@ -198,3 +199,35 @@ def test_run_against_a_faster_baseline_fails_on_the_regression(tmp_path: Path) -
     code, out = invoke(*args, "--baseline", str(faster), "--output-dir", str(tmp_path / "third"))
     assert code == 0, out
     assert any(r["regressed"] for r in _report(tmp_path / "third")["regressions"])
+
+
+NO_WORKLOAD_TARGET = """
+from examples.ledger import LedgerTarget
+
+
+class NoWorkload(LedgerTarget):
+    workload = None
+
+
+TARGET = NoWorkload()
+"""
+
+
+def test_run_elsewhere_uses_its_own_suites_and_warns_when_every_scenario_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "no_workload_target.py").write_text(NO_WORKLOAD_TARGET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # no tests/performance here
+    code, out = invoke(
+        "run", "--target", "no_workload_target:TARGET", "--pattern",
+        "test_simple_uow_performance.py", "--format", "json", "--output-dir", "out",
+    )  # fmt: skip
+    assert code == 0, out
+    assert (
+        "WARNING: every performance scenario (4) was skipped, so nothing was measured:"
+        " target ledger offers no workload"
+    ) in out
+    report = _report(tmp_path / "out")
+    assert report["summary"]["scenarios"] == {"skipped": 4}
+    assert Path(report["options"]["path"]).is_absolute()
