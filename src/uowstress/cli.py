@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,9 @@ def run(
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
     _print_outcome(outcome.report, verbose)
+    warning = skipped_warning(outcome.report, outcome.pytest_outcomes)
+    if warning is not None:
+        click.echo(warning)
     for kind, written in sorted(outcome.written.items()):
         click.echo(f"{kind} report: {written}")
     sys.exit(outcome.exit_status)
@@ -226,6 +229,26 @@ def _print_outcome(report: Report, verbose: bool) -> None:
         f" {_count(summary.findings, 'finding')}, {summary.critical} critical,"
         f" {_count(summary.warnings, 'warning')}; {summary.seconds:.0f}s"
     )
+
+
+def skipped_warning(report: Report, outcomes: Mapping[str, int]) -> str | None:
+    """A warning when everything was skipped: a run that measured or checked nothing must not
+    pass unnoticed."""
+    scenarios = report.scenarios
+    if scenarios and all(s.status == "skipped" for s in scenarios):
+        reasons = sorted({s.message for s in scenarios if s.message})
+        why = "; ".join(reasons[:3]) if reasons else "run with --verbose to see why"
+        return (
+            f"WARNING: every performance scenario ({len(scenarios)}) was skipped, so nothing"
+            f" was measured: {why}"
+        )
+    skipped = outcomes.get("skipped", 0)
+    if skipped and not any(n for kind, n in outcomes.items() if kind != "skipped"):
+        return (
+            f"WARNING: every collected test ({skipped}) was skipped, so nothing was checked;"
+            " run with --verbose to see why"
+        )
+    return None
 
 
 def _count(n: int, noun: str) -> str:

@@ -10,9 +10,11 @@ through UOWSTRESS_PG_URL / UOWSTRESS_MYSQL_URL, or URLs). Profiles: `pytest
 A performance test takes the `perf` fixture (a `uowstress.scenario.Scenario` on a fresh
 database, once per database): measurement runs over the test body, the figures are judged
 against performance_config.yaml when it ends (a critical figure or a failed check fails the
-test), and the scenario's result is kept. Results are gathered across pytest-xdist workers
-(each test's travel with its report, so a worker that crashes loses only the test it was
-running), and the breaches of the whole run are listed together at the end.
+test; connections left checked out are checked even when the test does not ask), and the
+scenario's result is kept, with a failed teardown counted against it. A database URL that
+cannot work is a usage error before anything connects. Results are gathered across
+pytest-xdist workers (each test's travel with its report, so a worker that crashes loses only
+the test it was running), and the breaches of the whole run are listed together at the end.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from uowstress.options import OPTIONS, option_values, parse_target_options
 from uowstress.profiles import PROFILES, get_profile, register_profiles
 from uowstress.report.model import DurabilityRun, MachineRun, ScenarioResult
 from uowstress.scenario import Scenario, ScenarioSkipped
-from uowstress.scratch import backend_name, reachable, redacted
+from uowstress.scratch import backend_name, check_url, reachable, redacted
 from uowstress.target import DEFAULT_TARGET, Target, load_target
 from uowstress.workload import workload_of
 
@@ -80,6 +82,8 @@ _HANDED_OVER = pytest.StashKey[tuple[int, int, int]]()
 _CONFIG = pytest.StashKey[PerformanceConfig]()
 _CONFIG_SOURCE = pytest.StashKey[str | None]()
 _SCENARIO = pytest.StashKey[Scenario]()
+# Set once the test body of a scenario ran: its result is kept when the test is torn down.
+_RAN = pytest.StashKey[bool]()
 _WORKER_OUTPUT = "uowstress_results"
 
 
@@ -144,6 +148,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     config.stash[_CONFIG_SOURCE] = None if source is None else str(source)
     config.stash[RESULTS] = ResultStore()
+    _check_database_urls(config)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(_WorkerResults(config.stash[RESULTS]), "uowstress-workers")
 
@@ -172,6 +177,19 @@ def _hand_over(config: pytest.Config, report: pytest.TestReport) -> None:
         # Extra attributes of a report survive its serialisation to the controller.
         setattr(report, _WORKER_OUTPUT, new.to_json())
         config.stash[_HANDED_OVER] = store.counts()
+
+
+def _check_database_urls(config: pytest.Config) -> None:
+    """A URL that cannot work is a usage error before anything connects (a test would
+    otherwise be skipped as if its server were down)."""
+    given = bool(config.getoption("uowstress_db_url"))
+    origin = "--uowstress-db-url" if given else "ini option uowstress_backends"
+    for url in database_urls(config):
+        try:
+            check_url(url)
+        except ValueError as error:
+            # The message shows the URL with its password hidden, or not at all.
+            raise pytest.UsageError(f"{origin}: {error}") from None
 
 
 def options_from(config: pytest.Config) -> dict[str, Any]:
@@ -299,12 +317,29 @@ def perf(
     uowstress_config: PerformanceConfig,
 ) -> Iterator[Scenario]:
     """A performance scenario on a fresh database: the target set up on it, measured."""
+    suite, name, description = _names(request.node)
     workload = workload_of(uowstress_target)
     if workload is None:
-        pytest.skip(
+        reason = (
             f"target {uowstress_target.name} offers no workload (uowstress.workload.Workload),"
             " so the performance suites cannot put it under load"
         )
+        # Kept in the results, so that a run whose scenarios were all skipped says so.
+        request.config.stash[RESULTS].scenarios.append(
+            ScenarioResult(
+                id=request.node.nodeid,
+                suite=suite,
+                scenario=name,
+                description=description,
+                backend=uowstress_database.backend,
+                database=uowstress_database.display,
+                server_version=uowstress_database.server_version,
+                target=uowstress_options["target"],
+                status="skipped",
+                message=reason,
+            )
+        )
+        pytest.skip(reason)
     try:
         system = uowstress_target.connect(
             uowstress_database.url,
@@ -315,26 +350,33 @@ def perf(
         raise pytest.UsageError(
             f"target {uowstress_options['target']} refused its options: {error}"
         ) from None
-    suite, name, description = _names(request.node)
-    scenario = Scenario(
-        node_id=request.node.nodeid,
-        suite=suite,
-        name=name,
-        description=description,
-        target_spec=uowstress_options["target"],
-        target=uowstress_target,
-        system=system,
-        workload=workload,
-        database=uowstress_database,
-        config=uowstress_config,
-    )
+    try:
+        scenario = Scenario(
+            node_id=request.node.nodeid,
+            suite=suite,
+            name=name,
+            description=description,
+            target_spec=uowstress_options["target"],
+            target=uowstress_target,
+            system=system,
+            workload=workload,
+            database=uowstress_database,
+            config=uowstress_config,
+        )
+        scenario.start()
+    except BaseException:
+        # The system holds pooled connections into the scratch database, which is dropped
+        # next: close them first.
+        system.dispose()
+        raise
     request.node.stash[_SCENARIO] = scenario
-    scenario.start()
     try:
         yield scenario
     finally:
-        scenario.stop()
-        system.dispose()
+        try:
+            scenario.stop()
+        finally:
+            system.dispose()
 
 
 class Explorer:
@@ -445,6 +487,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     scenario = item.stash.get(_SCENARIO, None)
     if scenario is None:
         return (yield)
+    item.stash[_RAN] = True
     try:
         outcome = yield
     except ScenarioSkipped as reason:
@@ -452,12 +495,15 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         scenario.result.status = "skipped"
         scenario.result.message = str(reason)
         pytest.skip(str(reason))
-    except BaseException:
+    except pytest.skip.Exception:
+        # Skipped by the test itself: judged as before, but no check is added to it.
         scenario.stop()
         scenario.judge()
         raise
-    scenario.stop()
-    scenario.judge()
+    except BaseException:
+        _finish(scenario)
+        raise
+    _finish(scenario)
     problems = scenario.failures()
     if problems:
         pytest.fail(
@@ -467,14 +513,34 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     return outcome
 
 
+def _finish(scenario: Scenario) -> None:
+    """End a scenario's measurement and judge it; connection leaks are checked whether or not
+    the test asked for it."""
+    if not scenario.connections_checked:
+        scenario.check_connections()
+    scenario.stop()
+    scenario.judge()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     scenario = item.stash.get(_SCENARIO, None)
-    if scenario is not None and report.when == "call":
-        result = scenario.result
+    if scenario is not None and item.stash.get(_RAN, False):
+        _record_scenario(item, scenario.result, report, call)
+    _hand_over(item.config, report)
+    return report
+
+
+def _record_scenario(
+    item: pytest.Item,
+    result: ScenarioResult,
+    report: pytest.TestReport,
+    call: pytest.CallInfo[None],
+) -> None:
+    if report.when == "call":
         if report.skipped:
             result.status = "skipped"
         elif report.failed:
@@ -482,13 +548,28 @@ def pytest_runtest_makereport(
                 (AssertionError, pytest.fail.Exception)
             )
             result.status = "failed" if failed_check else "error"
-            text = report.longreprtext.strip().splitlines()
-            result.message = result.message or (text[-1] if text else "failed")
+            result.message = result.message or _last_line(report, "failed")
         else:
             result.status = "passed"
+    elif report.when == "teardown":
+        if report.failed:
+            # The scenario's system or scratch database was not cleaned up: not a pass.
+            if result.status in ("passed", "skipped"):
+                result.status = "error"
+            error = (
+                call.excinfo.exconly().strip().splitlines()[0]
+                if call.excinfo is not None
+                else _last_line(report, "error")
+            )
+            teardown = f"teardown failed: {error}"
+            result.message = f"{result.message}; {teardown}" if result.message else teardown
+        # Kept only now, so that a failed teardown is part of the result.
         item.config.stash[RESULTS].scenarios.append(result)
-    _hand_over(item.config, report)
-    return report
+
+
+def _last_line(report: pytest.TestReport, default: str) -> str:
+    text = report.longreprtext.strip().splitlines()
+    return text[-1] if text else default
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

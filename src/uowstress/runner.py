@@ -23,7 +23,7 @@ import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -57,6 +57,21 @@ __all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "RunOutcome", "RunRequest", 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
 FORMATS = ("markdown", "json", "html")
 DEFAULT_PATH = "tests/performance"
+# uowstress's own suites: in a wheel (pyproject.toml force-includes them), else in a checkout.
+PACKAGED_SUITES = Path(__file__).resolve().parent / "_suites"
+CHECKOUT_SUITES = Path(__file__).resolve().parents[2] / DEFAULT_PATH
+
+
+def suites_path(path: str) -> str:
+    """The folder of suites to run: `path`, or uowstress's own suites when `path` is the
+    default and the working directory has no such folder (e.g. run from an installed wheel).
+    A folder the user named is kept as given, so that a missing one is reported."""
+    if path != DEFAULT_PATH or Path(path).exists():
+        return path
+    for candidate in (PACKAGED_SUITES, CHECKOUT_SUITES):
+        if candidate.is_dir():
+            return str(candidate)
+    return path
 
 
 @dataclass(frozen=True)
@@ -469,6 +484,7 @@ def run(
 
     An error during the run (see the module's docstring) does not lose the report: it is
     written, with the error in its summary, and the exit status is 2."""
+    request = replace(request, path=suites_path(request.path))
     urls, databases, config_path = _check(request)
     collector = _Collector(progress, Path(request.path))
     started = time.perf_counter()

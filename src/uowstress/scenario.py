@@ -107,16 +107,23 @@ class Scenario:
         self._pool = PoolMonitor()
         self._before: ResourceSnapshot | None = None
         self._measuring = False
+        self._connections_checked = False
 
     # ------------------------------------------------------------------ measurement
 
     def start(self) -> None:
         """Begin measuring (the plugin calls this right before the test body)."""
         engine = self.system.engine
-        self._timer.attach(engine)
-        self._pool.attach(engine)
-        self._before = ResourceSnapshot.take()
-        self._sampler.start()
+        try:
+            self._timer.attach(engine)
+            self._pool.attach(engine)
+            self._before = ResourceSnapshot.take()
+            self._sampler.start()
+        except BaseException:
+            # Half started: nothing of the measurement may stay hooked into the engine.
+            self._timer.detach()
+            self._pool.detach()
+            raise
         self._measuring = True
 
     def stop(self) -> None:
@@ -410,7 +417,13 @@ class Scenario:
         """Most connections the pool had out at once so far."""
         return self._pool.peak_checked_out
 
+    @property
+    def connections_checked(self) -> bool:
+        """Whether `check_connections` ran (the plugin runs it after the body otherwise)."""
+        return self._connections_checked
+
     def check_connections(self) -> bool:
+        self._connections_checked = True
         out = self._pool.checked_out
         return self.check(
             "no connection left checked out",

@@ -45,7 +45,12 @@ _DRIVERS: dict[str, tuple[Backend, str]] = {
     "mariadb": ("mysql", "mysql+pymysql"),
     "mariadb+pymysql": ("mysql", "mysql+pymysql"),
 }
-_ACCEPTED = "sqlite://, postgresql:// (psycopg 3) or mysql:// / mariadb:// (PyMySQL)"
+_ACCEPTED = (
+    "sqlite:///path/to/file.db (or sqlite:// for a scratch file), postgresql://user@host/db"
+    " (psycopg 3) or mysql://user@host/db (PyMySQL; mariadb:// too)"
+)
+# Where a server URL may name a Unix socket instead of a host.
+_SOCKET_KEYS: dict[str, str] = {"postgresql": "host", "mysql": "unix_socket"}
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 SQLITE_DIR_ENV = "UOWSTRESS_SQLITE_DIR"
 _RAM_DIRECTORY = "/dev/shm"
@@ -117,9 +122,26 @@ def _version(connection: Connection, backend: Backend) -> str:
     return f"{'MariaDB' if 'mariadb' in raw.lower() else 'MySQL'} {number}"
 
 
+def check_url(url: str | URL) -> Backend:
+    """The backend of a URL uowstress can use, decided without connecting. ValueError names
+    what is wrong and the accepted forms; it never holds the password."""
+    backend, normalized = _normalize(url)
+    socket_key = _SOCKET_KEYS.get(backend)
+    if socket_key is not None and not normalized.host and not normalized.query.get(socket_key):
+        # Without a host the driver would guess one (a local socket, environment variables):
+        # the run must reach the server the user meant, so the URL has to say which.
+        shown = _redacted(make_url(url) if isinstance(url, str) else url)
+        raise ValueError(
+            f"the {backend} URL {shown} names no server host (a Unix socket goes in"
+            f" ?{socket_key}=/path/to/socket); write it as {_ACCEPTED}"
+        )
+    return backend
+
+
 def reachable(url: str | URL, timeout_s: int = 3) -> tuple[bool, str]:
     """(True, server version) when the URL answers, else (False, why); never raises for that."""
     try:
+        check_url(url)
         backend, normalized = _normalize(url)
     except ValueError as error:
         return False, str(error)

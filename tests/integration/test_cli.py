@@ -59,6 +59,7 @@ def test_run_explores_with_the_machines_and_writes_the_report(tmp_path: Path) ->
     code, out = run_machines(tmp_path)
     assert code == 0, out
     assert "PASSED" in out
+    assert "WARNING" not in out
     report = _report(tmp_path / "out")
     assert report["summary"]["exit_status"] == 0
     assert [m["machine"] for m in report["machines"]] == ["acid", "sessions"]
@@ -101,6 +102,7 @@ def test_run_with_a_weakening_switch_exits_1_and_reports_the_replay_command(
         (["--target-option", "weaken=no_such_switch"], "unknown weakening switch"),
         (["--db-url", "postgresql://root:s3cret@127.0.0.1:1/test"], "cannot connect"),
         (["--fail-on-regression", "10"], "pass --baseline PATH"),
+        (["--db-url", "postgresql://root:s3cret@/test"], "names no server host"),
     ],
 )
 def test_run_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -360,3 +362,35 @@ def test_a_crashed_worker_is_reported_and_its_finished_tests_kept(tmp_path: Path
     # Every test but the one that died recorded its result, on whichever worker it ran.
     recorded = sorted(m["id"] for m in report["machines"])
     assert recorded == [f"run{n}" for n in range(6) if n != int(match.group(1))]
+
+
+NO_WORKLOAD_TARGET = """
+from examples.ledger import LedgerTarget
+
+
+class NoWorkload(LedgerTarget):
+    workload = None
+
+
+TARGET = NoWorkload()
+"""
+
+
+def test_run_elsewhere_uses_its_own_suites_and_warns_when_every_scenario_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "no_workload_target.py").write_text(NO_WORKLOAD_TARGET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # no tests/performance here
+    code, out = invoke(
+        "run", "--target", "no_workload_target:TARGET", "--pattern",
+        "test_simple_uow_performance.py", "--format", "json", "--output-dir", "out",
+    )  # fmt: skip
+    assert code == 0, out
+    assert (
+        "WARNING: every performance scenario (4) was skipped, so nothing was measured:"
+        " target ledger offers no workload"
+    ) in out
+    report = _report(tmp_path / "out")
+    assert report["summary"]["scenarios"] == {"skipped": 4}
+    assert Path(report["options"]["path"]).is_absolute()

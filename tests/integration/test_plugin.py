@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy.engine import make_url
+
+from tests.integration.test_scratch import scratch_exists
 
 pytest_plugins = ["pytester"]
 
@@ -28,9 +31,13 @@ thresholds:
 
 
 def _run(
-    pytester: pytest.Pytester, server_url: str, critical: str, warning: str
+    pytester: pytest.Pytester,
+    server_url: str,
+    critical: str = "60.0",
+    warning: str = "60.0",
+    test_file: str = TEST_FILE,
 ) -> pytest.RunResult:
-    pytester.makepyfile(test_perf=TEST_FILE)
+    pytester.makepyfile(test_perf=test_file)
     pytester.makefile(
         ".yaml",
         performance_config=THRESHOLDS.format(
@@ -78,6 +85,9 @@ def test_a_warning_is_reported_and_does_not_fail(
     assert scenario["status"] == "passed"
     tiers = {v["metric"]: v["tier"] for v in scenario["verdicts"]}
     assert tiers["avg_transaction_s"] == "warning"
+    # The test did not ask for the connection check; the plugin ran it.
+    checks = {c["name"]: c["passed"] for c in scenario["checks"]}
+    assert checks == {"no lost or duplicated record": True, "no connection left checked out": True}
 
 
 def test_an_invalid_config_is_a_usage_error_naming_the_key(
@@ -88,3 +98,150 @@ def test_an_invalid_config_is_a_usage_error_naming_the_key(
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*workloads.writers: found -3 (int); expected an integer >= 1*"])
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("nonsense", "not a database URL"),
+        ("oracle://scott:s3cret@db.example/orcl", "unsupported database URL scheme 'oracle'"),
+        ("postgresql://", "the postgresql URL postgresql:// names no server host"),
+        ("mysql://root:s3cret@/test", "the mysql URL mysql://root:***@/test names no server host"),
+    ],
+)
+def test_a_malformed_database_url_is_a_usage_error_before_anything_runs(
+    pytester: pytest.Pytester, url: str, problem: str
+) -> None:
+    pytester.makepyfile(test_perf=TEST_FILE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--uowstress-db-url", url)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    message = result.stderr.str()
+    assert f"--uowstress-db-url: {problem}" in message
+    for accepted in ("sqlite:///path", "postgresql://user@host/db", "mysql://user@host/db"):
+        assert accepted in message
+    assert "s3cret" not in message + result.stdout.str()
+    assert "collected" not in result.stdout.str()  # refused before collection
+
+
+BROKEN_SCENARIO = """
+import json
+from pathlib import Path
+
+import pytest
+
+from uowstress.metrics import MemorySampler
+from uowstress.scenario import Scenario
+
+SEEN = {}
+
+
+@pytest.fixture(autouse=True)
+def broken_scenario(monkeypatch):
+    build = Scenario.__init__
+
+    def init(self, **kwargs):
+        SEEN.update(scenario=self, engine=kwargs["system"].engine, url=kwargs["database"].url)
+        if "%(where)s" == "construction":
+            raise RuntimeError("the scenario could not be built")
+        build(self, **kwargs)
+
+    def start(self):
+        raise RuntimeError("the memory sampler could not start")
+
+    monkeypatch.setattr(Scenario, "__init__", init)
+    monkeypatch.setattr(MemorySampler, "start", start)
+
+
+def pytest_sessionfinish(session):
+    pool = SEEN["engine"].pool
+    scenario = SEEN["scenario"]
+    hooked = hasattr(scenario, "_pool") and (scenario._pool.attached or scenario._timer.attached)
+    seen = {
+        "url": SEEN["url"],
+        "pooled": pool.checkedin() + pool.checkedout(),
+        "hooked": hooked,
+    }
+    Path("seen.json").write_text(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("where", ["construction", "start"])
+def test_a_scenario_that_cannot_start_leaves_no_connection_and_no_scratch_database(
+    pytester: pytest.Pytester, server_url: str, backend: str, where: str
+) -> None:
+    pytester.makeconftest(BROKEN_SCENARIO % {"where": where})
+    result = _run(pytester, server_url)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*RuntimeError: the * could not *"])
+    seen = json.loads((pytester.path / "seen.json").read_text())
+    # The system was disposed: its pool was emptied before the scratch database was dropped.
+    assert seen["pooled"] == 0
+    assert seen["hooked"] is False
+    assert not scratch_exists(server_url, backend, make_url(seen["url"]))
+
+
+FAILING_TEARDOWN = """
+import pytest
+
+from examples.ledger import LedgerSystem
+
+
+@pytest.fixture(autouse=True)
+def dispose_fails(monkeypatch):
+    dispose = LedgerSystem.dispose
+
+    def failing(self):
+        dispose(self)
+        raise RuntimeError("the ledger could not be disposed")
+
+    monkeypatch.setattr(LedgerSystem, "dispose", failing)
+"""
+
+
+def test_a_failed_teardown_is_recorded_in_the_scenario(
+    pytester: pytest.Pytester, server_url: str
+) -> None:
+    pytester.makeconftest(FAILING_TEARDOWN)
+    result = _run(pytester, server_url)
+    result.assert_outcomes(passed=1, errors=1)
+    (scenario,) = json.loads((pytester.path / "results.json").read_text())["scenarios"]
+    assert scenario["status"] == "error"
+    assert scenario["message"].startswith("teardown failed: ")
+    assert "the ledger could not be disposed" in scenario["message"]
+
+
+LEAKING_TEST = '''
+import pytest
+
+from uowstress.scenario import Scenario
+
+
+@pytest.fixture
+def held(perf):
+    connections = []
+    yield connections
+    for connection in connections:
+        connection.close()
+
+
+def test_leaks(perf: Scenario, held) -> None:
+    """Keeps a connection out of the pool, and does not check for leaks itself."""
+    keys = perf.create(2)
+    perf.run([[perf.change(k) for k in keys]])
+    held.append(perf.system.engine.connect())
+'''
+
+
+def test_a_leaked_connection_fails_the_scenario_without_an_explicit_check(
+    pytester: pytest.Pytester, server_url: str
+) -> None:
+    result = _run(pytester, server_url, test_file=LEAKING_TEST)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*leaks on *: no connection left checked out: 1 connection(s) still checked out*"]
+    )
+    (scenario,) = json.loads((pytester.path / "results.json").read_text())["scenarios"]
+    assert scenario["status"] == "failed"
+    assert [(c["name"], c["passed"]) for c in scenario["checks"]] == [
+        ("no connection left checked out", False)
+    ]

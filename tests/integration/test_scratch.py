@@ -215,5 +215,11 @@ def test_reachable_reports_the_server_version(server_url: str, backend: str) -> 
 def test_reachable_explains_unusable_urls_instead_of_raising(tmp_path: Path) -> None:
     ok, reason = reachable("oracle://u@h/db")
     assert not ok and "oracle" in reason
+    # No host: the driver would guess one; the URL has to name the server.
+    ok, reason = reachable("postgresql://u:s3cret@/db")
+    assert not ok and "names no server host" in reason and "s3cret" not in reason
+    # A Unix socket names the server too: that URL is tried (and fails for want of one).
+    ok, reason = reachable("mysql://u@/db?unix_socket=/nowhere/mysqld.sock", timeout_s=1)
+    assert not ok and "names no server host" not in reason and "cannot connect" in reason
     ok, reason = reachable(f"sqlite:///{tmp_path / 'missing' / 'lab.db'}")
     assert not ok and "does not exist" in reason

@@ -1,0 +1,48 @@
+"""Where `uowstress run` finds its suites when --path is left at its default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from uowstress import runner
+from uowstress.runner import DEFAULT_PATH, suites_path
+
+SUITES = sorted(p.name for p in runner.CHECKOUT_SUITES.glob("test_*.py"))
+
+
+def test_the_default_folder_in_the_working_directory_is_used_as_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / DEFAULT_PATH).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert suites_path(DEFAULT_PATH) == DEFAULT_PATH
+
+
+def test_without_it_the_packaged_suites_are_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packaged = tmp_path / "site-packages" / "uowstress" / "_suites"
+    packaged.mkdir(parents=True)
+    monkeypatch.setattr(runner, "PACKAGED_SUITES", packaged)
+    monkeypatch.chdir(tmp_path)
+    assert suites_path(DEFAULT_PATH) == str(packaged)
+
+
+def test_in_a_checkout_without_packaged_suites_the_checkouts_are_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "PACKAGED_SUITES", tmp_path / "missing")
+    monkeypatch.chdir(tmp_path)
+    found = Path(suites_path(DEFAULT_PATH))
+    assert found.is_absolute()
+    assert sorted(p.name for p in found.glob("test_*.py")) == SUITES
+    assert "test_simple_uow_performance.py" in SUITES
+
+
+def test_a_folder_the_user_named_is_kept_even_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert suites_path("my/suites") == "my/suites"
