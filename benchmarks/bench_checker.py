@@ -14,7 +14,7 @@ the baseline measured in the same run; 10.0 would be linear), against the goals:
 classified in at most 10 s (CPU time, which other processes on a shared machine do not
 inflate; wall-clock shown beside it) and at most 12 times the 10k time. A 200k history is timed
 too, for information: time per transaction rises between about 5k and 50k transactions, as
-the checker's working set outgrows the CPU caches, and is flat beyond. It asserts nothing
+the checker's working set outgrows the CPU caches, and much more slowly beyond. It asserts nothing
 about time: machines differ; read the figures.
 
 ``--baseline FILE`` also times another version of ``uowstress/anomalies.py`` (e.g. one written
@@ -258,7 +258,7 @@ class CheckerFigures:
     small: Timing
     large: Timing
     # Twice the large history (informative): past the size where the checker's working set
-    # outgrows the CPU caches, time per transaction stops rising.
+    # outgrows the CPU caches, time per transaction rises much more slowly.
     beyond: Timing | None = None
 
     @property

@@ -1,6 +1,6 @@
 """Every speed and memory figure of uowstress, each against a baseline measured in the same run.
 
-    uv run python benchmarks/run.py                    # all five (about ten minutes)
+    uv run python benchmarks/run.py                    # all five (about three minutes)
     uv run python benchmarks/run.py uow checker        # a subset
     uv run python benchmarks/run.py --quick            # small sizes: a look, not the figures
 
