@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,14 @@ from uowstress.options import OPTIONS, option_values, parse_target_options
 from uowstress.profiles import PROFILES, get_profile, register_profiles
 from uowstress.report.model import DurabilityRun, MachineRun, ScenarioResult
 from uowstress.scenario import Scenario, ScenarioSkipped
-from uowstress.scratch import backend_name, check_url, reachable, redacted
+from uowstress.scratch import (
+    BACKEND_NAMES,
+    backend_name,
+    backend_of_name,
+    check_url,
+    reachable,
+    redacted,
+)
 from uowstress.target import DEFAULT_TARGET, Target, load_target
 from uowstress.workload import workload_of
 
@@ -108,7 +116,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "uowstress_backends",
         "databases the performance suites run on when no --uowstress-db-url is given:"
-        " backend names (sqlite, postgresql, mysql) or URLs",
+        " backend names (sqlite, postgresql, mysql, mariadb) or URLs",
         type="linelist",
         default=["sqlite"],
     )
@@ -182,14 +190,13 @@ def _hand_over(config: pytest.Config, report: pytest.TestReport) -> None:
 def _check_database_urls(config: pytest.Config) -> None:
     """A URL that cannot work is a usage error before anything connects (a test would
     otherwise be skipped as if its server were down)."""
-    given = bool(config.getoption("uowstress_db_url"))
-    origin = "--uowstress-db-url" if given else "ini option uowstress_backends"
-    for url in database_urls(config):
+    for where, url in _database_entries(config):
         try:
             check_url(url)
         except ValueError as error:
-            # The message shows the URL with its password hidden, or not at all.
-            raise pytest.UsageError(f"{origin}: {error}") from None
+            # The message shows the URL with its password hidden, or not at all: the entry's
+            # position tells which one it is.
+            raise pytest.UsageError(f"{where}: {error}") from None
 
 
 def options_from(config: pytest.Config) -> dict[str, Any]:
@@ -207,15 +214,55 @@ def options_from(config: pytest.Config) -> dict[str, Any]:
 
 
 def database_urls(config: pytest.Config) -> list[str]:
-    """The databases of this session: --uowstress-db-url, else the ini's backends."""
-    given = config.getoption("uowstress_db_url") or []
+    """The databases of this session: --uowstress-db-url, else the ini's backends (a backend
+    name stands for its server's default URL). pytest.UsageError names an ini entry that is
+    neither a backend name nor a URL."""
+    return [url for _, url in _database_entries(config)]
+
+
+def _database_entries(config: pytest.Config) -> list[tuple[str, str]]:
+    """(where, url) of each database of the session; ``where`` names the entry in a message:
+    the option, and which of several values it is (1-based)."""
+    given = [str(url) for url in config.getoption("uowstress_db_url") or []]
     if given:
-        return list(given)
-    urls = []
-    for entry in config.getini("uowstress_backends"):
-        name = str(entry).strip()
-        urls.append(DEFAULT_URLS.get("mysql" if name == "mariadb" else name, name))
-    return urls
+        return [
+            (_where("--uowstress-db-url", "value", i, len(given)), url)
+            for i, url in enumerate(given)
+        ]
+    entries = [str(entry).strip() for entry in config.getini("uowstress_backends")]
+    found = []
+    for i, entry in enumerate(entries):
+        where = _where("ini option uowstress_backends", "entry", i, len(entries))
+        found.append((where, _backend_url(entry, where)))
+    return found
+
+
+def _where(option: str, kind: str, index: int, count: int) -> str:
+    return option if count == 1 else f"{option} ({kind} {index + 1} of {count})"
+
+
+# What may be echoed of an ini entry that is not a URL: a would-be name, never a URL without
+# its scheme (user:password@host/db).
+_NAME_LIKE = re.compile(r"[A-Za-z0-9_.+-]{1,40}")
+
+
+def _backend_url(entry: str, where: str) -> str:
+    """The URL an ini entry stands for: itself when it is a URL, a backend's default URL
+    (UOWSTRESS_PG_URL / UOWSTRESS_MYSQL_URL or the local server) when it names one."""
+    if "://" in entry:
+        return entry
+    backend = backend_of_name(entry)
+    if backend is not None:
+        return DEFAULT_URLS[backend]
+    names = ", ".join(BACKEND_NAMES[:-1]) + f" or {BACKEND_NAMES[-1]}"
+    if _NAME_LIKE.fullmatch(entry):
+        shown = f"unknown backend {entry!r}"
+    else:
+        shown = "an entry that is neither a backend name nor a URL (it has no scheme://)"
+    raise pytest.UsageError(
+        f"{shown} in {where}; use {names}, or a URL such as sqlite:///path/to/file.db or"
+        " postgresql://user@host/db"
+    )
 
 
 def _ids(urls: list[str]) -> list[str]:

@@ -294,6 +294,17 @@ def _scratch_url(url: URL, backend: Backend, name: str) -> URL:
     return url.update_query_dict({"options": options})
 
 
+# The names a backend goes by (the schemes of _DRIVERS without a driver), as messages list them.
+BACKEND_NAMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
+def backend_of_name(name: str) -> Backend | None:
+    """The backend a bare name stands for ("postgres" and "mariadb" too: every scheme a URL
+    may start with, driver included), or None for a name that is none of them."""
+    entry = _DRIVERS.get(name.strip().lower())
+    return None if entry is None else entry[0]
+
+
 def backend_name(url: str | URL) -> Backend:
     """ "sqlite", "postgresql" or "mysql" for any URL spelling uowstress accepts."""
     return _normalize(url)[0]

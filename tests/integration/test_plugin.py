@@ -123,6 +123,86 @@ def test_a_malformed_database_url_is_a_usage_error_before_anything_runs(
     assert "collected" not in result.stdout.str()  # refused before collection
 
 
+def test_of_several_database_urls_the_bad_one_is_named_by_position_without_its_password(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_perf=TEST_FILE)
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        "--uowstress-db-url",
+        "sqlite://",
+        "--uowstress-db-url",
+        "mysql://root:s3cret@/test",
+        "--uowstress-db-url",
+        "postgresql://root@127.0.0.1/test",
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    message = result.stderr.str()
+    assert (
+        "--uowstress-db-url (value 2 of 3): the mysql URL mysql://root:***@/test names no"
+        " server host"
+    ) in message
+    assert "s3cret" not in message + result.stdout.str()
+
+
+def _collected_ids(pytester: pytest.Pytester, backends: str) -> pytest.RunResult:
+    pytester.makepyfile(test_perf=TEST_FILE)
+    pytester.makeini(f"[pytest]\nuowstress_backends =\n    {backends}\n")
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "--collect-only", "-q")
+
+
+@pytest.mark.parametrize(
+    ("backends", "problem"),
+    [
+        (
+            "pg",
+            "unknown backend 'pg' in ini option uowstress_backends; use sqlite, postgresql,"
+            " postgres, mysql or mariadb, or a URL",
+        ),
+        (
+            "sqlite\n    oracle",
+            "unknown backend 'oracle' in ini option uowstress_backends (entry 2 of 2); use",
+        ),
+        (
+            # A URL that lost its scheme: not echoed, it holds a password.
+            "root:s3cret@127.0.0.1/test",
+            "an entry that is neither a backend name nor a URL (it has no scheme://) in ini"
+            " option uowstress_backends; use sqlite,",
+        ),
+        (
+            "sqlite\n    oracle://scott:s3cret@db.example/orcl",
+            "ini option uowstress_backends (entry 2 of 2): unsupported database URL scheme"
+            " 'oracle'",
+        ),
+    ],
+)
+def test_a_bad_ini_backend_is_a_usage_error_naming_the_entry(
+    pytester: pytest.Pytester, backends: str, problem: str
+) -> None:
+    result = _collected_ids(pytester, backends)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    message = result.stderr.str()
+    assert problem in message
+    assert "s3cret" not in message + result.stdout.str()
+    assert "collected" not in result.stdout.str()  # refused before collection
+
+
+def test_backend_names_and_their_aliases_in_the_ini_stand_for_their_servers(
+    pytester: pytest.Pytester,
+) -> None:
+    # Collecting connects to nothing: the ids show which backend each name became.
+    result = _collected_ids(pytester, "SQLite\n    postgres\n    mariadb")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    result.stdout.fnmatch_lines(
+        [
+            "test_perf.py::test_deposits[[]sqlite[]]",
+            "test_perf.py::test_deposits[[]postgresql[]]",
+            "test_perf.py::test_deposits[[]mysql[]]",
+        ]
+    )
+
+
 BROKEN_SCENARIO = """
 import json
 from pathlib import Path
