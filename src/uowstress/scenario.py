@@ -21,6 +21,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument, Unsatisfiable
 from sqlalchemy import event, text
 
 from uowstress.config import BYTES_PER_MB, PerformanceConfig, Tier, verdict
@@ -48,7 +49,7 @@ from uowstress.report.model import (
 )
 from uowstress.report.model import ScalabilityPoint as ScalabilityRow
 from uowstress.target import JSON, Ids, Query, System, Target
-from uowstress.workload import Workload, classify_error
+from uowstress.workload import Workload, classify_error, refused_cleanly
 
 __all__ = ["Scenario", "ScenarioSkipped"]
 
@@ -311,57 +312,75 @@ class Scenario:
 
     def time_queries(self, *, repeats: int = 20, examples: int = 3) -> dict[str, float]:
         """Run each of the target's queries ``repeats`` times (on a few drawn arguments, the
-        same in every run); the mean seconds of each. A refusal (e.g. not found) is timed
-        like an answer: the database did the same work. Every error is counted in the errors
-        by kind, and a query that answered none of its drawn arguments fails the check
-        "every timed query answered"."""
+        same in every run); the mean seconds of each, timing the query call alone.
+
+        A refusal (e.g. not found for an id drawn not to exist, all an empty database offers)
+        is timed like an answer: the database did the same work. Every error, refusals
+        included, is counted in the errors by kind. The check "every timed query answered"
+        fails for a query that answered none of its drawn arguments: each call raised an
+        error that is not a clean refusal (see `uowstress.workload.refused_cleanly`: a
+        database error such as a bad statement, or a bug such as a KeyError). A query whose
+        arguments cannot be drawn in this state (its strategy is empty) is not run: the check
+        names it as not checked, and it has no mean."""
+        if repeats < 1:
+            raise ValueError(f"repeats must be at least 1, not {repeats}")
         state = self.system.committed_state()
         means: dict[str, float] = {}
         runs: list[_QueryRuns] = []
         for query in self.target.queries:
-            drawn = _draw(query.arguments(state, Ids()), examples) or [{}]
-            fared = _QueryRuns(query.name, len(drawn))
-            total = 0.0
-            for i in range(repeats):
-                started = time.perf_counter()
-                self._run_query(query, drawn[i % len(drawn)], i % len(drawn), fared)
-                total += time.perf_counter() - started
-            means[query.name] = total / repeats
+            fared = _QueryRuns.drawn_for(query, state, examples)
+            if fared.drawn:
+                total = 0.0
+                for i in range(repeats):
+                    index = i % len(fared.drawn)
+                    seconds, error = self._call_query(query, fared.drawn[index])
+                    total += seconds
+                    fared.record(index, error, self.workload)
+                means[query.name] = total / repeats
+            self._add_errors(fared.error_counts())
             runs.append(fared)
         self._check_queries("every timed query answered", runs)
         return means
 
-    def _run_query(self, query: Query, args: Any, index: int, fared: _QueryRuns) -> None:
-        """Run ``query`` once on its ``index``-th drawn argument; how it fared goes in
-        ``fared`` and an error also in the errors by kind."""
+    def _call_query(self, query: Query, args: Any) -> tuple[float, Exception | None]:
+        """Run ``query`` once: the seconds its call took, and what it raised if anything."""
+        uow = self.system.unit_of_work()
+        started = time.perf_counter()
         try:
-            query.run(self.system.unit_of_work(), args)
+            query.run(uow, args)
         except Exception as error:
-            key = error_key(classify_error(error, self.workload), error)
-            self._add_errors(Counter({f"query {query.name}: {key}": 1}))
-            fared.errors[key] += 1
-        else:
-            fared.answered.add(index)
+            return time.perf_counter() - started, error
+        return time.perf_counter() - started, None
 
     def _check_queries(self, name: str, runs: Sequence[_QueryRuns]) -> bool:
-        """Each query answered at least one of its drawn arguments. Refusing some (e.g. an id
-        drawn not to exist) is what queries do; refusing all of them means the query is
-        broken (a bad statement, a missing column), and its timings and plans mean nothing."""
-        broken = [r for r in runs if r.arguments and not r.answered]
-        refusals = sum(sum(r.errors.values()) for r in runs)
+        """Each query answered at least one of its drawn arguments: returned, or refused
+        cleanly (an id drawn not to exist is refused; that is what queries do). A query that
+        answered none is broken (a bad statement, a missing column), and its timings and plans
+        mean nothing. A query with no drawable argument is named as not checked, not failed:
+        nothing says it is broken."""
+        checked = [r for r in runs if r.drawn]
+        broken = [r for r in checked if not r.answered]
+        unchecked = "".join(
+            f"; query {r.name} not checked: no argument could be drawn in this state"
+            f" ({r.undrawable})"
+            for r in runs
+            if not r.drawn
+        )
         if not broken:
+            refused = sum(sum(r.refused.values()) for r in checked)
+            failed = sum(sum(r.errors.values()) for r in checked)
             return self.check(
                 name,
                 True,
-                f"{len(runs)} queries each answered at least one of their drawn arguments"
-                f" ({refusals} call(s) refused)",
+                f"{len(checked)} queries each answered at least one of their drawn arguments"
+                f" ({refused} call(s) refused, {failed} raised an unexpected error){unchecked}",
             )
         shown = "; ".join(
-            f"query {r.name} failed on all {r.arguments} drawn arguments:"
+            f"query {r.name} failed on all {len(r.tried)} drawn arguments:"
             f" {r.errors.most_common(1)[0][0]}"
             for r in broken
         )
-        return self.check(name, False, shown)
+        return self.check(name, False, shown + unchecked)
 
     # ------------------------------------------------------------------ checks
 
@@ -469,9 +488,8 @@ class Scenario:
     def _query_statements(self, examples: int) -> list[tuple[str, str, Any]]:
         """Run each query on a few drawn arguments; the distinct SELECTs each one sent that
         the database ran (a statement it refused could not be explained either). A refusal
-        (e.g. not found) still sent its statements; errors are counted as in `time_queries`,
-        and a query that answered none of its arguments fails "every explained query
-        answered"."""
+        (e.g. not found) still sent its statements. Errors are counted, and the check "every
+        explained query answered" judged, as in `time_queries`."""
         state = self.system.committed_state()
         seen: dict[tuple[str, str], Any] = {}
         current = [""]
@@ -488,10 +506,11 @@ class Scenario:
         try:
             for query in self.target.queries:
                 current[0] = query.name
-                drawn = _draw(query.arguments(state, Ids()), examples)
-                fared = _QueryRuns(query.name, len(drawn))
-                for index, args in enumerate(drawn):
-                    self._run_query(query, args, index, fared)
+                fared = _QueryRuns.drawn_for(query, state, examples)
+                for index, args in enumerate(fared.drawn):
+                    _, error = self._call_query(query, args)
+                    fared.record(index, error, self.workload)
+                self._add_errors(fared.error_counts())
                 runs.append(fared)
         finally:
             event.remove(engine, "after_cursor_execute", capture)
@@ -540,9 +559,42 @@ class _QueryRuns:
     """How one query fared on its drawn arguments."""
 
     name: str
-    arguments: int  # how many were drawn
-    answered: set[int] = field(default_factory=set)  # which of them it answered at least once
-    errors: Counter[str] = field(default_factory=Counter)  # error key -> times
+    drawn: list[Any]  # the arguments drawn; empty when none could be
+    undrawable: str = ""  # why none could be drawn
+    tried: set[int] = field(default_factory=set)  # which of them it ran
+    answered: set[int] = field(default_factory=set)  # which it answered (or refused) once
+    refused: Counter[str] = field(default_factory=Counter)  # clean refusal key -> times
+    errors: Counter[str] = field(default_factory=Counter)  # other error key -> times
+
+    @classmethod
+    def drawn_for(cls, query: Query, state: Any, examples: int) -> _QueryRuns:
+        try:
+            return cls(query.name, _draw(query.arguments(state, Ids()), examples))
+        except (Unsatisfiable, InvalidArgument) as error:
+            # An empty strategy (nothing to sample from, every value filtered out): Hypothesis
+            # says so through these. Anything else the target's strategy raises is its bug.
+            lines = str(error).strip().splitlines()
+            reason = f"{type(error).__name__}: {lines[0][:160]}" if lines else type(error).__name__
+            return cls(query.name, [], reason)
+
+    def record(self, index: int, error: Exception | None, workload: object) -> None:
+        self.tried.add(index)
+        if error is None:
+            self.answered.add(index)
+            return
+        key = error_key(classify_error(error, workload), error)
+        if refused_cleanly(error, workload):
+            self.answered.add(index)
+            self.refused[key] += 1
+        else:
+            self.errors[key] += 1
+
+    def error_counts(self) -> Counter[str]:
+        """Every error of the query's calls, refusals included, as the errors by kind name
+        them."""
+        return Counter(
+            {f"query {self.name}: {key}": n for key, n in (self.refused + self.errors).items()}
+        )
 
 
 _SELECT = re.compile(r"\s*(\(\s*)?(SELECT|WITH)\b", re.IGNORECASE)
@@ -553,7 +605,8 @@ def _one_line(statement: str) -> str:
 
 
 def _draw(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
-    """A few values of ``strategy``, the same in every run."""
+    """A few values of ``strategy``, the same in every run. An empty strategy raises
+    Hypothesis's Unsatisfiable or InvalidArgument (sampled_from an empty list)."""
     drawn: list[Any] = []
 
     @settings(

@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 
 from uowstress.target import JSON, System
 
-__all__ = ["ErrorKind", "Workload", "classify_error", "workload_of"]
+__all__ = ["ErrorKind", "Workload", "classify_error", "refused_cleanly", "workload_of"]
 
 # How an attempt that did not commit ended: a conflict (optimistic version check, serialization
 # failure, busy database: a retry may succeed), a deadlock the database broke, or an error.
@@ -117,3 +117,31 @@ def classify_error(error: BaseException, workload: object = None) -> ErrorKind:
         if kind is not None:
             return kind
     return "error"
+
+
+# Where database errors come from: SQLAlchemy and the drivers (a target may wrap their errors).
+_DATABASE_PACKAGES = frozenset(
+    {"sqlalchemy", "sqlite3", "psycopg", "psycopg2", "pymysql", "MySQLdb"}
+)
+
+
+def refused_cleanly(error: BaseException, workload: object = None) -> bool:
+    """Whether a call that raised ``error`` was refused (the system said no: not found, a
+    broken rule, a conflict) rather than broken (a bad statement, a missing column, a bug).
+
+    A conflict or deadlock (see `classify_error`) is a refusal: the database ran the statement
+    and would not go on. So is SQLAlchemy's NoResultFound: the database answered, with no row.
+    Otherwise a refusal is an exception of the target's own (e.g. a domain NotFound) with no
+    database error anywhere in its chain of causes. Assumed broken: a database error however
+    wrapped (a target that turns one into its own refusal on a read is taken as failing), and
+    one of Python's own exception types raised as is (KeyError, TypeError, ValueError, ...:
+    what a bug in the target's code raises, not what it refuses with on purpose)."""
+    if classify_error(error, workload) != "error":
+        return True
+    if isinstance(error, sa_exc.NoResultFound):
+        return True
+    if type(error).__module__ == "builtins":
+        return False
+    return not any(
+        type(link).__module__.partition(".")[0] in _DATABASE_PACKAGES for link in _chain(error)
+    )

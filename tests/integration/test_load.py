@@ -258,6 +258,108 @@ def test_queries_that_answer_pass_their_checks(server_url: str) -> None:
             system.dispose()
 
 
+def test_a_query_with_no_drawable_arguments_is_not_run_and_named_not_checked(
+    server_url: str,
+) -> None:
+    calls: list[Any] = []
+
+    def counted(uow: Any, args: Any) -> Any:
+        calls.append(args)
+        return _picky(uow, args)
+
+    class _LedgerWithUndrawableQueries(ledger.LedgerTarget):
+        queries = (
+            *ledger.QUERIES,
+            Query("impossible", lambda s, ids: st.nothing(), counted),
+            # Sampled from the accounts there are: none on an empty database.
+            Query("existing_only", _existing_account, counted),
+        )
+
+    target: Target = _LedgerWithUndrawableQueries()
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, {})
+        try:
+            scenario = _scenario(target, db, system, PerformanceConfig())
+            means = scenario.time_queries(repeats=3)
+            scenario.check_indexes()
+            assert calls == []
+            assert set(means) == {"balance", "accounts"}
+            assert not [k for k in scenario.result.errors if "impossible" in k or "existing" in k]
+            timed, explained = scenario.result.checks
+            assert (timed.name, timed.passed) == ("every timed query answered", True)
+            assert (explained.name, explained.passed) == ("every explained query answered", True)
+            for check in (timed, explained):
+                assert check.detail.startswith("2 queries each answered at least one"), check
+                assert (
+                    "; query impossible not checked: no argument could be drawn in this state"
+                    " (Unsatisfiable: "
+                ) in check.detail
+                assert (
+                    "; query existing_only not checked: no argument could be drawn in this"
+                    " state (InvalidArgument: Cannot sample from a length-zero sequence.)"
+                ) in check.detail
+        finally:
+            system.dispose()
+
+
+def test_correct_queries_on_an_empty_database_pass_their_checks(server_url: str) -> None:
+    # On an empty database the reference system's queries draw only ids that do not exist:
+    # get_robot refuses every call (NotFound), and that is an answer.
+    target = load_target("humanoid_training.target:TARGET")
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, {})
+        try:
+            scenario = _scenario(target, db, system, PerformanceConfig())
+            means = scenario.time_queries(repeats=2)
+            scenario.check_indexes()
+            assert set(means) == {q.name for q in target.queries}
+            refusals = {k: n for k, n in scenario.result.errors.items() if "get_robot" in k}
+            (key,) = refusals
+            assert key.startswith("query get_robot: error: NotFound: ")
+            assert refusals[key] > 2  # both timed runs and the explained ones, each counted
+            timed, explained = scenario.result.checks
+            assert (timed.name, timed.passed) == ("every timed query answered", True), timed
+            assert (explained.name, explained.passed) == (
+                "every explained query answered",
+                True,
+            ), explained
+            assert "0 raised an unexpected error" in timed.detail
+        finally:
+            system.dispose()
+
+
+def _buggy(uow: Any, args: Any) -> Any:
+    with uow:
+        return uow.balance(args["account"])  # the strategy draws no "account": a KeyError
+
+
+def test_broken_queries_fail_their_checks_on_an_empty_database(server_url: str) -> None:
+    class _LedgerWithBrokenQueries(ledger.LedgerTarget):
+        queries = (
+            *ledger.QUERIES,
+            Query("broken", lambda s, ids: st.just({"account": "nobody"}), _broken),
+            Query("buggy", lambda s, ids: st.just({}), _buggy),
+        )
+
+    target: Target = _LedgerWithBrokenQueries()
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, {})
+        try:
+            scenario = _scenario(target, db, system, PerformanceConfig())
+            scenario.time_queries(repeats=2)
+            (timed,) = scenario.result.checks
+            assert (timed.name, timed.passed) == ("every timed query answered", False)
+            # "balance" draws only "nobody" here and is refused every time: an answer.
+            assert "balance" not in timed.detail
+            broken, buggy = timed.detail.split("; ")
+            assert broken.startswith("query broken failed on all 1 drawn arguments: error: ")
+            assert (
+                buggy == "query buggy failed on all 1 drawn arguments: error: KeyError: 'account'"
+            )
+        finally:
+            system.dispose()
+
+
 def _failing(key: str) -> Job:
     def work(uow: Any) -> None:
         uow.post(f"f-{key}", key, 1)

@@ -1,4 +1,5 @@
-"""How uowstress tells a conflict from a deadlock from an error, on real driver exceptions."""
+"""How uowstress tells a conflict from a deadlock from an error, and a clean refusal from a
+broken call, on real driver exceptions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pymysql
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from uowstress.workload import classify_error
+from uowstress.workload import classify_error, refused_cleanly
 
 
 def _wrapped(orig: BaseException) -> sa_exc.DBAPIError:
@@ -73,3 +74,44 @@ def test_the_workloads_own_classification_comes_first() -> None:
     # A workload that does not know the error leaves the driver's answer.
     deadlock = _caused_by(_wrapped(psycopg.errors.DeadlockDetected("deadlock")))
     assert classify_error(deadlock, object()) == "deadlock"
+
+
+class NotFound(Exception):
+    """A target's own refusal."""
+
+
+def _translated(cause: BaseException, error: Exception) -> Exception:
+    try:
+        raise error from cause
+    except Exception as raised:
+        return raised
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        (NotFound("no robot 'missing'"), True),
+        # Translated from a lookup: still the target's own refusal.
+        (_translated(KeyError("missing"), NotFound("no robot 'missing'")), True),
+        (sa_exc.NoResultFound("No row was found when one was required"), True),
+        (_wrapped(psycopg.errors.LockNotAvailable("could not obtain lock")), True),
+        # A bad statement, raw or wrapped in the target's own error.
+        (_wrapped(psycopg.errors.UndefinedColumn('column "nope" does not exist')), False),
+        (_caused_by(_wrapped(pymysql.err.ProgrammingError(1054, "Unknown column"))), False),
+        (_translated(sqlite3.OperationalError("no such column: nope"), NotFound("?")), False),
+        # Python's own errors: a bug in the target, not a refusal.
+        (KeyError("robot_id"), False),
+        (TypeError("'NoneType' object is not subscriptable"), False),
+    ],
+)
+def test_a_clean_refusal_is_told_from_a_broken_call(error: Exception, refused: bool) -> None:
+    assert refused_cleanly(error) is refused
+
+
+def test_the_workloads_conflicts_are_refusals() -> None:
+    class Workload:
+        def classify(self, error: BaseException) -> str | None:
+            return "conflict" if isinstance(error, TypeError) else None
+
+    assert refused_cleanly(TypeError("version mismatch"), Workload())
+    assert not refused_cleanly(TypeError("version mismatch"))
