@@ -7,14 +7,14 @@ plain connection, what the database really holds.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy import Connection, Engine, event, func, insert, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from humanoid_training.domain import (
     EpisodeMetrics,
@@ -28,7 +28,12 @@ from humanoid_training.domain import (
     new_id,
 )
 from humanoid_training.persistence import tables as t
-from humanoid_training.persistence.engine import EngineOptions, backend_of, begin_statement
+from humanoid_training.persistence.engine import (
+    EngineOptions,
+    backend_of,
+    begin_statement,
+    make_engine,
+)
 from humanoid_training.persistence.errors import ConcurrencyConflict, RetryableConflict
 from humanoid_training.persistence.unit_of_work import FaultHook, SqlAlchemyUnitOfWork
 from humanoid_training.services import SessionChange, batch_update
@@ -390,3 +395,101 @@ def test_failed_commit_ends_the_transaction(schema_engine: Engine) -> None:
         [outcome] = run_concurrently([change_it])
         assert outcome.error is None, outcome
     assert reload(schema_engine, stored).name == "Other"
+
+
+# --- A COMMIT the database refuses -----------------------------------------------------------
+# Every statement succeeds, then the COMMIT fails. SQLAlchemy keeps such a transaction, inactive,
+# and sends no ROLLBACK for it, not even when the connection goes back to the pool; SQLite keeps
+# its transaction, and the write lock, open after a refused COMMIT. MariaDB is not among these
+# tests: InnoDB checks every constraint at its statement, and nothing else there refuses a
+# COMMIT on demand, without a race or a lost connection.
+
+
+def _refuse_the_commit(connection: Connection) -> None:
+    """Write what only the COMMIT finds wrong, so that the database refuses the COMMIT."""
+    if connection.dialect.name == "sqlite":
+        # A skill of no robot, its foreign key checked at COMMIT (only in this transaction).
+        connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        row = {"robot_id": "no-such-robot", "skill": S.STATIC_BALANCE.value, "score": 0.1}
+        connection.execute(insert(t.robot_skills).values(row))
+    else:
+        # A unique constraint checked at COMMIT, on a table gone with the transaction.
+        connection.exec_driver_sql(
+            "CREATE TEMP TABLE commit_refused"
+            " (id int, CONSTRAINT once UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+        connection.exec_driver_sql("INSERT INTO commit_refused VALUES (1), (1)")
+
+
+@contextmanager
+def _row_lock_probe(db_url: URL) -> Iterator[Callable[[str], bool]]:
+    """Whether another connection can lock a robot's row at once, without waiting (SQLite:
+    take the write lock)."""
+    if backend_of(db_url) == "sqlite":
+        assert db_url.database
+        path = Path(db_url.database)
+        yield lambda _robot_id: _write_lock_is_free(path)
+        return
+    observer = make_engine(db_url)
+    locked = select(t.robots.c.id).with_for_update(nowait=True)
+
+    def is_free(robot_id: str) -> bool:
+        with observer.connect() as connection:
+            try:
+                connection.execute(locked.where(t.robots.c.id == robot_id)).all()
+                return True
+            except sa_exc.OperationalError as error:
+                assert getattr(error.orig, "sqlstate", None) == "55P03", error  # lock_not_available
+                return False
+
+    try:
+        yield is_free
+    finally:
+        observer.dispose()
+
+
+@pytest.mark.parametrize("ended_by", ["commit", "rollback"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_a_refused_commit_leaves_the_connection_clean(db_url: URL, ended_by: str) -> None:
+    """The refused COMMIT's transaction ends, and its locks go, at once (in uow.commit(), or
+    in uow.rollback() when the block committed the connection itself); the pool's one
+    connection comes back, and serves the next unit of work."""
+    options = EngineOptions(sqlite_busy_timeout_ms=0, pool_size=1, max_overflow=0)
+    with schema_engine_for(db_url, options) as engine, _row_lock_probe(db_url) as lock_is_free:
+        stored = _stored_robot(engine)
+        held_at_commit: list[bool] = []
+
+        def refuse(point: str, connection: Connection) -> None:
+            if point == "before_commit":
+                held_at_commit.append(not lock_is_free(stored.id))
+                _refuse_the_commit(connection)
+
+        work = SqlAlchemyUnitOfWork(engine, fault_hook=refuse)
+        with work:
+            work.robots.get(stored.id).rename("Never stored")
+            with pytest.raises(sa_exc.IntegrityError):
+                if ended_by == "commit":
+                    work.commit()
+                else:
+                    work.connection.execute(
+                        t.robots.update().where(t.robots.c.id == stored.id).values(name="Nor this")
+                    )
+                    refuse("before_commit", work.connection)
+                    work.connection.commit()
+            if ended_by == "rollback":
+                work.rollback()
+            assert held_at_commit == [True]  # the probe sees a held lock
+            assert lock_is_free(stored.id)
+            # None left behind, not even an inactive one: closing would skip the pool's reset.
+            assert work.connection.get_transaction() is None
+        assert lock_is_free(stored.id)
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        # The pool's only connection: its next unit of work writes as any other.
+        with uow(engine) as following:
+            following.robots.get(stored.id).rename("Renamed after")
+            following.commit()
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert reload(engine, stored).name == "Renamed after"
+        assert count_rows(engine, t.robot_skills, t.robot_skills.c.robot_id == "no-such-robot") == 0

@@ -321,12 +321,29 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self.tracked = {}
 
     def _end_transaction(self) -> None:
-        """Roll back the connection's transaction, if any."""
+        """Roll back the connection's transaction, if any, including one whose COMMIT failed."""
         connection = self._connection
         if connection is None:
             return
-        try:
-            if connection.in_transaction():
+        transaction = connection.get_transaction()
+        if transaction is None:
+            return
+        if transaction.is_active or connection.invalidated:
+            try:
                 connection.rollback()
-        except sa_exc.DBAPIError:
+            except sa_exc.DBAPIError:
+                connection.invalidate()
+            return
+        # The COMMIT itself failed. SQLAlchemy keeps the transaction, inactive: its rollback()
+        # sends no ROLLBACK, and while it is kept Connection.close() skips the pool's reset.
+        # SQLite keeps its transaction, and the write lock, after a refused COMMIT (e.g. a
+        # deferred foreign key): the driver connection is rolled back here. Where the server
+        # ended the transaction itself (PostgreSQL) that costs nothing.
+        pooled = connection.connection
+        connection.rollback()  # forgets the transaction; sends nothing
+        try:
+            connection.dialect.do_rollback(pooled)
+        except Exception:
+            # State unknown: the pool must not hand this connection out again.
+            log.warning("rolling back after a refused COMMIT failed", exc_info=True)
             connection.invalidate()
