@@ -84,12 +84,13 @@ class Fault:
             def on_commit(conn: Connection) -> None:
                 if not self.fired:
                     self.fired = True
-                    # As when a server refuses a COMMIT (a deferred constraint, a serialization
-                    # failure found at commit): the transaction is gone and the commit raises.
-                    # Raising alone would leave the driver's transaction open behind
-                    # SQLAlchemy's back, which no real failure does.
-                    conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
-                    raise InjectedFault("injected fault at commit: the server refused it")
+                    # As when the database refuses a COMMIT (a deferred constraint, a
+                    # serialization failure found at commit). The servers end the transaction
+                    # then; SQLite keeps it open, its locks held, until a ROLLBACK, which the
+                    # system under test must send.
+                    if conn.dialect.name != "sqlite":
+                        conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+                    raise InjectedFault("injected fault at commit: the database refused it")
 
             self._listen(connection, "commit", on_commit)
 
