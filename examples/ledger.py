@@ -184,9 +184,18 @@ class SqlWork(Work):
         conn = self.conn
         if conn is None:
             return
+        transaction = conn.get_transaction()
+        if transaction is None:
+            return
         try:
-            if conn.in_transaction():
+            if transaction.is_active or conn.invalidated:
                 conn.rollback()
+                return
+            # The COMMIT was refused: SQLAlchemy forgets the transaction without a ROLLBACK,
+            # but SQLite keeps it open, locks and writes included, until one is sent.
+            pooled = conn.connection
+            conn.rollback()
+            conn.dialect.do_rollback(pooled)
         except sa.exc.DBAPIError:  # the connection died under us: never hand it out again
             conn.invalidate()
 
