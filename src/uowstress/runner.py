@@ -283,7 +283,7 @@ class _Collector:
         self.progress = progress
         self.rootpath = Path.cwd()
         self.collect_errors: list[tuple[str, list[str]]] = []  # (file, what pytest said)
-        self.test_errors: list[str] = []
+        self.test_errors: list[tuple[str, str, str]] = []  # (node id, phase, what went wrong)
         self.workers_down: dict[str, str] = {}  # worker id -> why it went down
         self.crashed_in: dict[str, str] = {}  # worker id -> the test it crashed in
 
@@ -293,8 +293,14 @@ class _Collector:
 
     def errors(self) -> list[str]:
         """Tests that could not be set up or torn down, workers that crashed, tests that did
-        not run."""
-        found = list(self.test_errors)
+        not run. A failed teardown of a performance scenario is left out: its result already
+        says so, and is counted as an error from there (runner._run_errors)."""
+        errored = {s.id for s in self.store.scenarios if s.status == "error"}
+        found = [
+            message
+            for nodeid, when, message in self.test_errors
+            if not (when == "teardown" and nodeid in errored)
+        ]
         for worker, reason in self.workers_down.items():
             during = self.crashed_in.get(worker)
             found.append(
@@ -348,14 +354,16 @@ class _Collector:
             if worker is not None:
                 self.crashed_in[str(worker.id)] = report.nodeid
             else:
-                self.test_errors.append(f"{report.nodeid}: {report.longreprtext.strip()}")
+                message = f"{report.nodeid}: {report.longreprtext.strip()}"
+                self.test_errors.append((report.nodeid, report.when, message))
             self.outcomes["error"] += 1
             self._finished(report.nodeid)
             return
         if report.failed and report.when != "call":
             lines = _useful_lines(report.longreprtext, limit=1)
             said = f": {lines[0]}" if lines else ""
-            self.test_errors.append(f"{report.nodeid}: error in {report.when}{said}")
+            message = f"{report.nodeid}: error in {report.when}{said}"
+            self.test_errors.append((report.nodeid, report.when, message))
             self.outcomes["error"] += 1
         if report.when == "call":
             self.outcomes[report.outcome] += 1

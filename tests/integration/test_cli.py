@@ -322,6 +322,39 @@ def test_a_failed_isolation_search_keeps_the_report_and_exits_2(tmp_path: Path) 
     assert error in out
 
 
+TEARDOWN_SUITE = """
+    import pytest
+
+    @pytest.fixture
+    def cleanup():
+        yield
+        raise RuntimeError("could not remove the fixture's files")
+
+    def test_measured(cleanup, perf):
+        perf.run([[perf.change(key) for key in perf.create(2)]])
+
+    def test_plain(cleanup):
+        pass
+"""
+
+
+def test_a_failed_teardown_is_one_error(tmp_path: Path) -> None:
+    code, out = run_suite(tmp_path, "test_teardown_fails", TEARDOWN_SUITE)
+    assert code == 2, out
+    report = _report(tmp_path / "out")
+    (scenario,) = report["scenarios"]
+    assert scenario["status"] == "error"
+    said = "RuntimeError: could not remove the fixture's files"
+    # Once for the scenario (its result says so), once for the test without one.
+    assert report["summary"]["errors"] == [
+        f"test_teardown_fails.py::test_measured[sqlite]: teardown failed: {said}",
+        f"test_teardown_fails.py::test_plain: error in teardown: {said}",
+    ]
+    assert report["summary"]["exit_status"] == 2
+    assert out.count("teardown failed") == 2  # the scenario's line, and its one error
+    assert out.count("error in teardown") == 1  # test_plain's only
+
+
 CRASH_SUITE = """
     import os
 
