@@ -118,10 +118,11 @@ def run(
     reports (Markdown, JSON, HTML).
 
     Exit status: 0 all within budget and no finding, 1 a finding, a failed check, a critical
-    figure or (with --fail-on-regression) a regression, 2 a usage, configuration or database
-    error, a suite that cannot be collected, or an error during the run (a state machine,
-    check or isolation search that could not finish, a crashed worker; the reports are
-    written then, with the errors in them).
+    figure or (with --fail-on-regression) a regression, 2 an error: before the run (nothing
+    runs, no report) a usage, configuration or database error or a suite that cannot be
+    collected; during the run (the reports are written, with the errors in them) a state
+    machine, durability check, scenario or isolation search that could not finish, a test
+    that could not be set up or torn down, a crashed worker, collected tests that did not run.
     """
     from uowstress.runner import FORMATS, RunRequest
     from uowstress.runner import run as run_suites

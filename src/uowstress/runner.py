@@ -3,11 +3,12 @@ and turn what they measured and found into a report.
 
 Exit status: 0 when everything ran within budget and nothing was found, 1 for a finding, a
 failed check, a critical figure or (with --fail-on-regression) a regression beyond the
-threshold, 2 for a usage, configuration or database error found before the run (nothing is
-run, no report written) and for an error during it: a suite that cannot be collected (no
-report), a state machine, durability check, scenario or isolation search that could not run
-to its end, a test that could not be set up, a crashed worker (the report is written, with
-what went wrong in its summary's errors). An error outweighs a finding.
+threshold, 2 for an error. Before the run (nothing is run, no report written): a usage,
+configuration or database error, or a suite that cannot be collected. During the run (the
+report is written, with each error in its summary's errors): a state machine, durability
+check, scenario or isolation search that could not run to its end, a test that could not be
+set up or torn down, a crashed worker, collected tests that did not run. An error outweighs
+a finding.
 """
 
 from __future__ import annotations
@@ -270,7 +271,7 @@ def _useful_lines(longrepr: str, limit: int = 8) -> list[str]:
 class _Collector:
     """Takes the results out of the pytest session, counts outcomes, drives a progress bar,
     and keeps what went wrong around the tests: collection errors, tests that could not be set
-    up, crashed pytest-xdist workers."""
+    up or torn down, crashed pytest-xdist workers, tests that did not run."""
 
     def __init__(
         self, progress: Callable[[str, int, int], None] | None, suites: Path = Path(".")
@@ -419,7 +420,8 @@ def build_report(
     isolation: Sequence[IsolationMatrix] = (),
 ) -> Report:
     """The report of the run; ``errors`` are what went wrong outside the results in ``store``
-    (crashed workers, tests not set up, a failed isolation search)."""
+    (crashed workers, tests not set up or torn down, tests that did not run, a failed isolation
+    search)."""
     findings = _findings(store)
     verdicts = [v for s in store.scenarios for v in s.verdicts] + [
         v for m in store.machines for v in m.verdicts
