@@ -55,9 +55,9 @@ def main() -> None:
 )
 @click.option(
     "--path",
-    default=DEFAULT_PATH,
-    show_default=True,
-    help="the folder of the performance suites",
+    default=None,
+    help=f"the folder of the performance suites (default: ./{DEFAULT_PATH}, or uowstress's own"
+    " suites when the working directory has none)",
 )
 @click.option(
     "--output-dir",
@@ -104,7 +104,7 @@ def main() -> None:
 )
 def run(
     pattern: str,
-    path: str,
+    path: str | None,
     output_dir: Path,
     report_format: str,
     verbose: bool,

@@ -63,16 +63,22 @@ PACKAGED_SUITES = Path(__file__).resolve().parent / "_suites"
 CHECKOUT_SUITES = Path(__file__).resolve().parents[2] / DEFAULT_PATH
 
 
-def suites_path(path: str) -> str:
-    """The folder of suites to run: `path`, or uowstress's own suites when `path` is the
-    default and the working directory has no such folder (e.g. run from an installed wheel).
-    A folder the user named is kept as given, so that a missing one is reported."""
-    if path != DEFAULT_PATH or Path(path).exists():
+def suites_path(path: str | None) -> str:
+    """The folder of suites to run. None (no --path given): ./tests/performance when the
+    working directory has one, else uowstress's own suites (e.g. run from an installed wheel).
+    A path the user gave is kept as given, even DEFAULT_PATH: a missing one is then reported
+    rather than silently replaced by other suites."""
+    if path is not None:
         return path
+    if Path(DEFAULT_PATH).exists():
+        return DEFAULT_PATH
     for candidate in (PACKAGED_SUITES, CHECKOUT_SUITES):
         if candidate.is_dir():
             return str(candidate)
-    return path
+    raise ConfigError(
+        f"no performance suites: the working directory has no {DEFAULT_PATH} and uowstress's"
+        " own suites are not installed; give --path the folder that holds yours"
+    )
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class RunRequest:
 
     options: dict[str, Any]
     pattern: str = "test_*.py"
-    path: str = DEFAULT_PATH
+    path: str | None = None  # None: see suites_path
     output_dir: Path = Path("performance_reports")
     formats: tuple[str, ...] = FORMATS
     verbose: bool = False
@@ -184,11 +190,12 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
         )
     if request.baseline is not None:
         load_report(request.baseline)  # a malformed baseline stops the run before it starts
-    suites = Path(request.path)
+    suites = Path(suites_path(request.path))
     if not suites.exists():
         raise ConfigError(
-            f"no performance suites at {suites}; give --path the folder that holds them"
-            f" (uowstress's own are in {DEFAULT_PATH} of its repository)"
+            f"--path {suites}: no such file or folder; give --path the folder that holds your"
+            f" performance suites, or leave it out to run ./{DEFAULT_PATH} (uowstress's own"
+            " suites when there is none)"
         )
     if suites.is_dir() and not any(suites.rglob(request.pattern)):
         raise ConfigError(f"no file in {suites} matches --pattern {request.pattern!r}")
@@ -221,7 +228,7 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
 def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) -> list[str]:
     options = request.options
     args = [
-        request.path,
+        suites_path(request.path),
         "-o",
         f"python_files={request.pattern}",
         "-p",
@@ -451,7 +458,7 @@ def build_report(
             target=options["target"],
             target_options=parse_target_options(options["target_option"]),
             pattern=request.pattern,
-            path=request.path,
+            path=suites_path(request.path),
             config=config_path,
             workers=request.workers,
             baseline=None if request.baseline is None else str(request.baseline),
@@ -494,9 +501,11 @@ def run(
 
     An error during the run (see the module's docstring) does not lose the report: it is
     written, with the error in its summary, and the exit status is 2."""
-    request = replace(request, path=suites_path(request.path))
+    # Resolved once: from here on suites_path(request.path) is request.path.
+    path = suites_path(request.path)
+    request = replace(request, path=path)
     urls, databases, config_path = _check(request)
-    collector = _Collector(progress, Path(request.path))
+    collector = _Collector(progress, Path(path))
     started = time.perf_counter()
     # The suites import the target and the tests from the working directory, as pytest does.
     if os.getcwd() not in sys.path:
@@ -513,9 +522,7 @@ def run(
     if status == pytest.ExitCode.INTERRUPTED:
         raise UowstressError("the run was interrupted; no report written")
     if status == pytest.ExitCode.NO_TESTS_COLLECTED:
-        raise ConfigError(
-            f"no test was collected from {request.path} with --pattern {request.pattern!r}"
-        )
+        raise ConfigError(f"no test was collected from {path} with --pattern {request.pattern!r}")
     errors = collector.errors()
     isolation = []
     if request.isolation_budget_s is not None:

@@ -427,3 +427,13 @@ def test_run_elsewhere_uses_its_own_suites_and_warns_when_every_scenario_is_skip
     report = _report(tmp_path / "out")
     assert report["summary"]["scenarios"] == {"skipped": 4}
     assert Path(report["options"]["path"]).is_absolute()
+
+
+def test_a_path_the_user_gave_is_not_replaced_by_the_packaged_suites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no tests/performance here
+    code, out = invoke("run", "--path", "tests/performance", "--output-dir", "out")
+    assert code == 2, out
+    assert "--path tests/performance: no such file or folder" in out
+    assert not (tmp_path / "out").exists()
