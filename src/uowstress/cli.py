@@ -39,6 +39,12 @@ def shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def shared_option(name: str) -> Callable[[Any], Any]:
+    """One of the shared options (uowstress.options), for a command that takes only a few."""
+    (spec,) = [spec for spec in OPTIONS if spec.name == name]
+    return _click_option(spec)
+
+
 @click.group()
 @click.version_option(package_name="uowstress")
 def main() -> None:
@@ -336,6 +342,7 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
     show_default=True,
     help="Hypothesis profile: bounds the examples per level (ci or nightly for a report)",
 )
+@shared_option("allow_existing_tables")
 def isolation(
     db_url: str,
     levels: tuple[str, ...],
@@ -343,13 +350,16 @@ def isolation(
     json_path: Path | None,
     markdown_path: Path | None,
     profile: str,
+    allow_existing_tables: bool,
 ) -> None:
     """Search each isolation level of a database for the anomalies it really shows.
 
     For every level and every anomaly class (G0, G1a, G1b, G1c, OTV, PMP, P4, G-single,
-    G2-item, G2), Hypothesis drives concurrent sessions over a small register table; what
-    the server did decides each verdict. Prints the matrix; observed anomalies come with a
-    shrunk reproducer. Exit status: 0 done, 2 a usage or database error.
+    G2-item, G2), Hypothesis drives concurrent sessions over a small register table
+    (uows_registers, dropped at the end); what the server did decides each verdict. Prints
+    the matrix; observed anomalies come with a shrunk reproducer. Exit status: 0 done, 2 a
+    usage or database error (a SQLite file holding tables needs --allow-existing-tables, and
+    is refused when one of them is named uows_registers).
     """
     import contextlib
 
@@ -368,6 +378,7 @@ def isolation(
             budget_s=budget_seconds,
             profile=profile,
             progress=progress,
+            allow_existing_tables=allow_existing_tables,
         )
     except (UowstressError, ValueError) as error:
         click.echo(f"uowstress: {error}", err=True)

@@ -529,7 +529,12 @@ def run(
         for url in urls:
             try:
                 isolation.append(
-                    _isolation_matrix(url, request.isolation_budget_s, request.options["profile"])
+                    _isolation_matrix(
+                        url,
+                        request.isolation_budget_s,
+                        request.options["profile"],
+                        allow_existing_tables=request.options["allow_existing_tables"],
+                    )
                 )
             except Exception as error:  # any failure: it goes into the report, which is kept
                 errors.append(f"isolation search on {redacted(url)} failed: {_said(error)}")
@@ -576,8 +581,12 @@ def _said(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def _isolation_matrix(url: str, budget_s: float, profile: str) -> IsolationMatrix:
+def _isolation_matrix(
+    url: str, budget_s: float, profile: str, *, allow_existing_tables: bool
+) -> IsolationMatrix:
     from uowstress.isolation import search_isolation
 
-    searched = search_isolation(url, budget_s=budget_s, profile=profile)
+    searched = search_isolation(
+        url, budget_s=budget_s, profile=profile, allow_existing_tables=allow_existing_tables
+    )
     return IsolationMatrix.model_validate(searched.to_json())

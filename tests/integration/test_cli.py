@@ -302,12 +302,25 @@ def test_errors_during_the_run_are_reported_and_outweigh_a_finding(tmp_path: Pat
     assert "## Errors" in (tmp_path / "out" / "uowstress-report.md").read_text()
 
 
+def _foreign_file(path: Path, *tables: str) -> Path:
+    """A SQLite file holding the user's tables, one row each."""
+    with sqlite3.connect(path) as conn:
+        for table in tables:
+            conn.execute(f"create table {table} (name text)")
+            conn.execute(f"insert into {table} values ('theirs')")
+    return path
+
+
+def _contents(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with sqlite3.connect(path) as conn:
+        names = [row[0] for row in conn.execute("select name from sqlite_master")]
+        return {name: conn.execute(f"select * from {name}").fetchall() for name in names}
+
+
 def test_a_failed_isolation_search_keeps_the_report_and_exits_2(tmp_path: Path) -> None:
-    # The isolation search refuses a file holding foreign tables, --allow-existing-tables or
-    # not: the suites run on it, the search does not.
-    database = tmp_path / "theirs.db"
-    with sqlite3.connect(database) as conn:
-        conn.execute("create table payroll (id integer)")
+    # The file holds a table of the user's named like the search's register table: the suites
+    # run on it (--allow-existing-tables), the search refuses to overwrite that table.
+    database = _foreign_file(tmp_path / "theirs.db", "payroll", "uows_registers")
     code, out = run_suite(
         tmp_path, "test_isolation_fails", "def test_passes():\n    pass\n",
         "--db-url", f"sqlite:///{database}", "--allow-existing-tables", "--isolation", "1",
@@ -317,9 +330,23 @@ def test_a_failed_isolation_search_keeps_the_report_and_exits_2(tmp_path: Path) 
     assert report["isolation"] == []
     (error,) = report["summary"]["errors"]
     assert error.startswith(f"isolation search on sqlite:///{database} failed: UnsafeDatabase:")
-    assert "payroll" in error
+    assert "uows_registers" in error
     assert report["summary"]["exit_status"] == 2
     assert error in out
+    assert _contents(database) == {"payroll": [("theirs",)], "uows_registers": [("theirs",)]}
+
+
+def test_the_isolation_search_of_a_run_takes_allow_existing_tables(tmp_path: Path) -> None:
+    database = _foreign_file(tmp_path / "theirs.db", "payroll")
+    code, out = run_suite(
+        tmp_path, "test_isolation_allowed", "def test_passes():\n    pass\n",
+        "--db-url", f"sqlite:///{database}", "--allow-existing-tables", "--isolation", "1",
+    )  # fmt: skip
+    assert code == 0, out
+    (matrix,) = _report(tmp_path / "out")["isolation"]
+    assert matrix["results"] and all(cell["examples"] > 0 for cell in matrix["results"])
+    # The user's table untouched, the search's own table gone.
+    assert _contents(database) == {"payroll": [("theirs",)]}
 
 
 TEARDOWN_SUITE = """
