@@ -39,6 +39,12 @@ def shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def shared_option(name: str) -> Callable[[Any], Any]:
+    """One of the shared options (uowstress.options), for a command that takes only a few."""
+    (spec,) = [spec for spec in OPTIONS if spec.name == name]
+    return _click_option(spec)
+
+
 @click.group()
 @click.version_option(package_name="uowstress")
 def main() -> None:
@@ -55,9 +61,9 @@ def main() -> None:
 )
 @click.option(
     "--path",
-    default=DEFAULT_PATH,
-    show_default=True,
-    help="the folder of the performance suites",
+    default=None,
+    help=f"the folder of the performance suites (default: ./{DEFAULT_PATH}, or uowstress's own"
+    " suites when the working directory has none)",
 )
 @click.option(
     "--output-dir",
@@ -104,7 +110,7 @@ def main() -> None:
 )
 def run(
     pattern: str,
-    path: str,
+    path: str | None,
     output_dir: Path,
     report_format: str,
     verbose: bool,
@@ -118,10 +124,11 @@ def run(
     reports (Markdown, JSON, HTML).
 
     Exit status: 0 all within budget and no finding, 1 a finding, a failed check, a critical
-    figure or (with --fail-on-regression) a regression, 2 a usage, configuration or database
-    error, a suite that cannot be collected, or an error during the run (a state machine,
-    check or isolation search that could not finish, a crashed worker; the reports are
-    written then, with the errors in them).
+    figure or (with --fail-on-regression) a regression, 2 an error: before the run (nothing
+    runs, no report) a usage, configuration or database error or a suite that cannot be
+    collected; during the run (the reports are written, with the errors in them) a state
+    machine, durability check, scenario or isolation search that could not finish, a test
+    that could not be set up or torn down, a crashed worker, collected tests that did not run.
     """
     from uowstress.runner import FORMATS, RunRequest
     from uowstress.runner import run as run_suites
@@ -335,6 +342,7 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
     show_default=True,
     help="Hypothesis profile: bounds the examples per level (ci or nightly for a report)",
 )
+@shared_option("allow_existing_tables")
 def isolation(
     db_url: str,
     levels: tuple[str, ...],
@@ -342,13 +350,16 @@ def isolation(
     json_path: Path | None,
     markdown_path: Path | None,
     profile: str,
+    allow_existing_tables: bool,
 ) -> None:
     """Search each isolation level of a database for the anomalies it really shows.
 
     For every level and every anomaly class (G0, G1a, G1b, G1c, OTV, PMP, P4, G-single,
-    G2-item, G2), Hypothesis drives concurrent sessions over a small register table; what
-    the server did decides each verdict. Prints the matrix; observed anomalies come with a
-    shrunk reproducer. Exit status: 0 done, 2 a usage or database error.
+    G2-item, G2), Hypothesis drives concurrent sessions over a small register table
+    (uows_registers, dropped at the end); what the server did decides each verdict. Prints
+    the matrix; observed anomalies come with a shrunk reproducer. Exit status: 0 done, 2 a
+    usage or database error (a SQLite file holding tables needs --allow-existing-tables, and
+    is refused when one of them is named uows_registers).
     """
     import contextlib
 
@@ -367,6 +378,7 @@ def isolation(
             budget_s=budget_seconds,
             profile=profile,
             progress=progress,
+            allow_existing_tables=allow_existing_tables,
         )
     except (UowstressError, ValueError) as error:
         click.echo(f"uowstress: {error}", err=True)

@@ -19,6 +19,7 @@ shrinking the rest, divided among the classes observed.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +28,15 @@ from typing import Any
 from hypothesis import settings as Settings
 from hypothesis.errors import HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
+from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import NullPool
 
 from uowstress.anomalies import ALWAYS_FORBIDDEN, INCOMPATIBLE, Finding, analyse
 from uowstress.database import prepared_database
-from uowstress.errors import ConfigError, UowstressError
+from uowstress.errors import ConfigError, UnsafeDatabase, UowstressError
 from uowstress.profiles import get_profile, machine_settings
+from uowstress.scratch import list_tables
 from uowstress.stateful.minimize import minimize
 from uowstress.stateful.registers import (
     PREDICATES,
@@ -41,9 +45,11 @@ from uowstress.stateful.registers import (
     Step,
     create_table,
     describe_step,
+    drop_table,
     isolation_levels,
     register_engine,
     register_machine,
+    registers,
     step_sessions,
 )
 
@@ -401,11 +407,15 @@ def search_isolation(
     profile: str = "ci",
     anomalies: Sequence[str] = ANOMALY_CLASSES,
     progress: Progress | None = None,
+    allow_existing_tables: bool = False,
 ) -> IsolationReport:
     """Search every level of the database at ``url`` for every class in ``anomalies``.
 
-    Runs in a scratch database (see database.py). Raises UowstressError (ConfigError,
-    DatabaseUnreachable, ...) for what stops the search; the message never holds a password.
+    Runs in a scratch database (see database.py); a SQLite file that holds tables is used only
+    with ``allow_existing_tables``, and even then not when one of them is the register table,
+    whose rows the search would overwrite. The register table is dropped at the end. Raises
+    UowstressError (ConfigError, DatabaseUnreachable, UnsafeDatabase, ...) for what stops the
+    search; the message never holds a password.
     """
     say = progress or (lambda _message: None)
     if not budget_s > 0:
@@ -424,38 +434,52 @@ def search_isolation(
     # The search never fails an example, so Hypothesis would save nothing in a database.
     settings = Settings(machine_settings(chosen_profile), database=None)
     started = time.monotonic()
-    with prepared_database(url) as db:
+    with prepared_database(url, allow_existing_tables=allow_existing_tables) as db:
         chosen = resolve_levels(db.backend, levels)
+        if registers.name in list_tables(db.url):
+            raise UnsafeDatabase(
+                f"{db.display} already holds a table {registers.name}, the name of the"
+                " isolation search's own table, whose rows the search would overwrite; drop it"
+                " if it is left from an interrupted search, or point --db-url at another"
+                " database"
+            )
         say(f"{db.backend} ({db.display}, {db.server_version}): levels {', '.join(chosen)}")
         searches: list[LevelSearch] = []
         results: list[CellResult] = []
-        for index, level in enumerate(chosen):
-            share = (budget_s - (time.monotonic() - started)) / (len(chosen) - index)
-            engine = register_engine(db.url, level)
-            workload = RegisterWorkload(engine)
-            try:
-                if index == 0:
-                    create_table(engine)
-                search, cells = _search_level(
-                    workload,
-                    level,
-                    settings=settings,
-                    budget_s=max(share, 0.0),
-                    anomalies=anomalies,
-                    progress=say,
-                )
-            finally:
-                workload.close()
-                engine.dispose()
-            searches.append(search)
-            results.extend(cells)
-            for name, explanation in search.broken.items():
-                say(f"  WARNING {name} at {level}: {explanation}")
-            if search.stalls:
-                say(
-                    f"  WARNING {search.stalls} examples at {level} ended in a wait the"
-                    " database did not resolve"
-                )
+        try:
+            for index, level in enumerate(chosen):
+                share = (budget_s - (time.monotonic() - started)) / (len(chosen) - index)
+                engine = register_engine(db.url, level)
+                workload = RegisterWorkload(engine)
+                try:
+                    if index == 0:
+                        create_table(engine)
+                    search, cells = _search_level(
+                        workload,
+                        level,
+                        settings=settings,
+                        budget_s=max(share, 0.0),
+                        anomalies=anomalies,
+                        progress=say,
+                    )
+                finally:
+                    workload.close()
+                    engine.dispose()
+                searches.append(search)
+                results.extend(cells)
+                for name, explanation in search.broken.items():
+                    say(f"  WARNING {name} at {level}: {explanation}")
+                if search.stalls:
+                    say(
+                        f"  WARNING {search.stalls} examples at {level} ended in a wait the"
+                        " database did not resolve"
+                    )
+        except BaseException:
+            # The search's own error is the one to report, not a failed cleanup after it.
+            with contextlib.suppress(sa_exc.SQLAlchemyError):
+                _drop_register_table(db.url)
+            raise
+        _drop_register_table(db.url)
         return IsolationReport(
             backend=db.backend,
             server_version=db.server_version,
@@ -465,6 +489,15 @@ def search_isolation(
             levels=searches,
             results=results,
         )
+
+
+def _drop_register_table(url: str) -> None:
+    # A SQLite file the user named outlives the search: nothing of the search stays in it.
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        drop_table(engine)
+    finally:
+        engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------

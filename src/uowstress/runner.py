@@ -3,11 +3,12 @@ and turn what they measured and found into a report.
 
 Exit status: 0 when everything ran within budget and nothing was found, 1 for a finding, a
 failed check, a critical figure or (with --fail-on-regression) a regression beyond the
-threshold, 2 for a usage, configuration or database error found before the run (nothing is
-run, no report written) and for an error during it: a suite that cannot be collected (no
-report), a state machine, durability check, scenario or isolation search that could not run
-to its end, a test that could not be set up, a crashed worker (the report is written, with
-what went wrong in its summary's errors). An error outweighs a finding.
+threshold, 2 for an error. Before the run (nothing is run, no report written): a usage,
+configuration or database error, or a suite that cannot be collected. During the run (the
+report is written, with each error in its summary's errors): a state machine, durability
+check, scenario or isolation search that could not run to its end, a test that could not be
+set up or torn down, a crashed worker, collected tests that did not run. An error outweighs
+a finding.
 """
 
 from __future__ import annotations
@@ -62,16 +63,22 @@ PACKAGED_SUITES = Path(__file__).resolve().parent / "_suites"
 CHECKOUT_SUITES = Path(__file__).resolve().parents[2] / DEFAULT_PATH
 
 
-def suites_path(path: str) -> str:
-    """The folder of suites to run: `path`, or uowstress's own suites when `path` is the
-    default and the working directory has no such folder (e.g. run from an installed wheel).
-    A folder the user named is kept as given, so that a missing one is reported."""
-    if path != DEFAULT_PATH or Path(path).exists():
+def suites_path(path: str | None) -> str:
+    """The folder of suites to run. None (no --path given): ./tests/performance when the
+    working directory has one, else uowstress's own suites (e.g. run from an installed wheel).
+    A path the user gave is kept as given, even DEFAULT_PATH: a missing one is then reported
+    rather than silently replaced by other suites."""
+    if path is not None:
         return path
+    if Path(DEFAULT_PATH).exists():
+        return DEFAULT_PATH
     for candidate in (PACKAGED_SUITES, CHECKOUT_SUITES):
         if candidate.is_dir():
             return str(candidate)
-    return path
+    raise ConfigError(
+        f"no performance suites: the working directory has no {DEFAULT_PATH} and uowstress's"
+        " own suites are not installed; give --path the folder that holds yours"
+    )
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class RunRequest:
 
     options: dict[str, Any]
     pattern: str = "test_*.py"
-    path: str = DEFAULT_PATH
+    path: str | None = None  # None: see suites_path
     output_dir: Path = Path("performance_reports")
     formats: tuple[str, ...] = FORMATS
     verbose: bool = False
@@ -183,11 +190,12 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
         )
     if request.baseline is not None:
         load_report(request.baseline)  # a malformed baseline stops the run before it starts
-    suites = Path(request.path)
+    suites = Path(suites_path(request.path))
     if not suites.exists():
         raise ConfigError(
-            f"no performance suites at {suites}; give --path the folder that holds them"
-            f" (uowstress's own are in {DEFAULT_PATH} of its repository)"
+            f"--path {suites}: no such file or folder; give --path the folder that holds your"
+            f" performance suites, or leave it out to run ./{DEFAULT_PATH} (uowstress's own"
+            " suites when there is none)"
         )
     if suites.is_dir() and not any(suites.rglob(request.pattern)):
         raise ConfigError(f"no file in {suites} matches --pattern {request.pattern!r}")
@@ -220,7 +228,7 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
 def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) -> list[str]:
     options = request.options
     args = [
-        request.path,
+        suites_path(request.path),
         "-o",
         f"python_files={request.pattern}",
         "-p",
@@ -270,7 +278,7 @@ def _useful_lines(longrepr: str, limit: int = 8) -> list[str]:
 class _Collector:
     """Takes the results out of the pytest session, counts outcomes, drives a progress bar,
     and keeps what went wrong around the tests: collection errors, tests that could not be set
-    up, crashed pytest-xdist workers."""
+    up or torn down, crashed pytest-xdist workers, tests that did not run."""
 
     def __init__(
         self, progress: Callable[[str, int, int], None] | None, suites: Path = Path(".")
@@ -283,7 +291,7 @@ class _Collector:
         self.progress = progress
         self.rootpath = Path.cwd()
         self.collect_errors: list[tuple[str, list[str]]] = []  # (file, what pytest said)
-        self.test_errors: list[str] = []
+        self.test_errors: list[tuple[str, str, str]] = []  # (node id, phase, what went wrong)
         self.workers_down: dict[str, str] = {}  # worker id -> why it went down
         self.crashed_in: dict[str, str] = {}  # worker id -> the test it crashed in
 
@@ -293,8 +301,14 @@ class _Collector:
 
     def errors(self) -> list[str]:
         """Tests that could not be set up or torn down, workers that crashed, tests that did
-        not run."""
-        found = list(self.test_errors)
+        not run. A failed teardown of a performance scenario is left out: its result already
+        says so, and is counted as an error from there (runner._run_errors)."""
+        errored = {s.id for s in self.store.scenarios if s.status == "error"}
+        found = [
+            message
+            for nodeid, when, message in self.test_errors
+            if not (when == "teardown" and nodeid in errored)
+        ]
         for worker, reason in self.workers_down.items():
             during = self.crashed_in.get(worker)
             found.append(
@@ -348,14 +362,16 @@ class _Collector:
             if worker is not None:
                 self.crashed_in[str(worker.id)] = report.nodeid
             else:
-                self.test_errors.append(f"{report.nodeid}: {report.longreprtext.strip()}")
+                message = f"{report.nodeid}: {report.longreprtext.strip()}"
+                self.test_errors.append((report.nodeid, report.when, message))
             self.outcomes["error"] += 1
             self._finished(report.nodeid)
             return
         if report.failed and report.when != "call":
             lines = _useful_lines(report.longreprtext, limit=1)
             said = f": {lines[0]}" if lines else ""
-            self.test_errors.append(f"{report.nodeid}: error in {report.when}{said}")
+            message = f"{report.nodeid}: error in {report.when}{said}"
+            self.test_errors.append((report.nodeid, report.when, message))
             self.outcomes["error"] += 1
         if report.when == "call":
             self.outcomes[report.outcome] += 1
@@ -411,7 +427,8 @@ def build_report(
     isolation: Sequence[IsolationMatrix] = (),
 ) -> Report:
     """The report of the run; ``errors`` are what went wrong outside the results in ``store``
-    (crashed workers, tests not set up, a failed isolation search)."""
+    (crashed workers, tests not set up or torn down, tests that did not run, a failed isolation
+    search)."""
     findings = _findings(store)
     verdicts = [v for s in store.scenarios for v in s.verdicts] + [
         v for m in store.machines for v in m.verdicts
@@ -441,7 +458,7 @@ def build_report(
             target=options["target"],
             target_options=parse_target_options(options["target_option"]),
             pattern=request.pattern,
-            path=request.path,
+            path=suites_path(request.path),
             config=config_path,
             workers=request.workers,
             baseline=None if request.baseline is None else str(request.baseline),
@@ -484,9 +501,11 @@ def run(
 
     An error during the run (see the module's docstring) does not lose the report: it is
     written, with the error in its summary, and the exit status is 2."""
-    request = replace(request, path=suites_path(request.path))
+    # Resolved once: from here on suites_path(request.path) is request.path.
+    path = suites_path(request.path)
+    request = replace(request, path=path)
     urls, databases, config_path = _check(request)
-    collector = _Collector(progress, Path(request.path))
+    collector = _Collector(progress, Path(path))
     started = time.perf_counter()
     # The suites import the target and the tests from the working directory, as pytest does.
     if os.getcwd() not in sys.path:
@@ -503,16 +522,19 @@ def run(
     if status == pytest.ExitCode.INTERRUPTED:
         raise UowstressError("the run was interrupted; no report written")
     if status == pytest.ExitCode.NO_TESTS_COLLECTED:
-        raise ConfigError(
-            f"no test was collected from {request.path} with --pattern {request.pattern!r}"
-        )
+        raise ConfigError(f"no test was collected from {path} with --pattern {request.pattern!r}")
     errors = collector.errors()
     isolation = []
     if request.isolation_budget_s is not None:
         for url in urls:
             try:
                 isolation.append(
-                    _isolation_matrix(url, request.isolation_budget_s, request.options["profile"])
+                    _isolation_matrix(
+                        url,
+                        request.isolation_budget_s,
+                        request.options["profile"],
+                        allow_existing_tables=request.options["allow_existing_tables"],
+                    )
                 )
             except Exception as error:  # any failure: it goes into the report, which is kept
                 errors.append(f"isolation search on {redacted(url)} failed: {_said(error)}")
@@ -559,8 +581,12 @@ def _said(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def _isolation_matrix(url: str, budget_s: float, profile: str) -> IsolationMatrix:
+def _isolation_matrix(
+    url: str, budget_s: float, profile: str, *, allow_existing_tables: bool
+) -> IsolationMatrix:
     from uowstress.isolation import search_isolation
 
-    searched = search_isolation(url, budget_s=budget_s, profile=profile)
+    searched = search_isolation(
+        url, budget_s=budget_s, profile=profile, allow_existing_tables=allow_existing_tables
+    )
     return IsolationMatrix.model_validate(searched.to_json())

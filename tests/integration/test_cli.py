@@ -302,12 +302,25 @@ def test_errors_during_the_run_are_reported_and_outweigh_a_finding(tmp_path: Pat
     assert "## Errors" in (tmp_path / "out" / "uowstress-report.md").read_text()
 
 
+def _foreign_file(path: Path, *tables: str) -> Path:
+    """A SQLite file holding the user's tables, one row each."""
+    with sqlite3.connect(path) as conn:
+        for table in tables:
+            conn.execute(f"create table {table} (name text)")
+            conn.execute(f"insert into {table} values ('theirs')")
+    return path
+
+
+def _contents(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with sqlite3.connect(path) as conn:
+        names = [row[0] for row in conn.execute("select name from sqlite_master")]
+        return {name: conn.execute(f"select * from {name}").fetchall() for name in names}
+
+
 def test_a_failed_isolation_search_keeps_the_report_and_exits_2(tmp_path: Path) -> None:
-    # The isolation search refuses a file holding foreign tables, --allow-existing-tables or
-    # not: the suites run on it, the search does not.
-    database = tmp_path / "theirs.db"
-    with sqlite3.connect(database) as conn:
-        conn.execute("create table payroll (id integer)")
+    # The file holds a table of the user's named like the search's register table: the suites
+    # run on it (--allow-existing-tables), the search refuses to overwrite that table.
+    database = _foreign_file(tmp_path / "theirs.db", "payroll", "uows_registers")
     code, out = run_suite(
         tmp_path, "test_isolation_fails", "def test_passes():\n    pass\n",
         "--db-url", f"sqlite:///{database}", "--allow-existing-tables", "--isolation", "1",
@@ -317,9 +330,56 @@ def test_a_failed_isolation_search_keeps_the_report_and_exits_2(tmp_path: Path) 
     assert report["isolation"] == []
     (error,) = report["summary"]["errors"]
     assert error.startswith(f"isolation search on sqlite:///{database} failed: UnsafeDatabase:")
-    assert "payroll" in error
+    assert "uows_registers" in error
     assert report["summary"]["exit_status"] == 2
     assert error in out
+    assert _contents(database) == {"payroll": [("theirs",)], "uows_registers": [("theirs",)]}
+
+
+def test_the_isolation_search_of_a_run_takes_allow_existing_tables(tmp_path: Path) -> None:
+    database = _foreign_file(tmp_path / "theirs.db", "payroll")
+    code, out = run_suite(
+        tmp_path, "test_isolation_allowed", "def test_passes():\n    pass\n",
+        "--db-url", f"sqlite:///{database}", "--allow-existing-tables", "--isolation", "1",
+    )  # fmt: skip
+    assert code == 0, out
+    (matrix,) = _report(tmp_path / "out")["isolation"]
+    assert matrix["results"] and all(cell["examples"] > 0 for cell in matrix["results"])
+    # The user's table untouched, the search's own table gone.
+    assert _contents(database) == {"payroll": [("theirs",)]}
+
+
+TEARDOWN_SUITE = """
+    import pytest
+
+    @pytest.fixture
+    def cleanup():
+        yield
+        raise RuntimeError("could not remove the fixture's files")
+
+    def test_measured(cleanup, perf):
+        perf.run([[perf.change(key) for key in perf.create(2)]])
+
+    def test_plain(cleanup):
+        pass
+"""
+
+
+def test_a_failed_teardown_is_one_error(tmp_path: Path) -> None:
+    code, out = run_suite(tmp_path, "test_teardown_fails", TEARDOWN_SUITE)
+    assert code == 2, out
+    report = _report(tmp_path / "out")
+    (scenario,) = report["scenarios"]
+    assert scenario["status"] == "error"
+    said = "RuntimeError: could not remove the fixture's files"
+    # Once for the scenario (its result says so), once for the test without one.
+    assert report["summary"]["errors"] == [
+        f"test_teardown_fails.py::test_measured[sqlite]: teardown failed: {said}",
+        f"test_teardown_fails.py::test_plain: error in teardown: {said}",
+    ]
+    assert report["summary"]["exit_status"] == 2
+    assert out.count("teardown failed") == 2  # the scenario's line, and its one error
+    assert out.count("error in teardown") == 1  # test_plain's only
 
 
 CRASH_SUITE = """
@@ -394,3 +454,13 @@ def test_run_elsewhere_uses_its_own_suites_and_warns_when_every_scenario_is_skip
     report = _report(tmp_path / "out")
     assert report["summary"]["scenarios"] == {"skipped": 4}
     assert Path(report["options"]["path"]).is_absolute()
+
+
+def test_a_path_the_user_gave_is_not_replaced_by_the_packaged_suites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no tests/performance here
+    code, out = invoke("run", "--path", "tests/performance", "--output-dir", "out")
+    assert code == 2, out
+    assert "--path tests/performance: no such file or folder" in out
+    assert not (tmp_path / "out").exists()

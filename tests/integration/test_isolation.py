@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,45 @@ def test_unreachable_database_is_a_usage_error_without_the_password() -> None:
 def test_the_replay_profile_is_refused() -> None:
     code, out = isolation("--db-url", "sqlite://", "--profile", "replay")
     assert code == 2 and "replay" in out
+
+
+def _contents(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(path) as conn:
+        names = [row[0] for row in conn.execute("select name from sqlite_master")]
+        return {name: conn.execute(f"select * from {name}").fetchall() for name in names}
+
+
+def test_a_file_holding_tables_is_searched_only_when_allowed_and_left_as_found(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "theirs.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("create table payroll (id integer)")
+        conn.execute("insert into payroll values (7)")
+    url = f"sqlite:///{database}"
+    code, out = isolation("--db-url", url, "--budget-seconds", "1")
+    assert code == 2
+    assert "payroll" in out and "--allow-existing-tables" in out
+    assert _contents(database) == {"payroll": [(7,)]}
+    report, _, _ = run_matrix(
+        tmp_path, "--db-url", url, "--budget-seconds", "2", "--allow-existing-tables"
+    )
+    check_shape(report, "sqlite", ["serializable"])
+    # The user's table untouched, the search's register table dropped.
+    assert _contents(database) == {"payroll": [(7,)]}
+
+
+def test_a_table_named_like_the_register_table_is_not_overwritten(tmp_path: Path) -> None:
+    database = tmp_path / "theirs.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("create table uows_registers (k integer, v integer)")
+        conn.execute("insert into uows_registers values (1, 99)")
+    code, out = isolation(
+        "--db-url", f"sqlite:///{database}", "--budget-seconds", "1", "--allow-existing-tables"
+    )
+    assert code == 2
+    assert "already holds a table uows_registers" in out
+    assert _contents(database) == {"uows_registers": [(1, 99)]}
 
 
 def test_levels_are_normalized_and_ordered() -> None:

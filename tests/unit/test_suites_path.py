@@ -1,4 +1,4 @@
-"""Where `uowstress run` finds its suites when --path is left at its default."""
+"""Where `uowstress run` finds its suites: --path as given, else a default."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from uowstress import runner
+from uowstress.errors import ConfigError
 from uowstress.runner import DEFAULT_PATH, suites_path
 
 SUITES = sorted(p.name for p in runner.CHECKOUT_SUITES.glob("test_*.py"))
@@ -17,7 +18,7 @@ def test_the_default_folder_in_the_working_directory_is_used_as_is(
 ) -> None:
     (tmp_path / DEFAULT_PATH).mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert suites_path(DEFAULT_PATH) == DEFAULT_PATH
+    assert suites_path(None) == DEFAULT_PATH
 
 
 def test_without_it_the_packaged_suites_are_used(
@@ -27,7 +28,7 @@ def test_without_it_the_packaged_suites_are_used(
     packaged.mkdir(parents=True)
     monkeypatch.setattr(runner, "PACKAGED_SUITES", packaged)
     monkeypatch.chdir(tmp_path)
-    assert suites_path(DEFAULT_PATH) == str(packaged)
+    assert suites_path(None) == str(packaged)
 
 
 def test_in_a_checkout_without_packaged_suites_the_checkouts_are_used(
@@ -35,14 +36,26 @@ def test_in_a_checkout_without_packaged_suites_the_checkouts_are_used(
 ) -> None:
     monkeypatch.setattr(runner, "PACKAGED_SUITES", tmp_path / "missing")
     monkeypatch.chdir(tmp_path)
-    found = Path(suites_path(DEFAULT_PATH))
+    found = Path(suites_path(None))
     assert found.is_absolute()
     assert sorted(p.name for p in found.glob("test_*.py")) == SUITES
     assert "test_simple_uow_performance.py" in SUITES
 
 
-def test_a_folder_the_user_named_is_kept_even_when_missing(
+def test_with_no_suites_anywhere_the_error_says_to_give_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(runner, "PACKAGED_SUITES", tmp_path / "missing")
+    monkeypatch.setattr(runner, "CHECKOUT_SUITES", tmp_path / "missing too")
     monkeypatch.chdir(tmp_path)
-    assert suites_path("my/suites") == "my/suites"
+    with pytest.raises(ConfigError, match="give --path"):
+        suites_path(None)
+
+
+@pytest.mark.parametrize("given", ["my/suites", DEFAULT_PATH])
+def test_a_path_the_user_gave_is_kept_even_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    # Even the default's spelling: typed by the user, it must not fall back to other suites.
+    monkeypatch.chdir(tmp_path)
+    assert suites_path(given) == given

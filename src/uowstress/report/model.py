@@ -343,8 +343,9 @@ class Summary(_Model):
     warnings: int = 0
     regressions: int = 0
     # What kept part of the run from running to its end, one entry each, passwords hidden: a
-    # state machine or durability check that errored, an isolation search that failed, a
-    # crashed worker, a test that could not be set up.
+    # state machine, durability check, scenario or isolation search that could not run to its
+    # end, a test that could not be set up or torn down, a crashed worker, collected tests
+    # that did not run.
     errors: list[str] = Field(default_factory=list)
 
 

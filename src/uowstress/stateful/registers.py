@@ -79,6 +79,7 @@ __all__ = [
     "Step",
     "create_table",
     "describe_step",
+    "drop_table",
     "history_key",
     "isolation_levels",
     "register_engine",
@@ -213,6 +214,11 @@ def create_table(engine: Engine) -> None:
     """Create the register table (if missing) with its initial rows."""
     metadata.create_all(engine)
     reset_table(engine)
+
+
+def drop_table(engine: Engine) -> None:
+    """Drop the register table, if there is one."""
+    registers.drop(engine, checkfirst=True)
 
 
 def reset_table(engine: Engine) -> None:
