@@ -166,3 +166,56 @@ def test_a_fault_after_the_flush_with_events_outside_the_transaction_is_caught(
         finally:
             executor.close()
             system.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_refused_commit_left_open_is_found_and_reported_unshrunk(
+    server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Unit of Work that, after a refused COMMIT, trusts SQLAlchemy's in_transaction() (False
+    # then) and so never rolls back: SQLite keeps the transaction open on the pooled
+    # connection. The next units of work fail, and so does the system's reset(), which the
+    # shrinker needs: the finding must still be reported, with its steps as found.
+    from humanoid_training.persistence.unit_of_work import SqlAlchemyUnitOfWork
+
+    def trusting_end(self: SqlAlchemyUnitOfWork) -> None:
+        connection = self._connection
+        if connection is not None and connection.in_transaction():
+            connection.rollback()
+
+    monkeypatch.setattr(SqlAlchemyUnitOfWork, "_end_transaction", trusting_end)
+    result = run_acid(
+        server_url, target_spec=SPEC, settings=ci_settings(tmp_path), reproducers_dir=tmp_path
+    )
+    assert result.error is None, result.error
+    assert result.finding is not None, f"not found in {result.examples} examples"
+    assert "transaction within a transaction" in result.finding.message
+    assert "not shrunk: the system could not be reset" in result.finding.message
+    assert result.reproducer is not None
+    assert any((s.fault or {}).get("point") == "commit" for s in result.reproducer.steps)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_shrinking_stops_when_the_system_cannot_be_reset(
+    server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uowstress.reproducers import Failure
+    from uowstress.stateful.run import shrink
+
+    steps = [{"action": "begin"}, REGISTER, {"action": "commit"}]
+    with prepared_database(server_url) as db:
+        system = TARGET.connect(db.url, {})
+        try:
+
+            def broken_reset() -> None:
+                raise RuntimeError("the pool is wedged")
+
+            monkeypatch.setattr(system, "reset", broken_reset)
+            found = Failure(kind="state", message="committed state differs", step=3)
+            kept, failure, trials = shrink(TARGET, system, steps, found)
+        finally:
+            system.dispose()
+    assert kept == steps and trials == 0
+    assert failure.message.startswith("committed state differs\n(not shrunk:")
+    assert "RuntimeError: the pool is wedged" in failure.message
+    assert failure.kind == "state" and failure.step == 3

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from uowstress.database import prepared_database
 from uowstress.faults import FAULT_POINTS
+from uowstress.profiles import machine_settings
 from uowstress.scratch import list_tables
 from uowstress.stateful.executor import Finding, SingleSessionExecutor
 from uowstress.stateful.run import replay, run_acid
@@ -205,3 +206,56 @@ def test_the_machine_finds_unsafe_commit_and_replay_judges_it(
     fixed_path.write_text(json.dumps(data))
     fixed = replay(fixed_path, db_urls={backend: server_url})
     assert fixed.verdict == "FIXED", fixed.detail
+
+
+MOODY_LEDGER = '''
+from typing import Any
+
+from examples.ledger import LedgerSystem, LedgerTarget
+
+
+class MoodySystem(LedgerSystem):
+    """Reports a ghost account after every other reset: its answers depend on how many
+    examples ran before, not only on the steps."""
+
+    resets = 0
+
+    def reset(self) -> None:
+        MoodySystem.resets += 1
+        super().reset()
+
+    def committed_state(self) -> Any:
+        state = super().committed_state()
+        if MoodySystem.resets % 2 and state["accounts"]:
+            state = dict(state, accounts={**state["accounts"], "ghost": {"balance": 0}})
+        return state
+
+
+class MoodyTarget(LedgerTarget):
+    def connect(self, url, options, *, isolation_level=None):
+        base = super().connect(url, options, isolation_level=isolation_level)
+        return MoodySystem(base.engine, base.unsafe)
+
+
+TARGET = MoodyTarget()
+'''
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_system_that_answers_differently_on_a_rerun_is_an_error_that_says_why(
+    server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "moody_ledger.py").write_text(MOODY_LEDGER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = run_acid(
+        server_url,
+        target_spec="moody_ledger:TARGET",
+        settings=settings(machine_settings("ci"), database=None, derandomize=True),
+        reproducers_dir=tmp_path / "reproducers",
+    )
+    assert result.finding is None and not result.passed
+    assert result.error is not None
+    assert result.error.startswith(
+        "the system under test answered the same steps differently when an example ran again"
+    ), result.error
+    assert "Make reset() and the Unit of Work's end leave nothing behind" in result.error

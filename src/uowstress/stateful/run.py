@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hypothesis import settings as Settings
-from hypothesis.errors import HypothesisException
+from hypothesis.errors import Flaky, HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
 
 from uowstress import reproducers
@@ -60,6 +60,19 @@ class AcidResult:
         return self.finding is None and self.error is None
 
 
+# Hypothesis ran an example again and the system answered the same steps differently (the
+# machine drew differently, or a failure did not fail again): the outcome depends on more than
+# the steps.
+_NOT_REPEATABLE = (
+    "the system under test answered the same steps differently when an example ran again, so"
+    " the exploration could not go on: its outcomes depend on something besides the steps,"
+    " such as state an earlier example left behind (a reset() that does not restore a clean"
+    " database, a pooled connection handed back inside a transaction, a cache kept across"
+    " units of work) or timing. Make reset() and the Unit of Work's end leave nothing behind,"
+    " then run again"
+)
+
+
 def _failure_from(error: BaseException, recorder: RunRecorder) -> reproducers.Failure:
     if isinstance(error, Finding):
         return reproducers.Failure(
@@ -90,11 +103,17 @@ def shrink(
     machine: str = "acid",
     sessions: int = 1,
 ) -> tuple[list[dict[str, Any]], reproducers.Failure, int]:
-    """Delete steps while the run still fails with the same kind of finding."""
+    """Delete steps while the run still fails with the same kind of finding.
+
+    A system that cannot be reset between attempts (the failure may have broken it) keeps the
+    steps as found, and the finding says why they were not shrunk."""
     last: dict[str, reproducers.Failure] = {}
 
     def still_fails(candidate: list[dict[str, Any]]) -> bool:
-        system.reset()
+        try:
+            system.reset()
+        except Exception as error:
+            raise _ResetFailed from error
         executor = new_executor(machine, target, system, sessions)
         try:
             for step in candidate:
@@ -113,10 +132,23 @@ def shrink(
             executor.close()
         return False
 
-    smallest, trials = minimize(steps, still_fails, budget_s=budget_s)
-    if smallest is steps or not still_fails(smallest):
-        return steps, failure, trials
+    try:
+        smallest, trials = minimize(steps, still_fails, budget_s=budget_s)
+        if smallest is steps or not still_fails(smallest):
+            return steps, failure, trials
+    except _ResetFailed as broken:
+        cause = broken.__cause__
+        why = (
+            f"{failure.message}\n(not shrunk: the system could not be reset to try smaller"
+            f" sequences, {type(cause).__name__}: {str(cause).strip().splitlines()[0]}; the"
+            " failure may have left its database or connection pool broken)"
+        )
+        return steps, failure.model_copy(update={"message": why}), 0
     return smallest, last["failure"], trials + 1
+
+
+class _ResetFailed(Exception):
+    """The system's reset() raised while shrinking (the exception is the cause)."""
 
 
 def run_acid(
@@ -183,7 +215,12 @@ def run_acid(
             with bounded_example_cache():
                 run_state_machine_as_test(machine_class, settings=explore_with)
         except (Finding, Exception) as error:
-            if isinstance(error, StepError | HypothesisException):
+            if isinstance(error, Flaky):
+                said = str(error).strip().splitlines()
+                result.error = (
+                    f"{_NOT_REPEATABLE} ({type(error).__name__}: {said[0] if said else ''})"
+                )
+            elif isinstance(error, StepError | HypothesisException):
                 result.error = f"{type(error).__name__}: {error}"
             else:
                 found = _failure_from(error, recorder)
