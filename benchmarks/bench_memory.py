@@ -28,10 +28,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from benchmarks import verdicts
+from benchmarks.bench_tester import bench_settings
 from uowstress.stateful.run import run_acid
 
 GOAL_MB = 20.0
@@ -61,17 +61,6 @@ class MemoryFigures:
     warmup: int
     step_count: int
     before_mb: float  # RSS before the ACID machine's first example
-
-
-def _settings(examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        deadline=None,
-        database=None,
-        phases=(Phase.generate,),
-        suppress_health_check=list(HealthCheck),
-    )
 
 
 def _growth(peaks: list[int], warmup: int, examples: int) -> Growth:
@@ -104,7 +93,7 @@ def _bare_peaks(examples: int, steps: int) -> list[int]:
         def teardown(self) -> None:
             peaks.append(process.memory_info().rss)
 
-    run_state_machine_as_test(BareMachine, settings=_settings(examples, steps))
+    run_state_machine_as_test(BareMachine, settings=bench_settings(examples, steps))
     return peaks
 
 
@@ -115,7 +104,10 @@ def measure_memory(
     before = psutil.Process().memory_info().rss / MB
     with tempfile.TemporaryDirectory(prefix="uows_bench_") as reproducers:
         result = run_acid(
-            url, settings=_settings(total, steps), machine="acid", reproducers_dir=Path(reproducers)
+            url,
+            settings=bench_settings(total, steps),
+            machine="acid",
+            reproducers_dir=Path(reproducers),
         )
     if not result.passed:
         raise RuntimeError(

@@ -77,7 +77,8 @@ class TesterFigures:
         return self.acid.steps_per_cpu_s / self.bare.steps_per_cpu_s
 
 
-def _settings(examples: int, steps: int) -> settings:
+def bench_settings(examples: int, steps: int) -> settings:
+    """What every machine of the benchmarks runs under: generation only, nothing saved."""
     return settings(
         max_examples=examples,
         stateful_step_count=steps,
@@ -104,14 +105,7 @@ def _bare(examples: int, steps: int) -> MachineRun:
         def other(self) -> None:
             counts["steps"] += 1
 
-    wall, cpu = time.perf_counter(), time.process_time()
-    run_state_machine_as_test(BareMachine, settings=_settings(examples, steps))
-    return MachineRun(
-        counts["steps"],
-        counts["examples"],
-        time.perf_counter() - wall,
-        time.process_time() - cpu,
-    )
+    return _timed(BareMachine, counts, examples, steps)
 
 
 _SMALL_DICT = st.fixed_dictionaries(
@@ -136,8 +130,15 @@ def _drawing(examples: int, steps: int) -> MachineRun:
         def one(self, arguments: dict[str, Any]) -> None:
             counts["steps"] += 1
 
+    return _timed(DrawingMachine, counts, examples, steps)
+
+
+def _timed(
+    machine: type[RuleBasedStateMachine], counts: dict[str, int], examples: int, steps: int
+) -> MachineRun:
+    """Run `machine`, whose examples and steps count themselves into `counts`."""
     wall, cpu = time.perf_counter(), time.process_time()
-    run_state_machine_as_test(DrawingMachine, settings=_settings(examples, steps))
+    run_state_machine_as_test(machine, settings=bench_settings(examples, steps))
     return MachineRun(
         counts["steps"],
         counts["examples"],
@@ -151,7 +152,7 @@ def _acid(examples: int, steps: int, url: str) -> MachineRun:
         wall, cpu = time.perf_counter(), time.process_time()
         result = run_acid(
             url,
-            settings=_settings(examples, steps),
+            settings=bench_settings(examples, steps),
             machine="acid",
             reproducers_dir=Path(reproducers),
         )

@@ -20,6 +20,19 @@ from humanoid_training.weakenings import Weakenings
 
 A = TypeVar("A", bound=Aggregate)
 
+# The ACID machine's step that registers robot r1 (the start of many hand-written sequences).
+REGISTER: dict[str, Any] = {
+    "action": "apply",
+    "op": "register_robot",
+    "args": {
+        "robot_id": "r1",
+        "name": "Atlas",
+        "robot_type": "custom",
+        "joint_count": 3,
+        "height_m": 1.2,
+    },
+}
+
 # Long enough for a slow CI machine, short enough that a deadlock fails the test, not the run.
 JOIN_TIMEOUT_S = 30.0
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from humanoid_training.target import TARGET
+from tests.integration.support import REGISTER
 from uowstress.database import prepared_database
 from uowstress.faults import FAULT_POINTS, KILL_AT
 from uowstress.profiles import machine_settings
@@ -17,17 +18,6 @@ from uowstress.stateful.executor import Finding, SingleSessionExecutor
 from uowstress.stateful.run import replay, run_acid
 
 SPEC = "humanoid_training.target:TARGET"
-REGISTER = {
-    "action": "apply",
-    "op": "register_robot",
-    "args": {
-        "robot_id": "r1",
-        "name": "Atlas",
-        "robot_type": "custom",
-        "joint_count": 3,
-        "height_m": 1.2,
-    },
-}
 ASSESS = {
     "action": "apply",
     "op": "assess",

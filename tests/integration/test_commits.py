@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, insert
 
 from humanoid_training.persistence import tables as t
 from humanoid_training.target import TARGET
+from tests.integration.support import REGISTER
 from uowstress.database import prepared_database
 from uowstress.stateful.commits import AlwaysChanged, SqliteDataVersion, watch
 from uowstress.stateful.executor import Finding, SingleSessionExecutor
@@ -17,17 +18,6 @@ from uowstress.stateful.executor import Finding, SingleSessionExecutor
 CONFIGURATION = (
     '{"extra":{},"height_m":1.2,"joint_count":3,"max_joint_velocity":8.0,"weight_kg":30.0}'
 )
-REGISTER = {
-    "action": "apply",
-    "op": "register_robot",
-    "args": {
-        "robot_id": "r1",
-        "name": "Atlas",
-        "robot_type": "custom",
-        "joint_count": 3,
-        "height_m": 1.2,
-    },
-}
 
 
 def test_data_version_changes_with_commits_of_other_connections_only(tmp_path: Path) -> None:
