@@ -72,8 +72,8 @@ class _ObservedSessions(SqlAlchemySessionRepository):
     _uow: ObservedUnitOfWork
     _found: list[LearningSession] | None = None
 
-    def _many(self, query: Any) -> list[LearningSession]:
-        found = super()._many(query)
+    def _many(self, query: Any, parameters: dict[str, Any] | None = None) -> list[LearningSession]:
+        found = super()._many(query, parameters)
         self._found = found
         return found
 

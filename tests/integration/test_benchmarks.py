@@ -69,6 +69,21 @@ def test_checker_benchmark_finds_the_injected_anomalies() -> None:
     assert f.large.found, f.large.found
     assert [g.met is not None for g in bench_checker.goals(f)] == [True, True]
     assert f.beyond is not None and f.beyond.transactions >= 6_000
+    # The graph grows with the history, and the description shows how much.
+    assert 0 < f.small.edges < f.large.edges < f.beyond.edges
+    assert any(f"{f.large.edges / f.small.edges:.2f} times" in t for t in bench_checker.describe(f))
+
+
+def test_checker_benchmark_counts_the_edges_of_the_dependency_graph() -> None:
+    from uowstress.history import r, txn, w
+
+    history = [
+        txn(1, session=0, ops=[w("x", 1)], commit=1),
+        txn(2, session=1, ops=[r("x", 1)], commit=2),  # wr T1 -> T2
+        txn(3, session=0, ops=[w("x", 2)], commit=3),  # ww T1 -> T3, rw T2 -> T3
+    ]
+    assert bench_checker.edges(history) == 3
+    assert bench_checker.edges(history[:2]) == 1
 
 
 def test_checker_benchmark_lists_stay_short_as_the_history_grows() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, bindparam, event, select, text
 
 from humanoid_training.persistence import statements as q
 from humanoid_training.persistence import tables as t
@@ -98,3 +98,19 @@ def test_autocommit_connections_get_no_begin(schema_engine: Engine, backend: str
     with schema_engine.connect() as connection:
         count = connection.execute(text("SELECT COUNT(*) FROM ht_robots")).scalar()
     assert count == 1
+
+
+def test_engines_of_different_backends_share_a_statement() -> None:
+    """One statement used by engines of two dialects in turn gets each its own SQL."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    statement = q.Prepared(select(t.robots.c.id).where(t.robots.c.id == bindparam("b_id")))
+    lite, pg = sqlite.dialect(), postgresql.dialect()  # type: ignore[no-untyped-call]
+    for dialect, placeholder in [
+        (lite, "= ?"),
+        (pg, "= %(b_id)s"),
+        (lite, "= ?"),
+        (pg, "= %(b_id)s"),
+    ]:
+        sql = statement._for(dialect).sql
+        assert placeholder in sql and ("%(" in sql) == (dialect is pg), sql

@@ -6,8 +6,7 @@ Serialization failures, deadlocks and lock timeouts differ on every backend; cal
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import Literal
 
 from sqlalchemy import exc as sa_exc
@@ -88,13 +87,31 @@ def conflict_reason(error: BaseException) -> ConflictReason | None:
     return None
 
 
-@contextmanager
-def translated_errors() -> Iterator[None]:
+class _TranslatedErrors:
+    """The context manager `translated_errors` returns; a class rather than a generator
+    function, as it wraps every statement (a generator-based one costs several times more)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        if isinstance(error, sa_exc.DBAPIError):
+            reason = conflict_reason(error)
+            if reason is not None:
+                raise RetryableConflict(reason, str(error.orig).strip().splitlines()[0]) from error
+        return False
+
+
+_TRANSLATED_ERRORS = _TranslatedErrors()
+
+
+def translated_errors() -> _TranslatedErrors:
     """Turn retryable driver errors into `RetryableConflict`; let every other error through."""
-    try:
-        yield
-    except sa_exc.DBAPIError as error:
-        reason = conflict_reason(error)
-        if reason is None:
-            raise
-        raise RetryableConflict(reason, str(error.orig).strip().splitlines()[0]) from error
+    return _TRANSLATED_ERRORS

@@ -352,8 +352,8 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
             raise NotFound(f"no learning session with id {session_id!r}")
         return self._load(row)
 
-    def _many(self, query: Any) -> list[LearningSession]:
-        rows = list(self._read(query))
+    def _many(self, query: Any, parameters: dict[str, Any] | None = None) -> list[LearningSession]:
+        rows = list(self._read(query, parameters))
         return [self._cached(row.id) or self._load(row) for row in rows]
 
     def find_active_sessions(self) -> list[LearningSession]:
@@ -367,13 +367,11 @@ class SqlAlchemySessionRepository(_SqlRepository, AbstractSessionRepository):
     def find_sessions_by_robot(
         self, robot_id: str, *, open_only: bool = False, lock: bool = False
     ) -> list[LearningSession]:
-        query = select(t.sessions).where(t.sessions.c.robot_id == robot_id)
+        parameters: dict[str, Any] = {"b_robot_id": robot_id}
         if open_only:
-            query = query.where(
-                t.sessions.c.status.in_([str(SessionStatus.ACTIVE), str(SessionStatus.PAUSED)])
-            )
-        query = query.order_by(t.sessions.c.id)
-        found = self._many(query.with_for_update() if lock else query)
+            parameters["b_status_1"] = str(SessionStatus.ACTIVE)
+            parameters["b_status_2"] = str(SessionStatus.PAUSED)
+        found = self._many(q.SESSIONS_BY_ROBOT[open_only, lock], parameters)
         return self._with_pending(
             found, lambda s: s.robot_id == robot_id and (s.is_open or not open_only)
         )

@@ -49,8 +49,14 @@ class Prepared:
         self.statement = statement
         self.keys = list(keys) if keys is not None else None
         self._compiled: WeakKeyDictionary[Dialect, _Compiled] = WeakKeyDictionary()
+        # The last dialect and its form: a process mostly runs one engine, and looking up a
+        # WeakKeyDictionary makes a weak reference each time.
+        self._last: tuple[Dialect, _Compiled] | None = None
 
     def _for(self, dialect: Dialect) -> _Compiled:
+        last = self._last
+        if last is not None and last[0] is dialect:
+            return last[1]
         compiled = self._compiled.get(dialect)
         if compiled is None:
             c = cast(SQLCompiler, self.statement.compile(dialect=dialect, column_keys=self.keys))
@@ -64,6 +70,7 @@ class Prepared:
                 c.string, tuple(names) if dialect.positional else None, tuple(processors)
             )
             self._compiled[dialect] = compiled
+        self._last = (dialect, compiled)
         return compiled
 
     def _bound(self, compiled: _Compiled, parameters: Parameters) -> Any:
@@ -154,6 +161,26 @@ SESSION_EPISODES = Prepared(
     .where(t.episodes.c.session_id == bindparam("b_id"))
     .order_by(t.episodes.c.number)
 )
+
+
+def _sessions_by_robot(open_only: bool, lock: bool) -> Prepared:
+    statement = select(t.sessions).where(t.sessions.c.robot_id == bindparam("b_robot_id"))
+    if open_only:
+        # Two plain parameters: a list given to in_() would be an "expanding" parameter,
+        # rendered only at execution time.
+        statement = statement.where(
+            t.sessions.c.status.in_([bindparam("b_status_1"), bindparam("b_status_2")])
+        )
+    statement = statement.order_by(t.sessions.c.id)
+    return Prepared(statement.with_for_update() if lock else statement)
+
+
+# A robot's sessions, by (open sessions only, locked); open ones take the two open statuses.
+SESSIONS_BY_ROBOT = {
+    (open_only, lock): _sessions_by_robot(open_only, lock)
+    for open_only in (False, True)
+    for lock in (False, True)
+}
 INSERT_SESSION = Prepared(insert(t.sessions), _columns(t.sessions))
 INSERT_EPISODES = Prepared(insert(t.episodes), _columns(t.episodes))
 UPDATE_EPISODE = Prepared(
