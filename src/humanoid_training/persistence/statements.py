@@ -50,7 +50,8 @@ class Prepared:
         self.keys = list(keys) if keys is not None else None
         self._compiled: WeakKeyDictionary[Dialect, _Compiled] = WeakKeyDictionary()
         # The last dialect and its form: a process mostly runs one engine, and looking up a
-        # WeakKeyDictionary makes a weak reference each time.
+        # WeakKeyDictionary makes a weak reference each time. (That one dialect is kept alive;
+        # the others stay weakly held.)
         self._last: tuple[Dialect, _Compiled] | None = None
 
     def _for(self, dialect: Dialect) -> _Compiled:
