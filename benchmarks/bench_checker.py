@@ -21,8 +21,8 @@ work follows its graph, and the graph of these histories grows faster than the h
 first. Over a fixed key space, a short history has many reads of a key nobody has written yet
 (no write-read edge) and, at its end, one last version per key that nobody overwrote (no
 anti-dependency edge from its readers): about 5.6 edges per transaction at 10k, 6.7 at 100k.
-The 100k history thus holds about 11.9 times the 10k history's edges, and a checker linear in
-its graph takes about 11.9 times as long.
+The 100k history thus holds about 11.9 times the 10k history's edges; the time per edge rises
+too, as the checker's working set outgrows the CPU caches, and the two multiply.
 
 ``--baseline FILE`` also times another version of ``uowstress/anomalies.py`` (e.g. one written
 out with ``git show <commit>:src/uowstress/anomalies.py > /tmp/before.py``) on the same
