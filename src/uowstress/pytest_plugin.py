@@ -36,7 +36,7 @@ from uowstress.explore import check_durability, explore
 from uowstress.options import OPTIONS, option_values, parse_target_options
 from uowstress.profiles import PROFILES, get_profile, register_profiles
 from uowstress.report.model import DurabilityRun, MachineRun, ScenarioResult
-from uowstress.scenario import Scenario, ScenarioSkipped
+from uowstress.scenario import Scenario, ScenarioSkipped, scenario_result
 from uowstress.scratch import (
     BACKEND_NAMES,
     backend_name,
@@ -373,15 +373,13 @@ def perf(
         )
         # Kept in the results, so that a run whose scenarios were all skipped says so.
         request.config.stash[RESULTS].scenarios.append(
-            ScenarioResult(
-                id=request.node.nodeid,
+            scenario_result(
+                node_id=request.node.nodeid,
                 suite=suite,
-                scenario=name,
+                name=name,
                 description=description,
-                backend=uowstress_database.backend,
-                database=uowstress_database.display,
-                server_version=uowstress_database.server_version,
-                target=uowstress_options["target"],
+                target_spec=uowstress_options["target"],
+                database=uowstress_database,
                 status="skipped",
                 message=reason,
             )

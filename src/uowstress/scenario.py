@@ -57,6 +57,31 @@ __all__ = ["Scenario", "ScenarioSkipped"]
 _QUERY_LIMIT = 15
 
 
+def scenario_result(
+    *,
+    node_id: str,
+    suite: str,
+    name: str,
+    description: str,
+    target_spec: str,
+    database: PreparedDatabase,
+    **outcome: Any,
+) -> ScenarioResult:
+    """The result of a scenario on ``database``, before any figure; ``outcome`` sets other
+    fields (a scenario skipped before it starts: ``status`` and ``message``)."""
+    return ScenarioResult(
+        id=node_id,
+        suite=suite,
+        scenario=name,
+        description=description,
+        backend=database.backend,
+        database=database.display,
+        server_version=database.server_version,
+        target=target_spec,
+        **outcome,
+    )
+
+
 class ScenarioSkipped(Exception):
     """The target cannot run this scenario (its workload lacks what the scenario needs)."""
 
@@ -84,15 +109,13 @@ class Scenario:
         self.workloads = config.workloads
         self.thresholds = config.thresholds_for(database.backend)
         self.backend = database.backend
-        self.result = ScenarioResult(
-            id=node_id,
+        self.result = scenario_result(
+            node_id=node_id,
             suite=suite,
-            scenario=name,
+            name=name,
             description=description,
-            backend=database.backend,
-            database=database.display,
-            server_version=database.server_version,
-            target=target_spec,
+            target_spec=target_spec,
+            database=database,
         )
         # Counted changes each key should hold once the scenario is over.
         self.expected: Counter[str] = Counter()
