@@ -81,7 +81,7 @@ def _memory(quick: bool) -> Report:
 
 def _checker(quick: bool) -> Report:
     if quick:
-        f = bench_checker.measure_checker(small=2_000, large=20_000, runs_large=1, beyond=False)
+        f = bench_checker.measure_checker(small=2_000, large=20_000, rounds=1, beyond=False)
     else:
         f = bench_checker.measure_checker()
     return bench_checker.describe(f), bench_checker.goals(f)

@@ -94,7 +94,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import compress
+from itertools import compress, count
 from types import MappingProxyType
 from typing import TypeAlias, cast
 
@@ -823,7 +823,9 @@ class _Analysis:
         self.bad_list_reads: set[int] = set()
         self.lorder: dict[str, list[_Write]] = {}
         self.lwriter: dict[str, list[int]] = {}
-        self.lfirst: dict[tuple[str, int], int] = {}
+        # list key -> writer node -> index of its first element: built on demand (only an
+        # OTV search inside a cycle asks, and most histories have no cycle).
+        self.lfirst: dict[str, dict[int, int]] = {}
         node_of = self.node_of
         stride = self.stride
         for k in self.list_keys:
@@ -842,8 +844,6 @@ class _Analysis:
             wr = [node_of[w.tx] for w in order]
             self.lorder[k] = order
             self.lwriter[k] = wr
-            for idx, n in enumerate(wr):
-                self.lfirst.setdefault((k, n), idx)
             # Unread appends are placed by commit order, unknown for promoted transactions.
             tail_writers = {w.tx for w in tail}
             if len(tail_writers) > 1 and tail_writers & self.promoted:
@@ -1438,11 +1438,10 @@ class _Analysis:
             n_regions += 1
         if not n_regions:
             return
-        inside = [
-            e
-            for e, (s, d) in enumerate(zip(e_src, e_dst, strict=True))
-            if region[s] >= 0 and region[s] == region[d]
-        ]
+        # Edges leaving a region, found by a scan that runs in C (map, compress): the graph has
+        # several edges per transaction, and the regions hold few of them.
+        from_region = compress(count(), map((-1).__lt__, map(region.__getitem__, e_src)))
+        inside = [e for e in from_region if region[e_src[e]] == region[e_dst[e]]]
         nodes = sorted({e_src[e] for e in inside})
         local = {x: j for j, x in enumerate(nodes)}
         adj: list[list[int]] = [[] for _ in nodes]
@@ -1655,13 +1654,22 @@ class _Analysis:
         for w_node, (k0, v0) in observed.items():
             if w_node in reported:
                 continue
-            first = self.lfirst.get((k, w_node))
+            first = self._list_first(k, w_node)
             if first is not None and p < first:
                 reported.add(w_node)
                 self._otv_finding(i, w_node, k0, v0, k, ext, first)
         for wn in self.lwriter[k][:m]:
             if wn in members and wn != node:
                 observed.setdefault(wn, (k, ext))
+
+    def _list_first(self, k: str, node: int) -> int | None:
+        """Index of ``node``'s first element in list ``k``'s order (None: it appended none)."""
+        firsts = self.lfirst.get(k)
+        if firsts is None:
+            firsts = self.lfirst[k] = {}
+            for idx, n in enumerate(self.lwriter[k]):
+                firsts.setdefault(n, idx)
+        return firsts.get(node)
 
     def _otv_finding(
         self, i: int, w_node: int, k0: str, v0: OpValue, k: str, v: OpValue, idx: int

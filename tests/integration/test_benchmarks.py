@@ -62,9 +62,12 @@ def test_memory_benchmark_reads_growth_after_the_warm_up() -> None:
 
 
 def test_checker_benchmark_finds_the_injected_anomalies() -> None:
-    f = bench_checker.measure_checker(small=300, large=3_000, runs_large=1)
+    f = bench_checker.measure_checker(small=300, large=3_000, rounds=2)
     assert f.small.transactions >= 300 and f.large.transactions >= 3_000
     assert f.small.cpu_s > 0 and f.large.cpu_s > 0 and f.ratio > 0
+    # Each history analysed once per round; the goal's ratio is of the best times.
+    assert len(f.round_ratios) == 2 and all(r > 0 for r in f.round_ratios)
+    assert any("best times of 2 rounds" in t for t in bench_checker.describe(f))
     # One lost update, write skew and aborted read are injected in the larger history.
     assert f.large.found, f.large.found
     assert [g.met is not None for g in bench_checker.goals(f)] == [True, True]
@@ -72,6 +75,11 @@ def test_checker_benchmark_finds_the_injected_anomalies() -> None:
     # The graph grows with the history, and the description shows how much.
     assert 0 < f.small.edges < f.large.edges < f.beyond.edges
     assert any(f"{f.large.edges / f.small.edges:.2f} times" in t for t in bench_checker.describe(f))
+
+
+def test_checker_benchmark_refuses_zero_rounds() -> None:
+    with pytest.raises(ValueError, match="at least once"):
+        bench_checker.measure_checker(small=10, large=20, rounds=0)
 
 
 def test_checker_benchmark_counts_the_edges_of_the_dependency_graph() -> None:
