@@ -41,10 +41,11 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 if __package__ in (None, ""):
     # Run as a script: the repository root holds the benchmarks package.
@@ -172,13 +173,19 @@ def build(
     return b.out
 
 
-def _analysed(history: list[Transaction]) -> tuple[float, float, Counter[str]]:
-    """CPU and wall-clock seconds of one call to ``analyse``, and what it found.
+Checker = Callable[[list[Transaction]], Iterable[Any]]
+
+
+def _analysed(
+    history: list[Transaction], check: Checker = analyse
+) -> tuple[float, float, Counter[str]]:
+    """CPU and wall-clock seconds of one call to ``check`` (``analyse`` unless another
+    version's), and what it found.
 
     CPU time is the figure to compare: it is not inflated by other processes on a shared
     machine, and ``analyse`` is single-threaded, so on an idle machine the two agree."""
     c0, w0 = time.process_time(), time.perf_counter()
-    findings = analyse(history)
+    findings = check(history)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     return cpu, wall, Counter(f.anomaly for f in findings)
 
@@ -194,29 +201,20 @@ def _load(path: str) -> ModuleType:
     return module
 
 
-def _cpu(fn: Callable[[list[Transaction]], object], history: list[Transaction]) -> float:
-    c0 = time.process_time()
-    fn(history)
-    return time.process_time() - c0
-
-
 def _compare(
     baseline: ModuleType, small: list[Transaction], large: list[Transaction], rounds: int
 ) -> None:
     """The baseline and this checker taking turns on both histories; best and median CPU."""
-    versions: dict[str, Callable[[list[Transaction]], object]] = {
-        "baseline": baseline.analyse,
-        "this": analyse,
-    }
+    versions: dict[str, Checker] = {"baseline": baseline.analyse, "this": analyse}
     for name, fn in versions.items():
-        found = Counter(f.anomaly for f in fn(large))  # type: ignore[attr-defined]
+        found = _analysed(large, fn)[2]
         print(f"{name}: found on 100k {dict(sorted(found.items()))}")
     times: dict[tuple[str, int], list[float]] = {}
     for turn in range(rounds):
         order = list(versions.items())
         for name, fn in order if turn % 2 == 0 else order[::-1]:
-            times.setdefault((name, 10), []).append(_cpu(fn, small))
-            times.setdefault((name, 100), []).append(_cpu(fn, large))
+            times.setdefault((name, 10), []).append(_analysed(small, fn)[0])
+            times.setdefault((name, 100), []).append(_analysed(large, fn)[0])
 
     def figures(xs: Sequence[float]) -> str:
         return f"best {min(xs):6.3f} s, median {statistics.median(xs):6.3f} s"

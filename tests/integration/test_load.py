@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -83,40 +84,47 @@ def test_a_crash_in_a_worker_is_raised_not_lost(ledger_system: ledger.LedgerSyst
         run_load(ledger_system, None, [[]], attempts=0)
 
 
-def _scenario(target: Target, db: Any, system: Any, config: PerformanceConfig) -> Scenario:
+@contextmanager
+def _scenario_on(
+    server_url: str,
+    target: Target,
+    config: PerformanceConfig | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+) -> Iterator[Scenario]:
+    """A scenario of ``target`` on a fresh database of ``server_url``; the system is disposed
+    of at the end."""
     workload = workload_of(target)
     assert workload is not None
-    return Scenario(
-        node_id="test::scenario",
-        suite="suite",
-        name="scenario",
-        description="",
-        target_spec="spec",
-        target=target,
-        system=system,
-        workload=workload,
-        database=db,
-        config=config,
-    )
+    with prepared_database(server_url) as db:
+        system = target.connect(db.url, options or {})
+        try:
+            yield Scenario(
+                node_id="test::scenario",
+                suite="suite",
+                name="scenario",
+                description="",
+                target_spec="spec",
+                target=target,
+                system=system,
+                workload=workload,
+                database=db,
+                config=config or PerformanceConfig(),
+            )
+        finally:
+            system.dispose()
 
 
 def test_the_tally_check_sees_a_commit_that_did_not_happen(server_url: str) -> None:
     # commit_swallows_errors: a failed commit looks committed to its caller.
     target = load_target("humanoid_training.target:TARGET")
-    with prepared_database(server_url) as db:
-        system = target.connect(db.url, {"weaken": "commit_swallows_errors"})
-        try:
-            scenario = _scenario(target, db, system, PerformanceConfig())
-            (key,) = scenario.create(1)
-            scenario.run([[scenario.change(key), scenario.change("never-created")]])
-            assert scenario.transactions.committed == 2  # both look fine to the caller
-            assert not scenario.check_tally()
-            assert (
-                "never-created: 1 committed, 0 in the database" in scenario.result.checks[-1].detail
-            )
-            assert scenario.check_connections()
-        finally:
-            system.dispose()
+    with _scenario_on(server_url, target, options={"weaken": "commit_swallows_errors"}) as scenario:
+        (key,) = scenario.create(1)
+        scenario.run([[scenario.change(key), scenario.change("never-created")]])
+        assert scenario.transactions.committed == 2  # both look fine to the caller
+        assert not scenario.check_tally()
+        assert "never-created: 1 committed, 0 in the database" in scenario.result.checks[-1].detail
+        assert scenario.check_connections()
 
 
 def test_a_critical_figure_fails_and_a_warning_does_not(server_url: str) -> None:
@@ -130,44 +138,34 @@ def test_a_critical_figure_fails_and_a_warning_does_not(server_url: str) -> None
             }
         }
     )
-    with prepared_database(server_url) as db:
-        system = target.connect(db.url, {})
-        try:
-            scenario = _scenario(target, db, system, strict)
-            scenario.start()
-            keys = scenario.create(2)
-            scenario.run([[scenario.change(k) for k in keys]])
-            scenario.stop()
-            verdicts = {v.metric: v for v in scenario.judge()}
-            assert verdicts["avg_transaction_s"].tier == "critical"
-            assert verdicts["success_rate"].tier == "optimal"
-            (failure,) = scenario.failures()
-            assert failure.startswith("avg_transaction_s = ")
-            assert "exceeds the critical threshold 0.0 s" in failure
-            assert scenario.result.memory is not None and scenario.result.memory.peak_mb > 0
-            assert scenario.result.latency is not None and scenario.result.latency.count == 2
-        finally:
-            system.dispose()
+    with _scenario_on(server_url, target, strict) as scenario:
+        scenario.start()
+        keys = scenario.create(2)
+        scenario.run([[scenario.change(k) for k in keys]])
+        scenario.stop()
+        verdicts = {v.metric: v for v in scenario.judge()}
+        assert verdicts["avg_transaction_s"].tier == "critical"
+        assert verdicts["success_rate"].tier == "optimal"
+        (failure,) = scenario.failures()
+        assert failure.startswith("avg_transaction_s = ")
+        assert "exceeds the critical threshold 0.0 s" in failure
+        assert scenario.result.memory is not None and scenario.result.memory.peak_mb > 0
+        assert scenario.result.latency is not None and scenario.result.latency.count == 2
 
 
 def test_the_index_check_reports_a_full_read_and_not_a_lookup(server_url: str) -> None:
     target = load_target("examples.ledger:TARGET")
-    with prepared_database(server_url) as db:
-        system = target.connect(db.url, {})
-        try:
-            scenario = _scenario(target, db, system, PerformanceConfig())
-            scenario.create(30)
-            checks = scenario.check_indexes()
-            by_query: dict[str, list[bool]] = {}
-            for check in checks:
-                reads_all = check.full_scan or bool(check.index_walk_tables)
-                by_query.setdefault(check.query, []).append(reads_all)
-            # "accounts" lists every account: a whole table (or whole index) is read.
-            # "balance" finds one account by its key: a lookup.
-            assert by_query["accounts"] == [True]
-            assert not any(by_query["balance"])
-        finally:
-            system.dispose()
+    with _scenario_on(server_url, target) as scenario:
+        scenario.create(30)
+        checks = scenario.check_indexes()
+        by_query: dict[str, list[bool]] = {}
+        for check in checks:
+            reads_all = check.full_scan or bool(check.index_walk_tables)
+            by_query.setdefault(check.query, []).append(reads_all)
+        # "accounts" lists every account: a whole table (or whole index) is read.
+        # "balance" finds one account by its key: a lookup.
+        assert by_query["accounts"] == [True]
+        assert not any(by_query["balance"])
 
 
 def _existing_account(state: Any, ids: Any) -> st.SearchStrategy[dict[str, Any]]:
@@ -205,57 +203,47 @@ class _LedgerWithBrokenQuery(ledger.LedgerTarget):
 
 def test_a_query_failing_on_every_argument_fails_its_checks_by_name(server_url: str) -> None:
     target: Target = _LedgerWithBrokenQuery()
-    with prepared_database(server_url) as db:
-        system = target.connect(db.url, {})
-        try:
-            scenario = _scenario(target, db, system, PerformanceConfig())
-            _open(system, "a", "b")
-            means = scenario.time_queries(repeats=4)
-            assert set(means) == {"balance", "accounts", "broken", "picky"}
-            broken = {k: n for k, n in scenario.result.errors.items() if "broken" in k}
-            (key,) = broken
-            assert key.startswith("query broken: error: ")
-            assert broken[key] == 4  # every run counted, none swallowed
-            picky = {k: n for k, n in scenario.result.errors.items() if "picky" in k}
-            assert picky == {"query picky: error: UnknownAccount: no account 'nobody'": 2}
-            (timed,) = scenario.result.checks
-            assert (timed.name, timed.passed) == ("every timed query answered", False)
-            assert timed.detail.startswith("query broken failed on all 2 drawn arguments: error: ")
-            assert "picky" not in timed.detail and "balance" not in timed.detail
+    with _scenario_on(server_url, target) as scenario:
+        _open(scenario.system, "a", "b")
+        means = scenario.time_queries(repeats=4)
+        assert set(means) == {"balance", "accounts", "broken", "picky"}
+        broken = {k: n for k, n in scenario.result.errors.items() if "broken" in k}
+        (key,) = broken
+        assert key.startswith("query broken: error: ")
+        assert broken[key] == 4  # every run counted, none swallowed
+        picky = {k: n for k, n in scenario.result.errors.items() if "picky" in k}
+        assert picky == {"query picky: error: UnknownAccount: no account 'nobody'": 2}
+        (timed,) = scenario.result.checks
+        assert (timed.name, timed.passed) == ("every timed query answered", False)
+        assert timed.detail.startswith("query broken failed on all 2 drawn arguments: error: ")
+        assert "picky" not in timed.detail and "balance" not in timed.detail
 
-            checks = scenario.check_indexes()
-            explained = {c.query for c in checks}
-            assert "broken" not in explained  # refused by the database: nothing to explain
-            assert {"balance", "accounts", "picky"} <= explained
-            assert sum(n for k, n in scenario.result.errors.items() if "broken" in k) > 4
-            explain = scenario.result.checks[-1]
-            assert (explain.name, explain.passed) == ("every explained query answered", False)
-            assert "query broken failed on all" in explain.detail
+        checks = scenario.check_indexes()
+        explained = {c.query for c in checks}
+        assert "broken" not in explained  # refused by the database: nothing to explain
+        assert {"balance", "accounts", "picky"} <= explained
+        assert sum(n for k, n in scenario.result.errors.items() if "broken" in k) > 4
+        explain = scenario.result.checks[-1]
+        assert (explain.name, explain.passed) == ("every explained query answered", False)
+        assert "query broken failed on all" in explain.detail
 
-            scenario.judge()
-            failures = scenario.failures()
-            assert len(failures) == 2
-            assert all("query broken failed on all" in f for f in failures)
-            assert scenario.check_connections()
-        finally:
-            system.dispose()
+        scenario.judge()
+        failures = scenario.failures()
+        assert len(failures) == 2
+        assert all("query broken failed on all" in f for f in failures)
+        assert scenario.check_connections()
 
 
 def test_queries_that_answer_pass_their_checks(server_url: str) -> None:
     target = load_target("examples.ledger:TARGET")
-    with prepared_database(server_url) as db:
-        system = target.connect(db.url, {})
-        try:
-            scenario = _scenario(target, db, system, PerformanceConfig())
-            scenario.create(5)
-            scenario.time_queries(repeats=3)
-            scenario.check_indexes()
-            assert [(c.name, c.passed) for c in scenario.result.checks] == [
-                ("every timed query answered", True),
-                ("every explained query answered", True),
-            ]
-        finally:
-            system.dispose()
+    with _scenario_on(server_url, target) as scenario:
+        scenario.create(5)
+        scenario.time_queries(repeats=3)
+        scenario.check_indexes()
+        assert [(c.name, c.passed) for c in scenario.result.checks] == [
+            ("every timed query answered", True),
+            ("every explained query answered", True),
+        ]
 
 
 def test_a_query_with_no_drawable_arguments_is_not_run_and_named_not_checked(
@@ -276,56 +264,46 @@ def test_a_query_with_no_drawable_arguments_is_not_run_and_named_not_checked(
         )
 
     target: Target = _LedgerWithUndrawableQueries()
-    with prepared_database(server_url) as db:
-        system = target.connect(db.url, {})
-        try:
-            scenario = _scenario(target, db, system, PerformanceConfig())
-            means = scenario.time_queries(repeats=3)
-            scenario.check_indexes()
-            assert calls == []
-            assert set(means) == {"balance", "accounts"}
-            assert not [k for k in scenario.result.errors if "impossible" in k or "existing" in k]
-            timed, explained = scenario.result.checks
-            assert (timed.name, timed.passed) == ("every timed query answered", True)
-            assert (explained.name, explained.passed) == ("every explained query answered", True)
-            for check in (timed, explained):
-                assert check.detail.startswith("2 queries each answered at least one"), check
-                assert (
-                    "; query impossible not checked: no argument could be drawn in this state"
-                    " (Unsatisfiable: "
-                ) in check.detail
-                assert (
-                    "; query existing_only not checked: no argument could be drawn in this"
-                    " state (InvalidArgument: Cannot sample from a length-zero sequence.)"
-                ) in check.detail
-        finally:
-            system.dispose()
+    with _scenario_on(server_url, target) as scenario:
+        means = scenario.time_queries(repeats=3)
+        scenario.check_indexes()
+        assert calls == []
+        assert set(means) == {"balance", "accounts"}
+        assert not [k for k in scenario.result.errors if "impossible" in k or "existing" in k]
+        timed, explained = scenario.result.checks
+        assert (timed.name, timed.passed) == ("every timed query answered", True)
+        assert (explained.name, explained.passed) == ("every explained query answered", True)
+        for check in (timed, explained):
+            assert check.detail.startswith("2 queries each answered at least one"), check
+            assert (
+                "; query impossible not checked: no argument could be drawn in this state"
+                " (Unsatisfiable: "
+            ) in check.detail
+            assert (
+                "; query existing_only not checked: no argument could be drawn in this"
+                " state (InvalidArgument: Cannot sample from a length-zero sequence.)"
+            ) in check.detail
 
 
 def test_correct_queries_on_an_empty_database_pass_their_checks(server_url: str) -> None:
     # On an empty database the reference system's queries draw only ids that do not exist:
     # get_robot refuses every call (NotFound), and that is an answer.
     target = load_target("humanoid_training.target:TARGET")
-    with prepared_database(server_url) as db:
-        system = target.connect(db.url, {})
-        try:
-            scenario = _scenario(target, db, system, PerformanceConfig())
-            means = scenario.time_queries(repeats=2)
-            scenario.check_indexes()
-            assert set(means) == {q.name for q in target.queries}
-            refusals = {k: n for k, n in scenario.result.errors.items() if "get_robot" in k}
-            (key,) = refusals
-            assert key.startswith("query get_robot: error: NotFound: ")
-            assert refusals[key] > 2  # both timed runs and the explained ones, each counted
-            timed, explained = scenario.result.checks
-            assert (timed.name, timed.passed) == ("every timed query answered", True), timed
-            assert (explained.name, explained.passed) == (
-                "every explained query answered",
-                True,
-            ), explained
-            assert "0 raised an unexpected error" in timed.detail
-        finally:
-            system.dispose()
+    with _scenario_on(server_url, target) as scenario:
+        means = scenario.time_queries(repeats=2)
+        scenario.check_indexes()
+        assert set(means) == {q.name for q in target.queries}
+        refusals = {k: n for k, n in scenario.result.errors.items() if "get_robot" in k}
+        (key,) = refusals
+        assert key.startswith("query get_robot: error: NotFound: ")
+        assert refusals[key] > 2  # both timed runs and the explained ones, each counted
+        timed, explained = scenario.result.checks
+        assert (timed.name, timed.passed) == ("every timed query answered", True), timed
+        assert (explained.name, explained.passed) == (
+            "every explained query answered",
+            True,
+        ), explained
+        assert "0 raised an unexpected error" in timed.detail
 
 
 def _buggy(uow: Any, args: Any) -> Any:
@@ -342,22 +320,15 @@ def test_broken_queries_fail_their_checks_on_an_empty_database(server_url: str) 
         )
 
     target: Target = _LedgerWithBrokenQueries()
-    with prepared_database(server_url) as db:
-        system = target.connect(db.url, {})
-        try:
-            scenario = _scenario(target, db, system, PerformanceConfig())
-            scenario.time_queries(repeats=2)
-            (timed,) = scenario.result.checks
-            assert (timed.name, timed.passed) == ("every timed query answered", False)
-            # "balance" draws only "nobody" here and is refused every time: an answer.
-            assert "balance" not in timed.detail
-            broken, buggy = timed.detail.split("; ")
-            assert broken.startswith("query broken failed on all 1 drawn arguments: error: ")
-            assert (
-                buggy == "query buggy failed on all 1 drawn arguments: error: KeyError: 'account'"
-            )
-        finally:
-            system.dispose()
+    with _scenario_on(server_url, target) as scenario:
+        scenario.time_queries(repeats=2)
+        (timed,) = scenario.result.checks
+        assert (timed.name, timed.passed) == ("every timed query answered", False)
+        # "balance" draws only "nobody" here and is refused every time: an answer.
+        assert "balance" not in timed.detail
+        broken, buggy = timed.detail.split("; ")
+        assert broken.startswith("query broken failed on all 1 drawn arguments: error: ")
+        assert buggy == "query buggy failed on all 1 drawn arguments: error: KeyError: 'account'"
 
 
 def _failing(key: str) -> Job:
@@ -370,28 +341,23 @@ def _failing(key: str) -> Job:
 
 def test_errors_by_kind_are_those_of_the_counted_attempts_once(server_url: str) -> None:
     target = load_target("examples.ledger:TARGET")
-    with prepared_database(server_url) as db:
-        system = target.connect(db.url, {})
-        try:
-            scenario = _scenario(target, db, system, PerformanceConfig())
-            key, *own = scenario.create(3)
-            refusal = f"error: LedgerError: refused on purpose for {key}"
+    with _scenario_on(server_url, target) as scenario:
+        key, *own = scenario.create(3)
+        refusal = f"error: LedgerError: refused on purpose for {key}"
 
-            # Left out of the counts, its errors are left out too.
-            left_out = scenario.run([[_failing(key)] * 3], counted=False)
-            assert left_out.errors == {refusal: 3}
-            assert scenario.result.errors == {}
-            assert scenario.attempts.total == 0
+        # Left out of the counts, its errors are left out too.
+        left_out = scenario.run([[_failing(key)] * 3], counted=False)
+        assert left_out.errors == {refusal: 3}
+        assert scenario.result.errors == {}
+        assert scenario.attempts.total == 0
 
-            scenario.run([[_failing(key)] * 2, [scenario.change(key)]])
-            assert scenario.result.errors == {refusal: 2}
+        scenario.run([[_failing(key)] * 2, [scenario.change(key)]])
+        assert scenario.result.errors == {refusal: 2}
 
-            # A sweep counts its attempts and their errors, each once.
-            scenario.scalability(
-                lambda threads: [[_failing(key), scenario.change(own[t])] for t in range(threads)],
-                [1, 2],
-            )
-            assert scenario.result.errors == {refusal: 2 + 1 + 2}
-            assert sum(scenario.result.errors.values()) == scenario.attempts.failed
-        finally:
-            system.dispose()
+        # A sweep counts its attempts and their errors, each once.
+        scenario.scalability(
+            lambda threads: [[_failing(key), scenario.change(own[t])] for t in range(threads)],
+            [1, 2],
+        )
+        assert scenario.result.errors == {refusal: 2 + 1 + 2}
+        assert sum(scenario.result.errors.values()) == scenario.attempts.failed

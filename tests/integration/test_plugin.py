@@ -100,6 +100,17 @@ def test_an_invalid_config_is_a_usage_error_naming_the_key(
     result.stderr.fnmatch_lines(["*workloads.writers: found -3 (int); expected an integer >= 1*"])
 
 
+def _refused_before_collection(result: pytest.RunResult, problem: str) -> str:
+    """Assert ``result`` is a usage error naming ``problem``, raised before collection and
+    without the password of any URL; return its message."""
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    message = result.stderr.str()
+    assert problem in message
+    assert "s3cret" not in message + result.stdout.str()
+    assert "collected" not in result.stdout.str()
+    return message
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
@@ -114,13 +125,9 @@ def test_a_malformed_database_url_is_a_usage_error_before_anything_runs(
 ) -> None:
     pytester.makepyfile(test_perf=TEST_FILE)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--uowstress-db-url", url)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    message = result.stderr.str()
-    assert f"--uowstress-db-url: {problem}" in message
+    message = _refused_before_collection(result, f"--uowstress-db-url: {problem}")
     for accepted in ("sqlite:///path", "postgresql://user@host/db", "mysql://user@host/db"):
         assert accepted in message
-    assert "s3cret" not in message + result.stdout.str()
-    assert "collected" not in result.stdout.str()  # refused before collection
 
 
 def test_of_several_database_urls_the_bad_one_is_named_by_position_without_its_password(
@@ -137,13 +144,11 @@ def test_of_several_database_urls_the_bad_one_is_named_by_position_without_its_p
         "--uowstress-db-url",
         "postgresql://root@127.0.0.1/test",
     )
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    message = result.stderr.str()
-    assert (
+    _refused_before_collection(
+        result,
         "--uowstress-db-url (value 2 of 3): the mysql URL mysql://root:***@/test names no"
-        " server host"
-    ) in message
-    assert "s3cret" not in message + result.stdout.str()
+        " server host",
+    )
 
 
 def _collected_ids(pytester: pytest.Pytester, backends: str) -> pytest.RunResult:
@@ -180,12 +185,7 @@ def _collected_ids(pytester: pytest.Pytester, backends: str) -> pytest.RunResult
 def test_a_bad_ini_backend_is_a_usage_error_naming_the_entry(
     pytester: pytest.Pytester, backends: str, problem: str
 ) -> None:
-    result = _collected_ids(pytester, backends)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    message = result.stderr.str()
-    assert problem in message
-    assert "s3cret" not in message + result.stdout.str()
-    assert "collected" not in result.stdout.str()  # refused before collection
+    _refused_before_collection(_collected_ids(pytester, backends), problem)
 
 
 def test_backend_names_and_their_aliases_in_the_ini_stand_for_their_servers(
