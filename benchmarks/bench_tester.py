@@ -13,9 +13,13 @@ the system and its model, each followed by the checks. Reported: steps, examples
 seconds and steps per second of each, and the ratio of the ACID machine's steps per second to
 the bare machine's (wall clock; CPU in brackets, which a busy machine disturbs less).
 
-For scale, a third machine draws one small dictionary per step (an integer, a short text, a
-float and a choice of three: less than any operation of the reference system draws) and does
-nothing with it: what drawing arguments alone costs in Hypothesis.
+For scale, two more machines. One draws one small dictionary per step (an integer, a short
+text, a float and a choice of three: less than any operation of the reference system draws) and
+does nothing with it: what drawing arguments alone costs in Hypothesis. The other is the ACID
+machine itself, drawing the same steps and running every check, against a system that costs
+almost nothing: the reference system's in-memory Unit of Work (the one its model uses) in place
+of the database, brought in through the Target protocol like any other system. What it leaves
+is the tester's own cost per step; the difference to the ACID machine is the database's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +42,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from benchmarks import verdicts
+from humanoid_training.memory import InMemoryUnitOfWork
+from humanoid_training.target import TARGET, HumanoidModel, HumanoidSystem
 from uowstress.scratch import default_sqlite_directory
 from uowstress.stateful.run import run_acid
+from uowstress.target import DEFAULT_TARGET, FaultHook, State
 
 GOAL = 0.40
 
@@ -64,6 +72,7 @@ class TesterFigures:
     bare: MachineRun
     acid: MachineRun
     drawing: MachineRun
+    in_memory: MachineRun
     max_examples: int
     step_count: int
     database: str
@@ -147,7 +156,58 @@ def _timed(
     )
 
 
-def _acid(examples: int, steps: int, url: str) -> MachineRun:
+class _InMemorySystem:
+    """The reference system with its committed state in memory: units of work of the in-memory
+    Unit of Work over a store of its own. The database `connect` set up is not used."""
+
+    # The committed state is not in the engine's database: read it after every step.
+    commits_outside_engine = True
+
+    def __init__(self, on_database: HumanoidSystem) -> None:
+        self._on_database = on_database
+        self.engine = on_database.engine
+        self._store = HumanoidModel()
+
+    def unit_of_work(self, fault_hook: FaultHook | None = None) -> InMemoryUnitOfWork:
+        # Nothing to inject faults into: a fault step commits like a plain commit.
+        return self._store.unit_of_work()
+
+    def new_model(self) -> HumanoidModel:
+        return HumanoidModel()
+
+    def committed_state(self) -> State:
+        return self._store.state()
+
+    def invariants(self, state: State) -> list[str]:
+        return self._on_database.invariants(state)
+
+    def reset(self) -> None:
+        self._store = HumanoidModel()
+
+    def dispose(self) -> None:
+        self._on_database.dispose()
+
+
+class _InMemoryTarget:
+    """The reference target, its systems kept in memory (see _InMemorySystem)."""
+
+    name = TARGET.name
+    guarantee = TARGET.guarantee
+    operations = TARGET.operations
+    queries = TARGET.queries
+    tables = TARGET.tables
+    options = TARGET.options
+
+    def connect(
+        self, url: str, options: Mapping[str, str], *, isolation_level: str | None = None
+    ) -> _InMemorySystem:
+        return _InMemorySystem(TARGET.connect(url, options, isolation_level=isolation_level))
+
+
+IN_MEMORY_TARGET = _InMemoryTarget()
+
+
+def _acid(examples: int, steps: int, url: str, target: str = DEFAULT_TARGET) -> MachineRun:
     with tempfile.TemporaryDirectory(prefix="uows_bench_") as reproducers:
         wall, cpu = time.perf_counter(), time.process_time()
         result = run_acid(
@@ -155,6 +215,7 @@ def _acid(examples: int, steps: int, url: str) -> MachineRun:
             settings=bench_settings(examples, steps),
             machine="acid",
             reproducers_dir=Path(reproducers),
+            target_spec=target,
         )
         wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
     if not result.passed:
@@ -169,11 +230,13 @@ def measure_tester(
     *, examples: int = 100, steps: int = 40, url: str = "sqlite://"
 ) -> TesterFigures:
     """Run the bare machine, the ACID machine, and the bare machine again (the two bare runs are
-    pooled, so that a load arriving during the run weighs on both sides)."""
+    pooled, so that a load arriving during the run weighs on both sides); then the two machines
+    for scale."""
     first = _bare(examples, steps)
     acid = _acid(examples, steps, url)
     second = _bare(examples, steps)
     drawing = _drawing(examples, steps)
+    in_memory = _acid(examples, steps, url, target=f"{__name__}:IN_MEMORY_TARGET")
     bare = MachineRun(
         first.steps + second.steps,
         first.examples + second.examples,
@@ -183,7 +246,7 @@ def measure_tester(
     where = url
     if url == "sqlite://":
         where = f"sqlite:// (scratch in {default_sqlite_directory() or tempfile.gettempdir()})"
-    return TesterFigures(bare, acid, drawing, examples, steps, where)
+    return TesterFigures(bare, acid, drawing, in_memory, examples, steps, where)
 
 
 def describe(f: TesterFigures) -> list[str]:
@@ -203,6 +266,10 @@ def describe(f: TesterFigures) -> list[str]:
         f"  (a machine that only draws one small dictionary per step: ratio"
         f" {f.drawing.steps_per_s / f.bare.steps_per_s:.3f},"
         f" CPU {f.drawing.steps_per_cpu_s / f.bare.steps_per_cpu_s:.3f})",
+        line("ACID, memory", f.in_memory),
+        f"  (the ACID machine against the in-memory Unit of Work, no database: ratio"
+        f" {f.in_memory.steps_per_s / f.bare.steps_per_s:.3f},"
+        f" CPU {f.in_memory.steps_per_cpu_s / f.bare.steps_per_cpu_s:.3f})",
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from benchmarks import (
@@ -13,6 +14,9 @@ from benchmarks import (
     bench_uow,
     run,
 )
+
+from humanoid_training.domain import HumanoidRobot
+from humanoid_training.target import TARGET
 
 postgres_only = pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
@@ -42,14 +46,37 @@ def test_uow_benchmark_names_a_server_it_cannot_reach() -> None:
     assert [g.met for g in bench_uow.goals(runs)] == [None]
 
 
-def test_tester_benchmark_counts_steps_of_both_machines() -> None:
+def test_tester_benchmark_counts_steps_of_every_machine() -> None:
     f = bench_tester.measure_tester(examples=3, steps=3)
-    for machine in (f.bare, f.acid):
+    for machine in (f.bare, f.acid, f.drawing, f.in_memory):
         assert machine.steps > 0 and machine.examples > 0
         assert machine.wall_s > 0 and machine.cpu_s > 0
         assert machine.steps <= machine.examples * 3 + machine.examples  # rules + initialize
     assert math.isfinite(f.ratio) and f.ratio > 0
     assert any("goal >= 0.4" in line for line in bench_tester.describe(f))
+    assert any("in-memory Unit of Work" in line for line in bench_tester.describe(f))
+
+
+def test_in_memory_system_keeps_its_commits_apart_from_the_database(tmp_path: Path) -> None:
+    # The scale machine's system: what it commits is what it reads back, the database stays
+    # empty, and a reset forgets the commits.
+    system = bench_tester.IN_MEMORY_TARGET.connect(f"sqlite:///{tmp_path}/lab.db", {})
+    try:
+        empty = system.committed_state()
+        with system.unit_of_work() as uow:
+            uow.robots.add(HumanoidRobot.create("Ada", id="r1"))
+            uow.commit()
+        state = system.committed_state()
+        assert list(state["robots"]) == ["r1"] and system.invariants(state) == []
+        on_disk = TARGET.connect(f"sqlite:///{tmp_path}/lab.db", {})
+        try:
+            assert on_disk.committed_state() == empty
+        finally:
+            on_disk.dispose()
+        system.reset()
+        assert system.committed_state() == empty
+    finally:
+        system.dispose()
 
 
 def test_memory_benchmark_reads_growth_after_the_warm_up() -> None:
