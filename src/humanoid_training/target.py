@@ -906,7 +906,13 @@ class HumanoidTarget:
             isolation_level=isolation_level,
             sqlite_synchronous=options.get("sqlite_synchronous", "FULL").upper(),  # type: ignore[arg-type]
         )
-        codec = JsonCodec(max_bytes=int(options.get("max_payload_bytes", 1_048_576)))
+        max_bytes = str(options.get("max_payload_bytes", "1048576")).strip()
+        if not (max_bytes.isascii() and max_bytes.isdigit() and int(max_bytes) > 0):
+            raise ValueError(
+                f"max_payload_bytes {max_bytes!r} is not a whole number of bytes above 0;"
+                " e.g. max_payload_bytes=4194304 for 4 MB"
+            )
+        codec = JsonCodec(max_bytes=int(max_bytes))
         engine = make_engine(url, engine_options)
         t.metadata.create_all(engine)
         return HumanoidSystem(engine, weakenings, codec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ import click
 
 from uowstress import reproducers
 from uowstress.errors import UowstressError
+from uowstress.interrupts import stop_cleanly_on_sigterm
 from uowstress.options import OPTIONS, OptionSpec, option_values
 from uowstress.report.model import Report
 from uowstress.runner import DEFAULT_PATH, redacted_command
@@ -49,6 +51,7 @@ def shared_option(name: str) -> Callable[[Any], Any]:
 @click.version_option(package_name="uowstress")
 def main() -> None:
     """Stateful stress and property testing for Unit-of-Work persistence layers."""
+    stop_cleanly_on_sigterm()
 
 
 @main.command()
@@ -262,6 +265,16 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _replay_path(spec: str, folder: Path) -> Path:
+    """The reproducer file `spec` names; a directory is refused with the option it meant."""
+    if Path(spec).is_dir():
+        raise UowstressError(
+            f"{spec} is a directory, not a reproducer file; to replay the reproducers in it,"
+            f" use --dir {shlex.quote(spec)}"
+        )
+    return reproducers.resolve(spec, folder)
+
+
 @main.command()
 @click.argument("specs", nargs=-1)
 @click.option(
@@ -289,7 +302,7 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
     folder = Path(directory)
     try:
         urls: dict[str, str] = {backend_name(u): u for u in db_urls}
-        paths = [reproducers.resolve(s, folder) for s in specs] or reproducers.all_paths(folder)
+        paths = [_replay_path(s, folder) for s in specs] or reproducers.all_paths(folder)
     except (UowstressError, ValueError) as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
@@ -451,7 +464,8 @@ def compare(old: Path, new: Path, threshold_pct: float, alpha: float, min_effect
     Scenarios are matched on suite, scenario and backend. Transaction times are compared with a
     Mann-Whitney U test and Cliff's delta, and count only beyond --fail-on-regression too;
     ops/s and memory peak are single figures, compared by their relative change. Exit status:
-    0 no regression, 1 a regression, 2 a file that cannot be read.
+    0 no regression, 1 a regression, 2 a file that cannot be read or two reports with no
+    scenario in common (a baseline of other scenarios or another backend judges nothing).
     """
     from uowstress.report.compare import compare_all, render_comparison
     from uowstress.report.json_report import load_report
@@ -467,5 +481,7 @@ def compare(old: Path, new: Path, threshold_pct: float, alpha: float, min_effect
     )
     click.echo(f"baseline {old} ({baseline.created_at}) -> {new} ({current.created_at})")
     click.echo(render_comparison(comparisons, baseline, current), nl=False)
+    if not comparisons:
+        sys.exit(EXIT_USAGE)
     regressed = any(c.verdict == "regressed" for c in comparisons)
     sys.exit(EXIT_FINDING if regressed else EXIT_OK)

@@ -472,7 +472,7 @@ def _walk(loc: Sequence[int | str]) -> tuple[type[BaseModel] | None, FieldInfo |
 def _expected(loc: Sequence[int | str]) -> str:
     model, field = _walk(loc)
     if loc and isinstance(loc[-1], int):
-        return "an integer >= 1 (in a list of distinct thread counts that includes 1)"
+        return _entry_expected(loc, field)
     if model is not None:
         return f"a mapping with keys {', '.join(model.model_fields)}"
     if field is not None:
@@ -480,6 +480,24 @@ def _expected(loc: Sequence[int | str]) -> str:
         if description:
             return description
     return "a valid value"
+
+
+def _entry_expected(loc: Sequence[int | str], field: FieldInfo | None) -> str:
+    """What one entry of a list field must be, then what that list is for."""
+    if field is None:
+        return "a valid value"
+    entry = "a valid entry"
+    # The entry's own description sits on the list's item type (e.g. PositiveInt).
+    for arg in getattr(field.annotation, "__args__", ()):
+        for metadata in getattr(arg, "__metadata__", ()):
+            description = getattr(metadata, "description", None)
+            if description:
+                entry = str(description)
+    listing = field.description or _metadata_description(field)
+    if not listing:
+        return entry
+    name = next(str(part) for part in reversed(loc) if isinstance(part, str))
+    return f"{entry}; {name} is {listing}"
 
 
 def _metadata_description(field: FieldInfo) -> str | None:

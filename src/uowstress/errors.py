@@ -23,3 +23,7 @@ class ReproducerError(UowstressError):
 
 class ReportError(UowstressError):
     """A report or baseline file cannot be read, or a report cannot be written."""
+
+
+class NothingToReplay(UowstressError):
+    """A run that only replays saved failures (the replay profile) found none saved."""

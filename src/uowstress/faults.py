@@ -27,6 +27,38 @@ FAULT_POINTS: tuple[FaultPoint, ...] = (
     "kill",
 )
 KILL_AT = ("before_flush", "after_flush", "before_commit")
+_SPEC_KEYS = ("point", "statement", "kill_at")
+
+
+def spec_problem(data: object) -> str | None:
+    """What is wrong with a fault spec read from a file (as `Fault.to_json` writes it), or
+    None when it is sound: a bad spec would otherwise crash a replay or quietly inject a
+    different fault."""
+    if not isinstance(data, dict):
+        return f'a fault must be an object like {{"point": "commit"}}, not {data!r}'
+    unknown = sorted(str(key) for key in data if key not in _SPEC_KEYS)
+    if unknown:
+        return (
+            f"a fault has unknown field(s) {', '.join(unknown)}; it takes only"
+            f" {', '.join(_SPEC_KEYS)}"
+        )
+    if "point" not in data:
+        return f"a fault needs 'point' (one of {', '.join(FAULT_POINTS)})"
+    point = data["point"]
+    if point not in FAULT_POINTS:
+        return f"a fault's 'point' is {point!r}; it must be one of {', '.join(FAULT_POINTS)}"
+    # Checked whenever present, not only for their own point: `to_json` writes both always.
+    statement = data.get("statement", 1)
+    # bool is an int subclass, and True would mean statement 1 without saying so.
+    if isinstance(statement, bool) or not isinstance(statement, int) or statement < 1:
+        return (
+            f"a fault's 'statement' is {statement!r}; it must be a whole number from 1 (the"
+            " statement of the flush where the fault fires)"
+        )
+    kill_at = data.get("kill_at", "before_commit")
+    if kill_at not in KILL_AT:
+        return f"a fault's 'kill_at' is {kill_at!r}; it must be one of {', '.join(KILL_AT)}"
+    return None
 
 
 class InjectedFault(UowstressError):
@@ -49,6 +81,10 @@ class Fault:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fault:
+        """Raises UowstressError, naming the problem, for a spec `spec_problem` refuses."""
+        problem = spec_problem(data)
+        if problem is not None:
+            raise UowstressError(problem)
         return cls(
             point=data["point"],
             statement=data.get("statement", 1),

@@ -112,6 +112,8 @@ class _Worker:
         self.rng = random.Random(seed)
         self.result = LoadResult(threads=1)
         self.crashed: BaseException | None = None
+        # Set when the run is interrupted: the worker stops after its current transaction.
+        self.stop = threading.Event()
 
     def attempt(self, job: Job) -> BaseException | None:
         """One try; the error it ended with, or None when it committed."""
@@ -136,6 +138,8 @@ class _Worker:
     def run(self) -> None:
         result = self.result
         for job in self.jobs:
+            if self.stop.is_set():
+                return
             started = time.perf_counter_ns()
             final: ErrorKind | None = None
             for attempt in range(self.attempts):
@@ -191,10 +195,20 @@ def run_load(
     ]
     for thread in threads:
         thread.start()
-    barrier.wait()
-    started = time.perf_counter_ns()
-    for thread in threads:
-        thread.join()
+    try:
+        barrier.wait()
+        started = time.perf_counter_ns()
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): the workers stop after their current transaction and
+        # are waited for, so that the cleanup that follows does not drop tables under them.
+        barrier.abort()
+        for worker in workers:
+            worker.stop.set()
+        for thread in threads:
+            thread.join()
+        raise
     total = LoadResult(threads=len(workers), seconds=(time.perf_counter_ns() - started) / _NS)
     for worker in workers:
         if worker.crashed is not None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from uowstress.errors import ConfigError
@@ -105,3 +108,46 @@ def option_values(raw: Mapping[str, Any]) -> dict[str, Any]:
             value = spec.default
         values[spec.name] = value
     return values
+
+
+def check_options(
+    values: Mapping[str, Any], flag: Callable[[OptionSpec], str] = lambda spec: spec.cli_flag
+) -> None:
+    """Refuse, before anything runs, an option value that would only fail (or be ignored) in
+    the middle of the run. `flag` names an option as the user typed it (CLI or pytest)."""
+    specs = {spec.name: spec for spec in OPTIONS}
+    kills = values.get("kills")
+    if kills is not None:
+        text = str(kills).strip()
+        if not (text.isascii() and text.isdigit()):
+            raise ConfigError(
+                f"{flag(specs['kills'])} {kills!r} is not a whole number of 0 or more; give the"
+                " SIGKILLs per database (0 skips the durability check), or leave it out for the"
+                " profile's"
+            )
+    directory = values.get("reproducers_dir")
+    if directory is not None:
+        check_directory(flag(specs["reproducers_dir"]), Path(directory))
+
+
+def check_directory(option: str, path: Path) -> None:
+    """Refuse a folder a run would write into only at its end, when it cannot be written: a
+    file by that name, or a place where no folder can be made. Nothing is left behind."""
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{option} {path}: that is a file; give a folder (made if missing)")
+        where = path
+    else:
+        where = path.parent
+        while not where.exists():
+            where = where.parent
+        if not where.is_dir():
+            raise ConfigError(f"{option} {path}: {where} is a file, so no folder can be made there")
+    try:
+        # A real attempt: permission bits say little for root, or on read-only mounts.
+        os.rmdir(tempfile.mkdtemp(prefix=".uowstress-probe-", dir=where))
+    except OSError as error:
+        raise ConfigError(
+            f"{option} {path}: cannot write there ({error.strerror or error}); give a folder"
+            " you can write to"
+        ) from None

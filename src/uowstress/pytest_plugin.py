@@ -31,9 +31,10 @@ import pytest
 
 from uowstress.config import DEFAULT_CONFIG_FILE, PerformanceConfig, Tier, load_config
 from uowstress.database import DEFAULT_URLS, PreparedDatabase, prepared_database
-from uowstress.errors import UowstressError
+from uowstress.errors import NothingToReplay, UowstressError
 from uowstress.explore import check_durability, explore
-from uowstress.options import OPTIONS, option_values, parse_target_options
+from uowstress.interrupts import restore_sigterm, stop_cleanly_on_sigterm
+from uowstress.options import OPTIONS, check_options, option_values, parse_target_options
 from uowstress.profiles import PROFILES, get_profile, register_profiles
 from uowstress.report.model import DurabilityRun, MachineRun, ScenarioResult
 from uowstress.scenario import Scenario, ScenarioSkipped, scenario_result
@@ -92,6 +93,7 @@ _CONFIG_SOURCE = pytest.StashKey[str | None]()
 _SCENARIO = pytest.StashKey[Scenario]()
 # Set once the test body of a scenario ran: its result is kept when the test is torn down.
 _RAN = pytest.StashKey[bool]()
+_SIGTERM_SET = pytest.StashKey[bool]()
 _WORKER_OUTPUT = "uowstress_results"
 
 
@@ -157,8 +159,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_CONFIG_SOURCE] = None if source is None else str(source)
     config.stash[RESULTS] = ResultStore()
     _check_database_urls(config)
+    try:
+        check_options(options_from(config), lambda spec: spec.pytest_flag)
+    except UowstressError as error:
+        raise pytest.UsageError(str(error)) from None
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(_WorkerResults(config.stash[RESULTS]), "uowstress-workers")
+        # Workers are stopped by their controller, which then cleans up as on Ctrl-C.
+        config.stash[_SIGTERM_SET] = stop_cleanly_on_sigterm()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(_SIGTERM_SET, False):
+        restore_sigterm()
 
 
 class _WorkerResults:
@@ -446,21 +459,24 @@ class Explorer:
         chosen = self.options["machine"]
         if chosen not in ("both", machine):
             pytest.skip(f"--machine {chosen} chosen")
-        run = explore(
-            machine,
-            self.url,
-            node_id=self.request.node.nodeid,
-            target_spec=self.options["target"],
-            options=self.options["target_options"],
-            profile=self.options["profile"],
-            config=self.config,
-            isolation_level=self.options["isolation_level"],
-            sessions=int(self.options["sessions"]),
-            reproducers_dir=Path(self.options["reproducers_dir"]),
-            allow_existing_tables=self.options["allow_existing_tables"],
-            shard=shard,
-            shards=int(self.request.config.getoption("uowstress_shards") or 1),
-        )
+        try:
+            run = explore(
+                machine,
+                self.url,
+                node_id=self.request.node.nodeid,
+                target_spec=self.options["target"],
+                options=self.options["target_options"],
+                profile=self.options["profile"],
+                config=self.config,
+                isolation_level=self.options["isolation_level"],
+                sessions=int(self.options["sessions"]),
+                reproducers_dir=Path(self.options["reproducers_dir"]),
+                allow_existing_tables=self.options["allow_existing_tables"],
+                shard=shard,
+                shards=int(self.request.config.getoption("uowstress_shards") or 1),
+            )
+        except NothingToReplay as nothing:
+            pytest.skip(str(nothing))
         self.results.machines.append(run)
         head = f"{machine} machine on {run.backend}, {run.examples} examples"
         if run.error:

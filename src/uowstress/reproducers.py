@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from uowstress.errors import ReproducerError
+from uowstress.faults import spec_problem
 from uowstress.profiles import REPRODUCERS_DIR
 
 FORMAT = "uowstress.reproducer"
@@ -87,6 +88,26 @@ class Reproducer(_Strict):
             out.setdefault(step.session, []).append((index, step))
         return out
 
+    def step_problems(self) -> list[str]:
+        """What the schema cannot see: a step on a session the reproducer does not declare, or
+        a fault that would crash the replay or inject some other fault than the run did."""
+        problems = []
+        for index, step in enumerate(self.steps, 1):
+            if step.session >= self.sessions:
+                problems.append(
+                    f"step {index}: session {step.session} does not exist; the reproducer"
+                    f" declares {self.sessions} session(s), numbered from 0 to {self.sessions - 1}"
+                )
+            if step.action == "fault" and step.fault is None:
+                problems.append(
+                    f"step {index}: a 'fault' step needs a 'fault' object,"
+                    ' e.g. {"point": "commit"}'
+                )
+            problem = None if step.fault is None else spec_problem(step.fault)
+            if problem is not None:
+                problems.append(f"step {index}: {problem}")
+        return problems
+
     def replay_command(self, path: Path | str | None = None) -> str:
         return f"uv run uowstress replay {path or self.id}"
 
@@ -131,6 +152,8 @@ def _describe(error: ValidationError) -> str:
 
 def load(path: Path) -> Reproducer:
     """Read and validate one file; a malformed or foreign file raises ReproducerError."""
+    if path.is_dir():
+        raise ReproducerError(f"{path}: is a directory, not a reproducer file")
     if not path.is_file():
         raise ReproducerError(f"{path}: no such reproducer file")
     size = path.stat().st_size
@@ -150,9 +173,13 @@ def load(path: Path) -> Reproducer:
             " replayed by this command"
         )
     try:
-        return Reproducer.model_validate(data)
+        reproducer = Reproducer.model_validate(data)
     except ValidationError as error:
         raise ReproducerError(f"{path}: malformed reproducer: {_describe(error)}") from None
+    problems = reproducer.step_problems()
+    if problems:
+        raise ReproducerError(f"{path}: malformed reproducer: {'; '.join(problems[:8])}")
+    return reproducer
 
 
 def resolve(spec: str, directory: Path = REPRODUCERS_DIR) -> Path:

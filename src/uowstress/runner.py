@@ -36,7 +36,7 @@ import pytest
 from uowstress.config import load_config
 from uowstress.database import prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
-from uowstress.options import parse_target_options
+from uowstress.options import check_directory, check_options, parse_target_options
 from uowstress.pytest_plugin import RESULTS, ResultStore
 from uowstress.report.compare import DEFAULT_THRESHOLD_PCT
 from uowstress.report.json_report import load_report
@@ -162,6 +162,8 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
     """Everything that can be refused before running: the configuration, the target and its
     options, the databases, the suites. Returns the URLs, what they are, and the config path."""
     options = request.options
+    check_options(options)
+    check_directory("--output-dir", request.output_dir)
     if request.fail_on_regression is not None and request.baseline is None:
         raise ConfigError(
             "--fail-on-regression compares with a baseline; pass --baseline PATH, the"

@@ -65,6 +65,12 @@ def _normalize(url: str | URL) -> tuple[Backend, URL]:
         except sa_exc.ArgumentError:
             # The text is not echoed: it may hold a password.
             raise ValueError(f"not a database URL; write it as {_ACCEPTED}") from None
+        except ValueError:
+            # SQLAlchemy's own words are int()'s about the port; the text is not echoed either.
+            raise ValueError(
+                f"the database URL's host:port part is malformed (the port must be a number,"
+                f" an IPv6 host goes in [brackets]); write it as {_ACCEPTED}"
+            ) from None
     entry = _DRIVERS.get(url.drivername.lower())
     if entry is None:
         raise ValueError(f"unsupported database URL scheme {url.drivername!r}; use {_ACCEPTED}")
@@ -154,6 +160,9 @@ def reachable(url: str | URL, timeout_s: int = 3) -> tuple[bool, str]:
                     f"directory {directory!r} of the SQLite database does not exist; create it"
                     " or point the URL elsewhere"
                 )
+            problem = _not_sqlite(database)
+            if problem is not None:
+                return False, f"{_redacted(normalized)} {problem}"
         # Opening a file would create it; the embedded library is always there.
         return True, f"SQLite {sqlite3.sqlite_version}"
     engine = _server_engine(normalized, timeout_s)
@@ -164,6 +173,28 @@ def reachable(url: str | URL, timeout_s: int = 3) -> tuple[bool, str]:
         return False, _failure_message(normalized, backend, error)
     finally:
         engine.dispose()
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _not_sqlite(path: str) -> str | None:
+    """Why the file at `path` cannot be used as a SQLite database, or None (absent and empty
+    files are new databases). Told from the file's header, without opening it in SQLite."""
+    if os.path.isdir(path):
+        return "names a directory; point the URL at a SQLite file, or at a path for a new one"
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error}); point the URL at a file you can read"
+    if header and header != _SQLITE_HEADER:
+        return (
+            "is not a SQLite database; point the URL at a SQLite file, or at a path for a new one"
+        )
+    return None
 
 
 def list_tables(url: str | URL) -> list[str]:

@@ -259,6 +259,19 @@ def check_target(target: object, where: str) -> Target:
     return candidate  # type: ignore[no-any-return]
 
 
+def _described(error: BaseException) -> str:
+    """The exception, its message and where it was raised: a line instead of a traceback."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if isinstance(error, SyntaxError):
+        return text  # str() of a SyntaxError already names the file and line
+    tb = error.__traceback__
+    if tb is None:
+        return text
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{text} ({os.path.basename(tb.tb_frame.f_code.co_filename)}, line {tb.tb_lineno})"
+
+
 def load_target(spec: str) -> Target:
     """Import `package.module:attribute`; the attribute is a Target or a callable returning one."""
     module_name, sep, attribute = spec.partition(":")
@@ -277,12 +290,34 @@ def load_target(spec: str) -> Target:
             f"cannot import target module {module_name!r}: {error}. Is it installed in this"
             " environment, or on PYTHONPATH?"
         ) from None
+    except (Exception, SystemExit) as error:  # SystemExit: a script that exits at import
+        raise TargetError(
+            f"cannot import target module {module_name!r}: {_described(error)}. Fix the module"
+            " so that it imports, or name another target."
+        ) from None
     try:
         obj = getattr(module, attribute)
     except AttributeError:
         raise TargetError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if inspect.isfunction(obj):  # a factory
-        obj = obj()
+        required = [
+            p.name
+            for p in inspect.signature(obj).parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if required:
+            raise TargetError(
+                f"target {spec!r} is a function that needs arguments ({', '.join(required)});"
+                " a target factory must take none. Name a Target object (e.g."
+                " humanoid_training.target:TARGET) or a factory without arguments."
+            )
+        try:
+            obj = obj()
+        except Exception as error:
+            raise TargetError(
+                f"target factory {spec!r} failed: {_described(error)}. Fix the factory, or name"
+                " a Target object instead."
+            ) from None
     return check_target(obj, f"target {spec!r}")
 
 

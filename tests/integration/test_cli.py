@@ -103,14 +103,32 @@ def test_run_with_a_weakening_switch_exits_1_and_reports_the_replay_command(
         (["--db-url", "postgresql://root:s3cret@127.0.0.1:1/test"], "cannot connect"),
         (["--fail-on-regression", "10"], "pass --baseline PATH"),
         (["--db-url", "postgresql://root:s3cret@/test"], "names no server host"),
+        (["--db-url", "postgresql://root:s3cret@127.0.0.1:x/test"], "port must be a number"),
+        (["--target-option", "max_payload_bytes=abc"], "max_payload_bytes 'abc' is not a whole"),
+        (["--kills", "abc"], "--kills 'abc' is not a whole number of 0 or more"),
+        (["--kills", "-3"], "--kills '-3' is not a whole number of 0 or more"),
+        (["--reproducers-dir", "{tmp}/afile"], "afile: that is a file; give a folder"),
+        (["--db-url", "sqlite:///{tmp}/afile"], "afile is not a SQLite database"),
+        (["--db-url", "sqlite:///{tmp}"], "names a directory"),
     ],
 )
 def test_run_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "afile").write_text("keep me")
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
     code, out = invoke("run", *args, "--output-dir", str(tmp_path))
     assert code == 2, out
     assert not (tmp_path / "uowstress-report.json").exists()
     assert message in out
     assert "s3cret" not in out
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_run_refuses_an_output_folder_it_could_not_write_before_running(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("keep me")
+    code, out = invoke("run", "--output-dir", str(tmp_path / "afile" / "reports"))
+    assert code == 2, out
+    assert "--output-dir" in out and "no folder can be made there" in out
+    assert "passed" not in out  # refused before any suite ran
 
 
 def test_run_refuses_a_sqlite_database_holding_foreign_tables(tmp_path: Path) -> None:
@@ -464,3 +482,106 @@ def test_a_path_the_user_gave_is_not_replaced_by_the_packaged_suites(
     assert code == 2, out
     assert "--path tests/performance: no such file or folder" in out
     assert not (tmp_path / "out").exists()
+
+
+def _fixed_reproducer(tmp_path: Path) -> Path:
+    """A reproducer that replays FIXED: its steps pass on the unweakened target."""
+    return reproducers.write(
+        reproducers.make_reproducer(
+            target="humanoid_training.target:TARGET",
+            backend="sqlite",
+            guarantee="serializable",
+            steps=[reproducers.Step(action="begin"), reproducers.Step(action="commit")],
+            failure=reproducers.Failure(kind="state", message="old", step=2),
+        ),
+        tmp_path,
+    )
+
+
+def _with_steps(path: Path, steps: list[dict[str, Any]], **changes: Any) -> Path:
+    """A copy of `path` with other steps, as a hand edit would make it."""
+    data = json.loads(path.read_text())
+    data.update(steps=steps, **changes)
+    copy = path.with_name(f"000-edited-{path.name}")  # sorts before the ids: replayed first
+    copy.write_text(json.dumps(data))
+    return copy
+
+
+def test_a_fault_without_a_point_is_malformed_and_the_batch_goes_on(tmp_path: Path) -> None:
+    good = _fixed_reproducer(tmp_path)
+    bad = _with_steps(good, [{"action": "begin"}, {"session": 0, "action": "fault", "fault": {}}])
+    content = bad.read_text()
+    code, out = invoke("replay", "--dir", str(tmp_path))
+    assert code == 2, out
+    assert "Traceback" not in out
+    lines = out.splitlines()
+    assert lines[0].startswith(f"ERROR  {bad}: {bad}: malformed reproducer: step 2:")
+    assert "a fault needs 'point' (one of before_flush" in lines[0]
+    assert lines[1].startswith(f"FIXED  {good}")
+    assert bad.read_text() == content
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (
+            [{"action": "begin"}, {"action": "fault", "fault": {"point": "nonsense"}}],
+            "step 2: a fault's 'point' is 'nonsense'",
+        ),
+        (
+            [
+                {"action": "begin"},
+                {"action": "fault", "fault": {"point": "statement", "statement": "abc"}},
+            ],
+            "step 2: a fault's 'statement' is 'abc'",
+        ),
+        (
+            [{"session": 3, "action": "begin"}, {"session": 3, "action": "commit"}],
+            "step 1: session 3 does not exist; the reproducer declares 1 session(s)",
+        ),
+    ],
+    ids=["unknown-point", "statement-not-a-number", "session-out-of-range"],
+)
+def test_a_malformed_step_is_not_replayed_as_fixed(
+    tmp_path: Path, steps: list[dict[str, Any]], message: str
+) -> None:
+    bad = _with_steps(_fixed_reproducer(tmp_path), steps, sessions=1)
+    code, out = invoke("replay", str(bad))
+    assert code == 2, out
+    assert out.startswith("ERROR") and "malformed reproducer" in out and message in out
+
+
+def test_replay_of_a_directory_points_to_dir(tmp_path: Path) -> None:
+    folder = tmp_path / "batch dir"
+    folder.mkdir()
+    _fixed_reproducer(folder)
+    code, out = invoke("replay", str(folder))
+    assert code == 2, out
+    assert f"{folder} is a directory, not a reproducer file" in out
+    assert f"use --dir '{folder}'" in out
+    assert "no such reproducer file" not in out
+
+
+def test_the_replay_profile_with_nothing_saved_skips_and_writes_no_reproducer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # an empty example database; uowstress's own suites
+    code, out = run_machines(tmp_path, "--profile", "replay", "--kills", "0", "--verbose")
+    assert code == 0, out
+    assert "nothing saved to replay for the acid machine" in out
+    assert "FINDING" not in out
+    assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
+
+
+def test_a_document_over_the_payload_limit_is_reported_as_refused_not_misread(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "big.yaml"
+    config.write_text("workloads:\n  payload_kb: [2048]\n")
+    code, out = invoke(
+        "run", "--config", str(config), "--pattern", "test_unit_of_work_performance.py",
+        "--kills", "0", "--format", "json", "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 1, out
+    assert "2048 KB document read back exactly: 2097193 bytes: the write was refused" in out
+    assert "PayloadError" in out and "it differs" not in out

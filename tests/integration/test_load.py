@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -82,6 +86,32 @@ def test_a_crash_in_a_worker_is_raised_not_lost(ledger_system: ledger.LedgerSyst
         run_load(ledger_system, None, [[Job("crash", crash)], []])
     with pytest.raises(ValueError, match="attempts must be at least 1"):
         run_load(ledger_system, None, [[]], attempts=0)
+
+
+def test_an_interrupted_load_stops_its_workers_before_it_raises(
+    ledger_system: ledger.LedgerSystem,
+) -> None:
+    _open(ledger_system, "a")
+    started: list[str] = []
+    interrupt = threading.Lock()  # one Ctrl-C, by whichever worker comes first
+
+    def deposit(worker: int, n: int) -> Job:
+        def work(uow: Any) -> None:
+            started.append(f"w{worker}d{n}")
+            if interrupt.acquire(blocking=False):
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, while the main thread waits
+            time.sleep(0.01)
+            uow.post(f"w{worker}d{n}", "a", 1)
+
+        return Job("deposit", work, ("a",))
+
+    with pytest.raises(KeyboardInterrupt):
+        run_load(ledger_system, None, [[deposit(w, n) for n in range(500)] for w in range(2)])
+    # Every worker has ended (none is left writing), after a few jobs rather than all 1,000.
+    assert not [
+        t for t in threading.enumerate() if t.name.startswith("uowstress-load-") and t.is_alive()
+    ]
+    assert 0 < len(started) < 100
 
 
 @contextmanager

@@ -130,6 +130,30 @@ def test_a_malformed_database_url_is_a_usage_error_before_anything_runs(
         assert accepted in message
 
 
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (
+            ["--uowstress-kills", "abc"],
+            "--uowstress-kills 'abc' is not a whole number of 0 or more",
+        ),
+        (["--uowstress-kills", "-3"], "--uowstress-kills '-3' is not a whole number of 0 or more"),
+        (
+            ["--uowstress-reproducers-dir", "afile"],
+            "--uowstress-reproducers-dir afile: that is a file",
+        ),
+    ],
+)
+def test_an_option_value_that_cannot_work_is_a_usage_error_before_anything_runs(
+    pytester: pytest.Pytester, args: list[str], problem: str
+) -> None:
+    pytester.makepyfile(test_perf=TEST_FILE)
+    pytester.makefile("", afile="keep me")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
+    _refused_before_collection(result, problem)
+    assert (pytester.path / "afile").read_text() == "keep me"
+
+
 def test_of_several_database_urls_the_bad_one_is_named_by_position_without_its_password(
     pytester: pytest.Pytester,
 ) -> None:

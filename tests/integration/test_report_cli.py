@@ -46,6 +46,33 @@ def test_a_higher_threshold_lets_it_pass(tmp_path: Path, baseline: Path) -> None
     assert "0 regressions" in out
 
 
+def test_reports_with_no_scenario_in_common_exit_2_without_a_traceback(
+    tmp_path: Path, baseline: Path
+) -> None:
+    rng = random.Random(4)
+    samples = [rng.lognormvariate(-4.5, 0.4) for _ in range(300)]
+    elsewhere = rf.report([rf.scenario("load", samples=samples, backend="postgresql")])
+    other = save_baseline(elsewhere, tmp_path / "other.json")
+    code, out, _ = _invoke("compare", str(baseline), str(other))
+    assert code == 2, out
+    assert "nothing to compare" in out and "Traceback" not in out
+
+
+def test_a_faster_run_is_worse_by_a_negative_change(tmp_path: Path, baseline: Path) -> None:
+    faster = rf.report([rf.scenario("load", samples=[0.001] * 300, ops_per_second=250.0)])
+    code, out, _ = _invoke(
+        "compare", str(baseline), str(save_baseline(faster, tmp_path / "f.json"))
+    )
+    assert code == 0, out
+    assert "worse by" in out
+    (ops,) = [
+        line
+        for line in out.splitlines()
+        if line.startswith("synthetic_suite::load") and "ops_per_second" in line
+    ]
+    assert "-150.0 %" in ops and "improved" in ops
+
+
 def test_noise_exits_0(tmp_path: Path, baseline: Path) -> None:
     same = save_baseline(_run(1.0, 3), tmp_path / "new.json")
     code, out, _ = _invoke("compare", str(baseline), str(same), "--alpha", "0.05")

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from humanoid_training.persistence.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, JsonCodec
 from humanoid_training.persistence.errors import PayloadError
 
-LIMIT_ADVICE = "raise the limit in the codec settings or shrink the payload"
+LIMIT_ADVICE = (
+    "raise the codec's max_bytes (uowstress: --target-option max_payload_bytes=N) or shrink"
+)
 
 
 def nested_lists(depth: int) -> Any:

@@ -397,3 +397,12 @@ def test_a_worse_value_never_gets_a_better_tier(metric: str, a: float, b: float)
     assert SEVERITY.index(judge(metric, better, DEFAULTS)) <= SEVERITY.index(
         judge(metric, worse, DEFAULTS)
     )
+
+
+def test_a_list_entry_is_described_by_its_own_list(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "workloads:\n  payload_kb: [0]\n")
+    assert (
+        "workloads.payload_kb[0]: found 0 (int); expected an integer >= 1; payload_kb is a list"
+        " of document sizes in KB" in message
+    )
+    assert "thread counts" not in message

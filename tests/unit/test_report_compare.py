@@ -134,3 +134,25 @@ def test_bad_parameters_are_refused() -> None:
         compare_all(_run(_draw(1)), _run(_draw(2)), alpha=0)
     with pytest.raises(ValueError, match="threshold_pct"):
         compare_all(_run(_draw(1)), _run(_draw(2)), threshold_pct=-1)
+
+
+def test_reports_of_other_backends_share_nothing_and_nothing_regresses() -> None:
+    old = rf.report([rf.scenario("a", samples=_draw(1), backend="sqlite")])
+    new = rf.report([rf.scenario("a", samples=_draw(2, scale=3.0), backend="postgresql")])
+    comparisons = compare_all(old, new)
+    assert comparisons == [] and compare(old, new) == []
+    text = render_comparison(comparisons, old, new)
+    assert "nothing to compare: no scenario has figures in both reports" in text
+    assert "the baseline holds 1 scenario on sqlite; this run holds 1 scenario on postgresql" in (
+        text
+    )
+    assert "nothing was compared, so nothing was judged" in text and "REGRESSED" not in text
+
+
+def test_a_report_of_state_machines_only_compared_with_itself() -> None:
+    machines_only = rf.report([], machines=[rf.machine_run()])
+    comparisons = compare_all(machines_only, machines_only)
+    text = render_comparison(comparisons, machines_only, machines_only)
+    assert "no performance scenario, 1 state machine run (not compared)" in text
+    assert "nothing was compared, so nothing was judged" in text
+    assert "nothing to compare" in render_comparison(comparisons)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from uowstress import reproducers
-from uowstress.errors import ReproducerError
+from uowstress.errors import ReproducerError, UowstressError
+from uowstress.faults import FAULT_POINTS, KILL_AT, Fault
 
 
 def sample(**changes: object) -> reproducers.Reproducer:
@@ -101,3 +102,92 @@ def test_steps_by_session_keep_global_order() -> None:
     grouped = rep.steps_by_session()
     assert [i for i, _ in grouped[1]] == [1, 3]
     assert [i for i, _ in grouped[0]] == [2]
+
+
+def _write_raw(path: Path, steps: list[dict[str, object]], **changes: object) -> Path:
+    """A reproducer file as a hand edit would leave it: fields not checked on the way out."""
+    data = sample().model_dump(mode="json")
+    data.update(steps=steps, **changes)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("step", "sessions", "message"),
+    [
+        ({"action": "fault", "fault": {}}, 1, "step 2: a fault needs 'point' (one of before_flush"),
+        ({"action": "fault"}, 1, "step 2: a 'fault' step needs a 'fault' object"),
+        (
+            {"action": "fault", "fault": {"point": "nonsense"}},
+            1,
+            "step 2: a fault's 'point' is 'nonsense'; it must be one of before_flush",
+        ),
+        (
+            {"action": "fault", "fault": {"point": "statement", "statement": "abc"}},
+            1,
+            "step 2: a fault's 'statement' is 'abc'; it must be a whole number from 1",
+        ),
+        (
+            {"action": "fault", "fault": {"point": "statement", "statement": 0}},
+            1,
+            "step 2: a fault's 'statement' is 0",
+        ),
+        (
+            {"action": "fault", "fault": {"point": "statement", "statement": True}},
+            1,
+            "step 2: a fault's 'statement' is True",
+        ),
+        (
+            {"action": "fault", "fault": {"point": "kill", "kill_at": "commit"}},
+            1,
+            "step 2: a fault's 'kill_at' is 'commit'; it must be one of before_flush",
+        ),
+        (
+            {"action": "fault", "fault": {"point": "statement", "statment": 3}},
+            1,
+            "step 2: a fault has unknown field(s) statment",
+        ),
+        (
+            {"session": 3, "action": "commit"},
+            1,
+            "step 2: session 3 does not exist; the reproducer declares 1 session(s)",
+        ),
+        (
+            {"session": 2, "action": "commit"},
+            2,
+            "step 2: session 2 does not exist; the reproducer declares 2 session(s)",
+        ),
+    ],
+)
+def test_a_step_the_replay_cannot_run_faithfully_is_refused_and_named(
+    tmp_path: Path, step: dict[str, object], sessions: int, message: str
+) -> None:
+    path = _write_raw(tmp_path / "x.json", [{"action": "begin"}, step], sessions=sessions)
+    before = path.read_text()
+    with pytest.raises(ReproducerError, match="malformed reproducer") as raised:
+        reproducers.load(path)
+    assert message in str(raised.value)
+    assert path.read_text() == before
+
+
+def test_fault_specs_as_written_load_and_a_bad_one_is_refused_by_name(tmp_path: Path) -> None:
+    specs: list[dict[str, object]] = [{"point": point} for point in FAULT_POINTS]
+    specs += [{"point": "statement", "statement": 6}]
+    specs += [{"point": "kill", "kill_at": at} for at in KILL_AT]
+    specs += [Fault(point="statement", statement=4).to_json()]
+    steps: list[dict[str, object]] = []
+    for spec in specs:
+        steps += [{"action": "begin"}, {"action": "fault", "fault": spec}]
+    rep = reproducers.load(_write_raw(tmp_path / "ok.json", steps))
+    defaults = {"statement": 1, "kill_at": "before_commit"}
+    assert [Fault.from_json(s.fault).to_json() for s in rep.steps if s.fault] == [
+        {**defaults, **spec} for spec in specs
+    ]
+    # Reached without load's check (a step built in code): a named error, not a KeyError.
+    with pytest.raises(UowstressError, match="a fault needs 'point'"):
+        Fault.from_json({})
+
+
+def test_a_directory_is_not_called_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ReproducerError, match="is a directory, not a reproducer file"):
+        reproducers.load(tmp_path)

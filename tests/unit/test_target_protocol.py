@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +51,48 @@ def test_ids_are_fresh_per_prefix_and_deterministic() -> None:
     ids = Ids()
     assert [ids.fresh("r"), ids.fresh("r"), ids.fresh("s")] == ["r1", "r2", "s1"]
     assert Ids().fresh("r") == "r1"
+
+
+def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> None:
+    (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            'raise RuntimeError("boom at import")\n',
+            "cannot import target module 'uows_broken_mod': RuntimeError: boom at import"
+            " (uows_broken_mod.py, line 1)",
+        ),
+        ("x = 1\ndef f(:\n", "SyntaxError: invalid syntax (uows_broken_mod.py, line 2)"),
+        ("import sys\nsys.exit(3)\n", "SystemExit: 3 (uows_broken_mod.py, line 2)"),
+    ],
+)
+def test_a_module_that_fails_at_import_is_named_with_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, message: str
+) -> None:
+    _module(tmp_path, monkeypatch, "uows_broken_mod", source)
+    with pytest.raises(TargetError) as caught:
+        load_target("uows_broken_mod:TARGET")
+    assert message in str(caught.value)
+
+
+def test_a_function_that_needs_arguments_is_not_a_factory() -> None:
+    with pytest.raises(TargetError, match=r"needs arguments \(obj\); a target factory must take"):
+        load_target("json:dumps")
+
+
+def test_a_factory_that_raises_is_named_with_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = "def make():\n    raise ValueError('no database')\n"
+    _module(tmp_path, monkeypatch, "uows_failing_factory", source)
+    with pytest.raises(TargetError) as caught:
+        load_target("uows_failing_factory:make")
+    assert (
+        "target factory 'uows_failing_factory:make' failed: ValueError: no database"
+        " (uows_failing_factory.py, line 2)" in str(caught.value)
+    )

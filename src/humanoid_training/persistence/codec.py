@@ -17,7 +17,10 @@ from humanoid_training.persistence.errors import PayloadError
 DEFAULT_MAX_BYTES = 1_048_576
 DEFAULT_MAX_DEPTH = 32
 
-_WHAT_TO_DO = "raise the limit in the codec settings or shrink the payload"
+_WHAT_TO_DO = (
+    "raise the codec's max_bytes (uowstress: --target-option max_payload_bytes=N) or shrink"
+    " the payload"
+)
 
 # A complete JSON string (escapes included), a bracket, or a lone quote that starts an
 # unterminated string; brackets inside strings are thereby skipped when measuring depth.

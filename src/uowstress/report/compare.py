@@ -248,11 +248,62 @@ def _value(metric: str, value: float) -> str:
     return fmt.number(value)
 
 
+def _holds(report: Report) -> str:
+    """What a report has to show, for when none of it matches the other report."""
+    compared = [s for s in report.scenarios if s.status != "skipped"]
+    parts = []
+    if compared:
+        backends = sorted({s.backend for s in compared})
+        parts.append(
+            f"{len(compared)} scenario{'s' if len(compared) != 1 else ''} on {', '.join(backends)}"
+        )
+    else:
+        parts.append("no performance scenario")
+    if report.machines:
+        count = len(report.machines)
+        parts.append(f"{count} state machine run{'s' if count != 1 else ''} (not compared)")
+    return ", ".join(parts)
+
+
 def render_comparison(
     comparisons: Sequence[Comparison], old: Report | None = None, new: Report | None = None
 ) -> str:
     """A plain-text table of every comparison, then the scenarios only one run has."""
-    header = ("scenario", "metric", "baseline", "now", "change", "p", "effect", "verdict", "note")
+    lines: list[str] = []
+    if comparisons:
+        lines += _table(comparisons)
+    else:
+        # Two valid reports that share nothing: say so plainly; there is nothing to regress.
+        lines.append("nothing to compare: no scenario has figures in both reports.")
+        if old is not None and new is not None:
+            lines.append(f"the baseline holds {_holds(old)}; this run holds {_holds(new)}.")
+    if old is not None and new is not None:
+        old_keys = {scenario_key(s) for s in old.scenarios}
+        new_keys = {scenario_key(s) for s in new.scenarios}
+        for label, keys in (
+            ("only in the baseline", old_keys - new_keys),
+            ("new in this run", new_keys - old_keys),
+        ):
+            if keys:
+                lines.append(f"{label}: {', '.join(sorted(keys))}")
+    if not comparisons:
+        lines.append(
+            "nothing was compared, so nothing was judged: compare reports of the same scenarios"
+            " on the same backend."
+        )
+        return "\n".join(lines) + "\n"
+    regressed = sum(c.verdict == "regressed" for c in comparisons)
+    lines.append(
+        f"{regressed} regression{'s' if regressed != 1 else ''} in {len(comparisons)}"
+        " comparisons. worse by: the relative change, positive when the figure got worse."
+        " latency_p50_s: Mann-Whitney U and Cliff's delta on the transaction times;"
+        " ops_per_second and memory_peak_mb: single figures, relative change only."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _table(comparisons: Sequence[Comparison]) -> list[str]:
+    header = ("scenario", "metric", "baseline", "now", "worse by", "p", "effect", "verdict", "note")
     rows = [
         (
             c.scenario,
@@ -267,27 +318,11 @@ def render_comparison(
         )
         for c in comparisons
     ]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    # A list, not starred arguments: max() of a lone int is a TypeError.
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     lines = [
         "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
         "  ".join("-" * w for w in widths),
     ]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    if not rows:
-        lines.append("(no scenario in both runs)")
-    if old is not None and new is not None:
-        old_keys = {scenario_key(s) for s in old.scenarios}
-        new_keys = {scenario_key(s) for s in new.scenarios}
-        for label, keys in (
-            ("only in the baseline", old_keys - new_keys),
-            ("new in this run", new_keys - old_keys),
-        ):
-            if keys:
-                lines.append(f"{label}: {', '.join(sorted(keys))}")
-    regressed = sum(c.verdict == "regressed" for c in comparisons)
-    lines.append(
-        f"{regressed} regression{'s' if regressed != 1 else ''} in {len(comparisons)}"
-        " comparisons. latency_p50_s: Mann-Whitney U and Cliff's delta on the transaction times;"
-        " ops_per_second and memory_peak_mb: single figures, relative change only."
-    )
-    return "\n".join(lines) + "\n"
+    return lines

@@ -263,7 +263,7 @@ def _regressions(report: Report) -> list[str]:
 
 def _regression_table(regressions: Sequence[Regression]) -> list[str]:
     return _table(
-        ("scenario", "metric", "baseline", "now", "change", "p", "effect", "verdict"),
+        ("scenario", "metric", "baseline", "now", "worse by", "p", "effect", "verdict"),
         (
             (
                 text(r.scenario),

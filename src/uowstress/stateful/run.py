@@ -5,18 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import unittest
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hypothesis import Phase
 from hypothesis import settings as Settings
 from hypothesis.errors import Flaky, HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
 
 from uowstress import reproducers
 from uowstress.database import DEFAULT_URLS, prepared_database
-from uowstress.errors import UowstressError
+from uowstress.errors import NothingToReplay, UowstressError
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
@@ -213,7 +215,19 @@ def run_acid(
             if max_examples is not None:  # a shard of a split exploration
                 explore_with = Settings(explore_with, max_examples=max_examples)
             with bounded_example_cache():
-                run_state_machine_as_test(machine_class, settings=explore_with)
+                try:
+                    run_state_machine_as_test(machine_class, settings=explore_with)
+                except unittest.SkipTest:
+                    if Phase.generate in explore_with.phases:
+                        raise
+                    # Hypothesis was told to run only saved examples, and there are none.
+                    raise NothingToReplay(
+                        f"nothing saved to replay for the {machine} machine on {db.display}:"
+                        " the replay profile runs only failures earlier runs saved; run with"
+                        " another profile to explore"
+                    ) from None
+        except NothingToReplay:
+            raise
         except (Finding, Exception) as error:
             if isinstance(error, Flaky):
                 said = str(error).strip().splitlines()

@@ -1,0 +1,40 @@
+"""SIGTERM interrupts like Ctrl-C, so that a stopped run still cleans up."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from uowstress.interrupts import restore_sigterm, stop_cleanly_on_sigterm
+
+
+@pytest.fixture
+def default_sigterm() -> Iterator[None]:
+    saved = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
+@pytest.mark.usefixtures("default_sigterm")
+def test_sigterm_raises_keyboard_interrupt_until_restored() -> None:
+    assert stop_cleanly_on_sigterm()
+    with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM"):
+        os.kill(os.getpid(), signal.SIGTERM)
+    restore_sigterm()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.usefixtures("default_sigterm")
+def test_a_handler_of_the_program_is_left_alone() -> None:
+    def own(signum: int, frame: object) -> None:
+        return None
+
+    signal.signal(signal.SIGTERM, own)
+    assert not stop_cleanly_on_sigterm()
+    restore_sigterm()
+    assert signal.getsignal(signal.SIGTERM) is own
