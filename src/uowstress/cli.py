@@ -301,7 +301,15 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
 
     folder = Path(directory)
     try:
-        urls: dict[str, str] = {backend_name(u): u for u in db_urls}
+        urls: dict[str, str] = {}
+        for url in db_urls:
+            backend = backend_name(url)
+            if backend in urls:
+                raise UowstressError(
+                    f"--db-url names two {backend} databases; a reproducer replays on the"
+                    f" backend it was found on, so give one --db-url per backend"
+                )
+            urls[backend] = url
         paths = [_replay_path(s, folder) for s in specs] or reproducers.all_paths(folder)
     except (UowstressError, ValueError) as error:
         click.echo(f"uowstress: {error}", err=True)

@@ -163,6 +163,10 @@ def test_replay_of_a_fixed_failure_says_fixed(tmp_path: Path) -> None:
     code, out = invoke("replay", "--dir", str(tmp_path))
     assert code == 0, out
     assert out.startswith("FIXED") and str(path) in out
+    assert "all 2 steps pass on sqlite://" in out  # where it ran: a default, unless given
+    code, out = invoke("replay", "--dir", str(tmp_path), "--db-url", "sqlite://", "--db-url",
+                       f"sqlite:///{tmp_path}/other.db")  # fmt: skip
+    assert code == 2 and "--db-url names two sqlite databases" in out, out
 
 
 def test_replay_with_nothing_to_replay(tmp_path: Path) -> None:

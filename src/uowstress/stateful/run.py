@@ -296,9 +296,12 @@ def replay(path: Path, *, db_urls: Mapping[str, str] | None = None) -> ReplayRes
     except UowstressError as error:
         return ReplayResult(path, "ERROR", str(error))
     url = (db_urls or {}).get(reproducer.backend) or DEFAULT_URLS[reproducer.backend]
+    where = "?"
     try:
         target = load_target(reproducer.target)
         with prepared_database(url) as db:
+            # Named in the verdict: without a --db-url of its backend, a default server is used.
+            where = db.display
             system = target.connect(
                 db.url, reproducer.target_options, isolation_level=reproducer.isolation_level
             )
@@ -308,13 +311,17 @@ def replay(path: Path, *, db_urls: Mapping[str, str] | None = None) -> ReplayRes
                     try:
                         executor.run(step.as_dict())
                     except Finding as finding:
-                        return ReplayResult(path, "FAILED", f"step {index}: {finding}", reproducer)
+                        return ReplayResult(
+                            path, "FAILED", f"step {index} on {where}: {finding}", reproducer
+                        )
             finally:
                 executor.close()
                 system.dispose()
     except (UowstressError, ValueError) as error:
         return ReplayResult(path, "ERROR", str(error), reproducer)
-    return ReplayResult(path, "FIXED", f"all {len(reproducer.steps)} steps pass", reproducer)
+    return ReplayResult(
+        path, "FIXED", f"all {len(reproducer.steps)} steps pass on {where}", reproducer
+    )
 
 
 def result_summary(result: AcidResult) -> dict[str, Any]:
