@@ -297,6 +297,7 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
     Prints FIXED, FAILED or ERROR for each. Exit status: 0 all fixed, 1 one failed,
     2 one could not be replayed.
     """
+    from uowstress.report.output import hide_passwords
     from uowstress.scratch import backend_name
 
     folder = Path(directory)
@@ -321,7 +322,8 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
     for path in paths:
         result = replay_one(path, db_urls=urls)
         verdicts.append(result.verdict)
-        click.echo(f"{result.verdict:6s} {path}: {result.detail}")
+        # A target's error may quote its database URL.
+        click.echo(f"{result.verdict:6s} {path}: {hide_passwords(result.detail)}")
     if "ERROR" in verdicts:
         sys.exit(EXIT_USAGE)
     sys.exit(EXIT_FINDING if "FAILED" in verdicts else EXIT_OK)

@@ -8,13 +8,30 @@ an interrupt from the keyboard.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
 
+# The process that set the handler: a child forked from it (multiprocessing, os.fork) must die
+# of SIGTERM as usual, not unwind through its parent's cleanup.
+_owner: int | None = None
+
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
+    if os.getpid() != _owner:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def _in_child() -> None:
+    if signal.getsignal(signal.SIGTERM) is _interrupted:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_in_child)
 
 
 def stop_cleanly_on_sigterm() -> bool:
@@ -24,6 +41,8 @@ def stop_cleanly_on_sigterm() -> bool:
         return False
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
+    global _owner
+    _owner = os.getpid()
     signal.signal(signal.SIGTERM, _interrupted)
     return True
 

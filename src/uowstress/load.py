@@ -170,6 +170,14 @@ class _Worker:
             self.crashed = crash
 
 
+def _join(threads: Sequence[threading.Thread]) -> None:
+    # In short waits: a signal can land on a worker thread, and the main thread, which alone
+    # runs Python's signal handlers, sees it only when it wakes.
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.05)
+
+
 def run_load(
     system: System,
     workload: object,
@@ -193,21 +201,19 @@ def run_load(
         threading.Thread(target=worker, args=(barrier,), name=f"uowstress-load-{index}")
         for index, worker in enumerate(workers)
     ]
-    for thread in threads:
-        thread.start()
     try:
+        for thread in threads:
+            thread.start()
         barrier.wait()
         started = time.perf_counter_ns()
-        for thread in threads:
-            thread.join()
+        _join(threads)
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM): the workers stop after their current transaction and
         # are waited for, so that the cleanup that follows does not drop tables under them.
         barrier.abort()
         for worker in workers:
             worker.stop.set()
-        for thread in threads:
-            thread.join()
+        _join([thread for thread in threads if thread.ident is not None])
         raise
     total = LoadResult(threads=len(workers), seconds=(time.perf_counter_ns() - started) / _NS)
     for worker in workers:

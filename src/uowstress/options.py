@@ -133,21 +133,26 @@ def check_options(
 def check_directory(option: str, path: Path) -> None:
     """Refuse a folder a run would write into only at its end, when it cannot be written: a
     file by that name, or a place where no folder can be made. Nothing is left behind."""
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(f"{option} {path}: that is a file; give a folder (made if missing)")
-        where = path
-    else:
-        where = path.parent
-        while not where.exists():
-            where = where.parent
-        if not where.is_dir():
-            raise ConfigError(f"{option} {path}: {where} is a file, so no folder can be made there")
     try:
-        # A real attempt: permission bits say little for root, or on read-only mounts.
-        os.rmdir(tempfile.mkdtemp(prefix=".uowstress-probe-", dir=where))
-    except OSError as error:
+        _probe_directory(option, path)
+    except OSError as error:  # e.g. a parent folder that cannot be read
         raise ConfigError(
             f"{option} {path}: cannot write there ({error.strerror or error}); give a folder"
             " you can write to"
         ) from None
+
+
+def _probe_directory(option: str, path: Path) -> None:
+    if path.is_dir():
+        where = path
+    elif os.path.lexists(path):
+        kind = "a link to nothing" if path.is_symlink() else "a file"
+        raise ConfigError(f"{option} {path}: that is {kind}; give a folder (made if missing)")
+    else:
+        where = path.parent
+        while not os.path.lexists(where):
+            where = where.parent
+        if not where.is_dir():
+            raise ConfigError(f"{option} {path}: {where} is a file, so no folder can be made there")
+    # A real attempt: permission bits say little for root, or on read-only mounts.
+    os.rmdir(tempfile.mkdtemp(prefix=".uowstress-probe-", dir=where))

@@ -159,14 +159,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_CONFIG_SOURCE] = None if source is None else str(source)
     config.stash[RESULTS] = ResultStore()
     _check_database_urls(config)
-    try:
-        check_options(options_from(config), lambda spec: spec.pytest_flag)
-    except UowstressError as error:
-        raise pytest.UsageError(str(error)) from None
     if not hasattr(config, "workerinput"):
+        # Only what the user gave: a session that uses no uowstress option (any test suite,
+        # with uowstress installed) must not depend on, or touch, the defaults' folders.
+        given = {spec.name: config.getoption(f"uowstress_{spec.name}") for spec in OPTIONS}
+        try:
+            check_options(
+                {name: value for name, value in given.items() if value is not None},
+                lambda spec: spec.pytest_flag,
+            )
+        except UowstressError as error:
+            raise pytest.UsageError(str(error)) from None
         config.pluginmanager.register(_WorkerResults(config.stash[RESULTS]), "uowstress-workers")
-        # Workers are stopped by their controller, which then cleans up as on Ctrl-C.
-        config.stash[_SIGTERM_SET] = stop_cleanly_on_sigterm()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -333,6 +337,11 @@ def uowstress_db_url(request: pytest.FixtureRequest) -> str:
     """Each database of the session in turn (--uowstress-db-url, or the ini's backends). A
     server that does not answer skips the test, or fails it under CI=true."""
     url = str(request.param)
+    config = request.config
+    if not hasattr(config, "workerinput") and _SIGTERM_SET not in config.stash:
+        # A session that sets up databases drops them on SIGTERM too, as on Ctrl-C (workers
+        # are stopped by their controller).
+        config.stash[_SIGTERM_SET] = stop_cleanly_on_sigterm()
     if url not in _reachability:
         try:
             _reachability[url] = reachable(url)

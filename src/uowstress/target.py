@@ -261,7 +261,12 @@ def check_target(target: object, where: str) -> Target:
 
 def _described(error: BaseException) -> str:
     """The exception, its message and where it was raised: a line instead of a traceback."""
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    # Imported here, on the error path: the report package is heavy to import.
+    from uowstress.report.output import hide_passwords
+
+    # A target's own message may quote its database URL: its password is hidden.
+    said = hide_passwords(str(error))
+    text = f"{type(error).__name__}: {said}" if said else type(error).__name__
     if isinstance(error, SyntaxError):
         return text  # str() of a SyntaxError already names the file and line
     tb = error.__traceback__

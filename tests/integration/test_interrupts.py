@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
 
 from humanoid_training.persistence.engine import normalize_url
 
 
-def _scratch_schemas(url: str) -> set[str]:
-    engine = create_engine(normalize_url(url))
+def _scratch_schemas(url: URL) -> set[str]:
+    engine = create_engine(url)
     try:
         with engine.connect() as connection:
             names = connection.execute(
@@ -26,11 +29,29 @@ def _scratch_schemas(url: str) -> set[str]:
         engine.dispose()
 
 
+@pytest.fixture
+def own_database(server_url: str) -> Iterator[URL]:
+    """A database of this test's own on the server: another run's scratch schemas on the same
+    server are not in it."""
+    server = normalize_url(server_url)
+    name = f"sigterm_{secrets.token_hex(6)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server.set(database=name)
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
 @pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
 )
-def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(server_url: str, tmp_path: Path) -> None:
-    before = _scratch_schemas(server_url)
+def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(
+    own_database: URL, tmp_path: Path
+) -> None:
     run = subprocess.Popen(
         [
             sys.executable,
@@ -38,7 +59,7 @@ def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(server_url: str, tmp_
             "from uowstress.cli import main; main()",
             "run",
             "--db-url",
-            server_url,
+            own_database.render_as_string(hide_password=False),
             "--kills",
             "0",
             "--output-dir",
@@ -51,7 +72,7 @@ def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(server_url: str, tmp_
     )
     try:
         deadline = time.monotonic() + 120
-        while not _scratch_schemas(server_url) - before:
+        while not _scratch_schemas(own_database):
             assert run.poll() is None, "the run ended before it set up its scratch schema"
             assert time.monotonic() < deadline, "no scratch schema appeared within 120 s"
             time.sleep(0.2)
@@ -64,4 +85,4 @@ def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(server_url: str, tmp_
             run.wait()
     # Ended by the interrupt unwinding (exit 1 or 2, wherever it landed), not by the signal.
     assert run.returncode > 0, err[-2000:]
-    assert _scratch_schemas(server_url) - before == set()
+    assert _scratch_schemas(own_database) == set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -38,3 +39,21 @@ def test_a_handler_of_the_program_is_left_alone() -> None:
     assert not stop_cleanly_on_sigterm()
     restore_sigterm()
     assert signal.getsignal(signal.SIGTERM) is own
+
+
+@pytest.mark.usefixtures("default_sigterm")
+def test_a_forked_child_dies_of_sigterm_as_usual() -> None:
+    # Not unwinding through its parent's cleanup (which would drop the parent's databases).
+    assert stop_cleanly_on_sigterm()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                os._exit(3)  # reached only when SIGTERM did not end the child
+        _, status = os.waitpid(pid, 0)
+    finally:
+        restore_sigterm()
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM

@@ -49,3 +49,24 @@ def test_a_folder_that_cannot_be_made_is_refused() -> None:
 def test_a_missing_folder_that_can_be_made_is_taken_and_not_made(tmp_path: Path) -> None:
     check_directory("--output-dir", tmp_path / "new" / "reports")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_link_to_nothing_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "reports").symlink_to(tmp_path / "gone")
+    with pytest.raises(ConfigError, match="that is a link to nothing"):
+        check_directory("--output-dir", tmp_path / "reports")
+
+
+def test_a_folder_given_through_a_link_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "reports").symlink_to(tmp_path / "real")
+    check_directory("--output-dir", tmp_path / "reports")
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+def test_a_relative_folder_is_probed_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    check_directory("--output-dir", Path("performance_reports"))
+    assert list(tmp_path.iterdir()) == []
