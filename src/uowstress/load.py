@@ -114,6 +114,9 @@ class _Worker:
         self.crashed: BaseException | None = None
         # Set when the run is interrupted: the worker stops after its current transaction.
         self.stop = threading.Event()
+        # Set by the worker as it ends. Thread.join is not relied on when interrupted: on
+        # Python 3.11 a KeyboardInterrupt inside join() can mark a running thread as stopped.
+        self.finished = threading.Event()
 
     def attempt(self, job: Job) -> BaseException | None:
         """One try; the error it ended with, or None when it committed."""
@@ -168,14 +171,16 @@ class _Worker:
             self.run()
         except BaseException as crash:  # reported by run_load, never lost in a thread
             self.crashed = crash
+        finally:
+            self.finished.set()
 
 
-def _join(threads: Sequence[threading.Thread]) -> None:
+def _wait_for(workers: Sequence[_Worker]) -> None:
     # In short waits: a signal can land on a worker thread, and the main thread, which alone
     # runs Python's signal handlers, sees it only when it wakes.
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.05)
+    for worker in workers:
+        while not worker.finished.wait(0.05):
+            pass
 
 
 def run_load(
@@ -206,15 +211,17 @@ def run_load(
             thread.start()
         barrier.wait()
         started = time.perf_counter_ns()
-        _join(threads)
+        _wait_for(workers)
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM): the workers stop after their current transaction and
         # are waited for, so that the cleanup that follows does not drop tables under them.
         barrier.abort()
         for worker in workers:
             worker.stop.set()
-        _join([thread for thread in threads if thread.ident is not None])
+        _wait_for([w for w, thread in zip(workers, threads, strict=True) if thread.ident])
         raise
+    for thread in threads:
+        thread.join()
     total = LoadResult(threads=len(workers), seconds=(time.perf_counter_ns() - started) / _NS)
     for worker in workers:
         if worker.crashed is not None:
