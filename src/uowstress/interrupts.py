@@ -13,20 +13,14 @@ import signal
 import threading
 from types import FrameType
 
-# The process that set the handler: a child forked from it (multiprocessing, os.fork) must die
-# of SIGTERM as usual, not unwind through its parent's cleanup.
-_owner: int | None = None
-
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
-    if os.getpid() != _owner:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
 def _in_child() -> None:
+    # A child forked from the run (multiprocessing, os.fork) dies of SIGTERM as usual, rather
+    # than unwinding through its parent's cleanup.
     if signal.getsignal(signal.SIGTERM) is _interrupted:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -41,8 +35,6 @@ def stop_cleanly_on_sigterm() -> bool:
         return False
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
-    global _owner
-    _owner = os.getpid()
     signal.signal(signal.SIGTERM, _interrupted)
     return True
 

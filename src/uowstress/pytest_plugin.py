@@ -160,14 +160,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = ResultStore()
     _check_database_urls(config)
     if not hasattr(config, "workerinput"):
-        # Only what the user gave: a session that uses no uowstress option (any test suite,
-        # with uowstress installed) must not depend on, or touch, the defaults' folders.
+        # The options as given (None when absent), not options_from's defaults: a session that
+        # uses no uowstress option (any test suite, with uowstress installed) must not depend
+        # on, or touch, the defaults' folders.
         given = {spec.name: config.getoption(f"uowstress_{spec.name}") for spec in OPTIONS}
         try:
-            check_options(
-                {name: value for name, value in given.items() if value is not None},
-                lambda spec: spec.pytest_flag,
-            )
+            check_options(given, lambda spec: spec.pytest_flag)
         except UowstressError as error:
             raise pytest.UsageError(str(error)) from None
         config.pluginmanager.register(_WorkerResults(config.stash[RESULTS]), "uowstress-workers")

@@ -296,12 +296,9 @@ def replay(path: Path, *, db_urls: Mapping[str, str] | None = None) -> ReplayRes
     except UowstressError as error:
         return ReplayResult(path, "ERROR", str(error))
     url = (db_urls or {}).get(reproducer.backend) or DEFAULT_URLS[reproducer.backend]
-    where = "?"
     try:
         target = load_target(reproducer.target)
         with prepared_database(url) as db:
-            # Named in the verdict: without a --db-url of its backend, a default server is used.
-            where = db.display
             system = target.connect(
                 db.url, reproducer.target_options, isolation_level=reproducer.isolation_level
             )
@@ -312,16 +309,16 @@ def replay(path: Path, *, db_urls: Mapping[str, str] | None = None) -> ReplayRes
                         executor.run(step.as_dict())
                     except Finding as finding:
                         return ReplayResult(
-                            path, "FAILED", f"step {index} on {where}: {finding}", reproducer
+                            path, "FAILED", f"step {index} on {db.display}: {finding}", reproducer
                         )
             finally:
                 executor.close()
                 system.dispose()
+            # The database is named: without a --db-url of its backend, a default server is used.
+            passed = f"all {len(reproducer.steps)} steps pass on {db.display}"
     except (UowstressError, ValueError) as error:
         return ReplayResult(path, "ERROR", str(error), reproducer)
-    return ReplayResult(
-        path, "FIXED", f"all {len(reproducer.steps)} steps pass on {where}", reproducer
-    )
+    return ReplayResult(path, "FIXED", passed, reproducer)
 
 
 def result_summary(result: AcidResult) -> dict[str, Any]:
