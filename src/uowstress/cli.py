@@ -384,12 +384,10 @@ def isolation(
     usage or database error (a SQLite file holding tables needs --allow-existing-tables, and
     is refused when one of them is named uows_registers).
     """
-    import contextlib
-
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy.engine import make_url
 
     from uowstress.isolation import render_markdown, render_matrix, search_isolation
+    from uowstress.scratch import hide_secrets
 
     def progress(message: str) -> None:
         click.echo(message, err=True)
@@ -409,11 +407,7 @@ def isolation(
     except sa_exc.SQLAlchemyError as error:
         orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
         lines = str(orig).strip().splitlines()
-        reason = lines[0] if lines else ""
-        with contextlib.suppress(sa_exc.ArgumentError):
-            password = make_url(db_url).password
-            if isinstance(password, str) and password:
-                reason = reason.replace(password, "***")
+        reason = hide_secrets(lines[0] if lines else "", db_url)
         click.echo(
             f"uowstress: the database failed during the search: {type(orig).__name__}:"
             f" {reason}. Check that the server is up and the user may create tables in the"

@@ -8,15 +8,19 @@ file is used as is, after checking that it holds no tables; with no file, a temp
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.engine import URL, make_url
 
-from uowstress.errors import DatabaseUnreachable, UnsafeDatabase
+from uowstress.errors import DatabaseUnreachable, UnsafeDatabase, UowstressError
 from uowstress.scratch import backend_name, list_tables, reachable, redacted, scratch_database
+
+log = logging.getLogger(__name__)
 
 DEFAULT_URLS = {
     "sqlite": "sqlite://",
@@ -61,14 +65,82 @@ def prepared_database(
                     " --db-url at an empty database, or pass --allow-existing-tables if you"
                     " accept that the target may change them"
                 )
+        # What the run changes in a file it did not create, besides its own tables (which the
+        # target drops): the journal mode (the reference system's engine sets WAL, which stays
+        # with the file) and SQLite's statistics tables (ANALYZE creates them).
+        before = _file_settings(path) if existed else None
         try:
             yield PreparedDatabase(url, redacted(url), backend, detail)
+        except BaseException:
+            # The run's own error is the one to report.
+            if before is not None:
+                try:
+                    _restore_file_settings(path, before)
+                except UowstressError as error:
+                    log.warning("%s", error)
+            raise
         finally:
             if not existed:
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     if os.path.exists(path + suffix):
                         os.remove(path + suffix)
+        if before is not None:
+            _restore_file_settings(path, before)
         return
     with scratch_database(url) as scratch:
         full = scratch.render_as_string(hide_password=False)
         yield PreparedDatabase(full, redacted(url), backend, detail)
+
+
+@dataclass(frozen=True)
+class _FileSettings:
+    journal_mode: str
+    statistics: frozenset[str]  # the sqlite_stat tables the file holds
+
+
+def _statistics_tables(conn: sqlite3.Connection) -> frozenset[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'sqlite\\_stat%'"
+        " ESCAPE '\\'"
+    )
+    return frozenset(str(name) for (name,) in rows)
+
+
+def _file_settings(path: str) -> _FileSettings:
+    conn = sqlite3.connect(path)
+    try:
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        return _FileSettings(str(mode).lower(), _statistics_tables(conn))
+    finally:
+        conn.close()
+
+
+def _restore_file_settings(path: str, before: _FileSettings) -> None:
+    """Put back the journal mode of a SQLite file the run used but did not create, and drop
+    the statistics tables the run added (their rows were the run's tables', dropped with them)."""
+    restore = f"PRAGMA journal_mode = {before.journal_mode.upper()}"
+    try:
+        conn = sqlite3.connect(path, timeout=5)
+        try:
+            added = _statistics_tables(conn) - before.statistics
+            for table in sorted(added):
+                conn.execute(f'DROP TABLE "{table}"')
+            conn.commit()
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != before.journal_mode:
+                (mode,) = conn.execute(restore).fetchone()
+                if str(mode).lower() != before.journal_mode:
+                    raise sqlite3.OperationalError(f"the journal mode stayed {mode}")
+        finally:
+            conn.close()
+    except sqlite3.Error as error:
+        by_hand = [restore] + [
+            f"DROP TABLE IF EXISTS {name}"
+            for name in ("sqlite_stat1", "sqlite_stat4")
+            if name not in before.statistics
+        ]
+        raise UowstressError(
+            f"could not put {path} back as it was before the run (journal mode"
+            f" {before.journal_mode}, no statistics tables of the run's): {error}. Close what"
+            f" else has the file open, then run: sqlite3 {path} '{'; '.join(by_hand)}'"
+        ) from error

@@ -500,12 +500,15 @@ class Scenario:
         return checks
 
     def _analyse(self, conn: Any) -> None:
-        # Fresh statistics, so that planners judge the tables as they are after the load.
-        if self.backend in ("sqlite", "postgresql"):
-            conn.execute(text("ANALYZE"))
-        else:
-            for table in sorted(self.target.tables):
-                conn.execute(text(f"ANALYZE TABLE `{table}`"))
+        # Fresh statistics, so that planners judge the tables as they are after the load. The
+        # target's tables only: a bare ANALYZE would also rewrite the statistics of whatever
+        # else the database holds (the user's own tables, on a SQLite file or a server).
+        quote = conn.dialect.identifier_preparer.quote
+        for table in sorted(self.target.tables):
+            if self.backend in ("sqlite", "postgresql"):
+                conn.execute(text(f"ANALYZE {quote(table)}"))
+            else:
+                conn.execute(text(f"ANALYZE TABLE {quote(table)}"))
         conn.commit()
 
     def _query_statements(self, examples: int) -> list[tuple[str, str, Any]]:

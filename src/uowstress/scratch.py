@@ -98,12 +98,36 @@ def _secrets(url: URL) -> list[str]:
     return [secret for secret in found if secret]
 
 
+# Below this length a secret is hidden only where it stands alone (see hide_secrets):
+# between spaces, quotes, brackets or the delimiters of a URL or a key=value pair.
+_SHORT_SECRET = 6
+_WORD = r"""[^\s'"`=:@/,;()\[\]<>{}]"""
+
+
+def hide_secrets(text: str, url: str | URL) -> str:
+    """`text` with the secrets of `url` (its password, secret query parameters) shown as ***.
+
+    A secret of fewer than six characters is hidden only where it stands alone (between spaces,
+    quotes, brackets or a URL's delimiters), not inside a longer word or abbreviation: for a
+    password "x", hiding every x of a message would leave it unreadable and tell nothing more
+    about the password. A URL that cannot be parsed has no secrets to find."""
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except (sa_exc.ArgumentError, ValueError):
+            return text
+    for secret in _secrets(url):
+        if len(secret) >= _SHORT_SECRET:
+            text = text.replace(secret, "***")
+        else:
+            text = re.sub(rf"(?<!{_WORD}){re.escape(secret)}(?!{_WORD})", "***", text)
+    return text
+
+
 def _failure_message(url: URL, backend: Backend, error: BaseException) -> str:
     orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
     lines = str(orig).strip().splitlines()
-    reason = lines[0] if lines else type(orig).__name__
-    for secret in _secrets(url):
-        reason = reason.replace(secret, "***")
+    reason = hide_secrets(lines[0] if lines else type(orig).__name__, url)
     port = f":{url.port}" if url.port is not None else ""
     user = f" as {url.username}" if url.username else ""
     return (

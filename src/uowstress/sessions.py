@@ -63,7 +63,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from uowstress.errors import DatabaseUnreachable, UowstressError
-from uowstress.scratch import redacted
+from uowstress.scratch import hide_secrets, redacted
 
 __all__ = ["Completion", "Outcome", "Scheduler", "SchedulerTimeout", "current_session"]
 
@@ -189,11 +189,8 @@ class _ServerDetector:
         except (sa_exc.SQLAlchemyError, OSError) as error:
             orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
             lines = str(orig).strip().splitlines()
-            reason = lines[0] if lines else type(orig).__name__
-            password = url.password if isinstance(url.password, str) else ""
-            hidden = bool(password) and password in str(error)
-            if password:
-                reason = reason.replace(password, "***")
+            reason = hide_secrets(lines[0] if lines else type(orig).__name__, url)
+            hidden = hide_secrets(str(error), url) != str(error)
             unreachable = DatabaseUnreachable(
                 f"the scheduler cannot open its monitor connection to {self._display}:"
                 f" {reason}. It needs one connection besides the system's; check that the"

@@ -335,7 +335,8 @@ def _foreign_file(path: Path, *tables: str) -> Path:
 
 def _contents(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     with sqlite3.connect(path) as conn:
-        names = [row[0] for row in conn.execute("select name from sqlite_master")]
+        tables = conn.execute("select name from sqlite_master where type = 'table'")
+        names = [row[0] for row in tables]
         return {name: conn.execute(f"select * from {name}").fetchall() for name in names}
 
 
@@ -369,6 +370,27 @@ def test_the_isolation_search_of_a_run_takes_allow_existing_tables(tmp_path: Pat
     assert matrix["results"] and all(cell["examples"] > 0 for cell in matrix["results"])
     # The user's table untouched, the search's own table gone.
     assert _contents(database) == {"payroll": [("theirs",)]}
+
+
+def test_a_run_on_a_users_file_leaves_its_statistics_and_journal_mode(tmp_path: Path) -> None:
+    database = _foreign_file(tmp_path / "theirs.db", "payroll")
+    with sqlite3.connect(database) as conn:
+        conn.execute("create index payroll_name on payroll (name)")
+        conn.execute("analyze")
+        # Statistics of the user's own, stale now: a run must not bring them up to date.
+        conn.executemany("insert into payroll values (?)", [(f"n{i}",) for i in range(50)])
+    before = _contents(database)
+    assert "sqlite_stat1" in before
+    code, out = run_suite(
+        tmp_path, "test_explains", "def test_explains(perf):\n    perf.create(5)\n"
+        "    assert perf.check_indexes()\n",
+        "--db-url", f"sqlite:///{database}", "--allow-existing-tables",
+    )  # fmt: skip
+    assert code == 0, out
+    # ANALYZE ran on the target's tables only, whose statistics went with them.
+    assert _contents(database) == before
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("pragma journal_mode").fetchone() == ("delete",)
 
 
 TEARDOWN_SUITE = """

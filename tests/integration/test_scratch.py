@@ -223,3 +223,14 @@ def test_reachable_explains_unusable_urls_instead_of_raising(tmp_path: Path) -> 
     assert not ok and "names no server host" not in reason and "cannot connect" in reason
     ok, reason = reachable(f"sqlite:///{tmp_path / 'missing' / 'lab.db'}")
     assert not ok and "does not exist" in reason
+
+
+@pytest.mark.parametrize("backend", [pytest.param("mysql", marks=pytest.mark.mysql, id="mysql")])
+def test_a_refused_short_password_leaves_the_servers_words_readable(server_url: str) -> None:
+    # The server's answer holds the letter of the password in its own words ("denied"): those
+    # stay, the URL's password is hidden.
+    url = make_url(server_url).set(password="e")
+    ok, reason = reachable(url.render_as_string(hide_password=False), timeout_s=2)
+    assert not ok
+    assert "Access denied for user" in reason, reason
+    assert "root:***@" in reason

@@ -306,9 +306,15 @@ def _where(url: URL, backend: Backend) -> str:
 
 
 def _scrub(message: str, password: str | None) -> str:
-    if password:
-        message = message.replace(password, "***")
-    return message
+    if not password:
+        return message
+    if len(password) >= 6:
+        return message.replace(password, "***")
+    # A short password only where it stands alone (between spaces, quotes, brackets or a URL's
+    # delimiters): hiding every "x" of a message for a password "x" leaves it unreadable and
+    # tells nothing more.
+    word = r"""[^\s'"`=:@/,;()\[\]<>{}]"""
+    return re.sub(rf"(?<!{word}){re.escape(password)}(?!{word})", "***", message)
 
 
 def check_connection(engine: Engine) -> str:

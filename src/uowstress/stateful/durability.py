@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 
 from uowstress.database import PreparedDatabase, prepared_database
 from uowstress.errors import UowstressError
-from uowstress.scratch import redacted, scratch_database
+from uowstress.scratch import hide_secrets, redacted, scratch_database
 from uowstress.stateful.executor import call, diff_states
 from uowstress.target import (
     DEFAULT_TARGET,
@@ -357,11 +357,10 @@ def _child_env() -> dict[str, str]:
 
 class _Scrubber:
     def __init__(self, url: str) -> None:
-        password = make_url(url).password
-        self.password = password if isinstance(password, str) and password else None
+        self.url = url
 
     def __call__(self, text: str) -> str:
-        return text.replace(self.password, "***") if self.password else text
+        return hide_secrets(text, self.url)
 
 
 @dataclass

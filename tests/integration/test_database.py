@@ -1,0 +1,102 @@
+"""A SQLite file the user names is given back as it was: its journal mode and its statistics."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from humanoid_training.persistence.engine import make_engine
+from uowstress.database import prepared_database
+from uowstress.errors import UowstressError
+
+
+def _users_file(path: Path, *, with_statistics: bool) -> Path:
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table payroll (id integer primary key, name text)")
+        conn.execute("create index payroll_name on payroll (name)")
+        conn.executemany("insert into payroll (name) values (?)", [("a",), ("b",), ("b",)])
+        if with_statistics:
+            conn.execute("analyze")
+    return path
+
+
+def _state(path: Path) -> tuple[str, list[tuple[object, ...]], list[tuple[object, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        (mode,) = conn.execute("pragma journal_mode").fetchone()
+        names = conn.execute("select type, name from sqlite_master order by name").fetchall()
+        stats: list[tuple[object, ...]] = []
+        if ("table", "sqlite_stat1") in names:
+            stats = conn.execute("select * from sqlite_stat1 order by tbl, idx").fetchall()
+        return mode, names, stats
+    finally:
+        conn.close()
+
+
+def _use_like_a_run(url: str) -> None:
+    """What a run does to the file: the reference engine (WAL), a table of its own with its
+    statistics (ANALYZE of that table), the table dropped at the end."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("create table ht_probe (id integer primary key, v integer)"))
+            conn.execute(text("create index ht_probe_v on ht_probe (v)"))
+            conn.execute(text("insert into ht_probe (v) values (1), (2), (2)"))
+            conn.execute(text("analyze ht_probe"))
+        with engine.connect() as conn:
+            assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
+        with engine.begin() as conn:
+            conn.execute(text("drop table ht_probe"))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("with_statistics", [False, True])
+def test_a_users_file_gets_its_journal_mode_and_statistics_back(
+    tmp_path: Path, with_statistics: bool
+) -> None:
+    path = _users_file(tmp_path / "theirs.db", with_statistics=with_statistics)
+    before = _state(path)
+    assert before[0] == "delete"
+    with prepared_database(f"sqlite:///{path}", allow_existing_tables=True) as db:
+        _use_like_a_run(db.url)
+        assert _state(path)[0] == "wal"  # the run did change it
+    assert _state(path) == before
+
+
+def test_a_file_that_cannot_be_put_back_is_named_with_what_to_run(tmp_path: Path) -> None:
+    path = _users_file(tmp_path / "theirs.db", with_statistics=False)
+    # Another program keeps the file open in WAL mode: its journal mode cannot change back.
+    holder = sqlite3.connect(path)
+    try:
+        url = f"sqlite:///{path}"
+        with (
+            pytest.raises(UowstressError) as caught,
+            prepared_database(url, allow_existing_tables=True) as db,
+        ):
+            _use_like_a_run(db.url)
+            holder.execute("select count(*) from payroll").fetchone()
+            holder.execute("begin")
+            holder.execute("select count(*) from payroll").fetchone()
+        message = str(caught.value)
+        assert f"could not put {path} back" in message
+        assert f"sqlite3 {path} 'PRAGMA journal_mode = DELETE; DROP TABLE" in message
+    finally:
+        holder.close()
+    # What could be put back was: the run's statistics table is gone.
+    assert _state(path)[1] == [("table", "payroll"), ("index", "payroll_name")]
+
+
+def test_a_run_that_fails_still_puts_the_file_back_and_keeps_its_error(tmp_path: Path) -> None:
+    path = _users_file(tmp_path / "theirs.db", with_statistics=True)
+    before = _state(path)
+    with (
+        pytest.raises(RuntimeError, match="the run's own error"),
+        prepared_database(f"sqlite:///{path}", allow_existing_tables=True) as db,
+    ):
+        _use_like_a_run(db.url)
+        raise RuntimeError("the run's own error")
+    assert _state(path) == before
