@@ -1,4 +1,4 @@
-"""The `uowstress` command: run, replay."""
+"""The `uowstress` command: run, replay, compare, isolation."""
 
 from __future__ import annotations
 
@@ -94,8 +94,9 @@ def main() -> None:
 )
 @click.option(
     "--baseline",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="the JSON report of an earlier run to compare with",
+    type=click.Path(path_type=Path),
+    help="the JSON report of an earlier run to compare with (or the folder holding its"
+    " uowstress-report.json)",
 )
 @click.option(
     "--fail-on-regression",

@@ -205,6 +205,10 @@ def test_run_refuses_a_malformed_baseline_before_running(tmp_path: Path) -> None
     assert str(baseline) in out
     assert not (tmp_path / "out").exists()
     assert baseline.read_text() == '{"format": "uowstress.report", "schema_version": 1'
+    code, out = invoke("run", "--baseline", str(tmp_path), "--output-dir", str(tmp_path / "out"))
+    assert code == 2, out
+    assert f"{tmp_path} is a folder without a uowstress-report.json" in out
+    assert not (tmp_path / "out").exists()
 
 
 def test_run_against_a_faster_baseline_fails_on_the_regression(tmp_path: Path) -> None:
@@ -232,7 +236,11 @@ def test_run_against_a_faster_baseline_fails_on_the_regression(tmp_path: Path) -
     assert regressed and report["summary"]["regressions"] == len(regressed)
     assert "latency_p50_s" in {r["metric"] for r in regressed}
     # Without --fail-on-regression the same comparison is reported and does not fail the run.
-    code, out = invoke(*args, "--baseline", str(faster), "--output-dir", str(tmp_path / "third"))
+    # The baseline may be given as the folder of its report, as the run wrote it.
+    folder = tmp_path / "faster"
+    folder.mkdir()
+    faster.rename(folder / "uowstress-report.json")
+    code, out = invoke(*args, "--baseline", str(folder), "--output-dir", str(tmp_path / "third"))
     assert code == 0, out
     assert any(r["regressed"] for r in _report(tmp_path / "third")["regressions"])
 
