@@ -336,9 +336,10 @@ def uowstress_db_url(request: pytest.FixtureRequest) -> str:
     server that does not answer skips the test, or fails it under CI=true."""
     url = str(request.param)
     config = request.config
-    if not hasattr(config, "workerinput") and _SIGTERM_SET not in config.stash:
-        # A session that sets up databases drops them on SIGTERM too, as on Ctrl-C (workers
-        # are stopped by their controller).
+    if _SIGTERM_SET not in config.stash:
+        # A session that sets up databases drops them on SIGTERM too, as on Ctrl-C. Workers as
+        # well: a CI timeout or `timeout` signals the whole process group, and a worker that
+        # died of it would leave its scratch databases behind.
         config.stash[_SIGTERM_SET] = stop_cleanly_on_sigterm()
     if url not in _reachability:
         try:

@@ -240,8 +240,14 @@ class _PostgresDetector(_ServerDetector):
     def kill(self, sessions: Collection[int], held: Mapping[int, frozenset[int]]) -> frozenset[int]:
         pids = frozenset(pid for session in sessions for pid in held.get(session, frozenset()))
         if pids:
+            # Only backends of this database and user: a process id the server has since given
+            # to another program's connection is left alone.
             self._connection.execute(
-                text("SELECT pg_terminate_backend(p) FROM unnest(CAST(:pids AS integer[])) AS p"),
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE pid = ANY(CAST(:pids AS integer[]))"
+                    " AND datname = current_database() AND usename = current_user"
+                ),
                 {"pids": sorted(pids)},
             )
         return pids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import subprocess
@@ -49,8 +50,16 @@ def own_database(server_url: str) -> Iterator[URL]:
 @pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
 )
+@pytest.mark.parametrize(
+    "workers",
+    [
+        pytest.param(None, id="one-process"),
+        # A CI timeout or `timeout` signals the whole process group: the workers too.
+        pytest.param("2", id="workers-and-their-group"),
+    ],
+)
 def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(
-    own_database: URL, tmp_path: Path
+    own_database: URL, tmp_path: Path, workers: str | None
 ) -> None:
     run = subprocess.Popen(
         [
@@ -64,11 +73,13 @@ def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(
             "0",
             "--output-dir",
             str(tmp_path / "reports"),
+            *(["--workers", workers] if workers else []),
         ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -77,11 +88,14 @@ def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(
             assert time.monotonic() < deadline, "no scratch schema appeared within 120 s"
             time.sleep(0.2)
         time.sleep(1)  # most likely into the run's scenarios; anywhere must clean up
-        run.send_signal(signal.SIGTERM)
+        if workers:
+            os.killpg(run.pid, signal.SIGTERM)
+        else:
+            run.send_signal(signal.SIGTERM)
         _out, err = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
-            run.kill()
+            os.killpg(run.pid, signal.SIGKILL)
             run.wait()
     # Ended by the interrupt unwinding (exit 1 or 2, wherever it landed), not by the signal.
     assert run.returncode > 0, err[-2000:]

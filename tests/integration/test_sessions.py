@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool, QueuePool
 
 from humanoid_training.persistence.engine import EngineOptions, make_engine
-from uowstress.sessions import Completion, Scheduler, current_session
+from uowstress.sessions import Completion, Scheduler, _make_detector, current_session
 
 SERVERS = [
     pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
@@ -368,3 +368,29 @@ def test_wait_cycle_the_database_cannot_see_is_reported(lab_engine: Engine) -> N
     finally:
         scheduler.close(abandon=lab.abandon)
     assert checked_out(lab_engine) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_the_monitor_ends_only_backends_of_its_own_database(
+    lab_engine: Engine, outside: Engine, db_url: URL
+) -> None:
+    # A process id held by the run may since have gone to another program's connection: the
+    # kill must not reach a backend of another database.
+    other = create_engine(db_url.set(database="postgres"), poolclass=NullPool)
+    detector = _make_detector(lab_engine)
+    assert detector is not None
+    try:
+        with other.connect() as elsewhere, outside.connect() as here:
+            pid_elsewhere = int(elsewhere.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            pid_here = int(here.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            detector.kill([0, 1], {0: frozenset({pid_elsewhere}), 1: frozenset({pid_here})})
+            assert elsewhere.execute(text("SELECT 1")).scalar_one() == 1
+            deadline = time.monotonic() + 5
+            while alive(outside, [pid_here]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert alive(outside, [pid_here]) == []
+            here.invalidate()  # ended on the server: nothing to roll back
+    finally:
+        detector.close()
+        other.dispose()
