@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,7 +87,12 @@ def prepared_database(
                     if os.path.exists(path + suffix):
                         os.remove(path + suffix)
         if before is not None:
-            _restore_file_settings(path, before)
+            try:
+                _restore_file_settings(path, before)
+            except UowstressError as error:
+                # The run's results stand; what is left to do by hand is said.
+                log.warning("%s", error)
+                warnings.warn(str(error), RuntimeWarning, stacklevel=3)
         return
     with scratch_database(url) as scratch:
         full = scratch.render_as_string(hide_password=False)
@@ -142,5 +149,6 @@ def _restore_file_settings(path: str, before: _FileSettings) -> None:
         raise UowstressError(
             f"could not put {path} back as it was before the run (journal mode"
             f" {before.journal_mode}, no statistics tables of the run's): {error}. Close what"
-            f" else has the file open, then run: sqlite3 {path} '{'; '.join(by_hand)}'"
+            f" else has the file open, then run: sqlite3 {shlex.quote(path)}"
+            f" {shlex.quote('; '.join(by_hand))}"
         ) from error

@@ -10,6 +10,7 @@ from typing import Any
 
 from uowstress.config import BYTES_PER_MB, PerformanceConfig, verdict
 from uowstress.database import DEFAULT_URLS
+from uowstress.errors import UowstressError
 from uowstress.profiles import REPRODUCERS_DIR, get_profile
 from uowstress.report.model import Distribution, DurabilityRun, Finding, Judged, MachineRun
 from uowstress.reproducers import Reproducer, Step
@@ -189,14 +190,28 @@ def check_durability(
     options: Mapping[str, str],
     kills: int,
     isolation_level: str | None = None,
+    allow_existing_tables: bool = False,
 ) -> DurabilityRun:
-    result = run_durability(
-        url,
-        target_spec=target_spec,
-        options=options,
-        kills=kills,
-        isolation_level=isolation_level,
-    )
+    try:
+        result = run_durability(
+            url,
+            target_spec=target_spec,
+            options=options,
+            kills=kills,
+            isolation_level=isolation_level,
+            allow_existing_tables=allow_existing_tables,
+        )
+    except UowstressError as error:
+        # Stopped before it began (a database it must not use, a target that refuses its
+        # options): an error of the run, reported with the others.
+        return DurabilityRun(
+            id=node_id,
+            backend=backend_name(url),
+            database=redacted(url),
+            target=target_spec,
+            status="error",
+            error=str(error),
+        )
     summary: dict[str, Any] = result.summary()
     run = DurabilityRun(
         id=node_id,

@@ -518,6 +518,7 @@ class Explorer:
             options=self.options["target_options"],
             kills=count,
             isolation_level=self.options["isolation_level"],
+            allow_existing_tables=self.options["allow_existing_tables"],
         )
         self.results.durability.append(run)
         if run.error:

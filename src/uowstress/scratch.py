@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
 from sqlalchemy import exc as sa_exc
@@ -98,29 +99,35 @@ def _secrets(url: URL) -> list[str]:
     return [secret for secret in found if secret]
 
 
-# Below this length a secret is hidden only where it stands alone (see hide_secrets):
-# between spaces, quotes, brackets or the delimiters of a URL or a key=value pair.
+# Below this length a secret is hidden only where no letter or digit touches it (see
+# hide_secrets).
 _SHORT_SECRET = 6
-_WORD = r"""[^\s'"`=:@/,;()\[\]<>{}]"""
 
 
 def hide_secrets(text: str, url: str | URL) -> str:
-    """`text` with the secrets of `url` (its password, secret query parameters) shown as ***.
+    """`text` with the secrets of `url` (its password, secret query parameters) shown as ***,
+    as written and percent-encoded (as a URL carries them).
 
-    A secret of fewer than six characters is hidden only where it stands alone (between spaces,
-    quotes, brackets or a URL's delimiters), not inside a longer word or abbreviation: for a
-    password "x", hiding every x of a message would leave it unreadable and tell nothing more
-    about the password. A URL that cannot be parsed has no secrets to find."""
+    A secret of fewer than six characters is hidden only where no letter or digit touches it,
+    not inside a longer word: for a password "e", hiding every e of "Access denied" would
+    leave the message unreadable and tell nothing more about the password. A URL that cannot
+    be parsed has no secrets to find."""
     if isinstance(url, str):
         try:
             url = make_url(url)
         except (sa_exc.ArgumentError, ValueError):
             return text
-    for secret in _secrets(url):
-        if len(secret) >= _SHORT_SECRET:
-            text = text.replace(secret, "***")
+    forms = {
+        form
+        for secret in _secrets(url)
+        for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))
+    }
+    # Longest first: a secret's encoded form may hold the secret itself.
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) >= _SHORT_SECRET:
+            text = text.replace(form, "***")
         else:
-            text = re.sub(rf"(?<!{_WORD}){re.escape(secret)}(?!{_WORD})", "***", text)
+            text = re.sub(rf"(?<![^\W_]){re.escape(form)}(?![^\W_])", "***", text)
     return text
 
 
@@ -177,6 +184,12 @@ def reachable(url: str | URL, timeout_s: int = 3) -> tuple[bool, str]:
         return False, str(error)
     if backend == "sqlite":
         database = normalized.database or ""
+        if str(normalized.query.get("uri", "")).lower() in ("true", "1"):
+            # Checks of what a file holds, and its cleanup, go by the file's path.
+            return False, (
+                "SQLite URI filenames (uri=true) are not supported; write the file's path,"
+                " e.g. sqlite:///path/to/lab.db (or sqlite:// for a temporary file)"
+            )
         if database and database != ":memory:":
             directory = os.path.dirname(os.path.abspath(database))
             if not os.path.isdir(directory):

@@ -401,6 +401,26 @@ def test_a_run_on_a_users_file_leaves_its_statistics_and_journal_mode(tmp_path: 
         assert conn.execute("pragma journal_mode").fetchone() == ("delete",)
 
 
+def test_the_machines_and_durability_run_on_a_users_file_when_allowed(tmp_path: Path) -> None:
+    database = _foreign_file(tmp_path / "theirs.db", "payroll")
+    before = _contents(database)
+    url = f"sqlite:///{database}"
+    code, out = run_machines(
+        tmp_path, "--machine", "acid", "--kills", "1", "--db-url", url, "--allow-existing-tables"
+    )
+    assert code == 0, out
+    report = _report(tmp_path / "out")
+    assert report["summary"]["errors"] == []
+    (durability,) = report["durability"]
+    assert durability["status"] == "passed" and durability["kills"] == 1
+    assert _contents(database) == before
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("pragma journal_mode").fetchone() == ("delete",)
+    # Without the flag, the durability check is refused like the rest, and says so.
+    code, out = run_machines(tmp_path, "--machine", "acid", "--kills", "1", "--db-url", url)
+    assert code == 2 and "payroll" in out, out
+
+
 TEARDOWN_SUITE = """
     import pytest
 

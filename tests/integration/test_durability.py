@@ -3,9 +3,13 @@ points never loses an acknowledged commit, and the check does report one that is
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import psutil
 import pytest
 
+from uowstress.explore import check_durability
 from uowstress.stateful._durability_child import ACK_EARLY_ENV
 from uowstress.stateful.durability import CHILD_MODULE, DurabilityResult, run_durability
 
@@ -95,3 +99,23 @@ def test_a_silent_child_is_killed_and_reported() -> None:
     assert "sent nothing for" in result.error
     assert result.kills == []
     assert not _children_left()
+
+
+def test_a_durability_check_that_cannot_start_is_an_error_of_the_run(tmp_path: Path) -> None:
+    database = tmp_path / "theirs.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("create table payroll (id integer)")
+    run = check_durability(
+        f"sqlite:///{database}", node_id="n", target_spec=TARGET, options={}, kills=1
+    )
+    assert run.status == "error" and run.kills == 0
+    assert run.error is not None and "payroll" in run.error
+    allowed = check_durability(
+        f"sqlite:///{database}",
+        node_id="n",
+        target_spec=TARGET,
+        options={},
+        kills=1,
+        allow_existing_tables=True,
+    )
+    assert allowed.status == "passed" and allowed.kills == 1, allowed.error

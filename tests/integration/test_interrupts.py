@@ -82,11 +82,19 @@ def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(
         start_new_session=True,
     )
     try:
+        # With workers, wait for a schema of theirs: the controller's own check before the
+        # run makes one first.
+        wanted = 2 if workers else 1
+        seen: set[str] = set()
         deadline = time.monotonic() + 120
-        while not _scratch_schemas(own_database):
-            assert run.poll() is None, "the run ended before it set up its scratch schema"
+        while True:
+            now = _scratch_schemas(own_database)
+            seen |= now
+            if now and len(seen) >= wanted:
+                break
+            assert run.poll() is None, "the run ended before it set up its scratch schemas"
             assert time.monotonic() < deadline, "no scratch schema appeared within 120 s"
-            time.sleep(0.2)
+            time.sleep(0.1)
         time.sleep(1)  # most likely into the run's scenarios; anywhere must clean up
         if workers:
             os.killpg(run.pid, signal.SIGTERM)

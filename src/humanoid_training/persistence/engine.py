@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
@@ -308,13 +309,15 @@ def _where(url: URL, backend: Backend) -> str:
 def _scrub(message: str, password: str | None) -> str:
     if not password:
         return message
-    if len(password) >= 6:
-        return message.replace(password, "***")
-    # A short password only where it stands alone (between spaces, quotes, brackets or a URL's
-    # delimiters): hiding every "x" of a message for a password "x" leaves it unreadable and
-    # tells nothing more.
-    word = r"""[^\s'"`=:@/,;()\[\]<>{}]"""
-    return re.sub(rf"(?<!{word}){re.escape(password)}(?!{word})", "***", message)
+    forms = {password, quote(password, safe=""), quote_plus(password, safe="")}
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) >= 6:
+            message = message.replace(form, "***")
+        else:
+            # A short password only where no letter or digit touches it: hiding every "e" of
+            # "Access denied" for a password "e" leaves the message unreadable, hiding nothing.
+            message = re.sub(rf"(?<![^\W_]){re.escape(form)}(?![^\W_])", "***", message)
+    return message
 
 
 def check_connection(engine: Engine) -> str:

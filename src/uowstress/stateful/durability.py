@@ -647,8 +647,8 @@ def _is_memory_sqlite(url: str) -> bool:
 
 
 @contextmanager
-def _durable_database(url: str) -> Iterator[PreparedDatabase]:
-    with prepared_database(url) as db:
+def _durable_database(url: str, allow_existing_tables: bool) -> Iterator[PreparedDatabase]:
+    with prepared_database(url, allow_existing_tables=allow_existing_tables) as db:
         if db.backend == "sqlite" and _is_memory_sqlite(db.url):
             # Two processes and a crash need a file both can open.
             with scratch_database(db.url) as scratch:
@@ -669,6 +669,7 @@ def run_durability(
     isolation_level: str | None = None,
     timeout_s: float | None = None,
     child_timeout_s: float = CHILD_TIMEOUT_S,
+    allow_existing_tables: bool = False,
 ) -> DurabilityResult:
     """SIGKILL a workload `kills` times and check after each that no acknowledged commit is
     lost and no transaction is half present.
@@ -688,7 +689,7 @@ def run_durability(
     chosen = dict(options or {})
     run_seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
     budget_s = timeout_s if timeout_s is not None else 60.0 + 30.0 * kills
-    with _durable_database(url) as db:
+    with _durable_database(url, allow_existing_tables) as db:
         result = DurabilityResult(
             target=target_spec,
             backend=db.backend,
