@@ -125,3 +125,30 @@ def test_a_commit_made_behind_the_executors_back_is_seen_at_the_next_check(
         finally:
             executor.close()
             system.dispose()
+
+
+def test_a_commit_interrupted_by_ctrl_c_still_ends_its_unit_of_work_on_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ctrl-C or SIGTERM inside the system's commit: the cleanup that follows must still end the
+    # unit of work, or its connection stays in a transaction that the teardown waits on.
+    from humanoid_training.persistence.unit_of_work import SqlAlchemyUnitOfWork
+
+    def interrupted(self: SqlAlchemyUnitOfWork) -> None:
+        raise KeyboardInterrupt
+
+    with prepared_database("sqlite://") as db:
+        system = TARGET.connect(db.url, {})
+        executor = SingleSessionExecutor(TARGET, system)
+        try:
+            executor.run({"action": "begin"})
+            executor.run(REGISTER)
+            monkeypatch.setattr(SqlAlchemyUnitOfWork, "commit", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                executor.run({"action": "commit"})
+            assert system.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+            executor.close()
+            assert system.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        finally:
+            executor.close()
+            system.dispose()

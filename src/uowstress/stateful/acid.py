@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import tracemalloc
 from array import array
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from hypothesis import event, note
@@ -24,9 +23,9 @@ from hypothesis.stateful import (
 )
 
 from uowstress.faults import FAULT_POINTS, KILL_AT
-from uowstress.stateful.drawing import choose, swarms
+from uowstress.stateful.drawing import choose, draw_arguments, swarms
 from uowstress.stateful.executor import SingleSessionExecutor
-from uowstress.target import System, Target
+from uowstress.target import Operation, Query, System, Target
 
 
 class _Noted:
@@ -115,8 +114,8 @@ def acid_machine(
             note(_Noted(len(self.executor.steps) + 1, step))
             self.executor.run(step)
 
-        def _draw_args(self, data: st.DataObject, arguments: Callable[..., Any]) -> Any:
-            return data.draw(arguments(self.executor.model_state(), self.executor.ids))
+        def _draw_args(self, data: st.DataObject, what: Operation | Query) -> Any:
+            return draw_arguments(data.draw, what, self.executor.model_state(), self.executor.ids)
 
         @initialize(
             data=st.data(),
@@ -137,7 +136,7 @@ def acid_machine(
             self._run({"action": "begin"})
             for _ in range(count):
                 op = choose(step_ops, self.executor.model_state(), self.swarm, self.rng)
-                args = self._draw_args(data, op.arguments)
+                args = self._draw_args(data, op)
                 self._run({"action": "apply", "op": op.name, "args": args})
             self._run({"action": "commit"})
 
@@ -158,11 +157,11 @@ def acid_machine(
             # open a unit of work.
             if roll >= 17 and queries:
                 query = data.draw(query_strategy)
-                args = self._draw_args(data, query.arguments)
+                args = self._draw_args(data, query)
                 self._run({"action": "query", "query": query.name, "args": args})
             elif roll >= 12 and transaction_ops:
                 op = choose(transaction_ops, self.executor.model_state(), self.swarm, self.rng)
-                args = self._draw_args(data, op.arguments)
+                args = self._draw_args(data, op)
                 self._run({"action": "transaction", "op": op.name, "args": args})
             else:
                 self._run({"action": "begin"})
@@ -172,7 +171,7 @@ def acid_machine(
             # then one way of ending it.
             if roll < 6 and step_ops:
                 op = choose(step_ops, self.executor.model_state(), self.swarm, self.rng)
-                args = self._draw_args(data, op.arguments)
+                args = self._draw_args(data, op)
                 self._run({"action": "apply", "op": op.name, "args": args})
                 return
             # Ending: commit (rolls 6, 7), a fault on the commit path (8), or abandon (9).

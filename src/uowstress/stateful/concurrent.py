@@ -37,7 +37,7 @@ from uowstress.anomalies import Finding as Anomaly
 from uowstress.footprints import AggregateHistory, UnitRecord, describe
 from uowstress.sessions import Completion, Outcome, Scheduler
 from uowstress.stateful.acid import RunRecorder
-from uowstress.stateful.drawing import choose, swarms
+from uowstress.stateful.drawing import choose, draw_arguments, swarms
 from uowstress.stateful.executor import Finding, StepError, checked_state
 from uowstress.target import (
     Footprint,
@@ -447,7 +447,7 @@ def concurrent_machine(
             self._run({"session": 0, "action": "begin"})
             for _ in range(count):
                 op = choose(step_ops, self.executor.state, None, rng)
-                args = data.draw(op.arguments(self.executor.state, self.executor.ids))
+                args = draw_arguments(data.draw, op, self.executor.state, self.executor.ids)
                 self._run({"session": 0, "action": "apply", "op": op.name, "args": args})
             self._run({"session": 0, "action": "commit"})
 
@@ -467,7 +467,7 @@ def concurrent_machine(
             if not ex.is_open(session):
                 if roll >= 8 and transaction_ops:
                     op = choose(transaction_ops, state, self.swarm, self.rng)
-                    args = data.draw(op.arguments(state, ex.ids))
+                    args = draw_arguments(data.draw, op, state, ex.ids)
                     self._run(
                         {"session": session, "action": "transaction", "op": op.name, "args": args}
                     )
@@ -476,7 +476,7 @@ def concurrent_machine(
                 return
             if roll < 5 and step_ops:
                 op = choose(step_ops, state, self.swarm, self.rng)
-                args = data.draw(op.arguments(state, ex.ids))
+                args = draw_arguments(data.draw, op, state, ex.ids)
                 self._run({"session": session, "action": "apply", "op": op.name, "args": args})
             elif roll < 9:
                 self._run({"session": session, "action": "commit"})

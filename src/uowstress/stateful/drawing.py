@@ -8,12 +8,15 @@ over every operation.
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from hypothesis import strategies as st
 
-from uowstress.target import Operation, State
+from uowstress.stateful.executor import StepError
+from uowstress.target import Ids, Operation, Query, State
 
 
 def swarms(ops: Sequence[Operation]) -> st.SearchStrategy[frozenset[str]]:
@@ -43,3 +46,25 @@ def choose(
     if rng.random() < 0.1:
         return rng.choice(ops)
     return rng.choice(chosen)
+
+
+def draw_arguments(
+    draw: Callable[[st.SearchStrategy[Any]], Any],
+    what: Operation | Query,
+    state: State,
+    ids: Ids,
+) -> Any:
+    """The arguments of one call of `what`, drawn from its strategy: JSON, or StepError saying
+    so (a reproducer must hold them, and a value it cannot write would crash the run)."""
+    args = draw(what.arguments(state, ids))
+    try:
+        json.dumps(args)
+    except (TypeError, ValueError) as error:
+        shown = repr(args)
+        raise StepError(
+            f"the arguments strategy of {what.name} drew"
+            f" {shown if len(shown) <= 200 else shown[:200] + '...'}, which is not JSON"
+            f" ({error}); draw JSON values only (str, int, float, bool, None, lists and dicts"
+            " of them): a datetime as an ISO string, a set as a sorted list"
+        ) from None
+    return args

@@ -42,6 +42,7 @@ from sqlalchemy.engine import make_url
 from uowstress.database import PreparedDatabase, prepared_database
 from uowstress.errors import UowstressError
 from uowstress.scratch import hide_secrets, redacted, scratch_database
+from uowstress.stateful.drawing import draw_arguments
 from uowstress.stateful.executor import call, diff_states
 from uowstress.target import (
     DEFAULT_TARGET,
@@ -214,7 +215,7 @@ def kill_plans(
         for _ in range(draw(st.integers(1, MAX_OPS_PER_TRANSACTION))):
             state = model.state()
             op = draw(_choose(ops, state))
-            args = draw(op.arguments(state, ids))
+            args = draw_arguments(draw, op, state, ids)
             outcome = call(op.apply, mirror, args)
             steps.append({"action": "apply", "op": op.name, "args": args})
             outcomes.append(None if outcome.ok else outcome.error_type)

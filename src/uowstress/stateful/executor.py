@@ -97,6 +97,28 @@ def call(fn: Any, *args: Any) -> Outcome:
         return Outcome(False, error_type=type(error).__name__, error=str(error))
 
 
+def _field_difference(name: str, expected: dict[str, Any], actual: dict[str, Any]) -> str:
+    if name not in expected:
+        # Often a value the model cannot predict (a clock, a generated key) read into the
+        # committed state, or a field the model's state() leaves out.
+        return (
+            f"{name}: committed {json.dumps(actual[name], default=str)[:120]}, a field the"
+            " model's state does not have (committed_state and the model's state() must give"
+            " the same fields, with nothing the model cannot predict: no clock, no generated"
+            " keys)"
+        )
+    if name not in actual:
+        return (
+            f"{name}: expected {json.dumps(expected[name], default=str)[:120]}, a field the"
+            " committed state does not have (committed_state and the model's state() must"
+            " give the same fields)"
+        )
+    return (
+        f"{name}: expected {json.dumps(expected[name], default=str)[:120]},"
+        f" committed {json.dumps(actual[name], default=str)[:120]}"
+    )
+
+
 def diff_states(expected: State, actual: State, limit: int = 6) -> list[str]:
     """Plain-words differences between the model's state and the committed one."""
     out: list[str] = []
@@ -118,11 +140,7 @@ def diff_states(expected: State, actual: State, limit: int = 6) -> list[str]:
                         if isinstance(e[key], dict) and isinstance(a[key], dict)
                         else []
                     )
-                    detail = "; ".join(
-                        f"{f}: expected {json.dumps(e[key].get(f))[:120]},"
-                        f" committed {json.dumps(a[key].get(f))[:120]}"
-                        for f in fields
-                    )
+                    detail = "; ".join(_field_difference(f, e[key], a[key]) for f in fields)
                     out.append(f"{section}[{key}] differs: {detail or 'value'}")
         elif isinstance(e, list) and isinstance(a, list):
             missing = Counter(map(json.dumps, e)) - Counter(map(json.dumps, a))
@@ -168,6 +186,9 @@ class SingleSessionExecutor:
         self.queries: dict[str, Query] = {q.name: q for q in target.queries}
         self.sut: UnitOfWork | None = None
         self.mirror: UnitOfWork | None = None
+        # The units of work a step is ending, until it has: an interrupt (Ctrl-C, SIGTERM)
+        # inside a commit leaves them to close(), which must still end them.
+        self._ending: tuple[UnitOfWork, UnitOfWork] | None = None
         self.steps: list[dict[str, Any]] = []
         self.ids = Ids()
         self.timings = StepTimings()
@@ -217,7 +238,12 @@ class SingleSessionExecutor:
         label = step.get("op") or step.get("query") or str(action)
         self._model_state = None
         started = time.perf_counter_ns()
-        handler(step)
+        try:
+            handler(step)
+        except Exception:
+            self._ending = None  # ended by the handler: a finding, not an interrupt
+            raise
+        self._ending = None
         self.timings.add(label, time.perf_counter_ns() - started)
         # Resident memory after each step: its maximum is the example's peak for the budgets.
         self.rss_peak = max(self.rss_peak, _RESIDENT.bytes())
@@ -271,6 +297,7 @@ class SingleSessionExecutor:
         sut, mirror = self.sut, self.mirror
         assert sut is not None and mirror is not None
         self.sut = self.mirror = None
+        self._ending = sut, mirror
         return sut, mirror
 
     def _do_commit(self, step: dict[str, Any]) -> None:
@@ -316,8 +343,8 @@ class SingleSessionExecutor:
             )
 
     def _do_fault(self, step: dict[str, Any]) -> None:
-        sut, mirror = self._close()
         fault = Fault.from_json(step.get("fault", {}))
+        sut, mirror = self._close()
         self._fault = fault
         try:
             committed = call(sut.commit)
@@ -390,7 +417,10 @@ class SingleSessionExecutor:
     def close(self) -> None:
         """Leave an open unit of work (rolled back), whatever state the run ended in."""
         if self.sut is not None:
-            sut, mirror = self._close()
+            self._close()
+        if self._ending is not None:
+            sut, mirror = self._ending
+            self._ending = None
             call(sut.__exit__, None, None, None)
             call(mirror.__exit__, None, None, None)
         self._watcher.close()
