@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -109,7 +110,10 @@ class Reproducer(_Strict):
         return problems
 
     def replay_command(self, path: Path | str | None = None) -> str:
-        return f"uv run uowstress replay {path or self.id}"
+        # Said the way the run was started: `uv run` exists only inside a uv project, and a
+        # team running an installed uowstress from its own folder has none.
+        runner = "uv run " if os.environ.get("UV_RUN_RECURSION_DEPTH") else ""
+        return f"{runner}uowstress replay {path or self.id}"
 
 
 def versions(server_version: str | None = None) -> dict[str, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from uowstress.explore import describe_step, replay_command
 from uowstress.report.model import Distribution, thin
 from uowstress.reproducers import Failure, Step, make_reproducer
@@ -55,7 +57,10 @@ def test_steps_read_as_actions_with_their_arguments() -> None:
     )
 
 
-def test_the_replay_command_names_a_server_url_without_its_password(tmp_path: Path) -> None:
+def test_the_replay_command_names_a_server_url_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")  # the run was started with `uv run`
     rep = make_reproducer(
         target="humanoid_training.target:TARGET",
         backend="postgresql",
@@ -70,6 +75,9 @@ def test_the_replay_command_names_a_server_url_without_its_password(tmp_path: Pa
     # SQLite needs no URL: replay makes a fresh file.
     sqlite = replay_command(rep, path, "sqlite://")
     assert sqlite == f"uv run uowstress replay {path}"
+    # Started without uv (an installed uowstress, a folder with no uv project): said so too.
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH")
+    assert replay_command(rep, path, "sqlite://") == f"uowstress replay {path}"
 
 
 def test_an_anomaly_finding_names_its_class() -> None:
