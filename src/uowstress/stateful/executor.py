@@ -272,16 +272,18 @@ class SingleSessionExecutor:
             )
         return self.operations[name]
 
-    def _compare(self, what: str, expected: Outcome, actual: Outcome) -> None:
+    def _compare(self, name: str, args: Any, expected: Outcome, actual: Outcome) -> None:
         same = expected.ok == actual.ok and (
             expected.value == actual.value
             if expected.ok
             else expected.error_type == actual.error_type
         )
         if not same:
+            # The call is written out only for the finding: every step comes here.
             raise Finding(
                 "outcome",
-                f"{what}: the model {expected.describe()}, the system {actual.describe()}",
+                f"{name}({json.dumps(args)}): the model {expected.describe()}, the system"
+                f" {actual.describe()}",
             )
 
     def _do_apply(self, step: dict[str, Any]) -> None:
@@ -291,7 +293,7 @@ class SingleSessionExecutor:
         args = step.get("args", {})
         expected = call(op.apply, self.mirror, args)
         actual = call(op.apply, self.sut, args)
-        self._compare(f"{op.name}({json.dumps(args)})", expected, actual)
+        self._compare(op.name, args, expected, actual)
 
     def _close(self) -> tuple[UnitOfWork, UnitOfWork]:
         sut, mirror = self.sut, self.mirror
@@ -374,7 +376,7 @@ class SingleSessionExecutor:
         args = step.get("args", {})
         expected = call(op.apply, self.model.unit_of_work(), args)
         actual = call(op.apply, self.system.unit_of_work(), args)
-        self._compare(f"{op.name}({json.dumps(args)})", expected, actual)
+        self._compare(op.name, args, expected, actual)
 
     def _do_query(self, step: dict[str, Any]) -> None:
         name = step.get("query")
@@ -384,7 +386,7 @@ class SingleSessionExecutor:
         args = step.get("args", {})
         expected = call(query.run, self.model.unit_of_work(), args)
         actual = call(query.run, self.system.unit_of_work(), args)
-        self._compare(f"query {name}({json.dumps(args)})", expected, actual)
+        self._compare(f"query {name}", args, expected, actual)
 
     # -- checks ----------------------------------------------------------------------------------
 
