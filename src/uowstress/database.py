@@ -13,7 +13,7 @@ import os
 import shlex
 import sqlite3
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,6 +41,10 @@ class PreparedDatabase:
     server_version: str
 
 
+def _tables(names: list[str]) -> str:
+    return ("a table " if len(names) == 1 else "tables ") + ", ".join(names)
+
+
 def _sqlite_file(url: URL) -> str | None:
     database = url.database or ""
     return None if database in ("", ":memory:") else database
@@ -48,8 +52,12 @@ def _sqlite_file(url: URL) -> str | None:
 
 @contextmanager
 def prepared_database(
-    url: str, *, allow_existing_tables: bool = False
+    url: str, *, allow_existing_tables: bool = False, ours: Collection[str] = ()
 ) -> Iterator[PreparedDatabase]:
+    """The database a run uses (see the module's docstring). `ours`: the tables the run's
+    target creates, empties and drops; a file the user names that already holds one of them
+    is refused even with `allow_existing_tables`, since the run would take the user's table
+    for its own."""
     backend = backend_name(url)
     ok, detail = reachable(url)
     if not ok:
@@ -66,6 +74,17 @@ def prepared_database(
                     f" ({', '.join(tables[:8])}{', ...' if len(tables) > 8 else ''}); point"
                     " --db-url at an empty database, or pass --allow-existing-tables if you"
                     " accept that the target may change them"
+                )
+            # SQLite's table names ignore case.
+            mine = {name.lower() for name in ours}
+            taken = [name for name in tables if name.lower() in mine]
+            if taken:
+                raise UnsafeDatabase(
+                    f"{redacted(url)} already holds {_tables(taken)}, which the target creates"
+                    " for itself and empties and drops when the run ends: the run would take"
+                    " the table for its own and lose its rows. Rename or move the table, or"
+                    " point --db-url at another file (--allow-existing-tables lets the run"
+                    " share a file with other tables, never take one of them over)"
                 )
         # What the run changes in a file it did not create, besides its own tables (which the
         # target drops): the journal mode (the reference system's engine sets WAL, which stays

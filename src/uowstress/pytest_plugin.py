@@ -357,12 +357,14 @@ def uowstress_db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def uowstress_database(
-    uowstress_db_url: str, uowstress_options: dict[str, Any]
+    uowstress_db_url: str, uowstress_options: dict[str, Any], uowstress_target: Target
 ) -> Iterator[PreparedDatabase]:
     """A fresh database on the server of `uowstress_db_url` (a scratch schema or file),
     dropped afterwards."""
     with prepared_database(
-        uowstress_db_url, allow_existing_tables=uowstress_options["allow_existing_tables"]
+        uowstress_db_url,
+        allow_existing_tables=uowstress_options["allow_existing_tables"],
+        ours=uowstress_target.tables,
     ) as database:
         yield database
 

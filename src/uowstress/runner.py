@@ -210,7 +210,7 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
         # The target sets itself up once on each database, so that a refused option or a
         # database holding foreign tables stops the run before anything is measured.
         with prepared_database(
-            url, allow_existing_tables=options["allow_existing_tables"]
+            url, allow_existing_tables=options["allow_existing_tables"], ours=target.tables
         ) as prepared:
             try:
                 system = target.connect(

@@ -79,6 +79,8 @@ _CONFIRM_LAGGING_S = 0.02
 _KILL_WAIT_S = 5.0
 _JOIN_S = 5.0
 _MONITOR_CONNECT_TIMEOUT_S = 5
+# How a connection asks the server for its own session's id, by dialect family.
+BACKEND_ID_QUERIES = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
 
 _local = threading.local()
 
@@ -145,6 +147,24 @@ class _Detector(Protocol):
     def close(self) -> None: ...
 
 
+def backend_id(dbapi_connection: Any, record: ConnectionPoolEntry, query: str) -> int:
+    """The server's id of a pooled connection's session, asked once and kept in its record."""
+    known = record.info.get(_INFO_KEY)
+    if isinstance(known, int):
+        return known
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(query)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    # The query may have opened a transaction; hand the connection on as it came.
+    dbapi_connection.rollback()
+    found = int(row[0])
+    record.info[_INFO_KEY] = found
+    return found
+
+
 def _owners(held: Mapping[int, frozenset[int]]) -> dict[int, int]:
     return {backend_id: session for session, ids in held.items() for backend_id in ids}
 
@@ -153,7 +173,7 @@ _monitor_engines: dict[str, Engine] = {}
 _monitor_engines_lock = threading.Lock()
 
 
-def _monitor_engine(url: URL) -> Engine:
+def monitor_engine(url: URL) -> Engine:
     """A NullPool engine on `url`, one per URL and process.
 
     NullPool keeps no connection, so each scheduler still opens (and closes) its own monitor
@@ -181,7 +201,7 @@ class _ServerDetector:
     def __init__(self, engine: Engine) -> None:
         url = engine.url
         self._display = redacted(url)
-        self._engine = _monitor_engine(url)
+        self._engine = monitor_engine(url)
         try:
             self._connection: Connection = self._engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT"
@@ -346,7 +366,7 @@ class _MysqlDetector(_ServerDetector):
         return frozenset(int(row[0]) for row in rows)
 
 
-def _dialect(engine: Engine) -> str:
+def dialect_family(engine: Engine) -> str:
     name = engine.dialect.name
     if name in ("mysql", "mariadb"):
         return "mysql"
@@ -360,7 +380,7 @@ def _dialect(engine: Engine) -> str:
 
 def _make_detector(engine: Engine) -> _Detector | None:
     """The lock-wait detector for the engine's database; None for SQLite, which never waits."""
-    backend = _dialect(engine)
+    backend = dialect_family(engine)
     if backend == "postgresql":
         return _PostgresDetector(engine)
     if backend == "mysql":
@@ -446,16 +466,13 @@ class Scheduler:
             raise ValueError(f"sessions must be a positive number of sessions, got {sessions!r}")
         if not step_timeout_s > 0:
             raise ValueError(f"step_timeout_s must be positive seconds, got {step_timeout_s!r}")
-        backend = _dialect(engine)
+        backend = dialect_family(engine)
         if backend == "sqlite":
             _check_sqlite_busy_timeout(engine)
         self._engine = engine
         self._count = sessions
         self._step_timeout_s = float(step_timeout_s)
-        self._id_query = {
-            "postgresql": "SELECT pg_backend_pid()",
-            "mysql": "SELECT CONNECTION_ID()",
-        }.get(backend)
+        self._id_query = BACKEND_ID_QUERIES.get(backend)
         self._cond = threading.Condition()
         self._next_step = 0
         self._pending: dict[int, int] = {}  # session -> step submitted and not yet reported
@@ -485,20 +502,7 @@ class Scheduler:
     def _identify(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> int | None:
         if self._id_query is None:
             return None
-        known = record.info.get(_INFO_KEY)
-        if isinstance(known, int):
-            return known
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(self._id_query)
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        # The query may have opened a transaction; hand the connection on as it came.
-        dbapi_connection.rollback()
-        backend_id = int(row[0])
-        record.info[_INFO_KEY] = backend_id
-        return backend_id
+        return backend_id(dbapi_connection, record, self._id_query)
 
     def _on_connect(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         self._identify(dbapi_connection, record)

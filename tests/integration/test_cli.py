@@ -421,6 +421,21 @@ def test_the_machines_and_durability_run_on_a_users_file_when_allowed(tmp_path: 
     assert code == 2 and "payroll" in out, out
 
 
+def test_a_users_table_named_like_one_of_the_targets_is_never_taken_over(
+    tmp_path: Path,
+) -> None:
+    # --allow-existing-tables shares the file; a table the target creates (and empties and
+    # drops at the end) must not be the user's own.
+    database = _foreign_file(tmp_path / "theirs.db", "payroll", "ht_robots")
+    before = _contents(database)
+    code, out = run_machines(
+        tmp_path, "--kills", "1", "--db-url", f"sqlite:///{database}", "--allow-existing-tables"
+    )
+    assert code == 2, out
+    assert "already holds a table ht_robots, which the target creates" in out
+    assert _contents(database) == before
+
+
 TEARDOWN_SUITE = """
     import pytest
 

@@ -10,7 +10,9 @@ from sqlalchemy import text
 
 from humanoid_training.persistence.engine import make_engine
 from uowstress.database import prepared_database
-from uowstress.errors import DatabaseUnreachable
+from uowstress.errors import DatabaseUnreachable, UnsafeDatabase
+from uowstress.stateful.durability import run_durability
+from uowstress.stateful.run import run_acid
 
 
 def _users_file(path: Path, *, with_statistics: bool) -> Path:
@@ -115,3 +117,38 @@ def test_a_run_that_fails_still_puts_the_file_back_and_keeps_its_error(tmp_path:
         _use_like_a_run(db.url)
         raise RuntimeError("the run's own error")
     assert _state(path) == before
+
+
+def test_a_table_the_target_creates_is_refused_even_with_existing_tables_allowed(
+    tmp_path: Path,
+) -> None:
+    path = _users_file(tmp_path / "theirs.db", with_statistics=False)
+    before = _state(path)
+    # SQLite's table names ignore case: PAYROLL is the user's payroll.
+    with (
+        pytest.raises(UnsafeDatabase, match="already holds a table payroll, which the target"),
+        prepared_database(f"sqlite:///{path}", allow_existing_tables=True, ours={"PAYROLL"}),
+    ):
+        pytest.fail("the file was handed to the run")
+    assert _state(path) == before
+    # Tables of other names share the file, as before.
+    with prepared_database(
+        f"sqlite:///{path}", allow_existing_tables=True, ours={"ht_robots"}
+    ) as db:
+        assert db.backend == "sqlite"
+
+
+def test_the_machine_and_the_durability_check_refuse_a_users_table_of_theirs(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "theirs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table ht_robots (name text)")
+        conn.execute("insert into ht_robots values ('theirs')")
+    url = f"sqlite:///{path}"
+    with pytest.raises(UnsafeDatabase, match="ht_robots"):
+        run_acid(url, allow_existing_tables=True, reproducers_dir=tmp_path)
+    with pytest.raises(UnsafeDatabase, match="ht_robots"):
+        run_durability(url, kills=1, allow_existing_tables=True)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("select name from ht_robots").fetchall() == [("theirs",)]

@@ -305,7 +305,19 @@ class ConcurrentExecutor:
         return sorted(completions, key=order)
 
     def check(self) -> None:
-        if self.scheduler.deadlocked or self.scheduler.all_blocked():
+        deadlocked = self.scheduler.deadlocked
+        if len(deadlocked) == 1:
+            # A cycle of one session: it waits on a lock that another of its own connections
+            # holds, which cannot move while the session waits.
+            raise Finding(
+                "stall",
+                f"session {min(deadlocked)} waits on a lock held by another connection of its"
+                " own unit of work, and the database reported no deadlock: the holder cannot"
+                " release it while the session waits, so the run cannot go on. A unit of work"
+                " must not wait on itself: do its writes on one connection, or commit the first"
+                " connection's writes before another touches the same rows",
+            )
+        if deadlocked or self.scheduler.all_blocked():
             raise Finding(
                 "stall",
                 f"sessions {sorted(self.scheduler.blocked)} all wait on each other and the"

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
@@ -648,8 +648,10 @@ def _is_memory_sqlite(url: str) -> bool:
 
 
 @contextmanager
-def _durable_database(url: str, allow_existing_tables: bool) -> Iterator[PreparedDatabase]:
-    with prepared_database(url, allow_existing_tables=allow_existing_tables) as db:
+def _durable_database(
+    url: str, allow_existing_tables: bool, ours: Collection[str]
+) -> Iterator[PreparedDatabase]:
+    with prepared_database(url, allow_existing_tables=allow_existing_tables, ours=ours) as db:
         if db.backend == "sqlite" and _is_memory_sqlite(db.url):
             # Two processes and a crash need a file both can open.
             with scratch_database(db.url) as scratch:
@@ -690,7 +692,7 @@ def run_durability(
     chosen = dict(options or {})
     run_seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
     budget_s = timeout_s if timeout_s is not None else 60.0 + 30.0 * kills
-    with _durable_database(url, allow_existing_tables) as db:
+    with _durable_database(url, allow_existing_tables, target.tables) as db:
         result = DurabilityResult(
             target=target_spec,
             backend=db.backend,

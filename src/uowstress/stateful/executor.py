@@ -22,6 +22,7 @@ import psutil
 
 from uowstress.errors import UowstressError
 from uowstress.faults import Fault, InjectedFault
+from uowstress.stalls import StallWatch
 from uowstress.stateful.commits import AlwaysChanged, CommitWatcher, watch
 from uowstress.target import Ids, Model, Operation, Query, State, System, Target, UnitOfWork
 
@@ -206,6 +207,7 @@ class SingleSessionExecutor:
             if getattr(system, "commits_outside_engine", False)
             else watch(system.engine)
         )
+        self._stalls = StallWatch(getattr(system, "engine", None))
 
     # -- state the machine needs to draw the next step -----------------------------------------
 
@@ -238,12 +240,20 @@ class SingleSessionExecutor:
         label = step.get("op") or step.get("query") or str(action)
         self._model_state = None
         started = time.perf_counter_ns()
+        self._stalls.begin()
         try:
             handler(step)
-        except Exception:
+        except Exception as error:
             self._ending = None  # ended by the handler: a finding, not an interrupt
+            # A stall explains whatever the cancelled statement made the step raise.
+            stall = self._stalls.end()
+            if stall is not None:
+                raise Finding("stall", stall) from error
             raise
         self._ending = None
+        stall = self._stalls.end()
+        if stall is not None:
+            raise Finding("stall", stall)
         self.timings.add(label, time.perf_counter_ns() - started)
         # Resident memory after each step: its maximum is the example's peak for the budgets.
         self.rss_peak = max(self.rss_peak, _RESIDENT.bytes())
@@ -426,3 +436,4 @@ class SingleSessionExecutor:
             call(sut.__exit__, None, None, None)
             call(mirror.__exit__, None, None, None)
         self._watcher.close()
+        self._stalls.close()

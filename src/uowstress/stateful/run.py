@@ -177,7 +177,9 @@ def run_acid(
     target = load_target(target_spec)
     chosen = dict(options or {})
     get_profile(profile)
-    with prepared_database(url, allow_existing_tables=allow_existing_tables) as db:
+    with prepared_database(
+        url, allow_existing_tables=allow_existing_tables, ours=target.tables
+    ) as db:
         result = AcidResult(
             target=target_spec,
             backend=db.backend,

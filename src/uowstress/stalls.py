@@ -1,0 +1,258 @@
+"""A step that waits on a lock held by another connection of the same system: a stall.
+
+The single-session machine and its replay run one step at a time on one thread, so while a
+step runs no other connection of the system can move. A statement of the step that waits on a
+lock one of them holds would wait forever: the holder waits for its client, the client for the
+statement, and the database sees no deadlock (PostgreSQL waits without end by default; MariaDB
+gives up after innodb_lock_wait_timeout, 50 s by default). A unit of work that writes a row on
+a second connection after writing it on its first does exactly this.
+
+The watch costs a step nothing while it is quick. One thread of the process looks, a few times
+a second, at the step each watch is running; a step running longer than `patience_s` is looked
+at in the database, through a monitor connection of its own: does a connection of the system's
+engine wait on a lock held by another of them? If so the watch cancels the waiting statement
+(the step then goes on with the error the system gets) and keeps what it saw, for the executor
+to report as the step's finding.
+
+The system's connections are those checked out of its engine's pool (pool events, as the
+concurrent scheduler does; see sessions.py): a connection it opens by other means is not seen.
+SQLite needs no watch: a write waiting on a lock gives up after the busy timeout with
+"database is locked".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from uowstress.scratch import hide_secrets
+from uowstress.sessions import BACKEND_ID_QUERIES, backend_id, dialect_family, monitor_engine
+
+__all__ = ["StallWatch"]
+
+# How often the process's watch thread looks at the running steps.
+_LOOK_S = 0.2
+_PATIENCE_S = 0.5
+_QUERY_SHOWN = 300
+
+# (waiting id, its blockers, the waiting statement), as the database shows them.
+Wait = tuple[int, frozenset[int], str]
+
+
+def _postgres_waits(monitor: Connection, ids: Sequence[int]) -> list[Wait]:
+    rows = monitor.execute(
+        text(
+            "SELECT pid, pg_blocking_pids(pid), query FROM pg_stat_activity"
+            " WHERE pid = ANY(CAST(:ids AS integer[]))"
+        ),
+        {"ids": sorted(ids)},
+    ).all()
+    return [(int(pid), frozenset(int(b) for b in found), str(q)) for pid, found, q in rows if found]
+
+
+def _postgres_cancel(monitor: Connection, waiting: int) -> None:
+    # Only while it still waits: a statement that has since moved on is left alone.
+    monitor.execute(
+        text(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = :pid"
+            " AND cardinality(pg_blocking_pids(pid)) > 0"
+        ),
+        {"pid": waiting},
+    )
+
+
+def _mysql_waits(monitor: Connection, ids: Sequence[int]) -> list[Wait]:
+    # INNODB_LOCK_WAITS names the blocking transaction (the lock-wait scheduler's INNODB STATUS
+    # does not); read a few times a second, its cache is fresh (see sessions.py).
+    rows = monitor.execute(
+        text(
+            "SELECT r.trx_mysql_thread_id, b.trx_mysql_thread_id, r.trx_query"
+            " FROM information_schema.INNODB_LOCK_WAITS w"
+            " JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id"
+            " JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id"
+        )
+    ).all()
+    mine = set(ids)
+    blockers: dict[int, set[int]] = {}
+    queries: dict[int, str] = {}
+    for waiting, blocking, query in rows:
+        if int(waiting) in mine:
+            blockers.setdefault(int(waiting), set()).add(int(blocking))
+            queries[int(waiting)] = str(query or "")
+    return [(w, frozenset(b), queries[w]) for w, b in blockers.items()]
+
+
+def _mysql_cancel(monitor: Connection, waiting: int) -> None:
+    with contextlib.suppress(sa_exc.DBAPIError):  # already over is fine
+        monitor.execute(text(f"KILL QUERY {int(waiting)}"))
+
+
+_BACKENDS: dict[
+    str,
+    tuple[
+        str, Callable[[Connection, Sequence[int]], list[Wait]], Callable[[Connection, int], None]
+    ],
+] = {
+    "postgresql": ("PostgreSQL backend", _postgres_waits, _postgres_cancel),
+    "mysql": ("connection", _mysql_waits, _mysql_cancel),
+}
+
+
+class StallWatch:
+    """Watches the steps run on one system's engine; see the module's docstring.
+
+    Call `begin()` before a step and `end()` after it (also when it raised): `end()` returns
+    the stall seen during the step, in words, or None. `close()` detaches from the engine."""
+
+    def __init__(self, engine: Any, *, patience_s: float = _PATIENCE_S) -> None:
+        self._patience_s = patience_s
+        self._since: float | None = None
+        self._step = 0
+        self._stall: tuple[int, str] | None = None
+        self._held: dict[ConnectionPoolEntry, int] = {}
+        # Re-entrant: SQLAlchemy checks a forgotten connection in from a garbage-collection
+        # callback, which may run while this thread holds the lock.
+        self._lock = threading.RLock()
+        self._engine: Engine | None = None
+        family = dialect_family(engine) if isinstance(engine, Engine) else None
+        if family not in _BACKENDS or family is None:
+            return  # SQLite (or not a SQLAlchemy engine): nothing to watch
+        self._engine = engine
+        self._what, self._waits, self._cancel = _BACKENDS[family]
+        self._id_query = BACKEND_ID_QUERIES[family]
+        self._unsupported: str | None = None
+        event.listen(engine, "checkout", self._on_checkout)
+        event.listen(engine, "checkin", self._on_checkin)
+        _WATCHER.add(self)
+
+    # -- the executor's side -----------------------------------------------------------------
+
+    def begin(self) -> None:
+        self._step += 1
+        self._since = time.monotonic()
+
+    def end(self) -> str | None:
+        self._since = None
+        stall, self._stall = self._stall, None
+        if stall is None or stall[0] != self._step:
+            return None
+        return stall[1]
+
+    def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        _WATCHER.discard(self)
+        for name, listener in (("checkout", self._on_checkout), ("checkin", self._on_checkin)):
+            with contextlib.suppress(sa_exc.InvalidRequestError):
+                event.remove(engine, name, listener)
+
+    # -- pool events -------------------------------------------------------------------------
+
+    def _on_checkout(
+        self, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        try:
+            found = backend_id(dbapi_connection, record, self._id_query)
+        except Exception:
+            # The system's step must not fail for the watch (a proxy that does not answer the
+            # question, say): this connection goes unwatched.
+            return
+        with self._lock:
+            self._held[record] = found
+
+    def _on_checkin(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        with self._lock:
+            self._held.pop(record, None)
+
+    # -- the watch thread's side -------------------------------------------------------------
+
+    def look(self, now: float) -> None:
+        """Called by the watch thread: if the running step has waited long enough, ask."""
+        since, step, engine = self._since, self._step, self._engine
+        if since is None or engine is None or self._unsupported or now - since < self._patience_s:
+            return
+        if self._stall is not None and self._stall[0] == step:
+            return  # already seen and cancelled; the step is ending
+        with self._lock:
+            ids = sorted(set(self._held.values()))
+        if len(ids) < 2:
+            return  # one connection cannot wait on itself
+        try:
+            with monitor_engine(engine.url).connect() as monitor:
+                monitor = monitor.execution_options(isolation_level="AUTOCOMMIT")
+                mine = frozenset(ids)
+                # Held by one of the system's own connections, the lock is never released
+                # during the step, whoever else holds it too.
+                waits = [w for w in self._waits(monitor, ids) if w[1] & mine]
+                if not waits or self._step != step:
+                    return
+                waiting, blockers, query = waits[0]
+                self._stall = (step, self._describe(waiting, blockers & mine, query, engine))
+                self._cancel(monitor, waiting)
+        except sa_exc.ProgrammingError as error:
+            # The server lacks what the watch reads (a MySQL without INNODB_LOCK_WAITS, a user
+            # without the PROCESS privilege): its own lock wait timeout is left to end a stall.
+            self._unsupported = str(error.orig)
+        except (sa_exc.SQLAlchemyError, OSError):
+            return  # the server did not answer this time; look again later
+
+    def _describe(self, waiting: int, blockers: frozenset[int], query: str, engine: Engine) -> str:
+        shown = " ".join(query.split())
+        if len(shown) > _QUERY_SHOWN:
+            shown = shown[:_QUERY_SHOWN] + "..."
+        holders = ", ".join(str(b) for b in sorted(blockers))
+        return hide_secrets(
+            f"the step waited on a lock held by another connection of the system itself: its"
+            f" {self._what} {waiting} waited on {self._what} {holders}, which the system's"
+            f" engine had also handed out"
+            + (f", in the statement {shown!r}" if shown else "")
+            + ". Nothing else runs during a step, so the holder could never release it and the"
+            " step could never finish (uowstress cancelled the waiting statement). A unit of"
+            " work must not wait on itself: do its writes on one connection, or commit the"
+            " first connection's writes before another touches the same rows",
+            engine.url,
+        )
+
+
+class _Watcher:
+    """The process's one watch thread, started on first use (again in a forked child)."""
+
+    def __init__(self) -> None:
+        self._watches: weakref.WeakSet[StallWatch] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._pid = -1
+
+    def add(self, watch: StallWatch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(
+                    target=self._run, name="uowstress-stall-watch", daemon=True
+                ).start()
+
+    def discard(self, watch: StallWatch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(_LOOK_S)
+            with self._lock:
+                watches = list(self._watches)
+            now = time.monotonic()
+            for watch in watches:
+                watch.look(now)
+
+
+_WATCHER = _Watcher()
