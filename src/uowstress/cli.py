@@ -237,8 +237,9 @@ def _print_outcome(report: Report, verbose: bool) -> None:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.scenarios.items()))
     click.echo(
         f"{summary.status.upper()}: scenarios {counts or 'none'};"
-        f" {_count(summary.findings, 'finding')}, {summary.critical} critical,"
-        f" {_count(summary.warnings, 'warning')}; {summary.seconds:.0f}s"
+        # "figures": the judged tiers, not pytest's own warnings, which it counts above.
+        f" {_count(summary.findings, 'finding')}, {_count(summary.critical, 'critical figure')},"
+        f" {_count(summary.warnings, 'figure')} at warning; {summary.seconds:.0f}s"
     )
 
 

@@ -17,16 +17,33 @@ from hypothesis import settings
 from tests.integration.test_sessions import SERVERS
 from uowstress.database import prepared_database
 from uowstress.profiles import machine_settings
-from uowstress.stateful.executor import SingleSessionExecutor
+from uowstress.stateful.executor import Finding, SingleSessionExecutor
 from uowstress.stateful.run import replay, run_acid
 
 SPEC = f"{__name__}:SELF_LOCKING_TARGET"
 
 
+# What ends a wait when the watch does not: a test of a broken watch fails instead of hanging.
+def _lock_timeout(dialect: str, seconds: int, url: str) -> dict[str, str]:
+    if dialect == "postgresql":
+        # After the options the scratch URL holds (its schema).
+        return {
+            "options": f"{sa.make_url(url).query.get('options', '')} -c lock_timeout={seconds}s"
+        }
+    return {"init_command": f"SET SESSION innodb_lock_wait_timeout = {seconds}"}
+
+
 class _SelfLockingWork(ledger.SqlWork):
     """The ledger's Unit of Work, its commit also touching each account it read on a second
     connection of the same engine, after the first has written the row: the second waits on
-    the first, which waits for the commit to return."""
+    the first, which waits for the commit to return. With `attempts` > 1 it takes the error
+    of the second connection's statement for a passing one and tries again."""
+
+    attempts = 1
+
+    def __init__(self, *args: Any, errors: list[str]) -> None:
+        super().__init__(*args)
+        self.errors = errors
 
     def commit(self) -> None:
         conn = self._connection()
@@ -38,24 +55,56 @@ class _SelfLockingWork(ledger.SqlWork):
             )
             conn.execute(touch)
             with self.engine.connect() as other:
-                other.execute(touch)
+                for attempt in range(1, self.attempts + 1):
+                    try:
+                        other.execute(touch)
+                        break
+                    except sa.exc.DBAPIError as error:
+                        self.errors.append(str(error.orig))
+                        other.rollback()
+                        if attempt == self.attempts:
+                            raise
                 other.commit()
         super().commit()
 
 
+class _RetryingWork(_SelfLockingWork):
+    attempts = 3
+
+
 class _SelfLockingSystem(ledger.LedgerSystem):
+    work = _SelfLockingWork
+
+    def __init__(self, engine: sa.Engine, unsafe: bool) -> None:
+        super().__init__(engine, unsafe)
+        self.errors: list[str] = []  # what the second connection's statements raised
+
     def unit_of_work(self, fault_hook: ledger.FaultHook | None = None) -> ledger.SqlWork:
-        return _SelfLockingWork(self.engine, self.unsafe, fault_hook)
+        return self.work(self.engine, self.unsafe, fault_hook, errors=self.errors)
+
+
+class _RetryingSystem(_SelfLockingSystem):
+    work = _RetryingWork
 
 
 class _SelfLockingTarget(ledger.LedgerTarget):
     name = "self-locking ledger"
 
+    def __init__(
+        self, system: type[_SelfLockingSystem] = _SelfLockingSystem, lock_timeout_s: int = 10
+    ) -> None:
+        self.system = system
+        self.lock_timeout_s = lock_timeout_s
+
     def connect(
         self, url: str, options: Mapping[str, str], *, isolation_level: str | None = None
-    ) -> ledger.LedgerSystem:
+    ) -> _SelfLockingSystem:
         system = super().connect(url, options, isolation_level=isolation_level)
-        return _SelfLockingSystem(system.engine, system.unsafe)
+        system.engine.dispose()
+        # The same database, each connection with a lock timeout.
+        timeout = _lock_timeout(system.engine.dialect.name, self.lock_timeout_s, url)
+        engine = sa.create_engine(url, connect_args=timeout)
+        return self.system(engine, system.unsafe)
 
 
 SELF_LOCKING_TARGET = _SelfLockingTarget()
@@ -179,3 +228,72 @@ def test_a_lock_held_by_another_client_is_waited_for_not_cancelled(
     finally:
         executor.close()
     assert ledger_system.committed_state()["accounts"] == {"a1": {"balance": 15}}
+
+
+_DEPOSIT_TWICE = (
+    {"action": "begin"},
+    {
+        "action": "apply",
+        "op": "open_account",
+        "args": {"account": "a1", "initial": 10, "entry": "d1"},
+    },
+    {"action": "commit"},
+    {"action": "begin"},
+    {"action": "apply", "op": "deposit", "args": {"account": "a1", "amount": 5, "entry": "d2"}},
+)
+
+
+@pytest.mark.parametrize("backend", SERVERS, indirect=True)
+def test_a_system_that_retries_the_cancelled_statement_is_cancelled_again(
+    server_url: str,
+) -> None:
+    with prepared_database(server_url) as db:
+        target = _SelfLockingTarget(_RetryingSystem)
+        connected = target.connect(db.url, {})
+        executor = SingleSessionExecutor(target, connected)
+        try:
+            _run(executor, *_DEPOSIT_TWICE)
+            with pytest.raises(Finding) as found:
+                executor.run({"action": "commit"})
+        finally:
+            executor.close()
+            connected.dispose()
+    assert found.value.kind == "stall", found.value
+    # Every attempt was cancelled by the watch, none ended by the lock timeout.
+    assert len(connected.errors) == _RetryingWork.attempts, connected.errors
+    for error in connected.errors:
+        assert "user request" in error or "interrupted" in error, connected.errors
+
+
+@pytest.mark.parametrize("backend", SERVERS[1:], indirect=True)
+def test_a_user_who_cannot_see_lock_waits_is_told_what_to_grant(server_url: str) -> None:
+    with prepared_database(server_url) as db:
+        url = sa.make_url(db.url)
+        admin = sa.create_engine(url, poolclass=sa.NullPool)
+        user = "uows_no_process"
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'%'"))
+            conn.execute(sa.text(f"CREATE USER '{user}'@'%'"))
+            conn.execute(sa.text(f"GRANT ALL ON `{url.database}`.* TO '{user}'@'%'"))
+        try:
+            limited = url.set(username=user, password=None).render_as_string(hide_password=False)
+            target = _SelfLockingTarget(lock_timeout_s=2)
+            connected = target.connect(limited, {})
+            executor = SingleSessionExecutor(target, connected)
+            try:
+                _run(executor, *_DEPOSIT_TWICE)
+                with (
+                    pytest.warns(RuntimeWarning, match="GRANT PROCESS ON"),
+                    pytest.raises(Finding) as found,
+                ):
+                    executor.run({"action": "commit"})
+            finally:
+                executor.close()
+                connected.dispose()
+        finally:
+            with admin.begin() as conn:
+                conn.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'%'"))
+            admin.dispose()
+    # Not seen, the wait was ended by the server's lock wait timeout.
+    assert found.value.kind != "stall", found.value
+    assert any("Lock wait timeout" in error for error in connected.errors), connected.errors
