@@ -17,7 +17,9 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from sqlalchemy import MetaData, Table, create_engine
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
 
 from uowstress.errors import DatabaseUnreachable, UnsafeDatabase, UowstressError
 from uowstress.scratch import backend_name, list_tables, reachable, redacted, scratch_database
@@ -171,3 +173,16 @@ def _restore_file_settings(path: str, before: _FileSettings) -> None:
             f" else has the file open, then run: sqlite3 {shlex.quote(path)}"
             f" {shlex.quote('; '.join(by_hand))}"
         ) from error
+
+
+def drop_tables(url: str, names: Collection[str]) -> None:
+    """Drop the tables `names` (those a run made and its target left behind) if they exist."""
+    if not names:
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            for name in names:
+                Table(name, MetaData()).drop(conn, checkfirst=True)
+    finally:
+        engine.dispose()

@@ -23,7 +23,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -34,7 +34,7 @@ import psutil
 import pytest
 
 from uowstress.config import load_config
-from uowstress.database import prepared_database
+from uowstress.database import drop_tables, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
 from uowstress.options import check_directory, check_options, parse_target_options
 from uowstress.pytest_plugin import RESULTS, ResultStore
@@ -50,7 +50,7 @@ from uowstress.report.model import (
     SystemInfo,
 )
 from uowstress.report.output import analyse, hide_passwords, without_passwords, write_reports
-from uowstress.scratch import backend_name, reachable, redacted
+from uowstress.scratch import backend_name, list_tables, reachable, redacted
 from uowstress.target import load_target
 
 __all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "RunOutcome", "RunRequest", "run"]
@@ -212,6 +212,7 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
         with prepared_database(
             url, allow_existing_tables=options["allow_existing_tables"], ours=target.tables
         ) as prepared:
+            before = set(list_tables(prepared.url))
             try:
                 system = target.connect(
                     prepared.url, chosen, isolation_level=options["isolation_level"]
@@ -220,11 +221,34 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
                 raise ConfigError(
                     f"target {options['target']} refused its options on {prepared.display}: {error}"
                 ) from None
-            system.dispose()
+            try:
+                created = set(list_tables(prepared.url)) - before
+            finally:
+                system.dispose()
+            _check_declared_tables(options["target"], target.tables, created, prepared.url)
         databases.append(
             DatabaseInfo(backend=backend_name(url), database=redacted(url), server_version=detail)
         )
     return urls, databases, config_path
+
+
+def _check_declared_tables(
+    spec: str, declared: Collection[str], created: set[str], url: str
+) -> None:
+    """`tables` must name every table `connect` creates: the refusal of a user's file holding
+    one of them, and what is left alone there, go by those names."""
+    names = {name.lower() for name in declared}
+    undeclared = sorted(name for name in created if name.lower() not in names)
+    if not undeclared:
+        return
+    # Made by this check's connect, on a database it prepared: not the user's to keep.
+    drop_tables(url, set(undeclared) & set(list_tables(url)))
+    raise ConfigError(
+        f"target {spec} created table{'s' if len(undeclared) > 1 else ''}"
+        f" {', '.join(undeclared)} that its `tables` does not name"
+        f" ({', '.join(sorted(declared)) or 'none'}); add every table connect creates to"
+        " `tables`: uowstress refuses a database already holding one of them by those names"
+    )
 
 
 def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) -> list[str]:

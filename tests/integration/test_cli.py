@@ -656,3 +656,40 @@ def test_a_document_over_the_payload_limit_is_reported_as_refused_not_misread(
     assert code == 1, out
     assert "2048 KB document read back exactly: 2097193 bytes: the write was refused" in out
     assert "PayloadError" in out and "it differs" not in out
+
+
+UNDECLARED_TABLE_TARGET = """
+import sqlalchemy as sa
+from examples.ledger import LedgerTarget
+
+
+class WithAudit(LedgerTarget):
+    # connect creates a table that `tables` does not name
+    def connect(self, url, options, *, isolation_level=None):
+        system = super().connect(url, options, isolation_level=isolation_level)
+        with system.engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE ledger_audit (note VARCHAR(20))"))
+        return system
+
+
+TARGET = WithAudit()
+"""
+
+
+def test_a_table_connect_creates_and_tables_does_not_name_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "audit_target.py").write_text(UNDECLARED_TABLE_TARGET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    database = _foreign_file(tmp_path / "theirs.db", "payroll")
+    before = _contents(database)
+    code, out = invoke(
+        "run", "--target", "audit_target:TARGET", "--db-url", f"sqlite:///{database}",
+        "--allow-existing-tables", "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2, out
+    assert "created table ledger_audit that its `tables` does not name" in out
+    assert "ledger_accounts, ledger_entries" in out
+    # Refused before anything ran, and the table it made is gone from the user's file.
+    assert not (tmp_path / "out").exists()
+    assert _contents(database) == before
