@@ -8,12 +8,14 @@ file is used as is, after checking that it holds no tables; with no file, a temp
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
 import sqlite3
 import warnings
-from collections.abc import Collection, Iterator
+import weakref
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,8 +23,9 @@ from sqlalchemy import MetaData, Table, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from uowstress.errors import DatabaseUnreachable, UnsafeDatabase, UowstressError
+from uowstress.errors import ConfigError, DatabaseUnreachable, UnsafeDatabase, UowstressError
 from uowstress.scratch import backend_name, list_tables, reachable, redacted, scratch_database
+from uowstress.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,75 @@ class PreparedDatabase:
     server_version: str
 
 
-def _tables(names: list[str]) -> str:
-    return ("a table " if len(names) == 1 else "tables ") + ", ".join(names)
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _sqlite_objects(path: str) -> dict[str, str]:
+    """Name -> type of every table, view and index of a SQLite file (they share one namespace;
+    SQLite's own objects left out)."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view', 'index')"
+            " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {str(name): str(kind) for name, kind in rows}
+
+
+def undeclared_tables(target: Target, created: Collection[str]) -> ConfigError | None:
+    """The error for tables `connect` created that the target's `tables` does not name."""
+    declared = {name.lower() for name in target.tables}
+    missing = sorted(name for name in created if name.lower() not in declared)
+    if not missing:
+        return None
+    return ConfigError(
+        f"target {target.name} created table{'s' if len(missing) > 1 else ''}"
+        f" {', '.join(missing)} that its `tables` does not name"
+        f" ({', '.join(sorted(target.tables)) or 'none'}); add every table connect creates"
+        " to `tables`: uowstress refuses a database already holding one of them by those names"
+    )
+
+
+# What each target creates, found once per process (see objects_of).
+_objects: weakref.WeakKeyDictionary[Target, dict[str, frozenset[str]]] = weakref.WeakKeyDictionary()
+
+
+def objects_of(
+    target: Target, options: Mapping[str, str], isolation_level: str | None = None
+) -> frozenset[str]:
+    """The names of the tables, views and indexes `target.connect` creates, found by
+    connecting it to a throwaway SQLite file of uowstress's own, then disposing of it.
+
+    Raises ConfigError when the target refuses its options or creates a table its `tables`
+    does not name: the names are what keeps a run off a user's own tables."""
+    key = json.dumps([sorted(options.items()), isolation_level])
+    try:
+        known = _objects.setdefault(target, {})
+    except TypeError:  # a target that takes no weak reference: found again each time
+        known = {}
+    found = known.get(key)
+    if found is None:
+        with scratch_database("sqlite://") as scratch:
+            try:
+                system = target.connect(
+                    scratch.render_as_string(hide_password=False),
+                    options,
+                    isolation_level=isolation_level,
+                )
+            except ValueError as error:
+                raise ConfigError(f"target {target.name} refused its options: {error}") from None
+            try:
+                made = _sqlite_objects(str(scratch.database))
+            finally:
+                system.dispose()
+        undeclared = undeclared_tables(target, [n for n, k in made.items() if k == "table"])
+        if undeclared is not None:
+            raise undeclared
+        found = known[key] = frozenset(made)
+    return found
 
 
 def _sqlite_file(url: URL) -> str | None:
@@ -54,12 +124,17 @@ def _sqlite_file(url: URL) -> str | None:
 
 @contextmanager
 def prepared_database(
-    url: str, *, allow_existing_tables: bool = False, ours: Collection[str] = ()
+    url: str,
+    *,
+    allow_existing_tables: bool = False,
+    ours: Collection[str] | Callable[[], Collection[str]] = (),
 ) -> Iterator[PreparedDatabase]:
-    """The database a run uses (see the module's docstring). `ours`: the tables the run's
-    target creates, empties and drops; a file the user names that already holds one of them
-    is refused even with `allow_existing_tables`, since the run would take the user's table
-    for its own."""
+    """The database a run uses (see the module's docstring).
+
+    `ours`: the names the run creates in it and drops at the end (or a function giving them,
+    asked only when needed: `objects_of` for a target). A SQLite file the user names that
+    already holds a table, view or index of one of those names is refused even with
+    `allow_existing_tables`: the run would take the user's table for its own."""
     backend = backend_name(url)
     ok, detail = reachable(url)
     if not ok:
@@ -69,25 +144,27 @@ def prepared_database(
     if path is not None:
         existed = os.path.exists(path)
         if existed:
-            tables = list_tables(url)
-            if tables and not allow_existing_tables:
+            list_tables(url)  # refuses a file that is not a SQLite database, untouched
+            objects = _sqlite_objects(path)
+            held = sorted(name for name, kind in objects.items() if kind != "index")
+            if held and not allow_existing_tables:
                 raise UnsafeDatabase(
-                    f"{redacted(url)} holds tables uowstress did not create"
-                    f" ({', '.join(tables[:8])}{', ...' if len(tables) > 8 else ''}); point"
-                    " --db-url at an empty database, or pass --allow-existing-tables if you"
-                    " accept that the target may change them"
+                    f"{redacted(url)} holds tables uowstress did not create ({_listed(held)});"
+                    " point --db-url at an empty database, or pass --allow-existing-tables if"
+                    " you accept that the target may change them"
                 )
-            # SQLite's table names ignore case.
-            mine = {name.lower() for name in ours}
-            taken = [name for name in tables if name.lower() in mine]
-            if taken:
-                raise UnsafeDatabase(
-                    f"{redacted(url)} already holds {_tables(taken)}, which the target creates"
-                    " for itself and empties and drops when the run ends: the run would take"
-                    " the table for its own and lose its rows. Rename or move the table, or"
-                    " point --db-url at another file (--allow-existing-tables lets the run"
-                    " share a file with other tables, never take one of them over)"
-                )
+            if objects:
+                # SQLite's names ignore case.
+                mine = {name.lower() for name in (ours() if callable(ours) else ours)}
+                taken = sorted(name for name in objects if name.lower() in mine)
+                if taken:
+                    raise UnsafeDatabase(
+                        f"{redacted(url)} already holds {_listed(taken)}, which the run creates"
+                        " for itself and drops when it ends: it would take the user's"
+                        " table for its own and lose its rows. Rename or move it, or point"
+                        " --db-url at another file (--allow-existing-tables lets the run share"
+                        " a file with other tables, never take one of them over)"
+                    )
         # What the run changes in a file it did not create, besides its own tables (which the
         # target drops): the journal mode (the reference system's engine sets WAL, which stays
         # with the file) and SQLite's statistics tables (ANALYZE creates them).

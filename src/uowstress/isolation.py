@@ -34,9 +34,8 @@ from sqlalchemy.pool import NullPool
 
 from uowstress.anomalies import ALWAYS_FORBIDDEN, INCOMPATIBLE, Finding, analyse
 from uowstress.database import prepared_database
-from uowstress.errors import ConfigError, UnsafeDatabase, UowstressError
+from uowstress.errors import ConfigError, UowstressError
 from uowstress.profiles import get_profile, machine_settings
-from uowstress.scratch import list_tables
 from uowstress.stateful.minimize import minimize
 from uowstress.stateful.registers import (
     PREDICATES,
@@ -434,15 +433,11 @@ def search_isolation(
     # The search never fails an example, so Hypothesis would save nothing in a database.
     settings = Settings(machine_settings(chosen_profile), database=None)
     started = time.monotonic()
-    with prepared_database(url, allow_existing_tables=allow_existing_tables) as db:
+    # The search's own table, which it fills, empties and drops: never a user's of that name.
+    with prepared_database(
+        url, allow_existing_tables=allow_existing_tables, ours={registers.name}
+    ) as db:
         chosen = resolve_levels(db.backend, levels)
-        if registers.name in list_tables(db.url):
-            raise UnsafeDatabase(
-                f"{db.display} already holds a table {registers.name}, the name of the"
-                " isolation search's own table, whose rows the search would overwrite; drop it"
-                " if it is left from an interrupted search, or point --db-url at another"
-                " database"
-            )
         say(f"{db.backend} ({db.display}, {db.server_version}): levels {', '.join(chosen)}")
         searches: list[LevelSearch] = []
         results: list[CellResult] = []

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from uowstress.config import DEFAULT_CONFIG_FILE, PerformanceConfig, Tier, load_config
-from uowstress.database import DEFAULT_URLS, PreparedDatabase, prepared_database
+from uowstress.database import DEFAULT_URLS, PreparedDatabase, objects_of, prepared_database
 from uowstress.errors import NothingToReplay, UowstressError
 from uowstress.explore import check_durability, explore
 from uowstress.interrupts import restore_sigterm, stop_cleanly_on_sigterm
@@ -364,7 +364,11 @@ def uowstress_database(
     with prepared_database(
         uowstress_db_url,
         allow_existing_tables=uowstress_options["allow_existing_tables"],
-        ours=uowstress_target.tables,
+        ours=lambda: objects_of(
+            uowstress_target,
+            uowstress_options["target_options"],
+            uowstress_options["isolation_level"],
+        ),
     ) as database:
         yield database
 

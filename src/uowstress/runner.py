@@ -23,7 +23,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -34,7 +34,7 @@ import psutil
 import pytest
 
 from uowstress.config import load_config
-from uowstress.database import drop_tables, prepared_database
+from uowstress.database import drop_tables, objects_of, prepared_database, undeclared_tables
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
 from uowstress.options import check_directory, check_options, parse_target_options
 from uowstress.pytest_plugin import RESULTS, ResultStore
@@ -51,7 +51,7 @@ from uowstress.report.model import (
 )
 from uowstress.report.output import analyse, hide_passwords, without_passwords, write_reports
 from uowstress.scratch import backend_name, list_tables, reachable, redacted
-from uowstress.target import load_target
+from uowstress.target import Target, load_target
 
 __all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "RunOutcome", "RunRequest", "run"]
 
@@ -210,7 +210,9 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
         # The target sets itself up once on each database, so that a refused option or a
         # database holding foreign tables stops the run before anything is measured.
         with prepared_database(
-            url, allow_existing_tables=options["allow_existing_tables"], ours=target.tables
+            url,
+            allow_existing_tables=options["allow_existing_tables"],
+            ours=lambda: objects_of(target, chosen, options["isolation_level"]),
         ) as prepared:
             before = set(list_tables(prepared.url))
             try:
@@ -225,30 +227,22 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
                 created = set(list_tables(prepared.url)) - before
             finally:
                 system.dispose()
-            _check_declared_tables(options["target"], target.tables, created, prepared.url)
+            _check_declared_tables(target, created, prepared.url)
         databases.append(
             DatabaseInfo(backend=backend_name(url), database=redacted(url), server_version=detail)
         )
     return urls, databases, config_path
 
 
-def _check_declared_tables(
-    spec: str, declared: Collection[str], created: set[str], url: str
-) -> None:
-    """`tables` must name every table `connect` creates: the refusal of a user's file holding
-    one of them, and what is left alone there, go by those names."""
-    names = {name.lower() for name in declared}
-    undeclared = sorted(name for name in created if name.lower() not in names)
-    if not undeclared:
+def _check_declared_tables(target: Target, created: set[str], url: str) -> None:
+    """`tables` must name every table `connect` creates (objects_of checks it on a file of the
+    user's; here on the database the run prepared)."""
+    error = undeclared_tables(target, created)
+    if error is None:
         return
-    # Made by this check's connect, on a database it prepared: not the user's to keep.
-    drop_tables(url, set(undeclared) & set(list_tables(url)))
-    raise ConfigError(
-        f"target {spec} created table{'s' if len(undeclared) > 1 else ''}"
-        f" {', '.join(undeclared)} that its `tables` does not name"
-        f" ({', '.join(sorted(declared)) or 'none'}); add every table connect creates to"
-        " `tables`: uowstress refuses a database already holding one of them by those names"
-    )
+    # Made by this check's connect, where there was no table before: not anyone else's.
+    drop_tables(url, created & set(list_tables(url)))
+    raise error
 
 
 def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) -> list[str]:

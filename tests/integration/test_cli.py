@@ -434,7 +434,7 @@ def test_a_users_table_named_like_one_of_the_targets_is_never_taken_over(
         tmp_path, "--kills", "1", "--db-url", f"sqlite:///{database}", "--allow-existing-tables"
     )
     assert code == 2, out
-    assert "already holds a table ht_robots, which the target creates" in out
+    assert "already holds ht_robots, which the run creates for itself" in out
     assert _contents(database) == before
 
 
@@ -693,3 +693,50 @@ def test_a_table_connect_creates_and_tables_does_not_name_stops_the_run(
     # Refused before anything ran, and the table it made is gone from the user's file.
     assert not (tmp_path / "out").exists()
     assert _contents(database) == before
+
+
+PARTIAL_TABLES_TARGET = """
+from examples.ledger import LedgerTarget
+
+
+class Partial(LedgerTarget):
+    tables = frozenset({"ledger_accounts"})  # connect creates ledger_entries too
+
+
+TARGET = Partial()
+"""
+
+
+def test_a_users_table_that_tables_forgets_to_name_is_not_taken_over_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Creating the schema would skip the user's ledger_entries and take it for the target's:
+    # what the target creates is found on a file of uowstress's own first.
+    (tmp_path / "partial_target.py").write_text(PARTIAL_TABLES_TARGET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    database = _foreign_file(tmp_path / "theirs.db", "payroll", "ledger_entries")
+    before = _contents(database)
+    code, out = run_machines(
+        tmp_path, "--target", "partial_target:TARGET", "--kills", "1",
+        "--db-url", f"sqlite:///{database}", "--allow-existing-tables",
+    )  # fmt: skip
+    assert code == 2, out
+    assert "created table ledger_entries that its `tables` does not name" in out
+    assert _contents(database) == before
+
+
+def test_a_users_view_named_like_a_table_of_the_target_is_refused(tmp_path: Path) -> None:
+    database = _foreign_file(tmp_path / "theirs.db", "payroll")
+    with sqlite3.connect(database) as conn:
+        conn.execute("create view ht_robots as select name from payroll")
+    code, out = run_machines(
+        tmp_path, "--db-url", f"sqlite:///{database}", "--allow-existing-tables"
+    )
+    assert code == 2, out
+    assert "already holds ht_robots, which the run creates for itself" in out
+    assert "Traceback" not in out
+    assert _contents(database) == {"payroll": [("theirs",)]}
+    with sqlite3.connect(database) as conn:
+        assert conn.execute(
+            "select type from sqlite_master where name = 'ht_robots'"
+        ).fetchall() == [("view",)]

@@ -126,7 +126,7 @@ def test_a_table_the_target_creates_is_refused_even_with_existing_tables_allowed
     before = _state(path)
     # SQLite's table names ignore case: PAYROLL is the user's payroll.
     with (
-        pytest.raises(UnsafeDatabase, match="already holds a table payroll, which the target"),
+        pytest.raises(UnsafeDatabase, match="already holds payroll, which the run creates"),
         prepared_database(f"sqlite:///{path}", allow_existing_tables=True, ours={"PAYROLL"}),
     ):
         pytest.fail("the file was handed to the run")

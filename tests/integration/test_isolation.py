@@ -168,17 +168,21 @@ def test_a_file_holding_tables_is_searched_only_when_allowed_and_left_as_found(
     assert _contents(database) == {"payroll": [(7,)]}
 
 
-def test_a_table_named_like_the_register_table_is_not_overwritten(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["uows_registers", "UOWS_Registers"])
+def test_a_table_named_like_the_register_table_is_not_overwritten(
+    tmp_path: Path, name: str
+) -> None:
+    # SQLite's names ignore case: UOWS_Registers is the register table's name too.
     database = tmp_path / "theirs.db"
     with sqlite3.connect(database) as conn:
-        conn.execute("create table uows_registers (k integer, v integer)")
-        conn.execute("insert into uows_registers values (1, 99)")
+        conn.execute(f"create table {name} (k integer, v integer)")
+        conn.execute(f"insert into {name} values (1, 99)")
     code, out = isolation(
         "--db-url", f"sqlite:///{database}", "--budget-seconds", "1", "--allow-existing-tables"
     )
     assert code == 2
-    assert "already holds a table uows_registers" in out
-    assert _contents(database) == {"uows_registers": [(1, 99)]}
+    assert f"already holds {name}, which the run creates for itself" in out
+    assert _contents(database) == {name: [(1, 99)]}
 
 
 def test_levels_are_normalized_and_ordered() -> None:

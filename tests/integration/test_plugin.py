@@ -4,6 +4,7 @@ performance_config.yaml, on a real database; results kept and written as JSON.""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -229,6 +230,7 @@ def test_backend_names_and_their_aliases_in_the_ini_stand_for_their_servers(
 
 BROKEN_SCENARIO = """
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -349,3 +351,22 @@ def test_a_leaked_connection_fails_the_scenario_without_an_explicit_check(
     assert [(c["name"], c["passed"]) for c in scenario["checks"]] == [
         ("no connection left checked out", False)
     ]
+
+
+def test_the_plugin_alone_never_takes_over_a_users_table_of_the_targets(
+    pytester: pytest.Pytester,
+) -> None:
+    database = pytester.path / "theirs.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("create table ledger_accounts (id text, balance integer, version integer)")
+        conn.execute("insert into ledger_accounts values ('precious', 100, 1)")
+    pytester.makepyfile(test_perf=TEST_FILE)
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--uowstress-target", "examples.ledger:TARGET",
+        "--uowstress-db-url", f"sqlite:///{database}", "--uowstress-allow-existing-tables",
+    )  # fmt: skip
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*already holds ledger_accounts, which the run creates*"])
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("select * from ledger_accounts").fetchall()
+    assert rows == [("precious", 100, 1)]

@@ -39,7 +39,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-from uowstress.database import PreparedDatabase, prepared_database
+from uowstress.database import PreparedDatabase, objects_of, prepared_database
 from uowstress.errors import UowstressError
 from uowstress.scratch import hide_secrets, redacted, scratch_database
 from uowstress.stateful.drawing import draw_arguments
@@ -649,7 +649,7 @@ def _is_memory_sqlite(url: str) -> bool:
 
 @contextmanager
 def _durable_database(
-    url: str, allow_existing_tables: bool, ours: Collection[str]
+    url: str, allow_existing_tables: bool, ours: Callable[[], Collection[str]]
 ) -> Iterator[PreparedDatabase]:
     with prepared_database(url, allow_existing_tables=allow_existing_tables, ours=ours) as db:
         if db.backend == "sqlite" and _is_memory_sqlite(db.url):
@@ -692,7 +692,9 @@ def run_durability(
     chosen = dict(options or {})
     run_seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
     budget_s = timeout_s if timeout_s is not None else 60.0 + 30.0 * kills
-    with _durable_database(url, allow_existing_tables, target.tables) as db:
+    with _durable_database(
+        url, allow_existing_tables, lambda: objects_of(target, chosen, isolation_level)
+    ) as db:
         result = DurabilityResult(
             target=target_spec,
             backend=db.backend,

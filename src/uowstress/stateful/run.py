@@ -17,7 +17,7 @@ from hypothesis.errors import Flaky, HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
 
 from uowstress import reproducers
-from uowstress.database import DEFAULT_URLS, prepared_database
+from uowstress.database import DEFAULT_URLS, objects_of, prepared_database
 from uowstress.errors import NothingToReplay, UowstressError
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
@@ -178,7 +178,9 @@ def run_acid(
     chosen = dict(options or {})
     get_profile(profile)
     with prepared_database(
-        url, allow_existing_tables=allow_existing_tables, ours=target.tables
+        url,
+        allow_existing_tables=allow_existing_tables,
+        ours=lambda: objects_of(target, chosen, isolation_level),
     ) as db:
         result = AcidResult(
             target=target_spec,
