@@ -1,4 +1,4 @@
-"""The `uowstress` command: run, replay, compare, isolation."""
+"""The `uowstress` command: run, replay, compare, isolation, cleanup."""
 
 from __future__ import annotations
 
@@ -275,6 +275,41 @@ def _replay_path(spec: str, folder: Path) -> Path:
             f" use --dir {shlex.quote(spec)}"
         )
     return reproducers.resolve(spec, folder)
+
+
+@main.command()
+@click.option(
+    "--db-url",
+    "db_urls",
+    multiple=True,
+    help="a database whose scratch schemas (PostgreSQL) or databases (MariaDB) to look at;"
+    " repeatable; a SQLite URL looks at the folder its scratch files go to (default:"
+    " sqlite://, the default folder)",
+)
+@click.option("--dry-run", is_flag=True, help="list what would be dropped, drop nothing")
+def cleanup(db_urls: tuple[str, ...], dry_run: bool) -> None:
+    """Drop the scratch databases that killed runs left behind.
+
+    A run drops its scratch schemas, databases and files on the way out, after Ctrl-C and
+    SIGTERM too; a SIGKILL leaves them. Each is kept by a lock while its run lives: those
+    no running uowstress keeps are dropped, those in use are left. Exit status: 0, or 2 when
+    a database cannot be reached or a leftover could not be dropped.
+    """
+    from uowstress.leftovers import clean
+
+    try:
+        found = clean(list(db_urls) or ["sqlite://"], dry_run=dry_run)
+    except (UowstressError, ValueError) as error:
+        click.echo(f"uowstress: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not found:
+        click.echo("no scratch database left behind")
+    for leftover in found:
+        fate = "in use by a running uowstress, left" if leftover.fate == "in use" else leftover.fate
+        click.echo(f"{fate}: {leftover.name} ({leftover.where})")
+        if leftover.why:
+            click.echo(f"  {leftover.why}")
+    sys.exit(EXIT_USAGE if any(f.fate == "not dropped" for f in found) else EXIT_OK)
 
 
 @main.command()

@@ -14,12 +14,14 @@ UOWSTRESS_SQLITE_DIR to a directory on disk to run there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
 import sqlite3
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -31,6 +33,11 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from uowstress.errors import DatabaseUnreachable, UowstressError
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: SQLite scratch directories go unkept there
+    fcntl = None  # type: ignore[assignment]
 
 Backend = Literal["sqlite", "postgresql", "mysql"]
 
@@ -277,13 +284,20 @@ def scratch_database(url: str | URL, *, prefix: str = "uows_") -> Iterator[URL]:
         return
     engine = _server_engine(normalized, timeout_s=5)
     try:
-        with _connect_or_raise(engine, normalized, backend) as connection:
-            _create(connection, backend, name)
+        # The keeper takes the lock before it creates the schema: no moment when a cleanup
+        # could take the new schema for a leftover.
+        keeper = _connect_or_raise(engine, normalized, backend)
         try:
-            yield _scratch_url(normalized, backend, name)
+            try_keep(keeper, backend, name)
+            _create(keeper, backend, name)
+            try:
+                yield _scratch_url(normalized, backend, name)
+            finally:
+                with _connect_or_raise(engine, normalized, backend) as connection:
+                    _drop(connection, backend, name)
         finally:
-            with _connect_or_raise(engine, normalized, backend) as connection:
-                _drop(connection, backend, name)
+            with contextlib.suppress(sa_exc.SQLAlchemyError):
+                keeper.close()
     finally:
         engine.dispose()
 
@@ -305,6 +319,56 @@ def default_sqlite_directory() -> str | None:
     return None
 
 
+# A scratch database is kept, for as long as it lives, by a lock named after it (an advisory
+# lock of a connection of its own on the servers, a lock on a file in a SQLite scratch's
+# directory): `uowstress cleanup` drops only scratch databases nobody keeps, those left by a
+# run that was killed (SIGKILL cannot be caught; Ctrl-C and SIGTERM clean up as they go).
+SCRATCH_NAME = re.compile(r"uows_[0-9a-f]{12}")
+KEEPER_FILE = ".uowstress-keeper"
+# PostgreSQL's two-key advisory locks, first key "uows": apart from an application's own.
+_LOCK_CLASS = 0x756F7773
+
+
+def _lock_key(name: str) -> int:
+    key = zlib.crc32(name.encode())
+    return key - 2**32 if key >= 2**31 else key  # a signed 32-bit integer
+
+
+def try_keep(connection: Connection, backend: Backend, name: str) -> bool:
+    """Take the keeper's lock of scratch database `name` on `connection`, without waiting:
+    False when another connection holds it (a run using that scratch database)."""
+    if backend == "postgresql":
+        query = f"SELECT pg_try_advisory_lock({_LOCK_CLASS}, {_lock_key(name)})"
+    else:
+        query = f"SELECT GET_LOCK('uowstress.{name}', 0)"
+    kept = bool(connection.execute(text(query)).scalar())
+    connection.commit()  # the lock outlives the transaction; the connection stays idle
+    return kept
+
+
+def release(connection: Connection, backend: Backend, name: str) -> None:
+    if backend == "postgresql":
+        query = f"SELECT pg_advisory_unlock({_LOCK_CLASS}, {_lock_key(name)})"
+    else:
+        query = f"SELECT RELEASE_LOCK('uowstress.{name}')"
+    connection.execute(text(query))
+    connection.commit()
+
+
+def try_keep_directory(directory: str) -> int | None:
+    """An open descriptor holding the keeper's lock of a SQLite scratch directory, or None
+    when another process holds it (or the system has no such locks: nothing is kept)."""
+    if fcntl is None:
+        return None
+    descriptor = os.open(os.path.join(directory, KEEPER_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
 @contextmanager
 def _sqlite_scratch(url: URL, name: str) -> Iterator[URL]:
     database = url.database or ""
@@ -313,12 +377,15 @@ def _sqlite_scratch(url: URL, name: str) -> Iterator[URL]:
     else:
         parent = default_sqlite_directory()
     directory = tempfile.mkdtemp(prefix=name + "_", dir=parent)
+    keeper = try_keep_directory(directory)
     try:
         # Only the path changes: query options such as a driver setting are kept.
         yield url.set(database=os.path.join(directory, f"{name}.db"))
     finally:
         # The database, its -wal and -shm files all live in the directory.
         shutil.rmtree(directory, ignore_errors=True)
+        if keeper is not None:
+            os.close(keeper)
 
 
 def _create(connection: Connection, backend: Backend, name: str) -> None:

@@ -1,0 +1,146 @@
+"""Scratch databases a killed run left behind, found and dropped (`uowstress cleanup`).
+
+A run drops its scratch schemas, databases and files on the way out, Ctrl-C and SIGTERM
+included; a SIGKILL (an out-of-memory killer, `timeout -s KILL`, a CI runner killed) leaves
+them. Each scratch database is kept by a lock for as long as its run lives (see scratch.py):
+one whose lock this process can take belongs to no running uowstress, and is dropped; one
+whose lock is held is left alone, in use. Only names of uowstress's own form (`uows_` and
+twelve hexadecimal digits) are looked at. A run of a uowstress older than the keeper's lock
+keeps none: run the cleanup when no such run is going.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from uowstress.errors import UowstressError
+from uowstress.scratch import (
+    KEEPER_FILE,
+    SCRATCH_NAME,
+    _connect_or_raise,
+    _drop,
+    _normalize,
+    _redacted,
+    default_sqlite_directory,
+    release,
+    try_keep,
+    try_keep_directory,
+)
+
+__all__ = ["Leftover", "clean"]
+
+# mkdtemp's form of a SQLite scratch folder: the scratch name, "_", a random suffix (which
+# may hold "_" too).
+_FOLDER = re.compile(rf"({SCRATCH_NAME.pattern})_.+")
+
+Fate = Literal["dropped", "would drop", "in use", "not dropped"]
+
+
+@dataclass(frozen=True)
+class Leftover:
+    where: str  # the server (password hidden) or the folder
+    name: str  # the schema, database or folder
+    fate: Fate
+    why: str = ""  # for "not dropped": the database's answer
+
+
+def _server_names(connection: Connection, backend: str) -> list[str]:
+    if backend == "postgresql":
+        query = "SELECT nspname FROM pg_namespace"
+    else:
+        query = "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
+    names = [str(row[0]) for row in connection.execute(text(query))]
+    connection.commit()
+    return sorted(name for name in names if SCRATCH_NAME.fullmatch(name))
+
+
+def _clean_server(url: str, *, dry_run: bool) -> list[Leftover]:
+    backend, normalized = _normalize(url)
+    where = _redacted(normalized)
+    engine = create_engine(normalized, poolclass=NullPool, connect_args={"connect_timeout": 5})
+    found: list[Leftover] = []
+    try:
+        with _connect_or_raise(engine, normalized, backend) as connection:
+            for name in _server_names(connection, backend):
+                if not try_keep(connection, backend, name):
+                    found.append(Leftover(where, name, "in use"))
+                    continue
+                try:
+                    if not dry_run:
+                        _drop(connection, backend, name)
+                except UowstressError as error:
+                    # Still locked by someone (a run of an earlier version keeps no lock):
+                    # said, and the others are still looked at.
+                    found.append(Leftover(where, name, "not dropped", str(error)))
+                    connection.rollback()
+                    continue
+                finally:
+                    release(connection, backend, name)
+                found.append(Leftover(where, name, "would drop" if dry_run else "dropped"))
+    finally:
+        engine.dispose()
+    return found
+
+
+def _folders(url: str) -> list[str]:
+    """Where SQLite scratch folders of runs on `url` go: beside the file it names, else the
+    default place (UOWSTRESS_SQLITE_DIR, /dev/shm, the temporary directory)."""
+    database = make_url(url).database or ""
+    if database and database != ":memory:":
+        return [os.path.dirname(os.path.abspath(database))]
+    chosen = default_sqlite_directory()
+    return [chosen] if chosen else [tempfile.gettempdir()]
+
+
+def _clean_folder(folder: str, *, dry_run: bool) -> list[Leftover]:
+    found: list[Leftover] = []
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:
+        return found
+    for entry in entries:
+        path = os.path.join(folder, entry)
+        match = _FOLDER.fullmatch(entry)
+        if match is None or not os.path.isdir(path):
+            continue
+        stem = match.group(1)
+        if not os.path.exists(os.path.join(path, f"{stem}.db")) and not os.path.exists(
+            os.path.join(path, KEEPER_FILE)
+        ):
+            continue  # not a scratch folder of uowstress's
+        keeper = try_keep_directory(path)
+        if keeper is None:
+            found.append(Leftover(folder, entry, "in use"))
+            continue
+        try:
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(keeper)
+        found.append(Leftover(folder, entry, "would drop" if dry_run else "dropped"))
+    return found
+
+
+def clean(urls: list[str], *, dry_run: bool = False) -> list[Leftover]:
+    """The scratch databases of `urls` (SQLite: their folders) that no running uowstress
+    keeps, dropped unless `dry_run`; those in use are listed and left alone."""
+    found: list[Leftover] = []
+    folders: list[str] = []
+    for url in urls:
+        backend, _ = _normalize(url)
+        if backend == "sqlite":
+            folders += [f for f in _folders(url) if f not in folders]
+        else:
+            found += _clean_server(url, dry_run=dry_run)
+    for folder in folders:
+        found += _clean_folder(folder, dry_run=dry_run)
+    return found

@@ -1,0 +1,106 @@
+"""`uowstress cleanup`: the scratch databases a killed run left behind are dropped; those of a
+run still going are left alone, on every backend."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import URL, make_url
+
+from tests.integration.test_scratch import scratch_exists
+from uowstress.cli import main
+from uowstress.scratch import scratch_database
+
+KILLED_RUN = """
+import os, signal, sys
+from uowstress.scratch import scratch_database
+
+with scratch_database(sys.argv[1]) as url:
+    print(url.render_as_string(hide_password=False), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["cleanup", *args])
+    return result.exit_code, result.output
+
+
+def _left_by_a_killed_run(url: str) -> URL:
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, url], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    return make_url(done.stdout.strip())
+
+
+def _name(scratch: URL, backend: str) -> str:
+    if backend == "postgresql":
+        return str(scratch.query["options"]).rsplit("search_path=", 1)[1]
+    if backend == "mysql":
+        return str(scratch.database)
+    return os.path.basename(os.path.dirname(str(scratch.database)))
+
+
+def test_what_a_killed_run_left_is_dropped_and_a_running_runs_is_left(
+    server_url: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite scratch files go to this folder, for the killed run too (it inherits it).
+    monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path))
+    left = _left_by_a_killed_run(server_url)
+    assert scratch_exists(server_url, backend, left)
+    with scratch_database(server_url) as running:
+        leftover, live = _name(left, backend), _name(running, backend)
+        # The server ends the killed client's session (and its lock) once it sees it gone.
+        deadline = time.monotonic() + 30
+        while True:
+            code, out = _invoke("--dry-run", "--db-url", server_url)
+            assert code == 0, out
+            if f"would drop: {leftover}" in out or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert f"would drop: {leftover}" in out
+        assert f"in use by a running uowstress, left: {live}" in out
+        assert scratch_exists(server_url, backend, left)  # a dry run drops nothing
+
+        code, out = _invoke("--db-url", server_url)
+        assert code == 0, out
+        assert f"dropped: {leftover}" in out
+        assert f"in use by a running uowstress, left: {live}" in out
+        assert not scratch_exists(server_url, backend, left)
+        assert scratch_exists(server_url, backend, running)
+    assert not scratch_exists(server_url, backend, running)
+
+
+def test_a_server_that_does_not_answer_is_an_error_naming_it() -> None:
+    code, out = _invoke("--db-url", "postgresql://someone:s3cret-pw@127.0.0.1:1/test")
+    assert code == 2
+    assert "127.0.0.1:1" in out and "s3cret-pw" not in out
+
+
+def test_only_scratch_folders_of_uowstress_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path))
+    # mkdtemp's random suffix may hold an underscore.
+    left = tmp_path / "uows_0123456789ab_x_y"
+    left.mkdir()
+    (left / "uows_0123456789ab.db").write_bytes(b"")
+    # Named alike, but holding no scratch file of uowstress: somebody else's.
+    theirs = tmp_path / "uows_0123456789ac_mine"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("keep")
+    other = tmp_path / "uows_short_x"
+    other.mkdir()
+    code, out = _invoke()
+    assert code == 0, out
+    assert out == f"dropped: {left.name} ({tmp_path})\n"
+    assert not left.exists()
+    assert (theirs / "notes.txt").read_text() == "keep" and other.exists()
