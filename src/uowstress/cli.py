@@ -278,6 +278,7 @@ def _replay_path(spec: str, folder: Path) -> Path:
 
 
 @main.command()
+@click.argument("names", nargs=-1)
 @click.option(
     "--db-url",
     "db_urls",
@@ -287,8 +288,8 @@ def _replay_path(spec: str, folder: Path) -> Path:
     " sqlite://, the default folder)",
 )
 @click.option("--dry-run", is_flag=True, help="list what would be dropped, drop nothing")
-def cleanup(db_urls: tuple[str, ...], dry_run: bool) -> None:
-    """Drop the scratch databases that killed runs left behind.
+def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> None:
+    """Drop the scratch databases that killed runs left behind (NAMES: only these).
 
     A run drops its scratch schemas, databases and files on the way out, after Ctrl-C and
     SIGTERM too; a SIGKILL leaves them. Each is kept by a lock while its run lives: those
@@ -298,18 +299,22 @@ def cleanup(db_urls: tuple[str, ...], dry_run: bool) -> None:
     from uowstress.leftovers import clean
 
     try:
-        found = clean(list(db_urls) or ["sqlite://"], dry_run=dry_run)
+        found = clean(list(db_urls) or ["sqlite://"], only=names, dry_run=dry_run)
     except (UowstressError, ValueError) as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
-    if not found:
+    if not any(f.fate != "error" for f in found):
         click.echo("no scratch database left behind")
     for leftover in found:
+        if leftover.fate == "error":
+            click.echo(f"uowstress: {leftover.where}: {leftover.why}", err=True)
+            continue
         fate = "in use by a running uowstress, left" if leftover.fate == "in use" else leftover.fate
         click.echo(f"{fate}: {leftover.name} ({leftover.where})")
         if leftover.why:
             click.echo(f"  {leftover.why}")
-    sys.exit(EXIT_USAGE if any(f.fate == "not dropped" for f in found) else EXIT_OK)
+    failed = any(f.fate in ("not dropped", "error") for f in found)
+    sys.exit(EXIT_USAGE if failed else EXIT_OK)
 
 
 @main.command()

@@ -15,11 +15,13 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from uowstress.errors import UowstressError
@@ -31,6 +33,7 @@ from uowstress.scratch import (
     _normalize,
     _redacted,
     default_sqlite_directory,
+    hide_secrets,
     release,
     try_keep,
     try_keep_directory,
@@ -42,15 +45,15 @@ __all__ = ["Leftover", "clean"]
 # may hold "_" too).
 _FOLDER = re.compile(rf"({SCRATCH_NAME.pattern})_.+")
 
-Fate = Literal["dropped", "would drop", "in use", "not dropped"]
+Fate = Literal["dropped", "would drop", "in use", "not dropped", "error"]
 
 
 @dataclass(frozen=True)
 class Leftover:
     where: str  # the server (password hidden) or the folder
-    name: str  # the schema, database or folder
+    name: str  # the schema, database or folder ("" for an error of the whole server)
     fate: Fate
-    why: str = ""  # for "not dropped": the database's answer
+    why: str = ""  # for "not dropped" and "error": what stood in the way
 
 
 def _server_names(connection: Connection, backend: str) -> list[str]:
@@ -63,7 +66,7 @@ def _server_names(connection: Connection, backend: str) -> list[str]:
     return sorted(name for name in names if SCRATCH_NAME.fullmatch(name))
 
 
-def _clean_server(url: str, *, dry_run: bool) -> list[Leftover]:
+def _clean_server(url: str, only: Collection[str], *, dry_run: bool) -> list[Leftover]:
     backend, normalized = _normalize(url)
     where = _redacted(normalized)
     engine = create_engine(normalized, poolclass=NullPool, connect_args={"connect_timeout": 5})
@@ -71,6 +74,8 @@ def _clean_server(url: str, *, dry_run: bool) -> list[Leftover]:
     try:
         with _connect_or_raise(engine, normalized, backend) as connection:
             for name in _server_names(connection, backend):
+                if only and name not in only:
+                    continue
                 if not try_keep(connection, backend, name):
                     found.append(Leftover(where, name, "in use"))
                     continue
@@ -86,6 +91,9 @@ def _clean_server(url: str, *, dry_run: bool) -> list[Leftover]:
                 finally:
                     release(connection, backend, name)
                 found.append(Leftover(where, name, "would drop" if dry_run else "dropped"))
+    except (UowstressError, SQLAlchemyError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+        found.append(Leftover(where, "", "error", hide_secrets(reason[0] if reason else "", url)))
     finally:
         engine.dispose()
     return found
@@ -101,7 +109,7 @@ def _folders(url: str) -> list[str]:
     return [chosen] if chosen else [tempfile.gettempdir()]
 
 
-def _clean_folder(folder: str, *, dry_run: bool) -> list[Leftover]:
+def _clean_folder(folder: str, only: Collection[str], *, dry_run: bool) -> list[Leftover]:
     found: list[Leftover] = []
     try:
         entries = sorted(os.listdir(folder))
@@ -113,11 +121,17 @@ def _clean_folder(folder: str, *, dry_run: bool) -> list[Leftover]:
         if match is None or not os.path.isdir(path):
             continue
         stem = match.group(1)
+        if only and stem not in only and entry not in only:
+            continue
         if not os.path.exists(os.path.join(path, f"{stem}.db")) and not os.path.exists(
             os.path.join(path, KEEPER_FILE)
         ):
             continue  # not a scratch folder of uowstress's
-        keeper = try_keep_directory(path)
+        try:
+            keeper = try_keep_directory(path)
+        except OSError as error:
+            found.append(Leftover(folder, entry, "not dropped", str(error)))
+            continue
         if keeper is None:
             found.append(Leftover(folder, entry, "in use"))
             continue
@@ -126,13 +140,17 @@ def _clean_folder(folder: str, *, dry_run: bool) -> list[Leftover]:
                 shutil.rmtree(path, ignore_errors=True)
         finally:
             os.close(keeper)
+        if not dry_run and os.path.exists(path):
+            found.append(Leftover(folder, entry, "not dropped", "some of its files stayed"))
+            continue
         found.append(Leftover(folder, entry, "would drop" if dry_run else "dropped"))
     return found
 
 
-def clean(urls: list[str], *, dry_run: bool = False) -> list[Leftover]:
+def clean(urls: list[str], *, only: Collection[str] = (), dry_run: bool = False) -> list[Leftover]:
     """The scratch databases of `urls` (SQLite: their folders) that no running uowstress
-    keeps, dropped unless `dry_run`; those in use are listed and left alone."""
+    keeps, dropped unless `dry_run`; those in use are listed and left alone. `only`: these
+    names alone. A server that cannot be reached is an "error" entry; the others go on."""
     found: list[Leftover] = []
     folders: list[str] = []
     for url in urls:
@@ -140,7 +158,7 @@ def clean(urls: list[str], *, dry_run: bool = False) -> list[Leftover]:
         if backend == "sqlite":
             folders += [f for f in _folders(url) if f not in folders]
         else:
-            found += _clean_server(url, dry_run=dry_run)
+            found += _clean_server(url, only, dry_run=dry_run)
     for folder in folders:
-        found += _clean_folder(folder, dry_run=dry_run)
+        found += _clean_folder(folder, only, dry_run=dry_run)
     return found

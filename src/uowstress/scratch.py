@@ -21,7 +21,6 @@ import secrets
 import shutil
 import sqlite3
 import tempfile
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -277,7 +276,7 @@ def scratch_database(url: str | URL, *, prefix: str = "uows_") -> Iterator[URL]:
             " 41 characters (letters, digits, underscores; not starting with a digit)"
         )
     backend, normalized = _normalize(url)
-    name = f"{prefix}{secrets.token_hex(6)}"
+    name = f"{prefix}{secrets.token_hex(6)}"  # a keeper's lock is named after it too
     if backend == "sqlite":
         with _sqlite_scratch(normalized, name) as scratch:
             yield scratch
@@ -288,7 +287,11 @@ def scratch_database(url: str | URL, *, prefix: str = "uows_") -> Iterator[URL]:
         # could take the new schema for a leftover.
         keeper = _connect_or_raise(engine, normalized, backend)
         try:
-            try_keep(keeper, backend, name)
+            _keep_alive(keeper, backend)
+            for _ in range(5):
+                if try_keep(keeper, backend, name):
+                    break
+                name = f"{prefix}{secrets.token_hex(6)}"  # held by another: another name
             _create(keeper, backend, name)
             try:
                 yield _scratch_url(normalized, backend, name)
@@ -325,20 +328,20 @@ def default_sqlite_directory() -> str | None:
 # run that was killed (SIGKILL cannot be caught; Ctrl-C and SIGTERM clean up as they go).
 SCRATCH_NAME = re.compile(r"uows_[0-9a-f]{12}")
 KEEPER_FILE = ".uowstress-keeper"
-# PostgreSQL's two-key advisory locks, first key "uows": apart from an application's own.
-_LOCK_CLASS = 0x756F7773
+# PostgreSQL advisory lock keys: "uo" in the top 16 bits, a scratch name's 48 random bits
+# below: one key per name, apart from an application's own keys.
+_LOCK_TAG = 0x756F << 48
 
 
 def _lock_key(name: str) -> int:
-    key = zlib.crc32(name.encode())
-    return key - 2**32 if key >= 2**31 else key  # a signed 32-bit integer
+    return _LOCK_TAG | int(name[-12:], 16)  # the name's random part
 
 
 def try_keep(connection: Connection, backend: Backend, name: str) -> bool:
     """Take the keeper's lock of scratch database `name` on `connection`, without waiting:
     False when another connection holds it (a run using that scratch database)."""
     if backend == "postgresql":
-        query = f"SELECT pg_try_advisory_lock({_LOCK_CLASS}, {_lock_key(name)})"
+        query = f"SELECT pg_try_advisory_lock({_lock_key(name)})"
     else:
         query = f"SELECT GET_LOCK('uowstress.{name}', 0)"
     kept = bool(connection.execute(text(query)).scalar())
@@ -346,21 +349,47 @@ def try_keep(connection: Connection, backend: Backend, name: str) -> bool:
     return kept
 
 
+def _keep_alive(connection: Connection, backend: Backend) -> None:
+    """No server timeout ends the keeper while its run goes on (a session timeout of the
+    role or database, MariaDB's wait_timeout of 8 hours): its lock would go with it."""
+    if backend == "postgresql":
+        version = int(connection.execute(text("SHOW server_version_num")).scalar() or 0)
+        settings = ["idle_session_timeout"] if version >= 140000 else []
+        for setting in [*settings, "idle_in_transaction_session_timeout", "statement_timeout"]:
+            connection.execute(text(f"SET {setting} = 0"))
+    else:
+        connection.execute(text("SET SESSION wait_timeout = 31536000"))
+    connection.commit()
+
+
 def release(connection: Connection, backend: Backend, name: str) -> None:
     if backend == "postgresql":
-        query = f"SELECT pg_advisory_unlock({_LOCK_CLASS}, {_lock_key(name)})"
+        query = f"SELECT pg_advisory_unlock({_lock_key(name)})"
     else:
         query = f"SELECT RELEASE_LOCK('uowstress.{name}')"
     connection.execute(text(query))
     connection.commit()
 
 
-def try_keep_directory(directory: str) -> int | None:
+def try_keep_directory(directory: str, *, create: bool = False) -> int | None:
     """An open descriptor holding the keeper's lock of a SQLite scratch directory, or None
-    when another process holds it (or the system has no such locks: nothing is kept)."""
+    when another process holds it (or the system has no such locks: nothing is kept).
+
+    `create`: make the keeper file, locked before it appears under its name (a cleanup that
+    finds it finds it locked)."""
     if fcntl is None:
         return None
-    descriptor = os.open(os.path.join(directory, KEEPER_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    path = os.path.join(directory, KEEPER_FILE)
+    if create:
+        fresh = f"{path}.{os.getpid()}"
+        descriptor = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(fresh, path)
+        return descriptor
+    try:
+        descriptor = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # a folder from before keepers
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -377,8 +406,9 @@ def _sqlite_scratch(url: URL, name: str) -> Iterator[URL]:
     else:
         parent = default_sqlite_directory()
     directory = tempfile.mkdtemp(prefix=name + "_", dir=parent)
-    keeper = try_keep_directory(directory)
+    keeper: int | None = None
     try:
+        keeper = try_keep_directory(directory, create=True)
         # Only the path changes: query options such as a driver setting are kept.
         yield url.set(database=os.path.join(directory, f"{name}.db"))
     finally:

@@ -59,9 +59,12 @@ def test_what_a_killed_run_left_is_dropped_and_a_running_runs_is_left(
     with scratch_database(server_url) as running:
         leftover, live = _name(left, backend), _name(running, backend)
         # The server ends the killed client's session (and its lock) once it sees it gone.
+        # Only these two: other runs' scratch databases on a shared server are not this
+        # test's to drop.
+        mine = (leftover, live)
         deadline = time.monotonic() + 30
         while True:
-            code, out = _invoke("--dry-run", "--db-url", server_url)
+            code, out = _invoke(*mine, "--dry-run", "--db-url", server_url)
             assert code == 0, out
             if f"would drop: {leftover}" in out or time.monotonic() > deadline:
                 break
@@ -70,7 +73,7 @@ def test_what_a_killed_run_left_is_dropped_and_a_running_runs_is_left(
         assert f"in use by a running uowstress, left: {live}" in out
         assert scratch_exists(server_url, backend, left)  # a dry run drops nothing
 
-        code, out = _invoke("--db-url", server_url)
+        code, out = _invoke(*mine, "--db-url", server_url)
         assert code == 0, out
         assert f"dropped: {leftover}" in out
         assert f"in use by a running uowstress, left: {live}" in out
@@ -79,10 +82,19 @@ def test_what_a_killed_run_left_is_dropped_and_a_running_runs_is_left(
     assert not scratch_exists(server_url, backend, running)
 
 
-def test_a_server_that_does_not_answer_is_an_error_naming_it() -> None:
-    code, out = _invoke("--db-url", "postgresql://someone:s3cret-pw@127.0.0.1:1/test")
+def test_a_server_that_does_not_answer_is_an_error_naming_it_and_the_rest_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path))
+    left = tmp_path / "uows_0123456789ab_x"
+    left.mkdir()
+    (left / "uows_0123456789ab.db").write_bytes(b"")
+    code, out = _invoke(
+        "--db-url", "postgresql://someone:s3cret-pw@127.0.0.1:1/test", "--db-url", "sqlite://"
+    )
     assert code == 2
     assert "127.0.0.1:1" in out and "s3cret-pw" not in out
+    assert f"dropped: {left.name}" in out and not left.exists()
 
 
 def test_only_scratch_folders_of_uowstress_are_removed(
@@ -104,3 +116,19 @@ def test_only_scratch_folders_of_uowstress_are_removed(
     assert out == f"dropped: {left.name} ({tmp_path})\n"
     assert not left.exists()
     assert (theirs / "notes.txt").read_text() == "keep" and other.exists()
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
+)
+def test_a_scratch_database_stays_kept_past_the_servers_idle_session_timeout(
+    server_url: str, backend: str
+) -> None:
+    # A role or database may end idle sessions; the keeper is idle all along.
+    url = make_url(server_url).update_query_dict({"options": "-c idle_session_timeout=500"})
+    with scratch_database(url) as running:
+        time.sleep(1.5)
+        name = _name(running, backend)
+        code, out = _invoke(name, "--dry-run", "--db-url", server_url)
+        assert code == 0, out
+        assert f"in use by a running uowstress, left: {name}" in out
