@@ -82,13 +82,19 @@ def test_what_a_killed_run_left_is_dropped_and_a_running_runs_is_left(
     assert not scratch_exists(server_url, backend, running)
 
 
+def _sqlite_leftover(folder: Path, name: str) -> Path:
+    """A SQLite scratch folder as a killed run of an earlier version leaves it (no keeper)."""
+    left = folder / name
+    left.mkdir()
+    (left / f"{name[:17]}.db").write_bytes(b"")
+    return left
+
+
 def test_a_server_that_does_not_answer_is_an_error_naming_it_and_the_rest_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path))
-    left = tmp_path / "uows_0123456789ab_x"
-    left.mkdir()
-    (left / "uows_0123456789ab.db").write_bytes(b"")
+    left = _sqlite_leftover(tmp_path, "uows_0123456789ab_x")
     code, out = _invoke(
         "--db-url", "postgresql://someone:s3cret-pw@127.0.0.1:1/test", "--db-url", "sqlite://"
     )
@@ -102,9 +108,7 @@ def test_only_scratch_folders_of_uowstress_are_removed(
 ) -> None:
     monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path))
     # mkdtemp's random suffix may hold an underscore.
-    left = tmp_path / "uows_0123456789ab_x_y"
-    left.mkdir()
-    (left / "uows_0123456789ab.db").write_bytes(b"")
+    left = _sqlite_leftover(tmp_path, "uows_0123456789ab_x_y")
     # Named alike, but holding no scratch file of uowstress: somebody else's.
     theirs = tmp_path / "uows_0123456789ac_mine"
     theirs.mkdir()
