@@ -431,10 +431,24 @@ def cpu_times() -> CpuTimes:
     return CpuTimes(user_s=times.user, system_s=times.system)
 
 
+# Descriptors are counted this many times, a moment apart, and the least count kept.
+_FD_COUNTS = 3
+_FD_PAUSE_S = 0.002
+
+
 def _open_descriptors(process: psutil.Process) -> int:
+    """Descriptors the process keeps open: the least of a few counts, so that one another
+    thread holds for an instant (the memory sampler reads /proc every 50 ms) is not one."""
     # num_fds exists on POSIX only; Windows counts handles instead.
     counter = getattr(process, "num_fds", None) or getattr(process, "num_handles", None)
-    return int(counter()) if counter is not None else -1
+    if counter is None:
+        return -1
+    counts = []
+    for attempt in range(_FD_COUNTS):
+        if attempt:
+            time.sleep(_FD_PAUSE_S)
+        counts.append(int(counter()))
+    return min(counts)
 
 
 @dataclass(frozen=True)
