@@ -19,9 +19,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import MetaData, Table, create_engine
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import NullPool
 
 from uowstress.errors import ConfigError, DatabaseUnreachable, UnsafeDatabase, UowstressError
 from uowstress.scratch import backend_name, list_tables, reachable, redacted, scratch_database
@@ -64,7 +62,7 @@ def _sqlite_objects(path: str) -> dict[str, str]:
     return {str(name): str(kind) for name, kind in rows}
 
 
-def undeclared_tables(target: Target, created: Collection[str]) -> ConfigError | None:
+def _undeclared_tables(target: Target, created: Collection[str]) -> ConfigError | None:
     """The error for tables `connect` created that the target's `tables` does not name."""
     declared = {name.lower() for name in target.tables}
     missing = sorted(name for name in created if name.lower() not in declared)
@@ -83,34 +81,43 @@ _objects: weakref.WeakKeyDictionary[Target, dict[str, frozenset[str]]] = weakref
 
 
 def objects_of(
-    target: Target, options: Mapping[str, str], isolation_level: str | None = None
+    target: Target,
+    options: Mapping[str, str],
+    isolation_level: str | None = None,
+    url: str = "sqlite://",
 ) -> frozenset[str]:
-    """The names of the tables, views and indexes `target.connect` creates, found by
-    connecting it to a throwaway SQLite file of uowstress's own, then disposing of it.
+    """The names of what `target.connect` creates on the backend of `url` (SQLite: tables,
+    views and indexes; a server: tables), found once per process by connecting it to a
+    throwaway database of uowstress's own (a SQLite file elsewhere than the user's, a scratch
+    schema or database on the server), then disposing of it.
 
     Raises ConfigError when the target refuses its options or creates a table its `tables`
     does not name: the names are what keeps a run off a user's own tables."""
-    key = json.dumps([sorted(options.items()), isolation_level])
+    backend = backend_name(url)
+    key = json.dumps([backend, sorted(options.items()), isolation_level])
     try:
         known = _objects.setdefault(target, {})
     except TypeError:  # a target that takes no weak reference: found again each time
         known = {}
     found = known.get(key)
     if found is None:
-        with scratch_database("sqlite://") as scratch:
+        with scratch_database("sqlite://" if backend == "sqlite" else url) as scratch:
+            trial = scratch.render_as_string(hide_password=False)
             try:
-                system = target.connect(
-                    scratch.render_as_string(hide_password=False),
-                    options,
-                    isolation_level=isolation_level,
-                )
+                system = target.connect(trial, options, isolation_level=isolation_level)
             except ValueError as error:
-                raise ConfigError(f"target {target.name} refused its options: {error}") from None
+                raise ConfigError(
+                    f"target {target.name} refused its options on {redacted(url)}: {error}"
+                ) from None
             try:
-                made = _sqlite_objects(str(scratch.database))
+                made = (
+                    _sqlite_objects(str(scratch.database))
+                    if backend == "sqlite"
+                    else dict.fromkeys(list_tables(trial), "table")
+                )
             finally:
                 system.dispose()
-        undeclared = undeclared_tables(target, [n for n, k in made.items() if k == "table"])
+        undeclared = _undeclared_tables(target, [n for n, k in made.items() if k == "table"])
         if undeclared is not None:
             raise undeclared
         found = known[key] = frozenset(made)
@@ -250,16 +257,3 @@ def _restore_file_settings(path: str, before: _FileSettings) -> None:
             f" else has the file open, then run: sqlite3 {shlex.quote(path)}"
             f" {shlex.quote('; '.join(by_hand))}"
         ) from error
-
-
-def drop_tables(url: str, names: Collection[str]) -> None:
-    """Drop the tables `names` (those a run made and its target left behind) if they exist."""
-    if not names:
-        return
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            for name in names:
-                Table(name, MetaData()).drop(conn, checkfirst=True)
-    finally:
-        engine.dispose()

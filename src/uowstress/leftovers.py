@@ -19,10 +19,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from uowstress.errors import UowstressError
 from uowstress.scratch import (
@@ -32,6 +31,7 @@ from uowstress.scratch import (
     _drop,
     _normalize,
     _redacted,
+    _server_engine,
     default_sqlite_directory,
     hide_secrets,
     release,
@@ -69,7 +69,7 @@ def _server_names(connection: Connection, backend: str) -> list[str]:
 def _clean_server(url: str, only: Collection[str], *, dry_run: bool) -> list[Leftover]:
     backend, normalized = _normalize(url)
     where = _redacted(normalized)
-    engine = create_engine(normalized, poolclass=NullPool, connect_args={"connect_timeout": 5})
+    engine = _server_engine(normalized, timeout_s=5)
     found: list[Leftover] = []
     try:
         with _connect_or_raise(engine, normalized, backend) as connection:

@@ -368,6 +368,7 @@ def uowstress_database(
             uowstress_target,
             uowstress_options["target_options"],
             uowstress_options["isolation_level"],
+            uowstress_db_url,
         ),
     ) as database:
         yield database

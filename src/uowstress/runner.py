@@ -14,6 +14,7 @@ a finding.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import platform
@@ -34,7 +35,7 @@ import psutil
 import pytest
 
 from uowstress.config import load_config
-from uowstress.database import drop_tables, objects_of, prepared_database, undeclared_tables
+from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
 from uowstress.options import check_directory, check_options, parse_target_options
 from uowstress.pytest_plugin import RESULTS, ResultStore
@@ -50,8 +51,8 @@ from uowstress.report.model import (
     SystemInfo,
 )
 from uowstress.report.output import analyse, hide_passwords, without_passwords, write_reports
-from uowstress.scratch import backend_name, list_tables, reachable, redacted
-from uowstress.target import Target, load_target
+from uowstress.scratch import backend_name, reachable, redacted
+from uowstress.target import load_target
 
 __all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "RunOutcome", "RunRequest", "run"]
 
@@ -207,42 +208,19 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
         ok, detail = reachable(url)
         if not ok:
             raise DatabaseUnreachable(detail)
-        # The target sets itself up once on each database, so that a refused option or a
-        # database holding foreign tables stops the run before anything is measured.
+        # The target sets itself up once on each backend (on a database of uowstress's own),
+        # so that a refused option, a table its `tables` does not name or a database holding
+        # foreign tables stops the run before anything is measured.
         with prepared_database(
             url,
             allow_existing_tables=options["allow_existing_tables"],
-            ours=lambda: objects_of(target, chosen, options["isolation_level"]),
-        ) as prepared:
-            before = set(list_tables(prepared.url))
-            try:
-                system = target.connect(
-                    prepared.url, chosen, isolation_level=options["isolation_level"]
-                )
-            except ValueError as error:
-                raise ConfigError(
-                    f"target {options['target']} refused its options on {prepared.display}: {error}"
-                ) from None
-            try:
-                created = set(list_tables(prepared.url)) - before
-            finally:
-                system.dispose()
-            _check_declared_tables(target, created, prepared.url)
+            ours=functools.partial(objects_of, target, chosen, options["isolation_level"], url),
+        ):
+            objects_of(target, chosen, options["isolation_level"], url)  # found once
         databases.append(
             DatabaseInfo(backend=backend_name(url), database=redacted(url), server_version=detail)
         )
     return urls, databases, config_path
-
-
-def _check_declared_tables(target: Target, created: set[str], url: str) -> None:
-    """`tables` must name every table `connect` creates (objects_of checks it on a file of the
-    user's; here on the database the run prepared)."""
-    error = undeclared_tables(target, created)
-    if error is None:
-        return
-    # Made by this check's connect, where there was no table before: not anyone else's.
-    drop_tables(url, created & set(list_tables(url)))
-    raise error
 
 
 def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) -> list[str]:

@@ -143,7 +143,7 @@ class StallWatch:
             family = dialect_family(engine) if isinstance(engine, Engine) else None
         except ValueError:
             family = None  # a dialect the watch cannot ask: unwatched, as before
-        if family not in _BACKENDS or family is None:
+        if family not in _BACKENDS:
             return  # SQLite (or not a SQLAlchemy engine): nothing to watch
         self._engine = engine
         self._what, self._waits, self._cancel = _BACKENDS[family]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from examples.ledger import TARGET, LedgerSystem, LedgerTarget
 from sqlalchemy import text
 
 from humanoid_training.persistence.engine import make_engine
-from uowstress.database import prepared_database
-from uowstress.errors import DatabaseUnreachable, UnsafeDatabase
+from uowstress.database import objects_of, prepared_database
+from uowstress.errors import ConfigError, DatabaseUnreachable, UnsafeDatabase
 from uowstress.stateful.durability import run_durability
 from uowstress.stateful.run import run_acid
 
@@ -152,3 +154,21 @@ def test_the_machine_and_the_durability_check_refuse_a_users_table_of_theirs(
         run_durability(url, kills=1, allow_existing_tables=True)
     with sqlite3.connect(path) as conn:
         assert conn.execute("select name from ht_robots").fetchall() == [("theirs",)]
+
+
+class _WithAudit(LedgerTarget):
+    """connect creates a table that `tables` does not name."""
+
+    def connect(
+        self, url: str, options: Mapping[str, str], *, isolation_level: str | None = None
+    ) -> LedgerSystem:
+        system = super().connect(url, options, isolation_level=isolation_level)
+        with system.engine.begin() as conn:
+            conn.execute(text("CREATE TABLE ledger_audit (note VARCHAR(20))"))
+        return system
+
+
+def test_what_a_target_creates_is_found_on_a_database_of_its_backend(server_url: str) -> None:
+    assert objects_of(TARGET, {}, None, server_url) >= {"ledger_accounts", "ledger_entries"}
+    with pytest.raises(ConfigError, match="created table ledger_audit that its `tables`"):
+        objects_of(_WithAudit(), {}, None, server_url)

@@ -693,7 +693,7 @@ def run_durability(
     run_seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
     budget_s = timeout_s if timeout_s is not None else 60.0 + 30.0 * kills
     with _durable_database(
-        url, allow_existing_tables, lambda: objects_of(target, chosen, isolation_level)
+        url, allow_existing_tables, lambda: objects_of(target, chosen, isolation_level, url)
     ) as db:
         result = DurabilityResult(
             target=target_spec,

@@ -180,7 +180,7 @@ def run_acid(
     with prepared_database(
         url,
         allow_existing_tables=allow_existing_tables,
-        ours=lambda: objects_of(target, chosen, isolation_level),
+        ours=lambda: objects_of(target, chosen, isolation_level, url),
     ) as db:
         result = AcidResult(
             target=target_spec,
