@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from humanoid_training.persistence.engine import make_engine
+from uowstress.options import in_ci
 from uowstress.scratch import reachable, scratch_database
 
 PG_URL = os.environ.get("UOWSTRESS_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
@@ -65,7 +66,7 @@ def server_url(backend: str) -> str:
         message = f"{backend} server unavailable: {reason}"
         if backend in _ENV_VARS:
             message += f" (set {_ENV_VARS[backend]} to the URL of a reachable server)"
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     return url

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.errors import InvalidArgument
 
 from uowstress.errors import ConfigError
 
@@ -74,17 +75,33 @@ def machine_settings(profile: str | Profile, *, examples_dir: Path = EXAMPLES_DI
         report_multiple_bugs=False,
         database=DirectoryBasedExampleDatabase(str(examples_dir)),
         print_blob=True,
+        # Set, not inherited: Hypothesis loads its own `ci` profile (derandomized) wherever CI
+        # is set, and every nightly run and every shard would then explore the same examples.
+        derandomize=False,
     )
+
+
+def _registered(name: str) -> bool:
+    try:
+        settings.get_profile(name)
+    except InvalidArgument:
+        return False
+    return True
 
 
 def register_profiles(examples_dir: Path = EXAMPLES_DIR) -> None:
     """Register the profiles with Hypothesis as `uowstress-<name>` and, for use with
-    `--hypothesis-profile`, plain `<name>`. The registered settings keep Hypothesis's own shrink
-    phase for ordinary property tests; the state machines take `machine_settings`."""
+    `--hypothesis-profile`, plain `<name>` where no profile of that name exists yet: a name the
+    project registered itself, and Hypothesis's own `ci`, are left as they are (the plugin is
+    loaded in every pytest session where uowstress is installed, and a test suite that does
+    not use it must run unchanged). The registered settings keep Hypothesis's own shrink phase
+    for ordinary property tests; the state machines take `machine_settings` whichever profile
+    Hypothesis loaded."""
     for name, p in PROFILES.items():
         s = settings(
             machine_settings(name, examples_dir=examples_dir),
             phases=tuple(Phase) if name != "replay" else p.phases,
         )
         settings.register_profile(f"uowstress-{name}", s)
-        settings.register_profile(name, s)
+        if not _registered(name):
+            settings.register_profile(name, s)

@@ -5,7 +5,8 @@ Options are the ones the CLI takes (uowstress.options), spelled `--uowstress-<na
 target can also be set once in the ini file (`uowstress_target = package.module:attribute`),
 and so can the databases the suites run on (`uowstress_backends`: backend names, resolved
 through UOWSTRESS_PG_URL / UOWSTRESS_MYSQL_URL, or URLs). Profiles: `pytest
---hypothesis-profile ci` selects uowstress's ci profile (see profiles.py).
+--hypothesis-profile ci` selects uowstress's ci profile for its state machines (see
+profiles.py); ordinary property tests keep the project's or Hypothesis's profile of that name.
 
 A performance test takes the `perf` fixture (a `uowstress.scenario.Scenario` on a fresh
 database, once per database): measurement runs over the test body, the figures are judged
@@ -20,7 +21,6 @@ the test it was running), and the breaches of the whole run are listed together 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -34,9 +34,15 @@ from uowstress.database import DEFAULT_URLS, PreparedDatabase, objects_of, prepa
 from uowstress.errors import NothingToReplay, UowstressError
 from uowstress.explore import check_durability, explore
 from uowstress.interrupts import restore_sigterm, stop_cleanly_on_sigterm
-from uowstress.options import OPTIONS, check_options, option_values, parse_target_options
+from uowstress.options import (
+    OPTIONS,
+    check_options,
+    in_ci,
+    option_values,
+    parse_target_options,
+)
 from uowstress.profiles import PROFILES, get_profile, register_profiles
-from uowstress.report.model import DurabilityRun, MachineRun, ScenarioResult
+from uowstress.report.model import DurabilityRun, Judged, MachineRun, ScenarioResult
 from uowstress.scenario import Scenario, ScenarioSkipped, scenario_result
 from uowstress.scratch import (
     BACKEND_NAMES,
@@ -46,7 +52,7 @@ from uowstress.scratch import (
     reachable,
     redacted,
 )
-from uowstress.target import DEFAULT_TARGET, Target, load_target
+from uowstress.target import DEFAULT_TARGET, Target, check_target_options, load_target
 from uowstress.workload import workload_of
 
 __all__ = ["RESULTS", "Explorer", "ResultStore", "options_from"]
@@ -150,7 +156,9 @@ def _config_file(config: pytest.Config) -> Path | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     register_profiles()
-    config.addinivalue_line("markers", "uowstress: a uowstress stress or property test")
+    config.addinivalue_line(
+        "markers", "uowstress: a test that uses uowstress's fixtures (added to each such test)"
+    )
     source = _config_file(config)
     try:
         config.stash[_CONFIG] = load_config(source)
@@ -166,9 +174,32 @@ def pytest_configure(config: pytest.Config) -> None:
         given = {spec.name: config.getoption(f"uowstress_{spec.name}") for spec in OPTIONS}
         try:
             check_options(given, lambda spec: spec.pytest_flag)
+            _check_named_target(config)
         except UowstressError as error:
             raise pytest.UsageError(str(error)) from None
         config.pluginmanager.register(_WorkerResults(config.stash[RESULTS]), "uowstress-workers")
+
+
+def _check_named_target(config: pytest.Config) -> None:
+    """A target named on the command line or in the ini file is imported, and the names of the
+    options given to it checked, before any test runs: each test would otherwise fail of the
+    same cause. The default target is not imported here (a session that uses nothing of
+    uowstress must not pay for it) unless options are given to it."""
+    named = config.getoption("uowstress_target") or config.getini("uowstress_target")
+    given_options = config.getoption("uowstress_target_option")
+    if named in (None, "", DEFAULT_TARGET) and not given_options:
+        return
+    values = options_from(config)
+    target = load_target(values["target"])
+    check_target_options(target, values["target"], values["target_options"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that use uowstress's fixtures carry its marker: `-m "not uowstress"` leaves them out.
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if any(name == "perf" or name.startswith("uowstress_") for name in names):
+            item.add_marker(pytest.mark.uowstress)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -349,7 +380,7 @@ def uowstress_db_url(request: pytest.FixtureRequest) -> str:
     ok, reason = _reachability[url]
     if not ok:
         message = f"database {redacted(url)} unavailable: {reason}"
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return url
@@ -420,9 +451,9 @@ def perf(
             isolation_level=uowstress_options["isolation_level"],
         )
     except ValueError as error:
-        raise pytest.UsageError(
-            f"target {uowstress_options['target']} refused its options: {error}"
-        ) from None
+        pytest.fail(
+            f"target {uowstress_options['target']} refused its options: {error}", pytrace=False
+        )
     try:
         scenario = Scenario(
             node_id=request.node.nodeid,
@@ -492,6 +523,10 @@ class Explorer:
             )
         except NothingToReplay as nothing:
             pytest.skip(str(nothing))
+        except UowstressError as error:
+            # What stops a run before it starts (the target refused its options, a database
+            # holding foreign tables): the message says what to do; a traceback would not.
+            pytest.fail(f"{machine} machine: {error}", pytrace=False)
         self.results.machines.append(run)
         head = f"{machine} machine on {run.backend}, {run.examples} examples"
         if run.error:
@@ -518,15 +553,18 @@ class Explorer:
         )
         if count <= 0:
             pytest.skip("--kills 0: durability not checked")
-        run = check_durability(
-            self.url,
-            node_id=self.request.node.nodeid,
-            target_spec=self.options["target"],
-            options=self.options["target_options"],
-            kills=count,
-            isolation_level=self.options["isolation_level"],
-            allow_existing_tables=self.options["allow_existing_tables"],
-        )
+        try:
+            run = check_durability(
+                self.url,
+                node_id=self.request.node.nodeid,
+                target_spec=self.options["target"],
+                options=self.options["target_options"],
+                kills=count,
+                isolation_level=self.options["isolation_level"],
+                allow_existing_tables=self.options["allow_existing_tables"],
+            )
+        except UowstressError as error:
+            pytest.fail(f"durability: {error}", pytrace=False)
         self.results.durability.append(run)
         if run.error:
             pytest.fail(f"durability on {run.backend}: could not run: {run.error}", pytrace=False)
@@ -675,13 +713,17 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The breaches of the whole run, together (a critical one also failed its test)."""
     store = config.stash.get(RESULTS, None)
-    if store is None or not store.scenarios:
+    if store is None:
         return
     lines = []
-    for result in store.scenarios:
-        for judged in result.verdicts:
+    judged_runs: list[tuple[str, list[Judged]]] = [
+        (result.id, result.verdicts) for result in store.scenarios
+    ] + [(run.id, run.verdicts) for run in store.machines]
+    for run_id, verdicts in judged_runs:
+        for judged in verdicts:
             if judged.tier in (Tier.WARNING.value, Tier.CRITICAL.value):
-                lines.append(f"{judged.tier.upper():8s} {result.id}: {judged.message}")
+                lines.append(f"{judged.tier.upper():8s} {run_id}: {judged.message}")
+    for result in store.scenarios:
         for check in result.checks:
             if not check.passed:
                 lines.append(f"FAILED   {result.id}: {check.name}: {check.detail}")

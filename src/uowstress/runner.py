@@ -52,7 +52,7 @@ from uowstress.report.model import (
 )
 from uowstress.report.output import analyse, hide_passwords, without_passwords, write_reports
 from uowstress.scratch import backend_name, reachable, redacted
-from uowstress.target import load_target
+from uowstress.target import check_target_options, load_target
 
 __all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "RunOutcome", "RunRequest", "run"]
 
@@ -176,12 +176,7 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
     load_config(config_path)
     target = load_target(options["target"])
     chosen = parse_target_options(options["target_option"])
-    unknown = sorted(set(chosen) - set(target.options))
-    if unknown:
-        known = ", ".join(sorted(target.options)) or "none"
-        raise ConfigError(
-            f"target {options['target']} has no option {', '.join(unknown)}; its options: {known}"
-        )
+    check_target_options(target, options["target"], chosen)
     for name in request.formats:
         if name not in FORMATS:
             raise ConfigError(f"unknown report format {name!r}; choose from {', '.join(FORMATS)}")

@@ -259,6 +259,15 @@ def check_target(target: object, where: str) -> Target:
     return candidate  # type: ignore[no-any-return]
 
 
+def check_target_options(target: Target, spec: str, chosen: Mapping[str, str]) -> None:
+    """Refuse option names the target does not declare, naming those it does. (Their values
+    are the target's to judge, when it connects.)"""
+    unknown = sorted(set(chosen) - set(target.options))
+    if unknown:
+        known = ", ".join(sorted(target.options)) or "none"
+        raise TargetError(f"target {spec} has no option {', '.join(unknown)}; its options: {known}")
+
+
 def _described(error: BaseException) -> str:
     """The exception, its message and where it was raised: a line instead of a traceback."""
     # Imported here, on the error path: the report package is heavy to import.

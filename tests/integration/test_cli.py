@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import textwrap
 from pathlib import Path
@@ -642,6 +643,36 @@ def test_the_replay_profile_with_nothing_saved_skips_and_writes_no_reproducer(
     assert "nothing saved to replay for the acid machine" in out
     assert "FINDING" not in out
     assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
+
+
+def test_the_replay_profile_replays_the_written_reproducers_of_its_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    weak = ("--machine", "acid", "--kills", "0", "--target-option", "weaken=commit_swallows_errors")
+    code, out = run_machines(tmp_path, *weak)
+    assert code == 1, out
+    (written,) = (tmp_path / "rep").glob("*.json")
+    # A fresh clone: the reproducers committed, no example database.
+    shutil.rmtree(tmp_path / ".hypothesis")
+    code, out = run_machines(tmp_path, *weak, "--profile", "replay")
+    assert code == 1, out
+    assert "nothing saved" not in out
+    (finding,) = _report(tmp_path / "out")["findings"]
+    assert finding["replay_command"] == f"uv run uowstress replay {written}"
+    assert list((tmp_path / "rep").glob("*.json")) == [written]  # replayed, not written again
+    # The same reproducer once the failure is gone (its steps now pass): replayed, passed.
+    _with_steps(written, [{"action": "begin"}, {"action": "commit"}]).replace(written)
+    code, out = run_machines(tmp_path, *weak, "--profile", "replay")
+    assert code == 0, out
+    (acid,) = _report(tmp_path / "out")["machines"]
+    assert acid["status"] == "passed" and acid["examples"] == 1
+    # Another configuration's reproducers are not replayed as this one's.
+    code, out = run_machines(
+        tmp_path, "--machine", "acid", "--kills", "0", "--profile", "replay", "--verbose"
+    )
+    assert code == 0, out
+    assert "nothing saved to replay for the acid machine" in out
 
 
 def test_a_document_over_the_payload_limit_is_reported_as_refused_not_misread(

@@ -370,3 +370,124 @@ def test_the_plugin_alone_never_takes_over_a_users_table_of_the_targets(
     with sqlite3.connect(database) as conn:
         rows = conn.execute("select * from ledger_accounts").fetchall()
     assert rows == [("precious", 100, 1)]
+
+
+MACHINE_TEST = """
+from uowstress.pytest_plugin import Explorer
+
+
+def test_acid(uowstress_explorer: Explorer) -> None:
+    uowstress_explorer.machine("acid")
+
+
+def test_plain() -> None:
+    pass
+"""
+
+
+def test_tests_using_uowstress_fixtures_carry_its_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_both=MACHINE_TEST)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--co", "-m", "not uowstress")
+    result.stdout.fnmatch_lines(["*test_plain*", "*1/2 tests collected (1 deselected)*"])
+    assert "test_acid" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--uowstress-target", "nope.mod:T"], "*cannot import target module 'nope.mod'*"),
+        (
+            ["--uowstress-target", "examples.ledger:TARGET", "--uowstress-target-option", "x=1"],
+            "*target examples.ledger:TARGET has no option x; its options: *",
+        ),
+    ],
+    ids=["unknown-target", "unknown-option"],
+)
+def test_a_target_that_cannot_work_stops_the_session_before_any_test(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile(test_both=MACHINE_TEST)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_an_ini_target_is_checked_before_any_test(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nuowstress_target = nope.mod:T\n")
+    pytester.makepyfile(test_both=MACHINE_TEST)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *cannot import target module 'nope.mod'*"])
+
+
+def test_a_refused_option_value_fails_the_machine_test_with_the_targets_message(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_both=MACHINE_TEST)
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--uowstress-target-option", "weaken=bogus",
+        "--uowstress-db-url", "sqlite://",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*acid machine: *refused its options*bogus*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_the_machines_budget_breaches_are_listed_at_the_end(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_both=MACHINE_TEST)
+    pytester.makefile(
+        ".yaml",
+        tight="thresholds:\n  warning: {step_p95_s: 1.0e-7}\n  optimal: {step_p95_s: 1.0e-7}\n",
+    )
+    # In a process of its own: pytester's in-process runs drop the modules each imported, and
+    # the reference system's enums imported afresh are not those an earlier run left behind.
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--uowstress-db-url", "sqlite://",
+        "--uowstress-config", "tight.yaml",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*uowstress: performance budgets*",
+            "WARNING  *acid*: step *: step_p95_s = * exceeds the warning threshold *",
+        ]
+    )
+
+
+PROFILE_PROBE = """
+from hypothesis import given, settings, strategies as st
+
+
+@given(st.integers())
+def test_fails(x):
+    assert x < 0
+
+
+def test_profile():
+    s = settings.default
+    print("PROFILE", s.max_examples, s.derandomize, s.database is None)
+"""
+
+
+def test_a_suite_that_does_not_use_uowstress_keeps_its_own_and_hypothesiss_profiles(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest(
+        "from hypothesis import settings\nsettings.register_profile('dev', max_examples=7)\n"
+    )
+    pytester.makepyfile(test_probe=PROFILE_PROBE)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "-k", "profile", "--hypothesis-profile", "dev"
+    )
+    result.stdout.fnmatch_lines(["*PROFILE 7 False False"])
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "-k", "profile", "--hypothesis-profile", "uowstress-ci"
+    )
+    result.stdout.fnmatch_lines(["*PROFILE 100 False False"])
+    # Under CI, Hypothesis's own ci profile: derandomized, no example database written.
+    monkeypatch.setenv("CI", "true")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result.stdout.fnmatch_lines(["*PROFILE 100 True True"])
+    result.assert_outcomes(failed=1, passed=1)
+    assert not (pytester.path / ".hypothesis" / "examples").exists()

@@ -8,7 +8,6 @@ skip locally and fail under CI=true.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import report_factory as rf
+from uowstress.options import in_ci
 from uowstress.report import analyse
 from uowstress.report.html import render_html
 from uowstress.report.model import Report
@@ -32,7 +32,7 @@ def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
         message = "headless Chromium is not installed (apt-get install -y chromium)"
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     return found

@@ -218,18 +218,36 @@ def run_acid(
             )
             if max_examples is not None:  # a shard of a split exploration
                 explore_with = Settings(explore_with, max_examples=max_examples)
+            only_saved = Phase.generate not in explore_with.phases
+            saved_examples = True
             with bounded_example_cache():
                 try:
                     run_state_machine_as_test(machine_class, settings=explore_with)
                 except unittest.SkipTest:
-                    if Phase.generate in explore_with.phases:
+                    if not only_saved:
                         raise
                     # Hypothesis was told to run only saved examples, and there are none.
+                    saved_examples = False
+            if only_saved:
+                # The replay profile: the written reproducers of this configuration too (a
+                # fresh clone or CI cache has those and no example database).
+                written = _written_reproducers(
+                    reproducers_dir,
+                    machine=machine,
+                    sessions=used_sessions,
+                    target=target_spec,
+                    options=chosen,
+                    backend=db.backend,
+                    isolation_level=isolation_level,
+                )
+                if not written and not saved_examples:
                     raise NothingToReplay(
                         f"nothing saved to replay for the {machine} machine on {db.display}:"
-                        " the replay profile runs only failures earlier runs saved; run with"
-                        " another profile to explore"
-                    ) from None
+                        " the replay profile runs only the failures earlier runs saved (in the"
+                        f" example database, or written to {reproducers_dir} for this target,"
+                        " its options and this backend); run with another profile to explore"
+                    )
+                _replay_written(result, written, target, system, machine, used_sessions)
         except NothingToReplay:
             raise
         except (Finding, Exception) as error:
@@ -269,7 +287,7 @@ def run_acid(
                 result.reproducer_path = reproducers.write(result.reproducer, reproducers_dir)
         finally:
             result.seconds = time.perf_counter() - started
-            result.examples = recorder.examples
+            result.examples += recorder.examples  # and the written reproducers replayed
             result.step_ns = {label: ns.tolist() for label, ns in recorder.step_ns.items()}
             result.fault_counts = recorder.fault_counts
             result.memory_peaks = recorder.memory_peaks
@@ -279,6 +297,66 @@ def run_acid(
             result.machine_steps = recorder.machine_steps
             system.dispose()
     return result
+
+
+def _written_reproducers(
+    directory: Path,
+    *,
+    machine: str,
+    sessions: int,
+    target: str,
+    options: Mapping[str, str],
+    backend: str,
+    isolation_level: str | None,
+) -> list[tuple[Path, reproducers.Reproducer]]:
+    """The reproducers in `directory` written for this very configuration. A file that cannot
+    be read is left to `uowstress replay`, which reports it."""
+    found = []
+    for path in reproducers.all_paths(directory):
+        try:
+            written = reproducers.load(path)
+        except UowstressError:
+            continue
+        if (
+            written.machine == machine
+            and written.sessions == sessions
+            and written.target == target
+            and dict(written.target_options) == dict(options)
+            and written.backend == backend
+            and written.isolation_level == isolation_level
+        ):
+            found.append((path, written))
+    return found
+
+
+def _replay_written(
+    result: AcidResult,
+    written: list[tuple[Path, reproducers.Reproducer]],
+    target: Target,
+    system: System,
+    machine: str,
+    sessions: int,
+) -> None:
+    """Run each written reproducer's steps on a reset system; the first that fails again is
+    the run's finding (its reproducer is the file it came from). Each counts as an example."""
+    for path, saved in written:
+        result.examples += 1
+        system.reset()
+        executor = new_executor(machine, target, system, sessions)
+        try:
+            for step in saved.steps:
+                executor.run(step.as_dict())
+        except Finding as finding:
+            result.finding = reproducers.Failure(
+                kind=finding.kind, message=finding.message, step=len(executor.steps)
+            )
+            result.reproducer, result.reproducer_path = saved, path
+            return
+        except Exception as error:
+            result.error = f"replaying {path}: {type(error).__name__}: {error}"
+            return
+        finally:
+            executor.close()
 
 
 Verdict = Literal["FIXED", "FAILED", "ERROR"]
