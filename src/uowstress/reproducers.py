@@ -191,6 +191,13 @@ def resolve(spec: str, directory: Path = REPRODUCERS_DIR) -> Path:
     path = Path(spec)
     if path.suffix == ".json" or path.exists():
         return path
+    if not directory.is_absolute() and not directory.is_dir():
+        # A replay command copied from a report and run in a folder below the one the run
+        # started in (the reports' folder, say): the reproducers are found as git finds .git.
+        for parent in Path.cwd().parents:
+            if (parent / directory).is_dir():
+                directory = parent / directory
+                break
     matches = sorted(directory.glob(f"{spec}*.json")) if directory.is_dir() else []
     if len(matches) == 1:
         return matches[0]

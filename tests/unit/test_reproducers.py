@@ -54,6 +54,21 @@ def test_resolve_by_id_prefix_and_refuse_ambiguity(tmp_path: Path) -> None:
         reproducers.resolve("zzzz", tmp_path)
 
 
+def test_an_id_is_found_from_a_folder_below_the_one_the_run_started_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = reproducers.write(sample(), tmp_path / reproducers.REPRODUCERS_DIR)
+    reports = tmp_path / "performance_reports" / "history"
+    reports.mkdir(parents=True)
+    monkeypatch.chdir(reports)
+    found = reproducers.resolve(written.stem[:8])
+    assert found.resolve() == written.resolve()
+    # A folder of that name in the working directory is where ids are looked up first.
+    (reports / reproducers.REPRODUCERS_DIR).mkdir(parents=True)
+    with pytest.raises(ReproducerError, match="no reproducer"):
+        reproducers.resolve(written.stem[:8])
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
