@@ -17,14 +17,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument, Unsatisfiable
 from sqlalchemy import event, text
 
-from uowstress.config import BYTES_PER_MB, PerformanceConfig, Tier, verdict
+from uowstress.config import BYTES_PER_MB, PerformanceConfig, Tier, Workloads, verdict
 from uowstress.database import PreparedDatabase
 from uowstress.load import Job, LoadResult, error_key, run_load
 from uowstress.metrics import (
@@ -82,6 +82,19 @@ def scenario_result(
     )
 
 
+class _SizesRead:
+    """The configuration's workload sizes, noting each one read into `read`."""
+
+    def __init__(self, sizes: Workloads, read: dict[str, Any]) -> None:
+        self._sizes = sizes
+        self._read = read
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._sizes, name)
+        self._read[name] = list(value) if isinstance(value, list) else value
+        return value
+
+
 class ScenarioSkipped(Exception):
     """The target cannot run this scenario (its workload lacks what the scenario needs)."""
 
@@ -106,7 +119,6 @@ class Scenario:
         self.target = target
         self.system = system
         self.workload = workload
-        self.workloads = config.workloads
         self.thresholds = config.thresholds_for(database.backend)
         self.backend = database.backend
         self.result = scenario_result(
@@ -117,6 +129,9 @@ class Scenario:
             target_spec=target_spec,
             database=database,
         )
+        # The sizes the scenario reads are kept in its result: the report shows them, and a
+        # comparison can tell runs of different sizes apart.
+        self.workloads = cast(Workloads, _SizesRead(config.workloads, self.result.workload))
         # Counted changes each key should hold once the scenario is over.
         self.expected: Counter[str] = Counter()
         self._serial = itertools.count(1)

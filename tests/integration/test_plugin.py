@@ -91,6 +91,25 @@ def test_a_warning_is_reported_and_does_not_fail(
     assert checks == {"no lost or duplicated record": True, "no connection left checked out": True}
 
 
+SIZED_TEST = """
+from uowstress.scenario import Scenario
+
+def test_deposits(perf: Scenario) -> None:
+    keys = perf.create(2)
+    perf.run([[perf.change(k) for k in keys * perf.workloads.sequential_transactions]])
+"""
+
+
+def test_the_workload_sizes_a_scenario_read_are_in_its_result(
+    pytester: pytest.Pytester, server_url: str
+) -> None:
+    result = _run(pytester, server_url, test_file=SIZED_TEST)
+    result.assert_outcomes(passed=1)
+    (scenario,) = json.loads((pytester.path / "results.json").read_text())["scenarios"]
+    assert scenario["workload"] == {"sequential_transactions": 100, "retry_attempts": 5}
+    assert scenario["transactions"]["committed"] == 200
+
+
 def test_an_invalid_config_is_a_usage_error_naming_the_key(
     pytester: pytest.Pytester,
 ) -> None:
