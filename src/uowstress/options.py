@@ -99,7 +99,15 @@ def parse_target_options(pairs: Iterable[str]) -> dict[str, str]:
             raise ConfigError(
                 f"target option {pair!r} is not KEY=VALUE (e.g. weaken=no_version_check)"
             )
-        out[key.strip()] = value.strip()
+        key, value = key.strip(), value.strip()
+        if key in out and out[key] != value:
+            # Which one was meant is the target's business (a list? the last?): ask.
+            raise ConfigError(
+                f"target option {key} is given twice ({out[key]!r} and {value!r}); give it"
+                f" once, with the value the target expects (for a list, e.g."
+                f" {key}={out[key]},{value})"
+            )
+        out[key] = value
     return out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from uowstress.errors import ConfigError
-from uowstress.options import check_directory, check_options
+from uowstress.options import check_directory, check_options, parse_target_options
 
 
 @pytest.mark.parametrize("kills", ["abc", "-3", "2.5", ""])
@@ -70,3 +70,9 @@ def test_a_relative_folder_is_probed_in_the_working_directory(
     monkeypatch.chdir(tmp_path)
     check_directory("--output-dir", Path("performance_reports"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_target_option_given_twice_with_two_values_is_refused_naming_both() -> None:
+    with pytest.raises(ConfigError, match=r"weaken is given twice \('a' and 'b'\)"):
+        parse_target_options(["weaken=a", "weaken=b"])
+    assert parse_target_options(["weaken=a", " weaken = a "]) == {"weaken": "a"}
