@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from uowstress import reproducers
-from uowstress.errors import UowstressError
+from uowstress.errors import ConfigError, UowstressError
 from uowstress.interrupts import stop_cleanly_on_sigterm
-from uowstress.options import OPTIONS, OptionSpec, option_values
+from uowstress.options import OPTIONS, OptionSpec, check_output_file, option_values
 from uowstress.report.model import Report
 from uowstress.runner import DEFAULT_PATH, redacted_command
 from uowstress.stateful.run import replay as replay_one
@@ -375,6 +375,8 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
 @click.option(
     "--db-url",
     required=True,
+    # Taken as many to refuse a second one: click would keep the last without a word.
+    multiple=True,
     help="database to examine: sqlite://..., postgresql://... or mysql:// / mariadb://...",
 )
 @click.option(
@@ -409,7 +411,7 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
 )
 @shared_option("allow_existing_tables")
 def isolation(
-    db_url: str,
+    db_url: tuple[str, ...],
     levels: tuple[str, ...],
     budget_seconds: float,
     json_path: Path | None,
@@ -434,9 +436,23 @@ def isolation(
     def progress(message: str) -> None:
         click.echo(message, err=True)
 
+    if len(db_url) > 1:
+        click.echo(
+            "uowstress: --db-url is given more than once; the search examines one database:"
+            " run it once per database, each with its own --json / --markdown",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    try:
+        for option, path in (("--json", json_path), ("--markdown", markdown_path)):
+            if path is not None:
+                check_output_file(option, path)
+    except ConfigError as error:
+        click.echo(f"uowstress: {error}", err=True)
+        sys.exit(EXIT_USAGE)
     try:
         report = search_isolation(
-            db_url,
+            db_url[0],
             levels=levels,
             budget_s=budget_seconds,
             profile=profile,
@@ -449,7 +465,7 @@ def isolation(
     except sa_exc.SQLAlchemyError as error:
         orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
         lines = str(orig).strip().splitlines()
-        reason = hide_secrets(lines[0] if lines else "", db_url)
+        reason = hide_secrets(lines[0] if lines else "", db_url[0])
         click.echo(
             f"uowstress: the database failed during the search: {type(orig).__name__}:"
             f" {reason}. Check that the server is up and the user may create tables in the"
@@ -468,7 +484,10 @@ def isolation(
             markdown_path.write_text(render_markdown(report))
             click.echo(f"Markdown written to {markdown_path}")
     except OSError as error:
-        click.echo(f"uowstress: cannot write the report: {error}", err=True)
+        click.echo(
+            f"uowstress: cannot write {error.filename or 'the report'}: {error.strerror or error}",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     sys.exit(EXIT_OK)
 

@@ -156,6 +156,24 @@ def check_directory(option: str, path: Path) -> None:
         ) from None
 
 
+def check_output_file(option: str, path: Path) -> None:
+    """Refuse a file a command would write only at its end when it cannot be written there: a
+    folder by that name, an existing file that cannot be replaced, a folder that cannot hold
+    it. Checked before the work, so that the work is not lost; nothing is left behind."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: that is a folder; give the path of a file")
+    where = path.parent
+    while not os.path.lexists(where):
+        where = where.parent
+    if not where.is_dir():
+        raise ConfigError(
+            f"{option} {path}: {where} is a file, so no folder can be made there; give another path"
+        )
+    check_directory(option, path.parent)
+    if os.path.lexists(path) and not os.access(path, os.W_OK):
+        raise ConfigError(f"{option} {path}: that file cannot be written; give another path")
+
+
 def _probe_directory(option: str, path: Path) -> None:
     if path.is_dir():
         where = path

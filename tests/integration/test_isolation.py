@@ -142,6 +142,29 @@ def test_the_replay_profile_is_refused() -> None:
     assert code == 2 and "replay" in out
 
 
+def test_a_second_database_is_refused_before_searching() -> None:
+    code, out = isolation("--db-url", "sqlite://", "--db-url", "postgresql://u:s3cret@h/test")
+    assert code == 2
+    assert "--db-url is given more than once" in out and "once per database" in out
+    assert "s3cret" not in out and "read uncommitted" not in out
+
+
+@pytest.mark.parametrize("option", ["--json", "--markdown"])
+@pytest.mark.parametrize("where", ["a-file/out.json", "a-folder", "a-file/deeper/out.json"])
+def test_a_report_path_that_cannot_be_written_is_refused_before_searching(
+    tmp_path: Path, option: str, where: str
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    path = tmp_path / where
+    code, out = isolation("--db-url", "sqlite://", option, str(path), "--budget-seconds", "60")
+    assert code == 2, out
+    assert f"{option} " in out or f"'{option}'" in out
+    assert "is a file, so no folder can be made there" in out or "is a directory" in out
+    assert "G0" not in out  # nothing was searched
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
 def _contents(path: Path) -> dict[str, list[tuple[object, ...]]]:
     with sqlite3.connect(path) as conn:
         names = [row[0] for row in conn.execute("select name from sqlite_master")]
