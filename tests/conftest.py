@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from humanoid_training.persistence.engine import make_engine
+from uowstress import interrupts
 from uowstress.options import in_ci
 from uowstress.scratch import reachable, scratch_database
 
@@ -53,6 +54,13 @@ _reachability: dict[str, tuple[bool, str]] = {}
 def backend(request: pytest.FixtureRequest) -> str:
     """Each backend in turn; PostgreSQL and MariaDB tests carry their marker."""
     return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _interrupts_independent() -> None:
+    """Each test's signals are its own: one a test sent a moment ago is not taken for the
+    same interrupt delivered twice (see uowstress.interrupts)."""
+    interrupts._last_interrupt = None
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import click
 
 from uowstress import reproducers
 from uowstress.errors import ConfigError, UowstressError
-from uowstress.interrupts import stop_cleanly_on_sigterm
+from uowstress.interrupts import merge_repeated_interrupts, stop_cleanly_on_sigterm
 from uowstress.options import OPTIONS, OptionSpec, check_output_file, option_values
 from uowstress.report.model import Report
 from uowstress.runner import DEFAULT_PATH, redacted_command
@@ -47,11 +47,28 @@ def shared_option(name: str) -> Callable[[Any], Any]:
     return _click_option(spec)
 
 
-@click.group()
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as stop:
+            # Said in uowstress's words and with its exit status for an error: click's
+            # "Aborted!" exits 1, which means a finding.
+            how = f" ({stop})" if str(stop) else ""
+            click.echo(
+                f"uowstress: interrupted{how}; what the command set up was dropped, and no"
+                " report was written",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="uowstress")
 def main() -> None:
     """Stateful stress and property testing for Unit-of-Work persistence layers."""
     stop_cleanly_on_sigterm()
+    merge_repeated_interrupts()
 
 
 @main.command()

@@ -1,4 +1,5 @@
-"""SIGTERM handled as Ctrl-C is: the run stops, and what it set up is dropped on the way out.
+"""SIGTERM handled as Ctrl-C is: the run stops, and what it set up is dropped on the way out;
+and one interrupt delivered twice taken once.
 
 A CI job that times out, or `kill`, sends SIGTERM; by default it ends the process where it
 stands, leaving the run's scratch schemas and databases on the servers and its SQLite files
@@ -11,11 +12,25 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from types import FrameType
+
+# An interrupt this soon after the last is the same one again: a terminal's Ctrl-C reaches
+# the whole process group, and `uv run` forwards it to its child too, so the run gets it twice
+# and the second would land in the cleanup the first started (a CI runner's SIGTERM to the
+# group likewise). A later one is the user insisting, and interrupts the cleanup.
+REPEAT_WINDOW_S = 2.0
+_last_interrupt: float | None = None
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+    global _last_interrupt
+    now = time.monotonic()
+    if _last_interrupt is not None and now - _last_interrupt < REPEAT_WINDOW_S:
+        return
+    _last_interrupt = now
+    name = signal.Signals(signum).name
+    raise KeyboardInterrupt("" if signum == signal.SIGINT else f"stopped by {name}")
 
 
 def _in_child() -> None:
@@ -37,6 +52,15 @@ def stop_cleanly_on_sigterm() -> bool:
         return False
     signal.signal(signal.SIGTERM, _interrupted)
     return True
+
+
+def merge_repeated_interrupts() -> None:
+    """Take Ctrl-C through the same handler, so that one Ctrl-C delivered twice interrupts
+    once (unless the program already handles it, or this is not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
 
 
 def restore_sigterm() -> None:

@@ -215,3 +215,13 @@ def test_levels_are_normalized_and_ordered() -> None:
         "serializable",
     ]
     assert resolve_levels("mysql", None)[0] == "read uncommitted"
+
+
+def test_an_interrupted_search_says_so_and_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt("stopped by SIGTERM")
+
+    monkeypatch.setattr("uowstress.isolation.search_isolation", stopped)
+    code, out = isolation("--db-url", "sqlite://")
+    assert code == 2, out
+    assert "uowstress: interrupted (stopped by SIGTERM)" in out and "Aborted" not in out

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from uowstress.interrupts import restore_sigterm, stop_cleanly_on_sigterm
+from uowstress import interrupts
+from uowstress.interrupts import merge_repeated_interrupts, restore_sigterm, stop_cleanly_on_sigterm
 
 
 @pytest.fixture
@@ -57,3 +58,39 @@ def test_a_forked_child_dies_of_sigterm_as_usual() -> None:
     finally:
         restore_sigterm()
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+@pytest.mark.usefixtures("default_sigint")
+def test_one_ctrl_c_delivered_twice_interrupts_once_and_a_later_one_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    merge_repeated_interrupts()
+    assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    now = [1000.0]
+    monkeypatch.setattr(interrupts.time, "monotonic", lambda: now[0])
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+    now[0] += 0.2  # `uv run` forwarding the same Ctrl-C, during the cleanup
+    os.kill(os.getpid(), signal.SIGINT)
+    now[0] += interrupts.REPEAT_WINDOW_S
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.usefixtures("default_sigint")
+def test_a_ctrl_c_handler_of_the_program_is_left_alone() -> None:
+    def own(signum: int, frame: object) -> None:
+        return None
+
+    signal.signal(signal.SIGINT, own)
+    merge_repeated_interrupts()
+    assert signal.getsignal(signal.SIGINT) is own
