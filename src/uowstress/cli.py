@@ -320,8 +320,13 @@ def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> 
     except (UowstressError, ValueError) as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
+    unreachable = {f.where for f in found if f.fate == "error"}
     if not any(f.fate != "error" for f in found):
-        click.echo("no scratch database left behind")
+        # Said only of what could be looked at: a server that did not answer may hold some.
+        if not unreachable:
+            click.echo("no scratch database left behind")
+        elif len(unreachable) < len(set(db_urls or ["sqlite://"])):
+            click.echo("no scratch database left behind on the others")
     for leftover in found:
         if leftover.fate == "error":
             click.echo(f"uowstress: {leftover.where}: {leftover.why}", err=True)

@@ -227,7 +227,10 @@ class Workloads(_Model):
     bulk_batch_size: PositiveInt = 50
     deadlock_threads: PositiveInt = 8
     deadlock_operations: PositiveInt = 25
-    deadlock_resources: PositiveInt = 10
+    # Each deadlock-scenario transaction changes 2 or 3 of them, in a drawn order.
+    deadlock_resources: Annotated[
+        int, Field(ge=3, description="an integer >= 3 (each transaction takes up to 3)")
+    ] = 10
     writers: PositiveInt = 20
     writes_per_writer: PositiveInt = 50
     training_robots: PositiveInt = 20

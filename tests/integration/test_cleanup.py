@@ -103,6 +103,19 @@ def test_a_server_that_does_not_answer_is_an_error_naming_it_and_the_rest_goes_o
     assert f"dropped: {left.name}" in out and not left.exists()
 
 
+def test_nothing_is_said_to_be_left_behind_where_nothing_could_be_looked_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path))
+    down = "postgresql://root@127.0.0.1:1/test"
+    code, out = _invoke("--dry-run", "--db-url", down)
+    assert code == 2
+    assert "127.0.0.1:1" in out and "left behind" not in out
+    code, out = _invoke("--dry-run", "--db-url", down, "--db-url", "sqlite://")
+    assert code == 2
+    assert "no scratch database left behind on the others" in out
+
+
 def test_only_scratch_folders_of_uowstress_are_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -150,6 +150,10 @@ def test_other_wrong_types(tmp_path: Path, text: str, expected: str) -> None:
             "workloads.scalability_threads[1]: found 0 (int); expected an integer >= 1",
         ),
         (
+            "workloads:\n  deadlock_resources: 2\n",
+            "workloads.deadlock_resources: found 2 (int); expected an integer >= 3",
+        ),
+        (
             "thresholds:\n  critical:\n    avg_transaction_s: .inf\n",
             "thresholds.critical.avg_transaction_s: found inf (float)",
         ),
