@@ -73,13 +73,19 @@ def _count(counts: OutcomeCounts, kind: ErrorKind | None) -> None:
         counts.errors += 1
 
 
+_KEY_CHARS = 240
+
+
 def error_key(kind: ErrorKind, error: BaseException) -> str:
     """How an error is named in the errors by kind: its kind and type, and for an error (not
     a conflict or deadlock, whose messages differ run to run) the first line of its message."""
     if kind != "error":
         return f"{kind}: {type(error).__name__}"
     lines = str(error).strip().splitlines()
-    head = lines[0][:120] if lines else ""
+    head = lines[0] if lines else ""
+    if len(head) > _KEY_CHARS:
+        # Cut between words and marked as cut: a key ending mid-word reads as the whole text.
+        head = head[:_KEY_CHARS].rsplit(" ", 1)[0] + " …"
     return f"error: {type(error).__name__}: {head}" if head else f"error: {type(error).__name__}"
 
 

@@ -11,6 +11,7 @@ import pymysql
 import pytest
 from sqlalchemy import exc as sa_exc
 
+from uowstress.load import error_key
 from uowstress.workload import classify_error, refused_cleanly
 
 
@@ -115,3 +116,11 @@ def test_the_workloads_conflicts_are_refusals() -> None:
 
     assert refused_cleanly(TypeError("version mismatch"), Workload())
     assert not refused_cleanly(TypeError("version mismatch"))
+
+
+def test_a_long_error_message_is_cut_between_words_and_marked() -> None:
+    message = "the payload is too large: " + "word " * 100
+    key = error_key("error", ValueError(message))
+    assert key.startswith("error: ValueError: the payload is too large: word")
+    assert key.endswith(" word …") and len(key) < 300
+    assert error_key("error", ValueError("short")) == "error: ValueError: short"
