@@ -53,8 +53,28 @@ def test_write_reports_writes_only_what_is_asked(tmp_path: Path) -> None:
 def test_an_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ReportError, match="cannot write the report into"):
+    with pytest.raises(ReportError, match=r"cannot write .*file/out: .*choose another"):
         write_reports(rf.report(), blocker / "out", ["markdown"])
+
+
+@pytest.mark.parametrize("blocked", ["uowstress-report.html", "history"])
+def test_a_report_file_that_cannot_be_written_leaves_the_earlier_runs_reports_whole(
+    tmp_path: Path, blocked: str
+) -> None:
+    earlier = write_reports(rf.report(), tmp_path, ["all"], history=False)
+    before = {name: path.read_text() for name, path in earlier.items()}
+    # A folder where a report goes (a file could not be written there, even by root).
+    if blocked == "history":
+        (tmp_path / "history").write_text("not a folder")
+    else:
+        (tmp_path / blocked).unlink()
+        (tmp_path / blocked).mkdir()
+        del before["html"]
+    changed = rf.report().model_copy(update={"command": "uowstress run --a-later-run"})
+    with pytest.raises(ReportError, match=f"cannot write {tmp_path / blocked}"):
+        write_reports(changed, tmp_path, ["all"])
+    assert {name: earlier[name].read_text() for name in before} == before
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_analyse_fills_insights_recommendations_and_regressions() -> None:

@@ -10,8 +10,9 @@ history (``history/``), whose earlier runs the HTML page plots as trends.
 
 from __future__ import annotations
 
+import errno
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,7 +21,7 @@ from uowstress.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD_PCT, compa
 from uowstress.report.history import HISTORY_LIMIT, load_history, record
 from uowstress.report.html import render_html
 from uowstress.report.insights import insights, recommendations
-from uowstress.report.json_report import write_json
+from uowstress.report.json_report import report_json
 from uowstress.report.markdown import render_markdown
 from uowstress.report.model import Report
 
@@ -134,24 +135,40 @@ def write_reports(
     chosen = _formats(formats)
     report = without_passwords(report)
     written: dict[str, Path] = {}
+    staged: list[tuple[Path, Path]] = []  # (temporary file, report file)
+    target = output_dir
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         earlier = load_history(output_dir) if history else None
-        if "markdown" in chosen:
-            path = output_dir / REPORT_NAMES["markdown"]
-            path.write_text(render_markdown(report), encoding="utf-8")
-            written["markdown"] = path
-        if "json" in chosen:
-            written["json"] = write_json(report, output_dir / REPORT_NAMES["json"])
-        if "html" in chosen:
-            path = output_dir / REPORT_NAMES["html"]
-            path.write_text(render_html(report, history=earlier), encoding="utf-8")
-            written["html"] = path
+        renderers: dict[str, Callable[[], str]] = {
+            "markdown": lambda: render_markdown(report),
+            "json": lambda: report_json(report),
+            "html": lambda: render_html(report, history=earlier),
+        }
+        # Every report is written beside its place first and then moved in, all together:
+        # a file that cannot be written leaves the earlier run's reports as they were, not a
+        # mix of two runs.
+        for name, render in renderers.items():
+            if name not in chosen:
+                continue
+            target = output_dir / REPORT_NAMES[name]
+            if target.is_dir():  # found now, before any report is moved in
+                raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(target))
+            temporary = output_dir / f".{target.name}.tmp"
+            staged.append((temporary, target))
+            temporary.write_text(render(), encoding="utf-8")
+            written[name] = target
         if history:
+            target = output_dir / "history"
             written["history"] = record(report, output_dir, limit=history_limit)
+        for temporary, target in staged:
+            temporary.replace(target)
     except OSError as error:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
         raise ReportError(
-            f"cannot write the report into {output_dir}: {error.strerror or error};"
-            " choose another --output-dir"
+            f"cannot write {target}: {error.strerror or error}; the reports were not written"
+            " (those of an earlier run there are as they were): make it writable or choose"
+            " another --output-dir"
         ) from None
     return written
