@@ -11,6 +11,8 @@ work), "query". With one open: "apply", "commit", "rollback", "leave" (exit with
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import time
@@ -19,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+from sqlalchemy import Engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from uowstress.errors import UowstressError
 from uowstress.faults import Fault, InjectedFault
@@ -208,6 +213,27 @@ class SingleSessionExecutor:
             else watch(system.engine)
         )
         self._stalls = StallWatch(getattr(system, "engine", None))
+        # The leak check counts the connections checked out while this executor ran, not the
+        # pool's total: a connection leaked in an earlier example or shrinking attempt (freed
+        # only when the garbage collector gets to it, at no fixed time) must not make this run
+        # fail sooner, or its count differ from what a replay of the same steps sees.
+        self._checked_out: set[ConnectionPoolEntry] = set()
+        self._pool_engine: Engine | None = None
+        engine = getattr(system, "engine", None)
+        if isinstance(engine, Engine):
+            event.listen(engine, "checkout", self._on_checkout)
+            event.listen(engine, "checkin", self._on_checkin)
+            self._pool_engine = engine
+        # The system's units of work the current step ended, kept until its checks are done: a
+        # unit of work in a reference cycle that leaked its connection would otherwise give it
+        # back whenever the garbage collector runs, before or after the check, by chance.
+        self._ended: list[UnitOfWork] = []
+
+    def _on_checkout(self, _dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        self._checked_out.add(record)
+
+    def _on_checkin(self, _dbapi: Any, record: ConnectionPoolEntry) -> None:
+        self._checked_out.discard(record)
 
     # -- state the machine needs to draw the next step -----------------------------------------
 
@@ -237,7 +263,13 @@ class SingleSessionExecutor:
                 f"unknown step action {action!r}; expected one of"
                 f" {', '.join(OPEN_ACTIONS + CLOSED_ACTIONS)}"
             )
-        label = step.get("op") or step.get("query") or str(action)
+        try:
+            self._run(step, handler)
+        finally:
+            self._ended.clear()
+
+    def _run(self, step: dict[str, Any], handler: Any) -> None:
+        label = step.get("op") or step.get("query") or str(step.get("action"))
         self._model_state = None
         started = time.perf_counter_ns()
         self._stalls.begin()
@@ -310,6 +342,7 @@ class SingleSessionExecutor:
         assert sut is not None and mirror is not None
         self.sut = self.mirror = None
         self._ending = sut, mirror
+        self._ended.append(sut)
         return sut, mirror
 
     def _do_commit(self, step: dict[str, Any]) -> None:
@@ -385,7 +418,9 @@ class SingleSessionExecutor:
             raise StepError(f"operation {op.name} runs inside a unit of work; use 'apply'")
         args = step.get("args", {})
         expected = call(op.apply, self.model.unit_of_work(), args)
-        actual = call(op.apply, self.system.unit_of_work(), args)
+        uow = self.system.unit_of_work()
+        self._ended.append(uow)
+        actual = call(op.apply, uow, args)
         self._compare(op.name, args, expected, actual)
 
     def _do_query(self, step: dict[str, Any]) -> None:
@@ -395,7 +430,9 @@ class SingleSessionExecutor:
         query = self.queries[name]
         args = step.get("args", {})
         expected = call(query.run, self.model.unit_of_work(), args)
-        actual = call(query.run, self.system.unit_of_work(), args)
+        uow = self.system.unit_of_work()
+        self._ended.append(uow)
+        actual = call(query.run, uow, args)
         self._compare(f"query {name}", args, expected, actual)
 
     # -- checks ----------------------------------------------------------------------------------
@@ -418,13 +455,19 @@ class SingleSessionExecutor:
                 + "; ".join(diff_states(expected, actual)),
             )
         if not self.is_open:
-            checked_out = getattr(self.system.engine.pool, "checkedout", lambda: 0)()
+            checked_out = self.leaked_connections()
             if checked_out:
                 raise Finding(
                     "leak",
                     f"{checked_out} connection(s) still checked out of the pool with no unit of"
                     " work open",
                 )
+
+    def leaked_connections(self) -> int:
+        """Connections checked out while this executor ran and not given back."""
+        if self._pool_engine is None:  # not a SQLAlchemy engine: its pool's own count
+            return int(getattr(self.system.engine.pool, "checkedout", lambda: 0)())
+        return len(self._checked_out)
 
     def close(self) -> None:
         """Leave an open unit of work (rolled back), whatever state the run ended in."""
@@ -435,5 +478,18 @@ class SingleSessionExecutor:
             self._ending = None
             call(sut.__exit__, None, None, None)
             call(mirror.__exit__, None, None, None)
+        self._ended.clear()
         self._watcher.close()
         self._stalls.close()
+        engine, self._pool_engine = self._pool_engine, None
+        if engine is None:
+            return
+        if self._checked_out:
+            # Units of work that leaked a connection and that only reference cycles still hold
+            # give it back now, not at some later collection: leaks must not pile up until the
+            # pool is exhausted over the examples or shrinking attempts that follow.
+            gc.collect()
+        for name, listener in (("checkout", self._on_checkout), ("checkin", self._on_checkin)):
+            with contextlib.suppress(sa_exc.InvalidRequestError):
+                event.remove(engine, name, listener)
+        self._checked_out.clear()
