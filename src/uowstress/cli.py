@@ -15,7 +15,13 @@ import click
 from uowstress import reproducers
 from uowstress.errors import ConfigError, UowstressError
 from uowstress.interrupts import merge_repeated_interrupts, stop_cleanly_on_sigterm
-from uowstress.options import OPTIONS, OptionSpec, check_output_file, option_values
+from uowstress.options import (
+    OPTIONS,
+    OptionSpec,
+    check_output_file,
+    option_values,
+    parse_target_options,
+)
 from uowstress.report.model import Report
 from uowstress.runner import DEFAULT_PATH, redacted_command
 from uowstress.stateful.run import replay as replay_one
@@ -355,11 +361,35 @@ def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> 
     help="server URL to replay on (one per backend; defaults from UOWSTRESS_PG_URL,"
     " UOWSTRESS_MYSQL_URL)",
 )
-def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> None:
+@click.option(
+    "--target-option",
+    "target_option",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="replace the reproducer's target option NAME (repeatable), e.g. to replay with a"
+    " weakening switch off; NAME= (nothing after the =) removes the option",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="run each reproducer N times: FIXED only if every run passes, FAILED only if every"
+    " run fails the same way; any other mix is an ERROR saying it is not repeatable",
+)
+def replay(
+    specs: tuple[str, ...],
+    directory: str,
+    db_urls: tuple[str, ...],
+    target_option: tuple[str, ...],
+    repeat: int,
+) -> None:
     """Replay reproducers (ids or paths; all in --dir when none is given).
 
-    Prints FIXED, FAILED or ERROR for each. Exit status: 0 all fixed, 1 one failed,
-    2 one could not be replayed.
+    Prints FIXED, FAILED or ERROR for each; a failure other than the one recorded (another
+    kind, or at another step) is FAILED with both described. Exit status: 0 all fixed, 1 one
+    failed, 2 one could not be replayed or did not give the same outcome each time.
     """
     from uowstress.report.output import hide_passwords
     from uowstress.scratch import backend_name
@@ -376,6 +406,7 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
                 )
             urls[backend] = url
         paths = [_replay_path(s, folder) for s in specs] or reproducers.all_paths(folder)
+        options = parse_target_options(target_option)
     except (UowstressError, ValueError) as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
@@ -384,7 +415,7 @@ def replay(specs: tuple[str, ...], directory: str, db_urls: tuple[str, ...]) -> 
         sys.exit(EXIT_OK)
     verdicts = []
     for path in paths:
-        result = replay_one(path, db_urls=urls)
+        result = replay_one(path, db_urls=urls, target_options=options, repeat=repeat)
         verdicts.append(result.verdict)
         # A target's error may quote its database URL.
         click.echo(f"{result.verdict:6s} {path}: {hide_passwords(result.detail)}")

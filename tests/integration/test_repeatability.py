@@ -1,8 +1,11 @@
-"""Findings that repeat: a leaked connection is found, shrunk and replayed alike run after run."""
+"""Findings that repeat, and systems whose answers do not: a leaked connection is found, shrunk
+and replayed alike run after run; a flaky system is reported as not repeatable by the run and by
+`uowstress replay --repeat`; replay can change the reproducer's target options."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +91,143 @@ def test_a_leaked_connection_is_found_shrunk_and_replayed_alike_run_after_run(
     assert code == 1, out
     assert out.startswith("FAILED") and "[leak] 1 connection(s) still checked out" in out
     assert "differs" not in out
+
+
+# The system answers the same steps differently from one run to the next: the FAIL_AT-th post of
+# a system (counted from its connect or reset) raises, while FAILURES_LEFT lasts. Counters, not
+# randomness, so that the test itself is deterministic.
+FLAKY_TARGET = """
+from typing import Any
+
+from examples.ledger import LedgerError, LedgerSystem, LedgerTarget, SqlWork
+
+FAIL_AT = 3
+FAILURES_LEFT = 2
+
+
+class FlakyWork(SqlWork):
+    def post(self, entry: str, account: str, amount: int) -> None:
+        global FAILURES_LEFT
+        self.balance(account)  # an unknown account is refused as the model refuses it
+        self.system.posts += 1
+        if self.system.posts == FAIL_AT and FAILURES_LEFT > 0:
+            FAILURES_LEFT -= 1
+            raise LedgerError("the connection dropped, now and then")
+        super().post(entry, account, amount)
+
+
+class FlakySystem(LedgerSystem):
+    posts = 0
+
+    def unit_of_work(self, fault_hook: Any = None) -> FlakyWork:
+        work = FlakyWork(self.engine, self.unsafe, fault_hook)
+        work.system = self
+        return work
+
+    def reset(self) -> None:
+        super().reset()
+        self.posts = 0
+
+
+class FlakyTarget(LedgerTarget):
+    def connect(self, url: str, options: Any, *, isolation_level: Any = None) -> FlakySystem:
+        system = super().connect(url, options, isolation_level=isolation_level)
+        return FlakySystem(system.engine, system.unsafe)
+
+
+TARGET = FlakyTarget()
+"""
+
+
+def test_a_failure_that_does_not_repeat_is_reported_as_such_by_run_and_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "flaky_target.py").write_text(FLAKY_TARGET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "flaky_target", raising=False)
+    # The first example reaching a third post fails, and so does Hypothesis's run of it again;
+    # the third run of the same steps, before shrinking, passes.
+    code, out = run_acid(tmp_path, "flaky_target:TARGET")
+    assert code == 2, out
+    report = _report(tmp_path)
+    assert report["findings"] == []
+    (error,) = report["summary"]["errors"]
+    assert "answered the same steps differently when they ran again" in error, error
+    assert "[outcome]" in error and "run again on a reset database, they passed every" in error
+    (written,) = (tmp_path / "rep").glob("*.json")
+    assert str(written) in error and "--repeat" in error
+    recorded = reproducers.load(written).failure
+    assert recorded.kind == "outcome" and recorded.step is not None
+
+    flaky = sys.modules["flaky_target"]
+    monkeypatch.setattr(flaky, "FAILURES_LEFT", 1)
+    code, out = invoke("replay", str(written), "--repeat", "3")
+    assert code == 2, out
+    assert out.startswith("ERROR") and "not repeatable on sqlite://" in out, out
+    assert f"1 of 3 runs failed at step {recorded.step} of" in out
+    assert "2 of 3 runs passed every check" in out
+
+    # Failing at another step than recorded: FAILED, with both failures described.
+    monkeypatch.setattr(flaky, "FAILURES_LEFT", 5)
+    monkeypatch.setattr(flaky, "FAIL_AT", 1)
+    code, out = invoke("replay", str(written))
+    assert code == 1, out
+    assert out.startswith("FAILED") and "the connection dropped, now and then" in out
+    assert f"this differs from the recorded failure, at step {recorded.step}: [outcome]" in out
+
+    # The same failure every time: FAILED, and said to be the same in each run.
+    monkeypatch.setattr(flaky, "FAILURES_LEFT", 5)
+    monkeypatch.setattr(flaky, "FAIL_AT", 3)
+    code, out = invoke("replay", str(written), "--repeat", "2")
+    assert code == 1, out
+    assert f"step {recorded.step} on sqlite://" in out and "each of 2 runs" in out
+    assert "differs" not in out
+
+    monkeypatch.setattr(flaky, "FAILURES_LEFT", 0)
+    code, out = invoke("replay", str(written), "--repeat", "2")
+    assert code == 0 and out.startswith("FIXED"), out
+
+
+def _unsafe_reproducer(folder: Path) -> Path:
+    """Steps that fail on the ledger with unsafe_commit=1 (each piece committed on its own, so
+    a fault after the flush leaves the new account committed) and pass without it."""
+    return reproducers.write(
+        reproducers.make_reproducer(
+            target="examples.ledger:TARGET",
+            target_options={"unsafe_commit": "1"},
+            backend="sqlite",
+            guarantee="serializable",
+            steps=[
+                reproducers.Step(action="begin"),
+                reproducers.Step(
+                    action="apply",
+                    op="open_account",
+                    args={"account": "acct1", "initial": 5, "entry": "d1"},
+                ),
+                reproducers.Step(action="fault", fault={"point": "after_flush"}),
+            ],
+            failure=reproducers.Failure(kind="state", message="recorded", step=3),
+        ),
+        folder,
+    )
+
+
+def test_replay_can_replace_or_remove_the_reproducers_target_options(tmp_path: Path) -> None:
+    written = _unsafe_reproducer(tmp_path)
+    code, out = invoke("replay", str(written))
+    assert code == 1 and out.startswith("FAILED") and "[state]" in out, out
+    code, out = invoke("replay", str(written), "--target-option", "unsafe_commit=0")
+    assert code == 0, out
+    assert out.startswith("FIXED") and "with target options unsafe_commit=0" in out
+    code, out = invoke("replay", str(written), "--target-option", "unsafe_commit=")
+    assert code == 0, out
+    assert "with target options none" in out
+    # The file is left as it was.
+    assert reproducers.load(written).target_options == {"unsafe_commit": "1"}
+    code, out = invoke("replay", str(written), "--target-option", "weaken=no_version_check")
+    assert code == 2, out
+    assert "has no option weaken; its options: unsafe_commit" in out
+    code, out = invoke("replay", str(written), "--target-option", "unsafe_commit")
+    assert code == 2, out
+    assert "target option 'unsafe_commit' is not KEY=VALUE" in out

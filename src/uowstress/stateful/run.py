@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 import unittest
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from uowstress.stateful.concurrent import AnomalyTally, ConcurrentExecutor, conc
 from uowstress.stateful.example_cache import bounded_example_cache
 from uowstress.stateful.executor import Finding, SingleSessionExecutor, StepError
 from uowstress.stateful.minimize import minimize
-from uowstress.target import DEFAULT_TARGET, System, Target, load_target
+from uowstress.target import DEFAULT_TARGET, System, Target, check_target_options, load_target
 
 
 @dataclass
@@ -95,6 +96,21 @@ def new_executor(
     return SingleSessionExecutor(target, system)
 
 
+def _describe(failure: reproducers.Failure | None, steps: int) -> str:
+    if failure is None:
+        return f"passed every check of all {steps} steps"
+    said = failure.message.strip().splitlines()
+    return f"failed at step {failure.step} of {steps} ([{failure.kind}] {said[0] if said else ''})"
+
+
+def _same_failure(one: reproducers.Failure | None, other: reproducers.Failure | None) -> bool:
+    """The same kind of finding at the same step (messages may name ids or counts that
+    differ without the failure being another)."""
+    if one is None or other is None:
+        return one is other
+    return (one.kind, one.step) == (other.kind, other.step)
+
+
 def shrink(
     target: Target,
     system: System,
@@ -107,11 +123,15 @@ def shrink(
 ) -> tuple[list[dict[str, Any]], reproducers.Failure, int]:
     """Delete steps while the run still fails with the same kind of finding.
 
+    The steps as found are run once more first: when they do not fail again with the same kind
+    at the same step, NotRepeatable is raised (shrinking would follow chance, not the steps).
     A system that cannot be reset between attempts (the failure may have broken it) keeps the
     steps as found, and the finding says why they were not shrunk."""
     last: dict[str, reproducers.Failure] = {}
 
-    def still_fails(candidate: list[dict[str, Any]]) -> bool:
+    def outcome(candidate: list[dict[str, Any]]) -> tuple[reproducers.Failure | None, bool]:
+        """How the candidate fails on a reset system (None: it passes), and whether the
+        failure is a finding (another exception ends the run without one)."""
         try:
             system.reset()
         except Exception as error:
@@ -121,23 +141,38 @@ def shrink(
             for step in candidate:
                 executor.run(step)
         except Finding as finding:
-            index = len(executor.steps)
-            if finding.kind != failure.kind:
-                return False
-            last["failure"] = reproducers.Failure(
-                kind=finding.kind, message=finding.message, step=index
-            )
-            return index == len(candidate)
-        except Exception:
-            return False
+            return reproducers.Failure(
+                kind=finding.kind, message=finding.message, step=len(executor.steps)
+            ), True
+        except Exception as error:
+            return reproducers.Failure(
+                kind="error", message=f"{type(error).__name__}: {error}", step=len(executor.steps)
+            ), False
         finally:
             executor.close()
-        return False
+        return None, False
+
+    def still_fails(candidate: list[dict[str, Any]]) -> bool:
+        found, is_finding = outcome(candidate)
+        if found is None or not is_finding or found.kind != failure.kind:
+            return False
+        last["failure"] = found
+        return found.step == len(candidate)
 
     try:
+        again, _ = outcome(steps)
+        if not _same_failure(failure, again):
+            raise NotRepeatable(
+                f"the system under test answered the same steps differently when they ran"
+                f" again: as found, they {_describe(failure, len(steps))}; run again on a reset"
+                f" database, they {_describe(again, len(steps))}. Its outcomes depend on"
+                " something besides the steps (randomness, timing, or state an earlier example"
+                " left behind: a reset() that does not restore a clean database, a cache kept"
+                " across units of work); make them depend on the steps alone, then run again"
+            )
         smallest, trials = minimize(steps, still_fails, budget_s=budget_s)
         if smallest is steps or not still_fails(smallest):
-            return steps, failure, trials
+            return steps, failure, trials + 1
     except _ResetFailed as broken:
         cause = broken.__cause__
         why = (
@@ -146,7 +181,11 @@ def shrink(
             " failure may have left its database or connection pool broken)"
         )
         return steps, failure.model_copy(update={"message": why}), 0
-    return smallest, last["failure"], trials + 1
+    return smallest, last["failure"], trials + 2
+
+
+class NotRepeatable(Exception):
+    """The steps of a failure did not fail the same way when they ran again."""
 
 
 class _ResetFailed(Exception):
@@ -260,16 +299,23 @@ def run_acid(
                 result.error = f"{type(error).__name__}: {error}"
             else:
                 found = _failure_from(error, recorder)
-                steps, found, result.shrink_trials = shrink(
-                    target,
-                    system,
-                    recorder.last_steps,
-                    found,
-                    budget_s=shrink_budget_s,
-                    machine=machine,
-                    sessions=used_sessions,
-                )
-                result.finding = found
+                steps = recorder.last_steps
+                try:
+                    steps, found, result.shrink_trials = shrink(
+                        target,
+                        system,
+                        steps,
+                        found,
+                        budget_s=shrink_budget_s,
+                        machine=machine,
+                        sessions=used_sessions,
+                    )
+                except NotRepeatable as differing:
+                    # An error, not a finding: which step fails, if any, is left to chance. The
+                    # steps are still written, for `uowstress replay --repeat` to show how often.
+                    result.error = str(differing)
+                else:
+                    result.finding = found
                 result.reproducer = reproducers.make_reproducer(
                     machine=machine,
                     sessions=used_sessions,
@@ -281,10 +327,16 @@ def run_acid(
                     profile=profile,
                     steps=[reproducers.Step(**s) for s in steps],
                     shrunk_from=len(recorder.last_steps),
-                    failure=result.finding,
+                    failure=found,
                     versions=reproducers.versions(db.server_version),
                 )
                 result.reproducer_path = reproducers.write(result.reproducer, reproducers_dir)
+                if result.error is not None:
+                    result.error += (
+                        f". The steps as found are written to {result.reproducer_path}:"
+                        f" `uowstress replay {result.reproducer_path} --repeat 10` runs them ten"
+                        " times"
+                    )
         finally:
             result.seconds = time.perf_counter() - started
             result.examples += recorder.examples  # and the written reproducers replayed
@@ -370,37 +422,88 @@ class ReplayResult:
     reproducer: reproducers.Reproducer | None = None
 
 
-def replay(path: Path, *, db_urls: Mapping[str, str] | None = None) -> ReplayResult:
+def replay(
+    path: Path,
+    *,
+    db_urls: Mapping[str, str] | None = None,
+    target_options: Mapping[str, str] | None = None,
+    repeat: int = 1,
+) -> ReplayResult:
     """Run a reproducer's steps again: FIXED when every step passes its checks, FAILED when a
-    check fails again, ERROR when it cannot be run (malformed, unknown target, no database)."""
+    check fails again, ERROR when it cannot be run (malformed, unknown target, no database).
+
+    `target_options` replace the reproducer's options of those names; an empty value removes
+    one. With `repeat`, the steps run that many times, each on a database of their own: FIXED
+    only if every run passes, FAILED only if every run fails the same way, and any other mix
+    is an ERROR saying the outcome is not repeatable."""
     try:
         reproducer = reproducers.load(path)
     except UowstressError as error:
         return ReplayResult(path, "ERROR", str(error))
     url = (db_urls or {}).get(reproducer.backend) or DEFAULT_URLS[reproducer.backend]
+    steps = len(reproducer.steps)
+    recorded = reproducer.failure
     try:
         target = load_target(reproducer.target)
-        with prepared_database(url) as db:
-            system = target.connect(
-                db.url, reproducer.target_options, isolation_level=reproducer.isolation_level
-            )
-            executor = new_executor(reproducer.machine, target, system, reproducer.sessions)
-            try:
-                for index, step in enumerate(reproducer.steps, 1):
-                    try:
-                        executor.run(step.as_dict())
-                    except Finding as finding:
-                        return ReplayResult(
-                            path, "FAILED", f"step {index} on {db.display}: {finding}", reproducer
-                        )
-            finally:
-                executor.close()
-                system.dispose()
-            # The database is named: without a --db-url of its backend, a default server is used.
-            passed = f"all {len(reproducer.steps)} steps pass on {db.display}"
+        options = dict(reproducer.target_options)
+        if target_options:
+            check_target_options(target, reproducer.target, target_options)
+            options.update(target_options)
+            options = {name: value for name, value in options.items() if value != ""}
+        runs = [_replay_once(reproducer, target, options, url) for _ in range(repeat)]
     except (UowstressError, ValueError) as error:
         return ReplayResult(path, "ERROR", str(error), reproducer)
-    return ReplayResult(path, "FIXED", passed, reproducer)
+    display = runs[0][1]
+    where = f"on {display}"
+    if options != dict(reproducer.target_options):
+        shown = ", ".join(f"{name}={value}" for name, value in sorted(options.items()))
+        where += f" with target options {shown or 'none'}"
+    failures = [failure for failure, _ in runs]
+    first = failures[0]
+    if any(not _same_failure(first, other) for other in failures[1:]):
+        tally = Counter(_describe(failure, steps) for failure in failures)
+        said = "; ".join(f"{n} of {repeat} runs {what}" for what, n in tally.most_common())
+        return ReplayResult(
+            path,
+            "ERROR",
+            f"not repeatable {where}: the same steps gave different outcomes ({said}); the"
+            " system's answers depend on something besides the steps (randomness, timing,"
+            " state left behind)",
+            reproducer,
+        )
+    each = f" (the same in each of {repeat} runs)" if repeat > 1 else ""
+    if first is None:
+        return ReplayResult(path, "FIXED", f"all {steps} steps pass {where}{each}", reproducer)
+    detail = f"step {first.step} {where}: [{first.kind}] {first.message}{each}"
+    if first.kind != recorded.kind or recorded.step not in (None, first.step):
+        at = "" if recorded.step is None else f", at step {recorded.step}"
+        detail += (
+            f"; this differs from the recorded failure{at}: [{recorded.kind}] {recorded.message}"
+        )
+    return ReplayResult(path, "FAILED", detail, reproducer)
+
+
+def _replay_once(
+    reproducer: reproducers.Reproducer, target: Target, options: dict[str, str], url: str
+) -> tuple[reproducers.Failure | None, str]:
+    """The failure of one run of the steps on a database of their own (None: all passed), and
+    the database, named (without a --db-url of its backend, a default server is used)."""
+    with prepared_database(url) as db:
+        system = target.connect(db.url, options, isolation_level=reproducer.isolation_level)
+        executor = new_executor(reproducer.machine, target, system, reproducer.sessions)
+        try:
+            for index, step in enumerate(reproducer.steps, 1):
+                try:
+                    executor.run(step.as_dict())
+                except Finding as finding:
+                    failure = reproducers.Failure(
+                        kind=finding.kind, message=finding.message, step=index
+                    )
+                    return failure, db.display
+        finally:
+            executor.close()
+            system.dispose()
+        return None, db.display
 
 
 def result_summary(result: AcidResult) -> dict[str, Any]:
