@@ -22,7 +22,7 @@ from uowstress.options import (
     option_values,
     parse_target_options,
 )
-from uowstress.report.model import Report
+from uowstress.report.model import Report, shrunk_words
 from uowstress.runner import DEFAULT_PATH, redacted_command
 from uowstress.stateful.run import replay as replay_one
 
@@ -244,10 +244,8 @@ def _print_outcome(report: Report, verbose: bool) -> None:
         click.echo(f"FINDING [{finding.kind}] {finding.source}: {finding.message}")
         steps = sum(len(session) for session in finding.steps_by_session)
         if finding.replay_command:
-            click.echo(
-                f"  shrunk to {steps} step{'s' if steps != 1 else ''},"
-                f" written to {finding.reproducer_path}"
-            )
+            shrunk = shrunk_words(steps, finding.shrunk_from)
+            click.echo(f"  {shrunk}, written to {finding.reproducer_path}")
             click.echo(f"  replay: {finding.replay_command}")
         if verbose:
             for session, lines in enumerate(finding.steps_by_session):

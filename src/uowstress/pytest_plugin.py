@@ -42,7 +42,7 @@ from uowstress.options import (
     parse_target_options,
 )
 from uowstress.profiles import PROFILES, get_profile, register_profiles
-from uowstress.report.model import DurabilityRun, Judged, MachineRun, ScenarioResult
+from uowstress.report.model import DurabilityRun, Judged, MachineRun, ScenarioResult, shrunk_words
 from uowstress.scenario import Scenario, ScenarioSkipped, scenario_result
 from uowstress.scratch import (
     BACKEND_NAMES,
@@ -533,9 +533,10 @@ class Explorer:
             pytest.fail(f"{head}: could not run: {run.error}", pytrace=False)
         if run.finding is not None:
             finding = run.finding
+            steps = sum(len(s) for s in finding.steps_by_session)
             pytest.fail(
                 f"{head}: FINDING [{finding.kind}] {finding.message}\n"
-                f"  shrunk to {sum(len(s) for s in finding.steps_by_session)} steps;"
+                f"  {shrunk_words(steps, finding.shrunk_from)};"
                 f" replay: {finding.replay_command}",
                 pytrace=False,
             )

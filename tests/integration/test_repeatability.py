@@ -12,8 +12,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.report_factory import report as make_report
 from uowstress import reproducers
-from uowstress.cli import main
+from uowstress.cli import _print_outcome, main
+from uowstress.report.html import render_html
+from uowstress.report.markdown import render_markdown
+from uowstress.report.model import Finding
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -231,3 +235,31 @@ def test_replay_can_replace_or_remove_the_reproducers_target_options(tmp_path: P
     code, out = invoke("replay", str(written), "--target-option", "unsafe_commit")
     assert code == 2, out
     assert "target option 'unsafe_commit' is not KEY=VALUE" in out
+
+
+def _finding(steps: int, shrunk_from: int) -> Finding:
+    return Finding(
+        source="acid machine on sqlite",
+        kind="leak",
+        message="1 connection(s) still checked out",
+        reproducer_path=".hypothesis/reproducers/abc.json",
+        replay_command="uowstress replay abc",
+        steps_by_session=[[f"step {n}" for n in range(steps)]],
+        shrunk_from=shrunk_from,
+    )
+
+
+def test_a_finding_that_was_not_shrunk_is_not_said_to_be(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    same = make_report(findings=[_finding(16, 16)])
+    _print_outcome(same, verbose=False)
+    out = capsys.readouterr().out
+    assert "not shrunk (16 steps), written to" in out and "shrunk to" not in out
+    assert "Steps: 16, not shrunk." in render_markdown(same)
+    assert "16 steps, not shrunk:" in render_html(same)
+    smaller = make_report(findings=[_finding(2, 16)])
+    _print_outcome(smaller, verbose=False)
+    assert "shrunk to 2 steps, written to" in capsys.readouterr().out
+    assert "Steps: 2, shrunk from 16." in render_markdown(smaller)
+    assert "2 steps, shrunk from 16:" in render_html(smaller)

@@ -230,7 +230,13 @@ def _finding(number: int, finding: Finding) -> list[str]:
         out += [text(finding.explanation), ""]
     steps = sum(len(s) for s in finding.steps_by_session)
     if finding.steps_by_session:
-        shrunk = f", shrunk from {finding.shrunk_from}" if finding.shrunk_from is not None else ""
+        shrunk = (
+            ""
+            if finding.shrunk_from is None
+            else ", not shrunk"
+            if finding.shrunk_from <= steps
+            else f", shrunk from {finding.shrunk_from}"
+        )
         out += [f"Steps: {steps}{shrunk}.", ""]
         for session, lines in enumerate(finding.steps_by_session):
             out += [f"Session {session}:", ""]

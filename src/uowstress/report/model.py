@@ -203,6 +203,14 @@ class ScenarioResult(_Model):
     verdicts: list[Judged] = Field(default_factory=list)
 
 
+def shrunk_words(steps: int, shrunk_from: int | None) -> str:
+    """ "shrunk to 3 steps", or "not shrunk (16 steps)" when shrinking removed nothing."""
+    counted = f"{steps} step{'' if steps == 1 else 's'}"
+    if shrunk_from is not None and shrunk_from <= steps:
+        return f"not shrunk ({counted})"
+    return f"shrunk to {counted}"
+
+
 class Finding(_Model):
     """A failure uowstress observed, shrunk, with the command that replays it."""
 
