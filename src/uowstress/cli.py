@@ -577,11 +577,12 @@ def compare(old: Path, new: Path, threshold_pct: float, alpha: float, min_effect
     """Compare two reports (uowstress-report.json, or the folders holding them): OLD is the
     baseline, NEW the run to judge.
 
-    Scenarios are matched on suite, scenario and backend. Transaction times are compared with a
-    Mann-Whitney U test and Cliff's delta, and count only beyond --fail-on-regression too;
-    ops/s and memory peak are single figures, compared by their relative change. Exit status:
-    0 no regression, 1 a regression, 2 a file that cannot be read or two reports with no
-    scenario in common (a baseline of other scenarios or another backend judges nothing).
+    Scenarios are matched on suite, scenario, the test's parameters and backend. Transaction
+    times are compared with a Mann-Whitney U test and Cliff's delta, and count only beyond
+    --fail-on-regression too; ops/s and memory peak are single figures, compared by their
+    relative change. Exit status: 0 no regression, 1 a regression, 2 a file that cannot be
+    read or two reports with no scenario in common (a baseline of other scenarios or another
+    backend judges nothing).
     """
     from uowstress.report.compare import compare_all, render_comparison
     from uowstress.report.json_report import load_report

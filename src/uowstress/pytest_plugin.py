@@ -42,6 +42,7 @@ from uowstress.options import (
     parse_target_options,
 )
 from uowstress.profiles import PROFILES, get_profile, register_profiles
+from uowstress.report.history import node_params, scenario_name
 from uowstress.report.model import DurabilityRun, Judged, MachineRun, ScenarioResult, shrunk_words
 from uowstress.scenario import Scenario, ScenarioSkipped, scenario_result
 from uowstress.scratch import (
@@ -405,6 +406,15 @@ def uowstress_database(
         yield database
 
 
+def _params(item: pytest.Item, backend: str) -> str:
+    """The test's own parameters in its node id, the database's left out (scenario_key)."""
+    callspec = getattr(item, "callspec", None)
+    url = None if callspec is None else callspec.params.get("uowstress_db_url")
+    urls = database_urls(item.config)
+    database_id = _ids(urls)[urls.index(url)] if url in urls else backend
+    return node_params(item.nodeid, database_id)
+
+
 def _names(item: pytest.Item) -> tuple[str, str, str]:
     module = Path(str(item.path)).stem
     suite = module.removeprefix("test_")
@@ -436,6 +446,7 @@ def perf(
                 node_id=request.node.nodeid,
                 suite=suite,
                 name=name,
+                params=_params(request.node, uowstress_database.backend),
                 description=description,
                 target_spec=uowstress_options["target"],
                 database=uowstress_database,
@@ -459,6 +470,7 @@ def perf(
             node_id=request.node.nodeid,
             suite=suite,
             name=name,
+            params=_params(request.node, uowstress_database.backend),
             description=description,
             target_spec=uowstress_options["target"],
             target=uowstress_target,
@@ -623,7 +635,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     problems = scenario.failures()
     if problems:
         pytest.fail(
-            f"{scenario.result.scenario} on {scenario.backend}: " + "; ".join(problems),
+            f"{scenario_name(scenario.result)} on {scenario.backend}: " + "; ".join(problems),
             pytrace=False,
         )
     return outcome

@@ -65,6 +65,7 @@ def scenario_result(
     description: str,
     target_spec: str,
     database: PreparedDatabase,
+    params: str = "",
     **outcome: Any,
 ) -> ScenarioResult:
     """The result of a scenario on ``database``, before any figure; ``outcome`` sets other
@@ -73,6 +74,7 @@ def scenario_result(
         id=node_id,
         suite=suite,
         scenario=name,
+        params=params,
         description=description,
         backend=database.backend,
         database=database.display,
@@ -115,6 +117,7 @@ class Scenario:
         workload: Workload,
         database: PreparedDatabase,
         config: PerformanceConfig,
+        params: str = "",
     ) -> None:
         self.target = target
         self.system = system
@@ -128,6 +131,7 @@ class Scenario:
             description=description,
             target_spec=target_spec,
             database=database,
+            params=params,
         )
         # The sizes the scenario reads are kept in its result: the report shows them, and a
         # comparison can tell runs of different sizes apart.

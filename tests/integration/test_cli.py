@@ -771,3 +771,30 @@ def test_a_users_view_named_like_a_table_of_the_target_is_refused(tmp_path: Path
         assert conn.execute(
             "select type from sqlite_master where name = 'ht_robots'"
         ).fetchall() == [("view",)]
+
+
+PARAMETRIZED_SUITE = """
+    import pytest
+
+    @pytest.mark.parametrize("threads", [10, 1])
+    def test_hot(perf, threads):
+        keys = perf.create(2)
+        perf.run([[perf.change(key) for key in keys] for _ in range(threads)])
+"""
+
+
+def test_each_parameter_of_a_scenario_is_its_own_scenario(tmp_path: Path) -> None:
+    code, out = run_suite(tmp_path, "test_parametrized", PARAMETRIZED_SUITE)
+    assert code == 0, out
+    first = tmp_path / "first.json"
+    (tmp_path / "out" / "uowstress-report.json").rename(first)
+    scenarios = json.loads(first.read_text())["scenarios"]
+    assert [(s["params"], s["threads"]) for s in scenarios] == [("10", 10), ("1", 1)]
+    # Against itself as the baseline: each parameter compared with its own, every figure.
+    code, out = run_suite(
+        tmp_path, "test_parametrized", PARAMETRIZED_SUITE, "--baseline", str(first)
+    )
+    assert code == 0, out
+    code, out = invoke("compare", str(first), str(tmp_path / "out"))
+    assert "parametrized::hot[10][sqlite]" in out and "parametrized::hot[1][sqlite]" in out
+    assert "only in the baseline" not in out

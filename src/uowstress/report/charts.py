@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 import plotly.io as pio  # type: ignore[import-untyped]
 
+from uowstress.report.history import scenario_name
 from uowstress.report.model import Report, ScenarioResult
 
 __all__ = [
@@ -66,17 +68,18 @@ def label_text(value: str) -> str:
 
 
 def scenario_labels(scenarios: Sequence[ScenarioResult]) -> dict[str, str]:
-    """A short, unique, escaped label per scenario id: ``name [backend]``, with the suite when
-    two suites share a scenario name."""
-    short = {s.id: f"{s.scenario} [{s.backend}]" for s in scenarios}
-    counts: dict[str, int] = {}
-    for label in short.values():
-        counts[label] = counts.get(label, 0) + 1
-    labels = {}
+    """A short, unique, escaped label per scenario id: ``name[params] [backend]``, with the
+    suite when two suites share a scenario name. Unique because Plotly draws the traces of one
+    label as one category: two scenarios under one label would show as one, summed."""
+    short = {s.id: f"{scenario_name(s)} [{s.backend}]" for s in scenarios}
+    counts = Counter(short.values())
+    labels: dict[str, str] = {}
     for s in scenarios:
         label = short[s.id] if counts[short[s.id]] == 1 else f"{s.suite}/{short[s.id]}"
-        labels[s.id] = label_text(label)
-    return labels
+        if label in labels.values():  # the same scenario twice (two databases of a backend)
+            label = f"{label} ({s.id})"
+        labels[s.id] = label
+    return {key: label_text(label) for key, label in labels.items()}
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
@@ -274,7 +277,7 @@ def histogram(result: ScenarioResult, chart_id: str) -> Chart | None:
             name="transactions",
         ),
         layout=_layout(
-            f"{result.scenario} [{result.backend}]: transaction times",
+            f"{scenario_name(result)} [{result.backend}]: transaction times",
             xaxis={"type": "log" if low > 0 else "linear", "title": {"text": "ms"}},
             yaxis={"title": {"text": "transactions"}},
             height=280,

@@ -1,7 +1,8 @@
 """Regressions against a baseline run: which scenarios got slower, slimmer or hungrier.
 
 A baseline is any report JSON a run wrote (``save_baseline`` writes one). Scenarios are matched
-on suite, scenario and backend. For each pair:
+on suite, scenario, the test's parameters and backend (``history.scenario_key``). For each
+pair:
 
 - transaction time: the two runs' samples are compared with a two-sided Mann-Whitney U test
   (scipy) and Cliff's delta. A change counts only when it is significant (p < alpha), its
@@ -57,7 +58,7 @@ Verdict = Literal["regressed", "improved", "unchanged", "not comparable"]
 class Comparison:
     """One metric of one scenario in both runs."""
 
-    scenario: str  # suite::scenario[backend]
+    scenario: str  # suite::scenario[backend], suite::scenario[params][backend] (scenario_key)
     metric: str
     baseline: float
     current: float

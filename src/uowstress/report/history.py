@@ -27,8 +27,11 @@ __all__ = [
     "METRICS",
     "History",
     "load_history",
+    "node_params",
     "record",
     "scenario_key",
+    "scenario_name",
+    "scenario_params",
     "trend",
 ]
 
@@ -37,9 +40,43 @@ HISTORY_LIMIT: Final = 100
 _NAME = re.compile(r"^\d{8}T\d{6}(\.\d+)?Z(-\d+)?\.json$")
 
 
+def node_params(node_id: str, database_id: str) -> str:
+    """The parameters of a pytest node id besides its database's: ``test_hot[sqlite-10]`` ->
+    ``10``. ``database_id`` is the database's id in it (``sqlite``, ``sqlite1`` for a second
+    SQLite database), or a backend name, which then matches either."""
+    _, bracket, rest = node_id.partition("[")
+    if not bracket or not rest.endswith("]"):
+        return ""
+    parts = rest[:-1].split("-")
+    ours = re.compile(re.escape(database_id) + r"\d*")
+    for index, part in enumerate(parts):
+        if ours.fullmatch(part):
+            # pytest joins the ids of each parametrization with "-": rejoining the others
+            # keeps an id that holds a "-" itself whole.
+            return "-".join(parts[:index] + parts[index + 1 :])
+    return rest[:-1]
+
+
+def scenario_params(result: ScenarioResult) -> str:
+    """The scenario's own parameters (``ScenarioResult.params``; in a report of an earlier
+    version, which lacks them, read from its node id)."""
+    if result.params is not None:
+        return result.params
+    return node_params(result.id, result.backend)
+
+
+def scenario_name(result: ScenarioResult) -> str:
+    """The scenario with its parameters: ``hot_rows[10]``, or ``basic_transaction_performance``
+    for one without."""
+    params = scenario_params(result)
+    return f"{result.scenario}[{params}]" if params else result.scenario
+
+
 def scenario_key(result: ScenarioResult) -> str:
-    """What identifies a scenario across runs: suite, scenario and backend."""
-    return f"{result.suite}::{result.scenario}[{result.backend}]"
+    """What identifies a scenario across runs: suite, scenario, its parameters and backend:
+    ``suite::hot_rows[10][sqlite]``. A scenario without parameters keeps the key of earlier
+    versions, ``suite::scenario[sqlite]``, so their reports still serve as baselines."""
+    return f"{result.suite}::{scenario_name(result)}[{result.backend}]"
 
 
 def _p(name: str) -> Callable[[ScenarioResult], float | None]:

@@ -19,7 +19,7 @@ from markupsafe import Markup
 
 from uowstress.report import charts, views
 from uowstress.report import formatting as fmt
-from uowstress.report.history import History, scenario_key, trend
+from uowstress.report.history import History, scenario_key, scenario_name, trend
 from uowstress.report.model import MachineRun, Report, ScenarioResult
 
 __all__ = ["TREND_METRICS", "render_html"]
@@ -37,6 +37,7 @@ class _Figure:
 @dataclass(frozen=True)
 class _ScenarioSection:
     result: ScenarioResult
+    name: str  # the scenario with its parameters
     anchor: str
     rows: list[views.MetricRow]
     scans: list[Any]
@@ -112,6 +113,7 @@ def _scenario_sections(report: Report) -> list[_ScenarioSection]:
         sections.append(
             _ScenarioSection(
                 result=result,
+                name=scenario_name(result),
                 anchor=anchor,
                 rows=views.metric_rows(result),
                 scans=views.full_scans(result),

@@ -172,6 +172,10 @@ class ScenarioResult(_Model):
     id: str  # pytest node id
     suite: str  # e.g. "simple_uow_performance"
     scenario: str  # e.g. "basic_transaction_performance"
+    # The test's own parameters as pytest names them in the node id, the database's left out
+    # ("10" for test_hot[sqlite-10]); "" when it has none. None in reports of versions before
+    # this field: history.scenario_params reads them from ``id`` then.
+    params: str | None = None
     description: str = ""
     backend: str
     database: str  # URL with the password hidden

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from uowstress.report import formatting as fmt
+from uowstress.report.history import scenario_name
 from uowstress.report.model import (
     Distribution,
     IndexCheck,
@@ -66,8 +67,9 @@ class SuiteRow:
 
 
 def scenario_label(result: ScenarioResult) -> str:
-    """``basic_transaction_performance on sqlite``."""
-    return f"{result.scenario} on {result.backend}"
+    """``basic_transaction_performance on sqlite``; ``hot_rows[10] on sqlite`` with
+    parameters."""
+    return f"{scenario_name(result)} on {result.backend}"
 
 
 def suite_rows(report: Report) -> list[SuiteRow]:
