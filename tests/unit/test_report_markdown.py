@@ -6,8 +6,9 @@ import re
 
 from tests import report_factory as rf
 from uowstress.report import formatting as fmt
+from uowstress.report.html import render_html
 from uowstress.report.markdown import code, code_block, render_markdown, text
-from uowstress.report.model import Regression
+from uowstress.report.model import Judged, Regression
 
 
 def _outside_code(markdown: str) -> str:
@@ -150,3 +151,37 @@ def test_errors_of_the_run_come_right_after_the_verdict() -> None:
     head, rest = markdown.split("## Errors", 1)
     assert "## System" not in head and "## System" in rest
     assert "- acid machine on sqlite: StepError: no unit\\_of\\_work open" in rest
+
+
+def _step_verdicts() -> list[Judged]:
+    """Two budgets for each of seven steps: thirteen critical, the last step's p95 optimal."""
+    verdicts = []
+    for step in ("abort", "begin", "commit", "create", "fault", "query", "zap"):
+        for metric in ("step_p95_s", "step_max_s"):
+            tier = "optimal" if (step, metric) == ("zap", "step_p95_s") else "critical"
+            verdicts.append(
+                Judged(
+                    metric=metric,
+                    value=0.5,
+                    tier=tier,
+                    threshold=0.1,
+                    message=f"step {step}: {metric} = 0.5 s ({tier})",
+                )
+            )
+    return verdicts
+
+
+def test_every_verdict_of_a_machine_is_shown() -> None:
+    run = rf.machine_run(verdicts=_step_verdicts(), status="failed")
+    report = rf.report([], machines=[run])
+    markdown = render_markdown(report)
+    machine = markdown.split("## State machines")[1]
+    assert machine.count("**CRITICAL**") == 13  # as many as the JSON holds
+    assert machine.count("| optimal |") == 1
+    for step in ("abort", "begin", "commit", "create", "fault", "query", "zap"):
+        assert f"step {step}: step\\_max\\_s" in machine, step
+    # The worst first: no optimal row above a critical one.
+    rows = [line for line in machine.splitlines() if "step\\_" in line and "|" in line]
+    assert "optimal" in rows[-1]
+    page = render_html(report)
+    assert page.count('<span class="tier tier-critical">critical</span>') == 13

@@ -94,8 +94,34 @@ def tier_counts(report: Report) -> dict[str, int]:
     return counts
 
 
+_SEVERITY = {"optimal": 0, "ok": 1, "warning": 2, "critical": 3}
+
+
 def _verdicts(verdicts: Iterable[Judged]) -> dict[str, Judged]:
-    return {v.metric: v for v in verdicts}
+    """The worst verdict of each metric (a machine has one step_p95_s per step): the figure a
+    row of its own shows is judged by it."""
+    worst: dict[str, Judged] = {}
+    for judged in verdicts:
+        held = worst.get(judged.metric)
+        if held is None or _SEVERITY[judged.tier] > _SEVERITY[held.tier]:
+            worst[judged.metric] = judged
+    return worst
+
+
+def _other_verdicts(verdicts: Sequence[Judged], shown: set[str]) -> list[MetricRow]:
+    """A row for every verdict of a metric no row above shows, each one (the JSON's every
+    verdict), the worst first."""
+    rest = [v for v in verdicts if v.metric not in shown]
+    rest.sort(key=lambda v: -_SEVERITY[v.tier])  # stable: equal tiers keep their order
+    return [_judged_row(v.metric, _figure(v.metric, v.value), v) for v in rest]
+
+
+def _figure(metric: str, value: float) -> str:
+    if metric.endswith("_s"):
+        return fmt.duration(value)
+    if metric.endswith("_mb"):
+        return fmt.megabytes(value)
+    return fmt.number(value)
 
 
 def _judged_row(label: str, value: str, judged: Judged | None, note: str = "") -> MetricRow:
@@ -236,9 +262,7 @@ def metric_rows(result: ScenarioResult) -> list[MetricRow]:
         text = fmt.duration(value) if name.endswith("_s") else fmt.number(value)
         rows.append(MetricRow(name, text, None, "scenario-specific"))
     # A judged metric this list does not know yet still shows, with its tier.
-    for metric, judged in verdicts.items():
-        if metric not in shown:
-            rows.append(_judged_row(metric, fmt.number(judged.value), judged))
+    rows += _other_verdicts(result.verdicts, shown)
     return rows
 
 
@@ -274,10 +298,8 @@ def machine_rows(run: MachineRun) -> list[MetricRow]:
                 ", ".join(f"{k}: {v}" for k, v in sorted(run.permitted_anomalies.items())),
             )
         )
-    shown = {"example_memory_mb"}
-    for metric, judged in verdicts.items():
-        if metric not in shown:
-            rows.append(_judged_row(metric, fmt.number(judged.value), judged))
+    # Every step's budgets, each its own row: the worst alone would hide the other steps.
+    rows += _other_verdicts(run.verdicts, {"example_memory_mb"})
     return rows
 
 
