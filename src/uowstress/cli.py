@@ -181,8 +181,8 @@ def run(
         sys.exit(EXIT_USAGE)
     _print_outcome(outcome.report, verbose)
     warning = skipped_warning(outcome.report, outcome.pytest_outcomes)
-    if warning is not None:
-        click.echo(warning)
+    for line in [*outcome.warnings, *([] if warning is None else [warning])]:
+        click.echo(line)
     for kind, written in sorted(outcome.written.items()):
         click.echo(f"{kind} report: {written}")
     sys.exit(outcome.exit_status)
@@ -221,6 +221,10 @@ def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 
 
 def _print_outcome(report: Report, verbose: bool) -> None:
+    # Here, not at the top: the comparison brings scipy, which every command would load.
+    from uowstress.report.compare import shown_value
+    from uowstress.report.formatting import signed_percent
+
     summary = report.summary
     for scenario in report.scenarios:
         if scenario.status != "passed":
@@ -251,6 +255,14 @@ def _print_outcome(report: Report, verbose: bool) -> None:
             for session, lines in enumerate(finding.steps_by_session):
                 for line in lines:
                     click.echo(f"    session {session}: {line}")
+    regressed = [r for r in report.regressions if r.regressed]
+    for regression in regressed:
+        click.echo(
+            f"REGRESSED {regression.scenario} {regression.metric}:"
+            f" {shown_value(regression.metric, regression.baseline)} in the baseline,"
+            f" {shown_value(regression.metric, regression.current)} now (worse by"
+            f" {signed_percent(regression.change)})"
+        )
     if summary.errors:
         click.echo("ERRORS: part of the run could not go to its end:")
         for error in summary.errors:
@@ -260,7 +272,9 @@ def _print_outcome(report: Report, verbose: bool) -> None:
         f"{summary.status.upper()}: scenarios {counts or 'none'};"
         # "figures": the judged tiers, not pytest's own warnings, which it counts above.
         f" {_count(summary.findings, 'finding')}, {_count(summary.critical, 'critical figure')},"
-        f" {_count(summary.warnings, 'figure')} at warning; {summary.seconds:.0f}s"
+        f" {_count(summary.warnings, 'figure')} at warning"
+        + (f", {_count(summary.regressions, 'regression')}" if report.options.baseline else "")
+        + f"; {summary.seconds:.0f}s"
     )
 
 

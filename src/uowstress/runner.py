@@ -39,7 +39,7 @@ from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
 from uowstress.options import check_directory, check_options, parse_target_options
 from uowstress.pytest_plugin import RESULTS, ResultStore
-from uowstress.report.compare import DEFAULT_THRESHOLD_PCT
+from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, holdings
 from uowstress.report.json_report import load_report
 from uowstress.report.model import (
     DatabaseInfo,
@@ -105,6 +105,7 @@ class RunOutcome:
     exit_status: int
     written: dict[str, Path] = field(default_factory=dict)
     pytest_outcomes: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # for the console, after the outcome
 
 
 def _versions() -> dict[str, str]:
@@ -542,15 +543,32 @@ def run(
         errors,
         isolation,
     )
+    baseline = None if request.baseline is None else load_report(request.baseline)
     report = analyse(
         report,
-        baseline=None if request.baseline is None else load_report(request.baseline),
+        baseline=baseline,
         threshold_pct=(
             DEFAULT_THRESHOLD_PCT
             if request.fail_on_regression is None
             else request.fail_on_regression
         ),
     )
+    warnings = []
+    if baseline is not None and report.summary.compared == 0:
+        # As `uowstress compare` says: a baseline of other scenarios or another backend judges
+        # nothing, and a run it cannot judge must not pass for one without regression.
+        nothing = (
+            f"nothing to compare: the baseline {request.baseline} shares no scenario with this"
+            f" run (the baseline holds {holdings(baseline)}; this run holds"
+            f" {holdings(report)}), so no figure was judged against it; give the report of a"
+            " run of the same scenarios on the same backend"
+        )
+        if request.fail_on_regression is not None:
+            report.summary.errors.append(nothing + ", or leave out --fail-on-regression")
+            report.summary.status = "error"
+            report.summary.exit_status = EXIT_USAGE
+        else:
+            warnings.append(f"WARNING: {nothing}")
     if (
         request.fail_on_regression is not None
         and report.summary.regressions
@@ -561,7 +579,9 @@ def run(
     # What is printed is what is written: passwords hidden in every message.
     report = without_passwords(report)
     written = write_reports(report, request.output_dir, request.formats)
-    return RunOutcome(report, report.summary.exit_status, written, dict(collector.outcomes))
+    return RunOutcome(
+        report, report.summary.exit_status, written, dict(collector.outcomes), warnings
+    )
 
 
 def _said(error: BaseException) -> str:

@@ -236,6 +236,12 @@ def test_run_against_a_faster_baseline_fails_on_the_regression(tmp_path: Path) -
     regressed = [r for r in report["regressions"] if r["regressed"]]
     assert regressed and report["summary"]["regressions"] == len(regressed)
     assert "latency_p50_s" in {r["metric"] for r in regressed}
+    # The console says why the run failed: the regressions are counted and each is named.
+    count = len(regressed)
+    (summary,) = [line for line in out.splitlines() if line.startswith("FAILED: scenarios")]
+    assert f", {count} regression{'s' if count != 1 else ''}; " in summary, out
+    for regression in regressed:
+        assert f"REGRESSED {regression['scenario']} {regression['metric']}: " in out
     # Without --fail-on-regression the same comparison is reported and does not fail the run.
     # The baseline may be given as the folder of its report, as the run wrote it.
     folder = tmp_path / "faster"
@@ -798,3 +804,34 @@ def test_each_parameter_of_a_scenario_is_its_own_scenario(tmp_path: Path) -> Non
     code, out = invoke("compare", str(first), str(tmp_path / "out"))
     assert "parametrized::hot[10][sqlite]" in out and "parametrized::hot[1][sqlite]" in out
     assert "only in the baseline" not in out
+
+
+def test_a_baseline_sharing_no_scenario_cannot_judge_the_run(tmp_path: Path) -> None:
+    code, out = run_suite(tmp_path, "test_elsewhere", PARAMETRIZED_SUITE)
+    assert code == 0, out
+    # The same scenarios measured on PostgreSQL: nothing of this SQLite run to compare with.
+    baseline = _report(tmp_path / "out")
+    for scenario in baseline["scenarios"]:
+        scenario["backend"] = "postgresql"
+    other = tmp_path / "postgresql.json"
+    other.write_text(json.dumps(baseline))
+    args = ["--baseline", str(other), "--format", "all"]
+    code, out = run_suite(tmp_path, "test_elsewhere", PARAMETRIZED_SUITE, *args)
+    assert code == 0, out
+    assert "WARNING: nothing to compare: the baseline" in out
+    assert (
+        "the baseline holds 2 scenarios on postgresql; this run holds 2 scenarios on sqlite" in out
+    )
+    assert "No significant change" not in (tmp_path / "out" / "uowstress-report.md").read_text()
+    code, out = run_suite(
+        tmp_path, "test_elsewhere", PARAMETRIZED_SUITE, *args, "--fail-on-regression", "5"
+    )
+    assert code == 2, out
+    report = _report(tmp_path / "out")
+    assert report["summary"]["compared"] == 0 and report["summary"]["status"] == "error"
+    (error,) = report["summary"]["errors"]
+    assert error.startswith(f"nothing to compare: the baseline {other} shares no scenario")
+    assert "ERRORS:" in out and "nothing to compare" in out
+    markdown = (tmp_path / "out" / "uowstress-report.md").read_text()
+    assert "**Nothing to compare**" in markdown and "No significant change" not in markdown
+    assert "Nothing to compare</strong>" in (tmp_path / "out" / "uowstress-report.html").read_text()

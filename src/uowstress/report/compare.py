@@ -41,8 +41,10 @@ __all__ = [
     "cliffs_delta",
     "compare",
     "compare_all",
+    "holdings",
     "render_comparison",
     "save_baseline",
+    "shown_value",
 ]
 
 DEFAULT_THRESHOLD_PCT: Final = 10.0
@@ -241,7 +243,8 @@ def compare(
     ]
 
 
-def _value(metric: str, value: float) -> str:
+def shown_value(metric: str, value: float) -> str:
+    """A compared figure with its unit."""
     if metric.endswith("_s"):
         return fmt.duration(value)
     if metric.endswith("_mb"):
@@ -249,7 +252,7 @@ def _value(metric: str, value: float) -> str:
     return fmt.number(value)
 
 
-def _holds(report: Report) -> str:
+def holdings(report: Report) -> str:
     """What a report has to show, for when none of it matches the other report."""
     compared = [s for s in report.scenarios if s.status != "skipped"]
     parts = []
@@ -277,7 +280,7 @@ def render_comparison(
         # Two valid reports that share nothing: say so plainly; there is nothing to regress.
         lines.append("nothing to compare: no scenario has figures in both reports.")
         if old is not None and new is not None:
-            lines.append(f"the baseline holds {_holds(old)}; this run holds {_holds(new)}.")
+            lines.append(f"the baseline holds {holdings(old)}; this run holds {holdings(new)}.")
     if old is not None and new is not None:
         old_keys = {scenario_key(s) for s in old.scenarios}
         new_keys = {scenario_key(s) for s in new.scenarios}
@@ -309,8 +312,8 @@ def _table(comparisons: Sequence[Comparison]) -> list[str]:
         (
             c.scenario,
             c.metric,
-            _value(c.metric, c.baseline),
-            _value(c.metric, c.current),
+            shown_value(c.metric, c.baseline),
+            shown_value(c.metric, c.current),
             fmt.signed_percent(c.change),
             "-" if c.p_value is None else f"{c.p_value:.2g}",
             "-" if c.effect_size is None else f"{c.effect_size:+.2f}",

@@ -255,6 +255,8 @@ def _regressions(report: Report) -> list[str]:
     out = ["## Against the baseline", ""]
     if report.options.baseline:
         out += [f"Baseline: {code(report.options.baseline)}.", ""]
+    if report.summary.compared == 0:
+        return [*out, _NOTHING_COMPARED, ""]
     if not report.regressions:
         return [*out, "No significant change.", ""]
     out += _regression_table(report.regressions)
@@ -266,6 +268,13 @@ def _regressions(report: Report) -> list[str]:
         "",
     ]
     return out
+
+
+_NOTHING_COMPARED = (
+    "**Nothing to compare**: no scenario has figures in both this run and the baseline, so"
+    " nothing was judged against it. A baseline of other scenarios or another backend judges"
+    " nothing: compare runs of the same scenarios on the same backend."
+)
 
 
 def _regression_table(regressions: Sequence[Regression]) -> list[str]:

@@ -354,6 +354,9 @@ class Summary(_Model):
     critical: int = 0
     warnings: int = 0
     regressions: int = 0
+    # Figures compared with the baseline: None without one, 0 when it shares no scenario with
+    # the run (nothing was judged).
+    compared: int | None = None
     # What kept part of the run from running to its end, one entry each, passwords hidden: a
     # state machine, durability check, scenario or isolation search that could not run to its
     # end, a test that could not be set up or torn down, a crashed worker, collected tests

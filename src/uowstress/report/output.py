@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from uowstress.errors import ReportError
-from uowstress.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD_PCT, compare
+from uowstress.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD_PCT, compare_all
 from uowstress.report.history import HISTORY_LIMIT, load_history, record
 from uowstress.report.html import render_html
 from uowstress.report.insights import insights, recommendations
@@ -84,14 +84,17 @@ def analyse(
     alpha: float = DEFAULT_ALPHA,
 ) -> Report:
     """A copy of ``report`` with insights, recommendations and regressions filled in (and
-    ``summary.regressions`` counted); the report given is not changed."""
-    regressions = (
-        compare(baseline, report, threshold_pct=threshold_pct, alpha=alpha)
-        if baseline is not None
-        else list(report.regressions)
-    )
+    ``summary.regressions`` and, given a baseline, ``summary.compared`` counted); the report
+    given is not changed."""
+    compared = report.summary.compared
+    if baseline is not None:
+        comparisons = compare_all(baseline, report, threshold_pct=threshold_pct, alpha=alpha)
+        regressions = [c.regression() for c in comparisons if c.significant]
+        compared = len(comparisons)
+    else:
+        regressions = list(report.regressions)
     summary = report.summary.model_copy(
-        update={"regressions": sum(r.regressed for r in regressions)}
+        update={"regressions": sum(r.regressed for r in regressions), "compared": compared}
     )
     return report.model_copy(
         update={
