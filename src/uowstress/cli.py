@@ -230,14 +230,29 @@ def _print_outcome(report: Report, verbose: bool) -> None:
         if scenario.status != "passed":
             click.echo(f"{scenario.status.upper()} {scenario.id}: {scenario.message or ''}")
     for machine in report.machines:
+        shard = (
+            f", shard {machine.shard + 1} of {machine.shards}"
+            if machine.shard is not None and machine.shards is not None
+            else ""
+        )
         head = (
-            f"{machine.machine} on {machine.backend} ({machine.database},"
+            f"{machine.machine} on {machine.backend}{shard} ({machine.database},"
             f" {machine.server_version}): {machine.examples} examples in {machine.seconds:.1f}s"
         )
         if machine.error:
             click.echo(f"{head}: ERROR")
-        elif machine.finding is None:
+        elif machine.status == "passed":
             click.echo(f"{head}: PASSED, no finding")
+        elif machine.finding is None:
+            # Failed without a finding: a critical step budget (its finding, if any, is
+            # printed below with its reproducer).
+            breaches = [v.message for v in machine.verdicts if v.tier == "critical"]
+            click.echo(
+                f"{head}: {machine.status.upper()}"
+                + (f", {_count(len(breaches), 'critical figure')}" if breaches else "")
+            )
+            for breach in breaches:
+                click.echo(f"  CRITICAL {breach}")
     for durable in report.durability:
         head = (
             f"durability on {durable.backend} ({durable.database}): {durable.kills} kills,"

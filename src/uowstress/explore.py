@@ -157,6 +157,8 @@ def explore(
         target_options=dict(options),
         profile=profile,
         sessions=sessions if machine == "sessions" else 1,
+        shard=shard if shards > 1 else None,
+        shards=shards if shards > 1 else None,
         examples=result.examples,
         seconds=result.seconds,
         error=result.error,

@@ -835,3 +835,33 @@ def test_a_baseline_sharing_no_scenario_cannot_judge_the_run(tmp_path: Path) -> 
     markdown = (tmp_path / "out" / "uowstress-report.md").read_text()
     assert "**Nothing to compare**" in markdown and "No significant change" not in markdown
     assert "Nothing to compare</strong>" in (tmp_path / "out" / "uowstress-report.html").read_text()
+
+
+def test_a_machine_failed_by_its_step_budgets_and_the_shards_of_one_are_told_apart(
+    tmp_path: Path,
+) -> None:
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(
+        "thresholds:\n"
+        "  critical: {step_p95_s: 1.0e-7}\n"
+        "  warning: {step_p95_s: 1.0e-7}\n"
+        "  optimal: {step_p95_s: 1.0e-7}\n"
+    )
+    code, out = run_machines(
+        tmp_path, "--machine", "acid", "--kills", "0", "--workers", "2", "--config", str(tight),
+        "--format", "all",
+    )  # fmt: skip
+    assert code == 1, out
+    machines = _report(tmp_path / "out")["machines"]
+    assert sorted((m["shard"], m["shards"]) for m in machines) == [(0, 2), (1, 2)]
+    assert all(m["status"] == "failed" and m["finding"] is None for m in machines)
+    for shard in (1, 2):
+        (line,) = [
+            line for line in out.splitlines() if f"acid on sqlite, shard {shard} of 2" in line
+        ]
+        assert "PASSED" not in line and "FAILED, " in line and "critical figure" in line, out
+    assert "  CRITICAL step " in out
+    markdown = (tmp_path / "out" / "uowstress-report.md").read_text()
+    assert "| acid machine, shard 1 of 2 | sqlite | **FAILED** |" in markdown
+    assert "| acid machine, shard 2 of 2 | sqlite | **FAILED** |" in markdown
+    assert "### acid machine on sqlite, shard 2 of 2: **FAILED**" in markdown

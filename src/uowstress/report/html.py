@@ -74,6 +74,7 @@ def _environment() -> jinja2.Environment:
         number=fmt.number,
         count=fmt.count,
     )
+    env.globals.update(machine_label=views.machine_label, machine_details=views.machine_details)
     return env
 
 

@@ -183,8 +183,7 @@ def _summary(report: Report) -> list[str]:
             ("run", "backend", "status", "examples / kills", "time"),
             [
                 (
-                    f"{text(m.machine)} machine"
-                    + (f", {m.sessions} sessions" if m.machine == "sessions" else ""),
+                    text(views.machine_label(m)),
                     text(m.backend),
                     _status(m.status),
                     fmt.count(m.examples),
@@ -429,9 +428,9 @@ def _machines(report: Report) -> list[str]:
 
 
 def _machine(run: MachineRun) -> list[str]:
-    sessions = f", {run.sessions} sessions" if run.machine == "sessions" else ""
+    details = text(views.machine_details(run))
     out = [
-        f"### {text(run.machine)} machine on {text(run.backend)}{sessions}: {_status(run.status)}",
+        f"### {text(run.machine)} machine on {text(run.backend)}{details}: {_status(run.status)}",
         "",
         f"Database {code(run.database)}"
         + (f" ({text(run.server_version)})" if run.server_version else "")

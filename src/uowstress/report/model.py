@@ -243,6 +243,10 @@ class MachineRun(_Model):
     target_options: dict[str, str] = Field(default_factory=dict)
     profile: str = "dev"
     sessions: int = 1
+    # Which part of an exploration split across --workers this run is (0-based) and of how
+    # many; None when it was not split.
+    shard: int | None = None
+    shards: int | None = None
     status: Status = "passed"
     examples: int = 0
     seconds: float = 0.0

@@ -33,6 +33,8 @@ __all__ = [
     "full_scans",
     "isolation_steps",
     "isolation_tables",
+    "machine_details",
+    "machine_label",
     "machine_rows",
     "machine_step_rows",
     "metric_rows",
@@ -268,6 +270,20 @@ def metric_rows(result: ScenarioResult) -> list[MetricRow]:
 
 def full_scans(result: ScenarioResult) -> list[IndexCheck]:
     return [check for check in result.index_use if check.full_scan]
+
+
+def machine_details(run: MachineRun) -> str:
+    """``, 3 sessions, shard 2 of 2``: what tells a run from the others of its machine and
+    backend (the shards of one exploration would otherwise read as duplicates)."""
+    details = f", {run.sessions} sessions" if run.machine == "sessions" else ""
+    if run.shard is not None and run.shards is not None:
+        details += f", shard {run.shard + 1} of {run.shards}"
+    return details
+
+
+def machine_label(run: MachineRun) -> str:
+    """``sessions machine, 3 sessions, shard 2 of 2``."""
+    return f"{run.machine} machine{machine_details(run)}"
 
 
 def machine_rows(run: MachineRun) -> list[MetricRow]:
