@@ -228,7 +228,8 @@ def _print_outcome(report: Report, verbose: bool) -> None:
     summary = report.summary
     for scenario in report.scenarios:
         if scenario.status != "passed":
-            click.echo(f"{scenario.status.upper()} {scenario.id}: {scenario.message or ''}")
+            message = (scenario.message or "").replace("\n", "\n  ")
+            click.echo(f"{scenario.status.upper()} {scenario.id}: {message}")
     for machine in report.machines:
         shard = (
             f", shard {machine.shard + 1} of {machine.shards}"

@@ -56,7 +56,14 @@ from uowstress.scratch import (
 from uowstress.target import DEFAULT_TARGET, Target, check_target_options, load_target
 from uowstress.workload import workload_of
 
-__all__ = ["RESULTS", "Explorer", "ResultStore", "options_from"]
+__all__ = [
+    "RESULTS",
+    "Explorer",
+    "ResultStore",
+    "exception_lines",
+    "options_from",
+    "reported_exception",
+]
 
 
 @dataclass
@@ -676,7 +683,7 @@ def _record_scenario(
                 (AssertionError, pytest.fail.Exception)
             )
             result.status = "failed" if failed_check else "error"
-            result.message = result.message or _last_line(report, "failed")
+            result.message = result.message or _failure(call, report)
         else:
             result.status = "passed"
     elif report.when == "teardown":
@@ -687,7 +694,7 @@ def _record_scenario(
             error = (
                 call.excinfo.exconly().strip().splitlines()[0]
                 if call.excinfo is not None
-                else _last_line(report, "error")
+                else "; ".join(reported_exception(report.longreprtext)) or "error"
             )
             teardown = f"teardown failed: {error}"
             result.message = f"{result.message}; {teardown}" if result.message else teardown
@@ -695,9 +702,51 @@ def _record_scenario(
         item.config.stash[RESULTS].scenarios.append(result)
 
 
-def _last_line(report: pytest.TestReport, default: str) -> str:
-    text = report.longreprtext.strip().splitlines()
-    return text[-1] if text else default
+# How many lines of an exception's message a result keeps.
+_MESSAGE_LINES = 6
+
+
+def exception_lines(text: str) -> list[str]:
+    """What an exception says, as pytest's ``E`` lines show it, without their indentation: an
+    assertion's message and its comparison (``AssertionError: expected 2 commits``, ``assert
+    1 == 2``), without pytest's explanation of the comparison beneath it."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and lines[0].startswith("AssertionError: assert "):
+        lines[0] = lines[0].removeprefix("AssertionError: ")  # a bare assert, as pytest says
+    for index, line in enumerate(lines):
+        if line.startswith("assert "):
+            return lines[: index + 1][-_MESSAGE_LINES:]
+    return lines[:_MESSAGE_LINES]
+
+
+def reported_exception(longrepr: str) -> list[str]:
+    """``exception_lines`` of a test report's text: its ``E`` lines, with the indented lines
+    that continue them (--tb=line marks only the first), else its last line."""
+    said: list[str] = []
+    for line in longrepr.rstrip().splitlines():
+        if line.startswith("E ") or line == "E":
+            said.append(line[1:])
+        elif said and line[:1].isspace():
+            said.append(line)
+        elif said:
+            break
+    if not said:
+        last = longrepr.strip().splitlines()[-1:]
+        return [line.strip() for line in last]
+    return exception_lines("\n".join(said))
+
+
+def _failure(call: pytest.CallInfo[None], report: pytest.TestReport) -> str:
+    """Why a scenario's test failed: pytest.fail's message, or the exception's own lines (an
+    assertion's message with its comparison), not the last line of pytest's report."""
+    excinfo = call.excinfo
+    if excinfo is None:
+        lines = reported_exception(report.longreprtext)
+    elif excinfo.errisinstance(pytest.fail.Exception):
+        lines = [line.strip() for line in str(excinfo.value).splitlines() if line.strip()]
+    else:
+        lines = exception_lines(excinfo.exconly())
+    return "\n".join(lines) or "failed"
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -38,7 +38,7 @@ from uowstress.config import load_config
 from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
 from uowstress.options import check_directory, check_options, parse_target_options
-from uowstress.pytest_plugin import RESULTS, ResultStore
+from uowstress.pytest_plugin import RESULTS, ResultStore, reported_exception
 from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, holdings
 from uowstress.report.json_report import load_report
 from uowstress.report.model import (
@@ -362,8 +362,8 @@ class _Collector:
             self._finished(report.nodeid)
             return
         if report.failed and report.when != "call":
-            lines = _useful_lines(report.longreprtext, limit=1)
-            said = f": {lines[0]}" if lines else ""
+            lines = reported_exception(report.longreprtext)
+            said = f": {'; '.join(lines)}" if lines else ""
             message = f"{report.nodeid}: error in {report.when}{said}"
             self.test_errors.append((report.nodeid, report.when, message))
             self.outcomes["error"] += 1

@@ -865,3 +865,39 @@ def test_a_machine_failed_by_its_step_budgets_and_the_shards_of_one_are_told_apa
     assert "| acid machine, shard 1 of 2 | sqlite | **FAILED** |" in markdown
     assert "| acid machine, shard 2 of 2 | sqlite | **FAILED** |" in markdown
     assert "### acid machine on sqlite, shard 2 of 2: **FAILED**" in markdown
+
+
+ASSERTING_SUITE = """
+    import pytest
+
+    @pytest.fixture
+    def made():
+        made = 1
+        assert made == 2, f"the fixture expected 2, made {made}"
+
+    def test_commits(perf):
+        perf.run([[perf.change(key) for key in perf.create(2)]])
+        committed = 1
+        assert committed == 2, f"expected 2 commits, the system made {committed}"
+
+    def test_set_up(made):
+        pass
+"""
+
+
+def test_an_assertion_of_a_suite_is_reported_with_its_message(tmp_path: Path) -> None:
+    code, out = run_suite(tmp_path, "test_asserting", ASSERTING_SUITE)
+    assert code == 2, out
+    report = _report(tmp_path / "out")
+    (scenario,) = report["scenarios"]
+    assert scenario["message"] == (
+        "AssertionError: expected 2 commits, the system made 1\nassert 1 == 2"
+    )
+    assert report["summary"]["errors"] == [
+        "test_asserting.py::test_set_up: error in setup: AssertionError: the fixture expected 2,"
+        " made 1; assert 1 == 2"
+    ]
+    assert (
+        "FAILED test_asserting.py::test_commits[sqlite]: AssertionError: expected 2 commits,"
+        " the system made 1\n  assert 1 == 2\n" in out
+    )
