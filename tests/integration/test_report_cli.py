@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -102,3 +103,29 @@ def test_an_unreadable_report_exits_2_naming_the_file(
 def test_bad_options_are_usage_errors(baseline: Path) -> None:
     code, _, err = _invoke("compare", str(baseline), str(baseline), "--alpha", "2")
     assert code == 2 and "--alpha" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("ops_per_second", -5, "ops_per_second = -5.0 is negative"),
+        ("latency_samples", "NaN", "latency_samples[3] = nan is not a finite number"),
+        ("latency_samples", "Infinity", "latency_samples[3] = inf is not a finite number"),
+    ],
+)
+def test_a_baseline_with_impossible_figures_is_refused_naming_the_field(
+    tmp_path: Path, baseline: Path, field: str, value: object, said: str
+) -> None:
+    text = baseline.read_text()
+    data = json.loads(text)
+    if field == "latency_samples":
+        data["scenarios"][0]["latency_samples"][3] = "@"
+    else:
+        data["scenarios"][0][field] = value
+    # NaN and Infinity as Python's json writes them: not JSON, but what an edit leaves.
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text(json.dumps(data).replace('"@"', str(value)))
+    code, out, err = _invoke("compare", str(corrupt), str(baseline))
+    assert code == 2, out
+    assert str(corrupt) in err and said in err and "scenarios[0]" in err, err
+    assert "REGRESSED" not in out

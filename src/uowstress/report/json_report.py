@@ -10,15 +10,24 @@ validate reports without uowstress. After a change of the model, regenerate it w
 from __future__ import annotations
 
 import json
+import math
 import reprlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from pydantic import ValidationError
 
 from uowstress.errors import ReportError
-from uowstress.report.model import REPORT_FORMAT, SCHEMA_VERSION, Report
+from uowstress.report.model import (
+    REPORT_FORMAT,
+    SCHEMA_VERSION,
+    Distribution,
+    Outcomes,
+    Report,
+    ScenarioResult,
+)
 
 __all__ = [
     "SCHEMA_ID",
@@ -108,12 +117,61 @@ def parse_report(data: object, source: str) -> Report:
             f" {SCHEMA_VERSION}; compare reports written by the same version of uowstress"
         )
     try:
-        return Report.model_validate(data)
+        report = Report.model_validate(data)
     except ValidationError as error:
         raise ReportError(
             f"{source}: malformed report: {_problems(error)}; it was edited or truncated,"
             " write it again with uowstress run"
         ) from None
+    _check_figures(report, source)
+    return report
+
+
+def _figures(result: ScenarioResult) -> Iterator[tuple[str, float | None, bool]]:
+    """(field, value, may it be negative) of each measured figure a comparison, chart or
+    trend reads."""
+    yield "seconds", result.seconds, False
+    for index, sample in enumerate(result.latency_samples):
+        yield f"latency_samples[{index}]", sample, False
+    if result.latency is not None:
+        for name in Distribution.model_fields:
+            yield f"latency.{name}", getattr(result.latency, name), False
+    yield "ops_per_second", result.ops_per_second, False
+    if result.memory is not None:
+        yield "memory.peak_mb", result.memory.peak_mb, False
+        yield "memory.growth_mb", result.memory.growth_mb, True  # memory can be given back
+        yield "memory.python_peak_mb", result.memory.python_peak_mb, False
+        for index, (when, mb) in enumerate(result.memory.timeline):
+            yield f"memory.timeline[{index}][0]", when, False
+            yield f"memory.timeline[{index}][1]", mb, False
+    yield "cpu_seconds", result.cpu_seconds, False
+    yield "cpu_utilisation", result.cpu_utilisation, False
+    for outcome in ("transactions", "attempts"):
+        counts = getattr(result, outcome)
+        for name in Outcomes.model_fields:
+            yield f"{outcome}.{name}", getattr(counts, name), False
+    for index, point in enumerate(result.scalability):
+        yield f"scalability[{index}].ops_per_second", point.ops_per_second, False
+        yield f"scalability[{index}].efficiency", point.efficiency, False
+
+
+def _check_figures(report: Report, source: str) -> None:
+    """ReportError for a figure no run can measure (negative, NaN, infinite): a comparison
+    would judge it ("p nan ... REGRESSED") as if it had been measured."""
+    for position, result in enumerate(report.scenarios):
+        for name, value, signed in _figures(result):
+            if value is None:
+                continue
+            if not math.isfinite(value):
+                problem = "is not a finite number"
+            elif value < 0 and not signed:
+                problem = "is negative, which no measurement gives"
+            else:
+                continue
+            raise ReportError(
+                f"{source}: scenarios[{position}] ({result.id}): {name} = {value!r} {problem};"
+                " the file was edited or damaged: write it again with uowstress run"
+            )
 
 
 def load_report(path: Path) -> Report:
