@@ -175,6 +175,7 @@ def explore(
         permitted_anomalies={
             entry["anomaly"]: int(entry["examples"]) for entry in result.permitted_anomalies
         },
+        anomaly_checks=result.anomaly_checks if machine == "sessions" else None,
         verdicts=_budgets(result.step_ns, growth, config, result.backend),
     )
     if run.error:

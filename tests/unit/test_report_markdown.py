@@ -185,3 +185,13 @@ def test_every_verdict_of_a_machine_is_shown() -> None:
     assert "optimal" in rows[-1]
     page = render_html(report)
     assert page.count('<span class="tier tier-critical">critical</span>') == 13
+
+
+def test_the_histories_the_anomaly_checker_judged_are_shown() -> None:
+    run = rf.machine_run(anomaly_checks=5238)
+    acid = rf.machine_run(id="acid", machine="acid", sessions=1)
+    report = rf.report([], machines=[run, acid])
+    markdown = render_markdown(report)
+    assert markdown.count("| histories checked for anomalies | 5,238 |") == 1
+    assert "histories checked for anomalies" in render_html(report)
+    assert report.model_dump()["machines"][0]["anomaly_checks"] == 5238

@@ -257,6 +257,10 @@ class MachineRun(_Model):
     fault_counts: dict[str, int] = Field(default_factory=dict)
     # Anomalies observed that the declared guarantee permits: class -> count.
     permitted_anomalies: dict[str, int] = Field(default_factory=dict)
+    # Histories of units of work the anomaly checker judged (the sessions machine, for a
+    # target reporting footprints); None for the ACID machine and in reports of earlier
+    # versions.
+    anomaly_checks: int | None = None
     verdicts: list[Judged] = Field(default_factory=list)
 
 

@@ -307,6 +307,16 @@ def machine_rows(run: MachineRun) -> list[MetricRow]:
                 ", ".join(f"{k}: {v}" for k, v in sorted(run.fault_counts.items())),
             )
         )
+    if run.anomaly_checks is not None:
+        rows.append(
+            MetricRow(
+                "histories checked for anomalies",
+                fmt.count(run.anomaly_checks),
+                None,
+                "histories of units of work the anomaly checker judged (none without the"
+                " target's footprints)",
+            )
+        )
     if run.permitted_anomalies:
         rows.append(
             MetricRow(
