@@ -89,6 +89,25 @@ class MetricSpec:
             return f"{round(float(value) * 100, 2)} %"
         return f"{round(float(value), 4)} {self.unit}"
 
+    def format_pair(self, value: float, threshold: float) -> tuple[str, str]:
+        """``value`` and ``threshold``, with as many significant digits as it takes for them
+        to read differently when they differ: rounded alike, a value over its threshold read
+        as equal to it ("0.002 s exceeds 0.002 s"), and a tiny threshold as 0."""
+        shown = self.format(value), self.format(threshold)
+        pairs = zip((value, threshold), shown, strict=True)
+        lost = any(x != 0 and float(text.split()[0]) == 0 for x, text in pairs)
+        if not lost and (shown[0] != shown[1] or value == threshold):
+            return shown
+        scale = 100.0 if self.unit == "%" else 1.0
+        for digits in range(4, 18):
+            shown = (
+                f"{float(value) * scale:.{digits}g} {self.unit}",
+                f"{float(threshold) * scale:.{digits}g} {self.unit}",
+            )
+            if shown[0] != shown[1] or value == threshold:
+                break
+        return shown
+
 
 METRICS: Final[Mapping[str, MetricSpec]] = {
     spec.name: spec
@@ -736,24 +755,27 @@ def verdict(metric: str, value: float, thresholds: Thresholds) -> Verdict:
     """``judge`` with the deciding threshold and a sentence for the report."""
     tier = judge(metric, value, thresholds)
     spec = METRICS[metric]
-    shown = f"{metric} = {spec.format(value)}"
     worse = "is below" if spec.higher_is_better else "exceeds"
     if tier is Tier.CRITICAL:
         threshold = thresholds.critical.value(metric)
-        message = f"{shown} {worse} the critical threshold {spec.format(threshold)}"
+        shown, limit = spec.format_pair(value, threshold)
+        message = f"{metric} = {shown} {worse} the critical threshold {limit}"
     elif tier is Tier.WARNING:
         threshold = thresholds.warning.value(metric)
-        message = f"{shown} {worse} the warning threshold {spec.format(threshold)}"
+        shown, limit = spec.format_pair(value, threshold)
+        message = f"{metric} = {shown} {worse} the warning threshold {limit}"
     elif tier is Tier.OK:
         threshold = thresholds.optimal.value(metric)
+        shown, limit = spec.format_pair(value, threshold)
+        _, warning = spec.format_pair(value, thresholds.warning.value(metric))
         message = (
-            f"{shown} is within the warning threshold "
-            f"{spec.format(thresholds.warning.value(metric))} but misses the optimal target "
-            f"{spec.format(threshold)}"
+            f"{metric} = {shown} is within the warning threshold {warning} but misses the"
+            f" optimal target {limit}"
         )
     else:
         threshold = thresholds.optimal.value(metric)
-        message = f"{shown} meets the optimal target {spec.format(threshold)}"
+        shown, limit = spec.format_pair(value, threshold)
+        message = f"{metric} = {shown} meets the optimal target {limit}"
     return Verdict(metric=metric, value=value, tier=tier, threshold=threshold, message=message)
 
 

@@ -903,3 +903,19 @@ def test_an_assertion_of_a_suite_is_reported_with_its_message(tmp_path: Path) ->
         "FAILED test_asserting.py::test_commits[sqlite]: AssertionError: expected 2 commits,"
         " the system made 1\n  assert 1 == 2\n" in out
     )
+
+
+def test_replay_of_a_fixed_failure_of_one_step_says_so_in_the_singular(tmp_path: Path) -> None:
+    reproducers.write(
+        reproducers.make_reproducer(
+            target="humanoid_training.target:TARGET",
+            backend="sqlite",
+            guarantee="serializable",
+            steps=[reproducers.Step(action="begin")],
+            failure=reproducers.Failure(kind="state", message="old", step=1),
+        ),
+        tmp_path,
+    )
+    code, out = invoke("replay", "--dir", str(tmp_path))
+    assert code == 0, out
+    assert "the 1 step passes on sqlite://" in out and "all 1 steps" not in out

@@ -64,7 +64,7 @@ def test_a_critical_breach_fails_the_scenario_naming_metric_value_and_threshold(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*deposits on *: avg_transaction_s = * s exceeds the critical threshold 0.0 s*",
+            "*deposits on *: avg_transaction_s = * s exceeds the critical threshold 1e-06 s*",
             "*uowstress: performance budgets*",
             "CRITICAL *test_deposits*avg_transaction_s*",
         ]

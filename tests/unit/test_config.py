@@ -366,6 +366,24 @@ def test_verdict_messages_of_other_tiers() -> None:
     assert best.message == "deadlock_rate = 1.0 % meets the optimal target 5.0 %"
 
 
+def _tight(**limits: float) -> Thresholds:
+    tiers = {
+        tier: {**getattr(DEFAULTS, tier).model_dump(), **limits}
+        for tier in ("critical", "warning", "optimal")
+    }
+    return Thresholds.model_validate(tiers)
+
+
+def test_a_value_over_its_threshold_never_reads_as_equal_to_it() -> None:
+    over = verdict("step_p95_s", 0.00200004, _tight(step_p95_s=0.002))
+    assert over.tier is Tier.CRITICAL
+    assert over.message == "step_p95_s = 0.00200004 s exceeds the critical threshold 0.002 s"
+    tiny = verdict("step_p95_s", 0.0123, _tight(step_p95_s=1e-7))
+    assert tiny.message == "step_p95_s = 0.0123 s exceeds the critical threshold 1e-07 s"
+    rate = verdict("success_rate", 0.499999, DEFAULTS)
+    assert rate.message == "success_rate = 49.9999 % is below the critical threshold 50 %"
+
+
 def test_judge_uses_the_thresholds_given(tmp_path: Path) -> None:
     text = "backends:\n  sqlite:\n    thresholds:\n      warning: {deadlock_rate: 0.3}\n"
     config = load_config(write(tmp_path, text))

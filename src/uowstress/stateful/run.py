@@ -473,7 +473,8 @@ def replay(
         )
     each = f" (the same in each of {repeat} runs)" if repeat > 1 else ""
     if first is None:
-        return ReplayResult(path, "FIXED", f"all {steps} steps pass {where}{each}", reproducer)
+        passed = "the 1 step passes" if steps == 1 else f"all {steps} steps pass"
+        return ReplayResult(path, "FIXED", f"{passed} {where}{each}", reproducer)
     detail = f"step {first.step} {where}: [{first.kind}] {first.message}{each}"
     if first.kind != recorded.kind or recorded.step not in (None, first.step):
         at = "" if recorded.step is None else f", at step {recorded.step}"
