@@ -156,3 +156,38 @@ def test_a_report_of_state_machines_only_compared_with_itself() -> None:
     assert "no performance scenario, 1 state machine run (not compared)" in text
     assert "nothing was compared, so nothing was judged" in text
     assert "nothing to compare" in render_comparison(comparisons)
+
+
+def test_two_databases_of_one_backend_in_a_run_are_two_scenarios() -> None:
+    first = rf.scenario("basic", backend="postgresql")
+    slower = [s * 2 for s in first.latency_samples]
+    second = rf.scenario(
+        "basic",
+        backend="postgresql",
+        samples=slower,
+        id="tests/performance/test_synthetic_suite.py::test_basic[postgresql1]",
+    )
+    run = rf.report([first, second])
+    comparisons = compare_all(run, run)
+    assert sorted({c.scenario for c in comparisons}) == [
+        "synthetic_suite::basic[postgresql1]",
+        "synthetic_suite::basic[postgresql]",
+    ]
+    assert {c.verdict for c in comparisons} == {"unchanged"}
+
+
+def test_a_scenario_run_at_other_sizes_is_shown_but_not_judged() -> None:
+    base = rf.scenario("basic", workload={"sequential_transactions": 100})
+    bigger = rf.scenario(
+        "basic",
+        samples=[s * 3 for s in base.latency_samples],
+        workload={"sequential_transactions": 400},
+    )
+    comparisons = compare_all(rf.report([base]), rf.report([bigger]))
+    assert comparisons and {c.verdict for c in comparisons} == {"not comparable"}
+    assert comparisons[0].note == "workload differs: sequential_transactions 100 -> 400"
+    same = rf.scenario(
+        "basic", samples=bigger.latency_samples, workload={"sequential_transactions": 100}
+    )
+    judged = compare_all(rf.report([base]), rf.report([same]))
+    assert "regressed" in {c.verdict for c in judged}

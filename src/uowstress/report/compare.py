@@ -1,7 +1,7 @@
 """Regressions against a baseline run: which scenarios got slower, slimmer or hungrier.
 
 A baseline is any report JSON a run wrote (``save_baseline`` writes one). Scenarios are matched
-on suite, scenario, the test's parameters and backend (``history.scenario_key``). For each
+on suite, scenario, the test's parameters and database (``history.scenario_key``). For each
 pair:
 
 - transaction time: the two runs' samples are compared with a two-sided Mann-Whitney U test
@@ -195,6 +195,7 @@ def compare_all(
         base = before.get(key)
         if base is None or result.status == "skipped":
             continue
+        start = len(out)
         latency = _latency(
             key, base, result, threshold=threshold, alpha=alpha, min_effect=min_effect
         )
@@ -222,7 +223,24 @@ def compare_all(
                     higher_is_better=False,
                 )
             )
+        sizes = _sizes_differ(base, result)
+        if sizes:
+            # Figures of different amounts of work: shown, never judged.
+            out[start:] = [
+                replace(c, verdict="not comparable", note=f"workload differs: {sizes}")
+                for c in out[start:]
+            ]
     return out
+
+
+def _sizes_differ(base: ScenarioResult, result: ScenarioResult) -> str:
+    """The workload sizes both runs of a scenario read and set differently, as
+    ``name old -> new``; empty when they agree (or a report predates recording them)."""
+    return ", ".join(
+        f"{name} {base.workload[name]} -> {result.workload[name]}"
+        for name in sorted(set(base.workload) & set(result.workload))
+        if base.workload[name] != result.workload[name]
+    )
 
 
 def compare(

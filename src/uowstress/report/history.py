@@ -72,11 +72,26 @@ def scenario_name(result: ScenarioResult) -> str:
     return f"{result.scenario}[{params}]" if params else result.scenario
 
 
+def database_id(result: ScenarioResult) -> str:
+    """The scenario's database as its node id names it: the backend (``postgresql``), or for
+    a second database of one backend in a run, the backend numbered (``postgresql1``)."""
+    _, bracket, rest = result.id.partition("[")
+    if bracket and rest.endswith("]"):
+        ours = re.compile(re.escape(result.backend) + r"\d*")
+        for part in rest[:-1].split("-"):
+            if ours.fullmatch(part):
+                return part
+    return result.backend
+
+
 def scenario_key(result: ScenarioResult) -> str:
-    """What identifies a scenario across runs: suite, scenario, its parameters and backend:
-    ``suite::hot_rows[10][sqlite]``. A scenario without parameters keeps the key of earlier
-    versions, ``suite::scenario[sqlite]``, so their reports still serve as baselines."""
-    return f"{result.suite}::{scenario_name(result)}[{result.backend}]"
+    """What identifies a scenario across runs: suite, scenario, its parameters and database:
+    ``suite::hot_rows[10][sqlite]``. Two databases of one backend in a run are told apart
+    (``[postgresql]``, ``[postgresql1]``): a report compared with itself compares each with
+    itself. A scenario without parameters on a run's first database of its backend keeps the
+    key of earlier versions, ``suite::scenario[sqlite]``, so their reports still serve as
+    baselines."""
+    return f"{result.suite}::{scenario_name(result)}[{database_id(result)}]"
 
 
 def _p(name: str) -> Callable[[ScenarioResult], float | None]:
