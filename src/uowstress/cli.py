@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from uowstress import reproducers
 from uowstress.errors import ConfigError, UowstressError
@@ -406,12 +407,16 @@ def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> 
     help="run each reproducer N times: FIXED only if every run passes, FAILED only if every"
     " run fails the same way; any other mix is an ERROR saying it is not repeatable",
 )
+@shared_option("allow_existing_tables")
+@click.pass_context
 def replay(
+    ctx: click.Context,
     specs: tuple[str, ...],
     directory: str,
     db_urls: tuple[str, ...],
     target_option: tuple[str, ...],
     repeat: int,
+    allow_existing_tables: bool,
 ) -> None:
     """Replay reproducers (ids or paths; all in --dir when none is given).
 
@@ -424,6 +429,13 @@ def replay(
 
     folder = Path(directory)
     try:
+        given = ctx.get_parameter_source("directory") is not ParameterSource.DEFAULT
+        if given and not folder.is_dir():
+            # A typo in CI would otherwise replay nothing and pass.
+            what = "a file" if folder.exists() else "no such folder"
+            raise UowstressError(
+                f"--dir {folder}: {what}; give the folder that holds the reproducers"
+            )
         urls: dict[str, str] = {}
         for url in db_urls:
             backend = backend_name(url)
@@ -443,7 +455,13 @@ def replay(
         sys.exit(EXIT_OK)
     verdicts = []
     for path in paths:
-        result = replay_one(path, db_urls=urls, target_options=options, repeat=repeat)
+        result = replay_one(
+            path,
+            db_urls=urls,
+            target_options=options,
+            repeat=repeat,
+            allow_existing_tables=allow_existing_tables,
+        )
         verdicts.append(result.verdict)
         # A target's error may quote its database URL.
         click.echo(f"{result.verdict:6s} {path}: {hide_passwords(result.detail)}")

@@ -91,8 +91,9 @@ class Reproducer(_Strict):
 
     def step_problems(self) -> list[str]:
         """What the schema cannot see: a step on a session the reproducer does not declare, or
-        a fault that would crash the replay or inject some other fault than the run did."""
-        problems = []
+        a fault that would crash the replay or inject some other fault than the run did; no
+        step at all (it would replay as FIXED, having checked nothing)."""
+        problems = [] if self.steps else ["it has no steps; a reproducer lists the steps to run"]
         for index, step in enumerate(self.steps, 1):
             if step.session >= self.sessions:
                 problems.append(

@@ -170,8 +170,12 @@ def test_replay_of_a_fixed_failure_says_fixed(tmp_path: Path) -> None:
     assert code == 2 and "--db-url names two sqlite databases" in out, out
 
 
-def test_replay_with_nothing_to_replay(tmp_path: Path) -> None:
-    code, out = invoke("replay", "--dir", str(tmp_path / "none"))
+def test_replay_with_nothing_to_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "empty").mkdir()
+    code, out = invoke("replay", "--dir", str(tmp_path / "empty"))
+    assert code == 0 and "no reproducers" in out
+    monkeypatch.chdir(tmp_path)  # no .hypothesis/reproducers, where none was written yet
+    code, out = invoke("replay")
     assert code == 0 and "no reproducers" in out
 
 
@@ -919,3 +923,32 @@ def test_replay_of_a_fixed_failure_of_one_step_says_so_in_the_singular(tmp_path:
     code, out = invoke("replay", "--dir", str(tmp_path))
     assert code == 0, out
     assert "the 1 step passes on sqlite://" in out and "all 1 steps" not in out
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_replay_of_a_dir_that_is_not_a_folder_is_an_error(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "reproducers"
+    if kind == "file":
+        folder.write_text("x")
+    code, out = invoke("replay", "--dir", str(folder))
+    assert code == 2, out
+    assert f"--dir {folder}: {'a file' if kind == 'file' else 'no such folder'}" in out
+
+
+def test_a_reproducer_without_steps_is_an_error_not_fixed(tmp_path: Path) -> None:
+    empty = _with_steps(_fixed_reproducer(tmp_path), [])
+    code, out = invoke("replay", str(empty))
+    assert code == 2, out
+    assert out.startswith("ERROR") and "it has no steps" in out
+
+
+def test_replay_takes_allow_existing_tables_as_its_advice_says(tmp_path: Path) -> None:
+    reproducer = _fixed_reproducer(tmp_path)
+    database = _foreign_file(tmp_path / "theirs.db", "precious")
+    before = _contents(database)
+    url = f"sqlite:///{database}"
+    code, out = invoke("replay", str(reproducer), "--db-url", url)
+    assert code == 2 and "--allow-existing-tables" in out, out
+    code, out = invoke("replay", str(reproducer), "--db-url", url, "--allow-existing-tables")
+    assert code == 0 and out.startswith("FIXED"), out
+    assert _contents(database) == before

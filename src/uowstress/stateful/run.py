@@ -428,6 +428,7 @@ def replay(
     db_urls: Mapping[str, str] | None = None,
     target_options: Mapping[str, str] | None = None,
     repeat: int = 1,
+    allow_existing_tables: bool = False,
 ) -> ReplayResult:
     """Run a reproducer's steps again: FIXED when every step passes its checks, FAILED when a
     check fails again, ERROR when it cannot be run (malformed, unknown target, no database).
@@ -450,7 +451,10 @@ def replay(
             check_target_options(target, reproducer.target, target_options)
             options.update(target_options)
             options = {name: value for name, value in options.items() if value != ""}
-        runs = [_replay_once(reproducer, target, options, url) for _ in range(repeat)]
+        runs = [
+            _replay_once(reproducer, target, options, url, allow_existing_tables)
+            for _ in range(repeat)
+        ]
     except (UowstressError, ValueError) as error:
         return ReplayResult(path, "ERROR", str(error), reproducer)
     display = runs[0][1]
@@ -485,11 +489,19 @@ def replay(
 
 
 def _replay_once(
-    reproducer: reproducers.Reproducer, target: Target, options: dict[str, str], url: str
+    reproducer: reproducers.Reproducer,
+    target: Target,
+    options: dict[str, str],
+    url: str,
+    allow_existing_tables: bool = False,
 ) -> tuple[reproducers.Failure | None, str]:
     """The failure of one run of the steps on a database of their own (None: all passed), and
     the database, named (without a --db-url of its backend, a default server is used)."""
-    with prepared_database(url) as db:
+    with prepared_database(
+        url,
+        allow_existing_tables=allow_existing_tables,
+        ours=lambda: objects_of(target, options, reproducer.isolation_level, url),
+    ) as db:
         system = target.connect(db.url, options, isolation_level=reproducer.isolation_level)
         executor = new_executor(reproducer.machine, target, system, reproducer.sessions)
         try:
