@@ -280,6 +280,8 @@ def _print_outcome(report: Report, verbose: bool) -> None:
             f" {shown_value(regression.metric, regression.current)} now (worse by"
             f" {signed_percent(regression.change)})"
         )
+    for failed in summary.failed_tests:
+        click.echo("FAILED test " + failed.replace("\n", "\n    "))
     if summary.errors:
         click.echo("ERRORS: part of the run could not go to its end:")
         for error in summary.errors:

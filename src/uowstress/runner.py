@@ -286,6 +286,7 @@ class _Collector:
         self.rootpath = Path.cwd()
         self.collect_errors: list[tuple[str, list[str]]] = []  # (file, what pytest said)
         self.test_errors: list[tuple[str, str, str]] = []  # (node id, phase, what went wrong)
+        self.failed_calls: list[tuple[str, str]] = []  # (node id, what its failure said)
         self.workers_down: dict[str, str] = {}  # worker id -> why it went down
         self.crashed_in: dict[str, str] = {}  # worker id -> the test it crashed in
 
@@ -369,6 +370,10 @@ class _Collector:
             self.outcomes["error"] += 1
         if report.when == "call":
             self.outcomes[report.outcome] += 1
+            if report.failed:
+                lines = reported_exception(report.longreprtext)
+                said = f": {'; '.join(lines)}" if lines else ""
+                self.failed_calls.append((report.nodeid, f"{report.nodeid}{said}"))
         elif report.when == "setup" and not report.passed:
             if report.skipped:
                 self.outcomes["skipped"] += 1
@@ -543,6 +548,16 @@ def run(
         errors,
         isolation,
     )
+    # A failed test with a result of its own is reported there; any other would fail the run
+    # without a word of why.
+    results = {
+        *(r.id for r in report.scenarios),
+        *(r.id for r in report.machines),
+        *(r.id for r in report.durability),
+    }
+    report.summary.failed_tests = [
+        said for nodeid, said in collector.failed_calls if nodeid not in results
+    ]
     baseline = None if request.baseline is None else load_report(request.baseline)
     report = analyse(
         report,

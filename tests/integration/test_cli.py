@@ -952,3 +952,25 @@ def test_replay_takes_allow_existing_tables_as_its_advice_says(tmp_path: Path) -
     code, out = invoke("replay", str(reproducer), "--db-url", url, "--allow-existing-tables")
     assert code == 0 and out.startswith("FIXED"), out
     assert _contents(database) == before
+
+
+def test_a_plain_failing_test_of_a_suite_is_named_with_its_message(tmp_path: Path) -> None:
+    code, out = run_suite(
+        tmp_path,
+        "test_plain_failure",
+        """
+        def test_numbers():
+            total = 1
+            assert total == 2, f"expected 2, got {total}"
+
+
+        def test_fine():
+            pass
+        """,
+        "--kills", "0",
+    )  # fmt: skip
+    assert code == 1, out
+    assert "FAILED test " in out and "test_plain_failure.py::test_numbers" in out
+    assert "expected 2, got 1" in out
+    (failed,) = _report(tmp_path / "out")["summary"]["failed_tests"]
+    assert failed.endswith("test_numbers: AssertionError: expected 2, got 1; assert 1 == 2")

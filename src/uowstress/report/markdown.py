@@ -113,9 +113,20 @@ def _header(report: Report) -> list[str]:
 
 
 def _errors(report: Report) -> list[str]:
+    failed = []
+    if report.summary.failed_tests:
+        failed = [
+            "## Failed tests",
+            "",
+            "Tests of the suites that failed outside any scenario or state machine:",
+            "",
+            *(f"- {text(said)}" for said in report.summary.failed_tests),
+            "",
+        ]
     if not report.summary.errors:
-        return []
+        return failed
     return [
+        *failed,
         "## Errors",
         "",
         "Part of the run could not go to its end; its results are missing or incomplete:",

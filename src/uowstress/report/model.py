@@ -370,6 +370,9 @@ class Summary(_Model):
     # end, a test that could not be set up or torn down, a crashed worker, collected tests
     # that did not run.
     errors: list[str] = Field(default_factory=list)
+    # Tests of the suites that failed with no scenario, machine or durability result to say so
+    # (a plain test in a --path folder): its node id and what its failure said.
+    failed_tests: list[str] = Field(default_factory=list)
 
 
 class Report(_Model):
