@@ -432,7 +432,9 @@ def replay(
     folder = Path(directory)
     try:
         given = ctx.get_parameter_source("directory") is not ParameterSource.DEFAULT
-        if given and not folder.is_dir():
+        if not given:
+            folder = reproducers.nearest(folder)
+        elif not folder.is_dir():
             # A typo in CI would otherwise replay nothing and pass.
             what = "a file" if folder.exists() else "no such folder"
             raise UowstressError(

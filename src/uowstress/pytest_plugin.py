@@ -189,13 +189,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _check_named_target(config: pytest.Config) -> None:
-    """A target named on the command line or in the ini file is imported, and the names of the
-    options given to it checked, before any test runs: each test would otherwise fail of the
-    same cause. The default target is not imported here (a session that uses nothing of
-    uowstress must not pay for it) unless options are given to it."""
-    named = config.getoption("uowstress_target") or config.getini("uowstress_target")
+    """A target named on the command line is imported, and the names of the options given to
+    it checked, before any test runs: each test would otherwise fail of the same cause. The
+    default target is not imported here (a session that uses nothing of uowstress must not pay
+    for it) unless options are given to it."""
+    named = config.getoption("uowstress_target")
     given_options = config.getoption("uowstress_target_option")
     if named in (None, "", DEFAULT_TARGET) and not given_options:
+        # A target set in the ini file alone is imported by the tests that use it: a session
+        # running none of them (unit tests, say) must not need it importable.
         return
     values = options_from(config)
     target = load_target(values["target"])
@@ -205,8 +207,13 @@ def _check_named_target(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests that use uowstress's fixtures carry its marker: `-m "not uowstress"` leaves them out.
     for item in items:
-        names = getattr(item, "fixturenames", ())
-        if any(name == "perf" or name.startswith("uowstress_") for name in names):
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs if info is not None else {}
+        # The fixtures as resolved for this test: a project's own `perf` is not ours.
+        if any(
+            defs and getattr(defs[-1].func, "__module__", None) == __name__
+            for defs in definitions.values()
+        ):
             item.add_marker(pytest.mark.uowstress)
 
 
@@ -723,13 +730,17 @@ def reported_exception(longrepr: str) -> list[str]:
     """``exception_lines`` of a test report's text: its ``E`` lines, with the indented lines
     that continue them (--tb=line marks only the first), else its last line."""
     said: list[str] = []
+    block: list[str] = []
     for line in longrepr.rstrip().splitlines():
         if line.startswith("E ") or line == "E":
-            said.append(line[1:])
-        elif said and line[:1].isspace():
-            said.append(line)
-        elif said:
-            break
+            block.append(line[1:])
+        elif block and line[:1].isspace():
+            block.append(line)
+        elif block:
+            # The last block: a chained exception's cause is printed first, the exception
+            # raised (what the test saw) last.
+            said, block = block, []
+    said = block or said
     if not said:
         last = longrepr.strip().splitlines()[-1:]
         return [line.strip() for line in last]

@@ -187,18 +187,24 @@ def load(path: Path) -> Reproducer:
     return reproducer
 
 
+def nearest(directory: Path) -> Path:
+    """A relative `directory` as found from the working directory, or else from the nearest
+    folder above it that has one: a replay command copied from a report and run in a folder
+    below the one the run started in (the reports' folder, say) finds the reproducers as git
+    finds .git."""
+    if not directory.is_absolute() and not directory.is_dir():
+        for parent in Path.cwd().parents:
+            if (parent / directory).is_dir():
+                return parent / directory
+    return directory
+
+
 def resolve(spec: str, directory: Path = REPRODUCERS_DIR) -> Path:
     """A path, or an id (or unique id prefix) of a file in `directory`."""
     path = Path(spec)
     if path.suffix == ".json" or path.exists():
         return path
-    if not directory.is_absolute() and not directory.is_dir():
-        # A replay command copied from a report and run in a folder below the one the run
-        # started in (the reports' folder, say): the reproducers are found as git finds .git.
-        for parent in Path.cwd().parents:
-            if (parent / directory).is_dir():
-                directory = parent / directory
-                break
+    directory = nearest(directory)
     matches = sorted(directory.glob(f"{spec}*.json")) if directory.is_dir() else []
     if len(matches) == 1:
         return matches[0]

@@ -39,7 +39,7 @@ from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
 from uowstress.options import check_directory, check_options, parse_target_options
 from uowstress.pytest_plugin import RESULTS, ResultStore, reported_exception
-from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, holdings
+from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, compare_all, holdings
 from uowstress.report.json_report import load_report
 from uowstress.report.model import (
     DatabaseInfo,
@@ -569,14 +569,27 @@ def run(
         ),
     )
     warnings = []
+    if baseline is not None:
+        differ = sorted(
+            {
+                f"{c.scenario} ({c.note})"
+                for c in compare_all(baseline, report)
+                if c.verdict == "not comparable"
+            }
+        )
+        if differ:
+            warnings.append(
+                "WARNING: not judged against the baseline, run at other workload sizes: "
+                + "; ".join(differ)
+            )
     if baseline is not None and report.summary.compared == 0:
         # As `uowstress compare` says: a baseline of other scenarios or another backend judges
         # nothing, and a run it cannot judge must not pass for one without regression.
         nothing = (
-            f"nothing to compare: the baseline {request.baseline} shares no scenario with this"
-            f" run (the baseline holds {holdings(baseline)}; this run holds"
-            f" {holdings(report)}), so no figure was judged against it; give the report of a"
-            " run of the same scenarios on the same backend"
+            f"nothing to compare: the baseline {request.baseline} shares no scenario run at the"
+            f" same workload sizes with this run (the baseline holds {holdings(baseline)};"
+            f" this run holds {holdings(report)}), so no figure was judged against it; give the"
+            " report of a run of the same scenarios on the same backend"
         )
         if request.fail_on_regression is not None:
             report.summary.errors.append(nothing + ", or leave out --fail-on-regression")

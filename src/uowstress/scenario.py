@@ -93,7 +93,8 @@ class _SizesRead:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._sizes, name)
-        self._read[name] = list(value) if isinstance(value, list) else value
+        if name in Workloads.model_fields:  # not a method or other attribute of the model
+            self._read[name] = list(value) if isinstance(value, list) else value
         return value
 
 

@@ -836,7 +836,7 @@ def test_a_baseline_sharing_no_scenario_cannot_judge_the_run(tmp_path: Path) -> 
     report = _report(tmp_path / "out")
     assert report["summary"]["compared"] == 0 and report["summary"]["status"] == "error"
     (error,) = report["summary"]["errors"]
-    assert error.startswith(f"nothing to compare: the baseline {other} shares no scenario")
+    assert error.startswith(f"nothing to compare: the baseline {other} shares no scenario run")
     assert "ERRORS:" in out and "nothing to compare" in out
     markdown = (tmp_path / "out" / "uowstress-report.md").read_text()
     assert "**Nothing to compare**" in markdown and "No significant change" not in markdown
@@ -974,3 +974,28 @@ def test_a_plain_failing_test_of_a_suite_is_named_with_its_message(tmp_path: Pat
     assert "expected 2, got 1" in out
     (failed,) = _report(tmp_path / "out")["summary"]["failed_tests"]
     assert failed.endswith("test_numbers: AssertionError: expected 2, got 1; assert 1 == 2")
+
+
+def test_a_baseline_run_at_other_workload_sizes_is_not_judged(tmp_path: Path) -> None:
+    args = ["run", "--pattern", "test_simple_uow_performance.py", "--format", "json"]
+    code, out = invoke(*args, "--output-dir", str(tmp_path / "first"))
+    assert code == 0, out
+    # The same run, as if its basic scenario had run 400 transactions three times faster.
+    baseline = _report(tmp_path / "first")
+    (basic,) = [s for s in baseline["scenarios"] if "sequential_transactions" in s["workload"]]
+    basic["latency_samples"] = [t / 3 for t in basic["latency_samples"]]
+    basic["workload"]["sequential_transactions"] = 400
+    other = tmp_path / "other-sizes.json"
+    other.write_text(json.dumps(baseline))
+    code, out = invoke(
+        *args, "--baseline", str(other), "--fail-on-regression", "1000",
+        "--output-dir", str(tmp_path / "second"),
+    )  # fmt: skip
+    assert code == 0, out
+    assert "not judged against the baseline, run at other workload sizes" in out
+    differs = "(workload differs: sequential_transactions 400 -> 100)"
+    assert f"{basic['scenario']}[sqlite] {differs}" in out
+    report = _report(tmp_path / "second")
+    # Three figures (latency, throughput, memory) of each scenario but the basic one.
+    assert report["summary"]["compared"] == 3 * (len(report["scenarios"]) - 1)
+    assert basic["scenario"] not in {r["scenario"].split("::")[1] for r in report["regressions"]}

@@ -432,12 +432,20 @@ def test_a_target_that_cannot_work_stops_the_session_before_any_test(
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
-def test_an_ini_target_is_checked_before_any_test(pytester: pytest.Pytester) -> None:
+def test_an_ini_target_is_not_imported_by_a_session_that_does_not_use_it(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makeini("[pytest]\nuowstress_target = nope.mod:T\n")
-    pytester.makepyfile(test_both=MACHINE_TEST)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: *cannot import target module 'nope.mod'*"])
+    result.assert_outcomes(passed=1)
+
+
+def test_a_projects_own_perf_fixture_does_not_carry_the_marker(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("import pytest\n\n@pytest.fixture\ndef perf():\n    return 1\n")
+    pytester.makepyfile(test_own="def test_timing(perf):\n    assert perf == 1\n")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-m", "not uowstress")
+    result.assert_outcomes(passed=1)
 
 
 def test_a_refused_option_value_fails_the_machine_test_with_the_targets_message(

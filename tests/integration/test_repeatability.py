@@ -232,9 +232,22 @@ def test_replay_can_replace_or_remove_the_reproducers_target_options(tmp_path: P
     code, out = invoke("replay", str(written), "--target-option", "weaken=no_version_check")
     assert code == 2, out
     assert "has no option weaken; its options: unsafe_commit" in out
+    # An option the target no longer has can be removed: how such a reproducer replays.
+    stale = _with_options(written, {"unsafe_commit": "1", "gone": "x"})
+    code, out = invoke("replay", str(stale), "--target-option", "gone=")
+    assert code == 1 and out.startswith("FAILED"), out
     code, out = invoke("replay", str(written), "--target-option", "unsafe_commit")
     assert code == 2, out
     assert "target option 'unsafe_commit' is not KEY=VALUE" in out
+
+
+def _with_options(path: Path, options: dict[str, str]) -> Path:
+    """A copy of the reproducer at `path` with other target options."""
+    data = json.loads(path.read_text())
+    data["target_options"] = options
+    copy = path.with_name(f"edited-{path.name}")
+    copy.write_text(json.dumps(data))
+    return copy
 
 
 def _finding(steps: int, shrunk_from: int) -> Finding:

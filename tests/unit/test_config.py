@@ -428,3 +428,14 @@ def test_a_list_entry_is_described_by_its_own_list(tmp_path: Path) -> None:
         " of document sizes in KB" in message
     )
     assert "thread counts" not in message
+
+
+def test_a_scenario_records_the_sizes_it_reads_and_nothing_else() -> None:
+    from uowstress.config import Workloads
+    from uowstress.scenario import _SizesRead
+
+    read: dict[str, object] = {}
+    sizes = _SizesRead(Workloads(sequential_transactions=7), read)
+    assert sizes.sequential_transactions == 7
+    assert sizes.model_dump()["sequential_transactions"] == 7
+    assert read == {"sequential_transactions": 7}

@@ -30,3 +30,16 @@ def test_the_report_text_of_tb_line_and_of_a_long_traceback() -> None:
     assert reported_exception(short) == expected
     assert reported_exception(long) == expected
     assert reported_exception("something went wrong\n   at the end  ") == ["at the end"]
+
+
+def test_of_a_chained_exception_the_one_raised_is_kept_not_its_cause() -> None:
+    text = (
+        "    def prepare():\n>       raise KeyError('inner')\nE       KeyError: 'inner detail'\n\n"
+        "conftest.py:3: KeyError\n\nThe above exception was the direct cause of the following"
+        " exception:\n\n>       raise Wrapped('prepared') from error\n"
+        "E       Wrapped: the database could not be prepared: check the URL\n\n"
+        "conftest.py:5: Wrapped"
+    )
+    assert reported_exception(text) == [
+        "Wrapped: the database could not be prepared: check the URL"
+    ]

@@ -206,3 +206,13 @@ def test_fault_specs_as_written_load_and_a_bad_one_is_refused_by_name(tmp_path: 
 def test_a_directory_is_not_called_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ReproducerError, match="is a directory, not a reproducer file"):
         reproducers.load(tmp_path)
+
+
+def test_replay_of_every_reproducer_works_from_a_folder_below_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = reproducers.write(sample(), tmp_path / reproducers.REPRODUCERS_DIR)
+    (tmp_path / "performance_reports").mkdir()
+    monkeypatch.chdir(tmp_path / "performance_reports")
+    found = reproducers.nearest(reproducers.REPRODUCERS_DIR)
+    assert [p.resolve() for p in reproducers.all_paths(found)] == [written.resolve()]

@@ -90,7 +90,8 @@ def analyse(
     if baseline is not None:
         comparisons = compare_all(baseline, report, threshold_pct=threshold_pct, alpha=alpha)
         regressions = [c.regression() for c in comparisons if c.significant]
-        compared = len(comparisons)
+        # Figures of other workload sizes are shown by compare, never judged: not counted.
+        compared = sum(c.verdict != "not comparable" for c in comparisons)
     else:
         regressions = list(report.regressions)
     summary = report.summary.model_copy(

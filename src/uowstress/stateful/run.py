@@ -448,7 +448,9 @@ def replay(
         target = load_target(reproducer.target)
         options = dict(reproducer.target_options)
         if target_options:
-            check_target_options(target, reproducer.target, target_options)
+            # Removing an option the target no longer has is how such a reproducer is replayed.
+            given = {name: value for name, value in target_options.items() if value != ""}
+            check_target_options(target, reproducer.target, given)
             options.update(target_options)
             options = {name: value for name, value in options.items() if value != ""}
         runs = [
