@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from uowstress.report import formatting as fmt
+from uowstress.report.compare import shown_value
 from uowstress.report.history import scenario_name
 from uowstress.report.model import (
     Distribution,
@@ -115,15 +116,7 @@ def _other_verdicts(verdicts: Sequence[Judged], shown: set[str]) -> list[MetricR
     verdict), the worst first."""
     rest = [v for v in verdicts if v.metric not in shown]
     rest.sort(key=lambda v: -_SEVERITY[v.tier])  # stable: equal tiers keep their order
-    return [_judged_row(v.metric, _figure(v.metric, v.value), v) for v in rest]
-
-
-def _figure(metric: str, value: float) -> str:
-    if metric.endswith("_s"):
-        return fmt.duration(value)
-    if metric.endswith("_mb"):
-        return fmt.megabytes(value)
-    return fmt.number(value)
+    return [_judged_row(v.metric, shown_value(v.metric, v.value), v) for v in rest]
 
 
 def _judged_row(label: str, value: str, judged: Judged | None, note: str = "") -> MetricRow:
