@@ -500,6 +500,8 @@ def test_profile():
 def test_a_suite_that_does_not_use_uowstress_keeps_its_own_and_hypothesiss_profiles(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Outside CI first: there Hypothesis's own ci profile is the parent of every profile.
+    monkeypatch.delenv("CI", raising=False)
     pytester.makeconftest(
         "from hypothesis import settings\nsettings.register_profile('dev', max_examples=7)\n"
     )
