@@ -39,7 +39,7 @@ from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
 from uowstress.options import check_directory, check_options, parse_target_options
 from uowstress.pytest_plugin import RESULTS, ResultStore, reported_exception
-from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, compare_all, holdings
+from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, holdings, other_sizes
 from uowstress.report.json_report import load_report
 from uowstress.report.model import (
     DatabaseInfo,
@@ -570,13 +570,7 @@ def run(
     )
     warnings = []
     if baseline is not None:
-        differ = sorted(
-            {
-                f"{c.scenario} ({c.note})"
-                for c in compare_all(baseline, report)
-                if c.verdict == "not comparable"
-            }
-        )
+        differ = other_sizes(baseline, report)
         if differ:
             warnings.append(
                 "WARNING: not judged against the baseline, run at other workload sizes: "

@@ -233,6 +233,20 @@ def compare_all(
     return out
 
 
+def other_sizes(old: Report, new: Report) -> list[str]:
+    """The scenarios of both runs that read different workload sizes, each as
+    ``key (workload differs: name old -> new)``: what compare_all shows and does not judge."""
+    before = {scenario_key(s): s for s in old.scenarios if s.status != "skipped"}
+    found = []
+    for result in new.scenarios:
+        key = scenario_key(result)
+        base = before.get(key)
+        sizes = "" if base is None or result.status == "skipped" else _sizes_differ(base, result)
+        if sizes:
+            found.append(f"{key} (workload differs: {sizes})")
+    return sorted(found)
+
+
 def _sizes_differ(base: ScenarioResult, result: ScenarioResult) -> str:
     """The workload sizes both runs of a scenario read and set differently, as
     ``name old -> new``; empty when they agree (or a report predates recording them)."""

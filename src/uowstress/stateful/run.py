@@ -7,7 +7,7 @@ import json
 import time
 import unittest
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +111,24 @@ def _same_failure(one: reproducers.Failure | None, other: reproducers.Failure | 
     return (one.kind, one.step) == (other.kind, other.step)
 
 
+def _first_failure(
+    executor: SingleSessionExecutor | ConcurrentExecutor, steps: Iterable[dict[str, Any]]
+) -> reproducers.Failure | None:
+    """Run `steps`; the first finding, at its step (None: every step passed its checks). Any
+    other exception is raised. The executor is closed either way."""
+    try:
+        for step in steps:
+            executor.run(step)
+    except Finding as finding:
+        # Each executor counts a step before running it: the count is the failing step.
+        return reproducers.Failure(
+            kind=finding.kind, message=finding.message, step=len(executor.steps)
+        )
+    finally:
+        executor.close()
+    return None
+
+
 def shrink(
     target: Target,
     system: System,
@@ -138,19 +156,12 @@ def shrink(
             raise _ResetFailed from error
         executor = new_executor(machine, target, system, sessions)
         try:
-            for step in candidate:
-                executor.run(step)
-        except Finding as finding:
-            return reproducers.Failure(
-                kind=finding.kind, message=finding.message, step=len(executor.steps)
-            ), True
+            found = _first_failure(executor, candidate)
         except Exception as error:
             return reproducers.Failure(
                 kind="error", message=f"{type(error).__name__}: {error}", step=len(executor.steps)
             ), False
-        finally:
-            executor.close()
-        return None, False
+        return found, found is not None
 
     def still_fails(candidate: list[dict[str, Any]]) -> bool:
         found, is_finding = outcome(candidate)
@@ -244,6 +255,16 @@ def run_acid(
             ).encode()
         ).hexdigest()[:12]
         used_sessions = sessions if machine == "sessions" else 1
+        # What a reproducer of this run is written with, and what one must hold to be replayed
+        # as this run's by the replay profile.
+        configuration: dict[str, Any] = {
+            "machine": machine,
+            "sessions": used_sessions,
+            "target": target_spec,
+            "target_options": chosen,
+            "backend": db.backend,
+            "isolation_level": isolation_level,
+        }
         permitted = AnomalyTally()
         try:
             if machine == "sessions":
@@ -270,15 +291,7 @@ def run_acid(
             if only_saved:
                 # The replay profile: the written reproducers of this configuration too (a
                 # fresh clone or CI cache has those and no example database).
-                written = _written_reproducers(
-                    reproducers_dir,
-                    machine=machine,
-                    sessions=used_sessions,
-                    target=target_spec,
-                    options=chosen,
-                    backend=db.backend,
-                    isolation_level=isolation_level,
-                )
+                written = _written_reproducers(reproducers_dir, configuration)
                 if not written and not saved_examples:
                     raise NothingToReplay(
                         f"nothing saved to replay for the {machine} machine on {db.display}:"
@@ -317,12 +330,7 @@ def run_acid(
                 else:
                     result.finding = found
                 result.reproducer = reproducers.make_reproducer(
-                    machine=machine,
-                    sessions=used_sessions,
-                    target=target_spec,
-                    target_options=chosen,
-                    backend=db.backend,
-                    isolation_level=isolation_level,
+                    **configuration,
                     guarantee=target.guarantee,
                     profile=profile,
                     steps=[reproducers.Step(**s) for s in steps],
@@ -352,31 +360,18 @@ def run_acid(
 
 
 def _written_reproducers(
-    directory: Path,
-    *,
-    machine: str,
-    sessions: int,
-    target: str,
-    options: Mapping[str, str],
-    backend: str,
-    isolation_level: str | None,
+    directory: Path, configuration: Mapping[str, Any]
 ) -> list[tuple[Path, reproducers.Reproducer]]:
-    """The reproducers in `directory` written for this very configuration. A file that cannot
-    be read is left to `uowstress replay`, which reports it."""
+    """The reproducers in `directory` written for this very configuration (the reproducer's
+    fields of those names). A file that cannot be read is left to `uowstress replay`, which
+    reports it."""
     found = []
     for path in reproducers.all_paths(directory):
         try:
             written = reproducers.load(path)
         except UowstressError:
             continue
-        if (
-            written.machine == machine
-            and written.sessions == sessions
-            and written.target == target
-            and dict(written.target_options) == dict(options)
-            and written.backend == backend
-            and written.isolation_level == isolation_level
-        ):
+        if all(getattr(written, name) == value for name, value in configuration.items()):
             found.append((path, written))
     return found
 
@@ -396,19 +391,14 @@ def _replay_written(
         system.reset()
         executor = new_executor(machine, target, system, sessions)
         try:
-            for step in saved.steps:
-                executor.run(step.as_dict())
-        except Finding as finding:
-            result.finding = reproducers.Failure(
-                kind=finding.kind, message=finding.message, step=len(executor.steps)
-            )
-            result.reproducer, result.reproducer_path = saved, path
-            return
+            found = _first_failure(executor, (step.as_dict() for step in saved.steps))
         except Exception as error:
             result.error = f"replaying {path}: {type(error).__name__}: {error}"
             return
-        finally:
-            executor.close()
+        if found is not None:
+            result.finding = found
+            result.reproducer, result.reproducer_path = saved, path
+            return
 
 
 Verdict = Literal["FIXED", "FAILED", "ERROR"]
@@ -507,18 +497,9 @@ def _replay_once(
         system = target.connect(db.url, options, isolation_level=reproducer.isolation_level)
         executor = new_executor(reproducer.machine, target, system, reproducer.sessions)
         try:
-            for index, step in enumerate(reproducer.steps, 1):
-                try:
-                    executor.run(step.as_dict())
-                except Finding as finding:
-                    failure = reproducers.Failure(
-                        kind=finding.kind, message=finding.message, step=index
-                    )
-                    return failure, db.display
+            return _first_failure(executor, (s.as_dict() for s in reproducer.steps)), db.display
         finally:
-            executor.close()
             system.dispose()
-        return None, db.display
 
 
 def result_summary(result: AcidResult) -> dict[str, Any]:
