@@ -942,6 +942,43 @@ def test_a_reproducer_without_steps_is_an_error_not_fixed(tmp_path: Path) -> Non
     assert out.startswith("ERROR") and "it has no steps" in out
 
 
+@pytest.mark.parametrize(
+    ("args", "replayed"),
+    [
+        ({"robot_id": "r1", "name": "Atlas"}, "FIXED"),  # the arguments as drawn
+        ({"robot_idd": "r1", "name": "Atlas"}, "ERROR"),  # a misspelt name
+        ({"robot_id": ["r1"], "name": "Atlas"}, "ERROR"),  # a value of another type
+    ],
+)
+def test_a_step_whose_arguments_fit_no_operation_is_an_error_not_fixed(
+    tmp_path: Path, args: dict[str, Any], replayed: str
+) -> None:
+    register = {
+        "robot_id": "r1",
+        "name": "Atlas",
+        "robot_type": "biped",
+        "joint_count": 20,
+        "height_m": 1.5,
+    }
+    steps = [
+        {"action": "begin"},
+        {"action": "apply", "op": "register_robot", "args": register},
+        {"action": "commit"},
+        {"action": "begin"},
+        {"action": "apply", "op": "rename_robot", "args": args},
+        {"action": "commit"},
+    ]
+    edited = _with_steps(_fixed_reproducer(tmp_path), steps)
+    code, out = invoke("replay", str(edited))
+    assert out.startswith(replayed), out
+    if replayed == "ERROR":
+        assert code == 2
+        assert "the arguments of step 5 do not fit rename_robot: the model raised" in out
+        assert "was the reproducer edited?" in out
+    else:
+        assert code == 0
+
+
 def test_replay_takes_allow_existing_tables_as_its_advice_says(tmp_path: Path) -> None:
     reproducer = _fixed_reproducer(tmp_path)
     database = _foreign_file(tmp_path / "theirs.db", "precious")

@@ -77,6 +77,10 @@ class StepError(UowstressError):
     """A step cannot be run: it does not fit the target or the executor's state."""
 
 
+# Errors of code given input of the wrong shape, not of a rule refusing a request.
+_MISFIT_ERRORS = frozenset({"KeyError", "TypeError", "AttributeError", "IndexError"})
+
+
 class BlockError(Exception):
     """The exception the "raise" action throws inside a Unit of Work's block."""
 
@@ -183,11 +187,21 @@ class StepTimings:
 
 
 class SingleSessionExecutor:
-    def __init__(self, target: Target, system: System, *, check_every_step: bool = True) -> None:
+    def __init__(
+        self,
+        target: Target,
+        system: System,
+        *,
+        check_every_step: bool = True,
+        replaying: bool = False,
+    ) -> None:
         self.target = target
         self.system = system
         self.model: Model = system.new_model()
         self.check_every_step = check_every_step
+        # Steps read from a file, not drawn: their arguments may have been edited to fit no
+        # operation, and the model and the system failing alike on them must not pass.
+        self.replaying = replaying
         self.operations: dict[str, Operation] = {op.name: op for op in target.operations}
         self.queries: dict[str, Query] = {q.name: q for q in target.queries}
         self.sut: UnitOfWork | None = None
@@ -314,6 +328,20 @@ class SingleSessionExecutor:
             )
         return self.operations[name]
 
+    def _expected(self, name: str, fn: Any, uow: Any, args: Any) -> Outcome:
+        """The model's outcome of a call. Replaying, a model that fails as code fails on input
+        it was never meant to take (a missing or misspelt argument, a value of another type)
+        says the step's arguments do not fit; a drawn step's arguments always do."""
+        expected = call(fn, uow, args)
+        if self.replaying and expected.error_type in _MISFIT_ERRORS:
+            raise StepError(
+                f"the arguments of step {len(self.steps)} do not fit {name}: the model raised"
+                f" {expected.error_type}: {expected.error} on {json.dumps(args, default=str)};"
+                " was the reproducer edited? Give the arguments the target's strategies draw"
+                " for it (a reproducer written by a run has them)"
+            )
+        return expected
+
     def _compare(self, name: str, args: Any, expected: Outcome, actual: Outcome) -> None:
         same = expected.ok == actual.ok and (
             expected.value == actual.value
@@ -333,7 +361,7 @@ class SingleSessionExecutor:
         if op.scope != "step":
             raise StepError(f"operation {op.name} is a whole transaction; use action 'transaction'")
         args = step.get("args", {})
-        expected = call(op.apply, self.mirror, args)
+        expected = self._expected(op.name, op.apply, self.mirror, args)
         actual = call(op.apply, self.sut, args)
         self._compare(op.name, args, expected, actual)
 
@@ -417,7 +445,7 @@ class SingleSessionExecutor:
         if op.scope != "transaction":
             raise StepError(f"operation {op.name} runs inside a unit of work; use 'apply'")
         args = step.get("args", {})
-        expected = call(op.apply, self.model.unit_of_work(), args)
+        expected = self._expected(op.name, op.apply, self.model.unit_of_work(), args)
         uow = self.system.unit_of_work()
         self._ended.append(uow)
         actual = call(op.apply, uow, args)
@@ -429,7 +457,7 @@ class SingleSessionExecutor:
             raise StepError(f"target {self.target.name} has no query {name!r}")
         query = self.queries[name]
         args = step.get("args", {})
-        expected = call(query.run, self.model.unit_of_work(), args)
+        expected = self._expected(f"query {name}", query.run, self.model.unit_of_work(), args)
         uow = self.system.unit_of_work()
         self._ended.append(uow)
         actual = call(query.run, uow, args)

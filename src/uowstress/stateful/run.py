@@ -89,11 +89,11 @@ def _failure_from(error: BaseException, recorder: RunRecorder) -> reproducers.Fa
 
 
 def new_executor(
-    machine: str, target: Target, system: System, sessions: int
+    machine: str, target: Target, system: System, sessions: int, *, replaying: bool = False
 ) -> SingleSessionExecutor | ConcurrentExecutor:
     if machine == "sessions":
         return ConcurrentExecutor(target, system, sessions)
-    return SingleSessionExecutor(target, system)
+    return SingleSessionExecutor(target, system, replaying=replaying)
 
 
 def _describe(failure: reproducers.Failure | None, steps: int) -> str:
@@ -389,7 +389,7 @@ def _replay_written(
     for path, saved in written:
         result.examples += 1
         system.reset()
-        executor = new_executor(machine, target, system, sessions)
+        executor = new_executor(machine, target, system, sessions, replaying=True)
         try:
             found = _first_failure(executor, (step.as_dict() for step in saved.steps))
         except Exception as error:
@@ -495,7 +495,9 @@ def _replay_once(
         ours=lambda: objects_of(target, options, reproducer.isolation_level, url),
     ) as db:
         system = target.connect(db.url, options, isolation_level=reproducer.isolation_level)
-        executor = new_executor(reproducer.machine, target, system, reproducer.sessions)
+        executor = new_executor(
+            reproducer.machine, target, system, reproducer.sessions, replaying=True
+        )
         try:
             return _first_failure(executor, (s.as_dict() for s in reproducer.steps)), db.display
         finally:
