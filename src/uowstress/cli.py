@@ -350,19 +350,22 @@ def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> 
     no running uowstress keeps are dropped, those in use are left. Exit status: 0, or 2 when
     a database cannot be reached or a leftover could not be dropped.
     """
-    from uowstress.leftovers import clean
+    from uowstress.leftovers import clean, places
 
+    urls = list(db_urls) or ["sqlite://"]
     try:
-        found = clean(list(db_urls) or ["sqlite://"], only=names, dry_run=dry_run)
+        found = clean(urls, only=names, dry_run=dry_run)
+        looked_at = places(urls)
     except (UowstressError, ValueError) as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
-    unreachable = {f.where for f in found if f.fate == "error"}
+    # One error entry per server that did not answer.
+    unreachable = sum(f.fate == "error" for f in found)
     if not any(f.fate != "error" for f in found):
         # Said only of what could be looked at: a server that did not answer may hold some.
         if not unreachable:
             click.echo("no scratch database left behind")
-        elif len(unreachable) < len(set(db_urls or ["sqlite://"])):
+        elif unreachable < looked_at:
             click.echo("no scratch database left behind on the others")
     for leftover in found:
         if leftover.fate == "error":

@@ -39,7 +39,7 @@ from uowstress.scratch import (
     try_keep_directory,
 )
 
-__all__ = ["Leftover", "clean"]
+__all__ = ["Leftover", "clean", "places"]
 
 # mkdtemp's form of a SQLite scratch folder: the scratch name, "_", a random suffix (which
 # may hold "_" too).
@@ -153,12 +153,28 @@ def clean(urls: list[str], *, only: Collection[str] = (), dry_run: bool = False)
     names alone. A server that cannot be reached is an "error" entry; the others go on."""
     found: list[Leftover] = []
     folders: list[str] = []
+    for url in _servers(urls):
+        found += _clean_server(url, only, dry_run=dry_run)
     for url in urls:
-        backend, _ = _normalize(url)
-        if backend == "sqlite":
+        if _normalize(url)[0] == "sqlite":
             folders += [f for f in _folders(url) if f not in folders]
-        else:
-            found += _clean_server(url, only, dry_run=dry_run)
     for folder in folders:
         found += _clean_folder(folder, only, dry_run=dry_run)
     return found
+
+
+def _servers(urls: list[str]) -> list[str]:
+    """The server URLs, each server database once: two spellings of one (another driver, the
+    same URL given twice) would be looked at, or reported unreachable, twice."""
+    distinct: dict[str, str] = {}
+    for url in urls:
+        backend, normalized = _normalize(url)
+        if backend != "sqlite":
+            distinct.setdefault(normalized.render_as_string(hide_password=False), url)
+    return list(distinct.values())
+
+
+def places(urls: list[str]) -> int:
+    """How many places `clean(urls)` looks at: each server database, and the SQLite folders
+    (which are always reached) as one."""
+    return len(_servers(urls)) + any(_normalize(url)[0] == "sqlite" for url in urls)

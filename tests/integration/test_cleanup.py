@@ -114,6 +114,12 @@ def test_nothing_is_said_to_be_left_behind_where_nothing_could_be_looked_at(
     code, out = _invoke("--dry-run", "--db-url", down, "--db-url", "sqlite://")
     assert code == 2
     assert "no scratch database left behind on the others" in out
+    # Two spellings of one server that does not answer: one place, not looked at, said once.
+    code, out = _invoke(
+        "--dry-run", "--db-url", down, "--db-url", down.replace("://", "+psycopg://")
+    )
+    assert code == 2
+    assert "left behind" not in out and out.count("uowstress: ") == 1, out
 
 
 def test_only_scratch_folders_of_uowstress_are_removed(
