@@ -27,14 +27,14 @@ from uowstress.errors import UowstressError
 from uowstress.scratch import (
     KEEPER_FILE,
     SCRATCH_NAME,
-    _connect_or_raise,
-    _drop,
-    _normalize,
-    _redacted,
-    _server_engine,
+    connect_or_raise,
     default_sqlite_directory,
+    drop,
     hide_secrets,
+    normalize,
+    redacted,
     release,
+    server_engine,
     try_keep,
     try_keep_directory,
 )
@@ -67,12 +67,12 @@ def _server_names(connection: Connection, backend: str) -> list[str]:
 
 
 def _clean_server(url: str, only: Collection[str], *, dry_run: bool) -> list[Leftover]:
-    backend, normalized = _normalize(url)
-    where = _redacted(normalized)
-    engine = _server_engine(normalized, timeout_s=5)
+    backend, normalized = normalize(url)
+    where = redacted(normalized)
+    engine = server_engine(normalized, timeout_s=5)
     found: list[Leftover] = []
     try:
-        with _connect_or_raise(engine, normalized, backend) as connection:
+        with connect_or_raise(engine, normalized, backend) as connection:
             for name in _server_names(connection, backend):
                 if only and name not in only:
                     continue
@@ -81,7 +81,7 @@ def _clean_server(url: str, only: Collection[str], *, dry_run: bool) -> list[Lef
                     continue
                 try:
                     if not dry_run:
-                        _drop(connection, backend, name)
+                        drop(connection, backend, name)
                 except UowstressError as error:
                     # Still locked by someone (a run of an earlier version keeps no lock):
                     # said, and the others are still looked at.
@@ -156,7 +156,7 @@ def clean(urls: list[str], *, only: Collection[str] = (), dry_run: bool = False)
     for url in _servers(urls):
         found += _clean_server(url, only, dry_run=dry_run)
     for url in urls:
-        if _normalize(url)[0] == "sqlite":
+        if normalize(url)[0] == "sqlite":
             folders += [f for f in _folders(url) if f not in folders]
     for folder in folders:
         found += _clean_folder(folder, only, dry_run=dry_run)
@@ -168,7 +168,7 @@ def _servers(urls: list[str]) -> list[str]:
     same URL given twice) would be looked at, or reported unreachable, twice."""
     distinct: dict[str, str] = {}
     for url in urls:
-        backend, normalized = _normalize(url)
+        backend, normalized = normalize(url)
         if backend != "sqlite":
             distinct.setdefault(normalized.render_as_string(hide_password=False), url)
     return list(distinct.values())
@@ -177,4 +177,4 @@ def _servers(urls: list[str]) -> list[str]:
 def places(urls: list[str]) -> int:
     """How many places `clean(urls)` looks at: each server database, and the SQLite folders
     (which are always reached) as one."""
-    return len(_servers(urls)) + any(_normalize(url)[0] == "sqlite" for url in urls)
+    return len(_servers(urls)) + any(normalize(url)[0] == "sqlite" for url in urls)

@@ -65,7 +65,7 @@ _RAM_DIRECTORY = "/dev/shm"
 _DROP_LOCK_TIMEOUT_S = 30
 
 
-def _normalize(url: str | URL) -> tuple[Backend, URL]:
+def normalize(url: str | URL) -> tuple[Backend, URL]:
     if isinstance(url, str):
         try:
             url = make_url(url)
@@ -150,7 +150,7 @@ def _failure_message(url: URL, backend: Backend, error: BaseException) -> str:
     )
 
 
-def _server_engine(url: URL, timeout_s: int) -> Engine:
+def server_engine(url: URL, timeout_s: int) -> Engine:
     # One short-lived connection at a time; nothing to pool.
     return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": timeout_s})
 
@@ -168,7 +168,7 @@ def _version(connection: Connection, backend: Backend) -> str:
 def check_url(url: str | URL) -> Backend:
     """The backend of a URL uowstress can use, decided without connecting. ValueError names
     what is wrong and the accepted forms; it never holds the password."""
-    backend, normalized = _normalize(url)
+    backend, normalized = normalize(url)
     socket_key = _SOCKET_KEYS.get(backend)
     if socket_key is not None and not normalized.host and not normalized.query.get(socket_key):
         # Without a host the driver would guess one (a local socket, environment variables):
@@ -185,7 +185,7 @@ def reachable(url: str | URL, timeout_s: int = 3) -> tuple[bool, str]:
     """(True, server version) when the URL answers, else (False, why); never raises for that."""
     try:
         check_url(url)
-        backend, normalized = _normalize(url)
+        backend, normalized = normalize(url)
     except ValueError as error:
         return False, str(error)
     if backend == "sqlite":
@@ -208,7 +208,7 @@ def reachable(url: str | URL, timeout_s: int = 3) -> tuple[bool, str]:
                 return False, f"{_redacted(normalized)} {problem}"
         # Opening a file would create it; the embedded library is always there.
         return True, f"SQLite {sqlite3.sqlite_version}"
-    engine = _server_engine(normalized, timeout_s)
+    engine = server_engine(normalized, timeout_s)
     try:
         with engine.connect() as connection:
             return True, _version(connection, backend)
@@ -242,7 +242,7 @@ def _not_sqlite(path: str) -> str | None:
 
 def list_tables(url: str | URL) -> list[str]:
     """Names of the tables in the database (PostgreSQL: the first schema of the search path)."""
-    backend, normalized = _normalize(url)
+    backend, normalized = normalize(url)
     engine = create_engine(normalized, poolclass=NullPool)
     try:
         return sorted(inspect(engine).get_table_names())
@@ -252,7 +252,7 @@ def list_tables(url: str | URL) -> list[str]:
         engine.dispose()
 
 
-def _connect_or_raise(engine: Engine, url: URL, backend: Backend) -> Connection:
+def connect_or_raise(engine: Engine, url: URL, backend: Backend) -> Connection:
     try:
         return engine.connect()
     except (sa_exc.SQLAlchemyError, OSError) as error:
@@ -275,17 +275,17 @@ def scratch_database(url: str | URL, *, prefix: str = "uows_") -> Iterator[URL]:
             f"scratch database prefix {prefix!r} must be a lowercase identifier of at most"
             " 41 characters (letters, digits, underscores; not starting with a digit)"
         )
-    backend, normalized = _normalize(url)
+    backend, normalized = normalize(url)
     name = f"{prefix}{secrets.token_hex(6)}"  # a keeper's lock is named after it too
     if backend == "sqlite":
         with _sqlite_scratch(normalized, name) as scratch:
             yield scratch
         return
-    engine = _server_engine(normalized, timeout_s=5)
+    engine = server_engine(normalized, timeout_s=5)
     try:
         # The keeper takes the lock before it creates the schema: no moment when a cleanup
         # could take the new schema for a leftover.
-        keeper = _connect_or_raise(engine, normalized, backend)
+        keeper = connect_or_raise(engine, normalized, backend)
         try:
             _keep_alive(keeper, backend)
             for _ in range(5):
@@ -296,8 +296,8 @@ def scratch_database(url: str | URL, *, prefix: str = "uows_") -> Iterator[URL]:
             try:
                 yield _scratch_url(normalized, backend, name)
             finally:
-                with _connect_or_raise(engine, normalized, backend) as connection:
-                    _drop(connection, backend, name)
+                with connect_or_raise(engine, normalized, backend) as connection:
+                    drop(connection, backend, name)
         finally:
             with contextlib.suppress(sa_exc.SQLAlchemyError):
                 keeper.close()
@@ -427,16 +427,16 @@ def _create(connection: Connection, backend: Backend, name: str) -> None:
     connection.commit()
 
 
-def _drop(connection: Connection, backend: Backend, name: str) -> None:
+def drop(connection: Connection, backend: Backend, name: str) -> None:
     if backend == "postgresql":
         timeout = f"SET lock_timeout = '{_DROP_LOCK_TIMEOUT_S}s'"
-        drop = f'DROP SCHEMA IF EXISTS "{name}" CASCADE'
+        statement = f'DROP SCHEMA IF EXISTS "{name}" CASCADE'
     else:
         timeout = f"SET SESSION lock_wait_timeout = {_DROP_LOCK_TIMEOUT_S}"
-        drop = f"DROP DATABASE IF EXISTS `{name}`"
+        statement = f"DROP DATABASE IF EXISTS `{name}`"
     try:
         connection.execute(text(timeout))
-        connection.execute(text(drop))
+        connection.execute(text(statement))
         connection.commit()
     except sa_exc.DBAPIError as error:
         lines = str(error.orig).strip().splitlines()
@@ -444,7 +444,7 @@ def _drop(connection: Connection, backend: Backend, name: str) -> None:
             f"could not remove the scratch {'schema' if backend == 'postgresql' else 'database'}"
             f" {name}: {lines[0] if lines else type(error.orig).__name__}. A connection made"
             " from the scratch URL probably still holds a lock in it: dispose such engines"
-            f" before the block ends, then remove it by hand with: {drop}"
+            f" before the block ends, then remove it by hand with: {statement}"
         ) from error
 
 
@@ -472,9 +472,9 @@ def backend_of_name(name: str) -> Backend | None:
 
 def backend_name(url: str | URL) -> Backend:
     """ "sqlite", "postgresql" or "mysql" for any URL spelling uowstress accepts."""
-    return _normalize(url)[0]
+    return normalize(url)[0]
 
 
 def redacted(url: str | URL) -> str:
     """The URL with its password hidden: the only form that may reach a log or a report."""
-    return _redacted(_normalize(url)[1])
+    return _redacted(normalize(url)[1])
