@@ -532,7 +532,56 @@ def normalise_statement(statement: str) -> str:
     return ""
 
 
-class QueryTimer:
+class _EngineListener:
+    """Listens to one engine's events at a time: `attach(engine)`, `detach()`, or a `with`
+    block after `attach`. Subclasses name their listeners in `_listeners()`."""
+
+    _engine: Engine | None
+
+    def _listeners(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def attach(self, engine: Engine) -> Self:
+        name = type(self).__name__
+        if self._engine is not None:
+            raise RuntimeError(
+                f"{name} is already attached to an engine; detach() it first "
+                f"or use one {name} per engine"
+            )
+        for event_name, listener in self._listeners().items():
+            event.listen(engine, event_name, listener)
+        self._engine = engine
+        return self
+
+    def detach(self) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        for event_name, listener in self._listeners().items():
+            event.remove(engine, event_name, listener)
+        self._engine = None
+
+    @property
+    def attached(self) -> bool:
+        return self._engine is not None
+
+    def __enter__(self) -> Self:
+        if self._engine is None:
+            raise RuntimeError(
+                f"attach(engine) the {type(self).__name__} before using it in a with block"
+            )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.detach()
+
+
+class QueryTimer(_EngineListener):
     """Times every statement an engine sends to its DBAPI cursor.
 
     Statements run on many threads at once: the start time lives in the connection's own
@@ -548,28 +597,8 @@ class QueryTimer:
         # Keyed per instance so two timers on one engine do not read each other's start.
         self._info_key = f"uowstress.query_timer.{next(_instance_numbers)}"
 
-    def attach(self, engine: Engine) -> Self:
-        if self._engine is not None:
-            raise RuntimeError(
-                "QueryTimer is already attached to an engine; detach() it first "
-                "or use one QueryTimer per engine"
-            )
-        event.listen(engine, "before_cursor_execute", self._before)
-        event.listen(engine, "after_cursor_execute", self._after)
-        self._engine = engine
-        return self
-
-    def detach(self) -> None:
-        engine = self._engine
-        if engine is None:
-            return
-        event.remove(engine, "before_cursor_execute", self._before)
-        event.remove(engine, "after_cursor_execute", self._after)
-        self._engine = None
-
-    @property
-    def attached(self) -> bool:
-        return self._engine is not None
+    def _listeners(self) -> dict[str, Any]:
+        return {"before_cursor_execute": self._before, "after_cursor_execute": self._after}
 
     def _before(
         self,
@@ -639,19 +668,6 @@ class QueryTimer:
         with self._lock:
             self._durations.clear()
 
-    def __enter__(self) -> Self:
-        if self._engine is None:
-            raise RuntimeError("attach(engine) the QueryTimer before using it in a with block")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.detach()
-
 
 # --------------------------------------------------------------------------- pool
 
@@ -671,7 +687,7 @@ class _PoolCounters:
     acquire_s: list[float] = field(default_factory=list)
 
 
-class PoolMonitor:
+class PoolMonitor(_EngineListener):
     """Counts an engine's connection pool events.
 
     Definitions:
@@ -708,43 +724,10 @@ class PoolMonitor:
 
     # ---- wiring
 
-    def attach(self, engine: Engine) -> Self:
-        if self._engine is not None:
-            raise RuntimeError(
-                "PoolMonitor is already attached to an engine; detach() it first "
-                "or use one PoolMonitor per engine"
-            )
+    def _listeners(self) -> dict[str, Any]:
         # Listening on the engine (not engine.pool) keeps the listeners across dispose(),
         # which replaces the pool.
-        for name in self._EVENTS:
-            event.listen(engine, name, getattr(self, f"_on_{name}"))
-        self._engine = engine
-        return self
-
-    def detach(self) -> None:
-        engine = self._engine
-        if engine is None:
-            return
-        for name in self._EVENTS:
-            event.remove(engine, name, getattr(self, f"_on_{name}"))
-        self._engine = None
-
-    @property
-    def attached(self) -> bool:
-        return self._engine is not None
-
-    def __enter__(self) -> Self:
-        if self._engine is None:
-            raise RuntimeError("attach(engine) the PoolMonitor before using it in a with block")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.detach()
+        return {name: getattr(self, f"_on_{name}") for name in self._EVENTS}
 
     # ---- pool event handlers
 
