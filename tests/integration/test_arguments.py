@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
-from humanoid_training.target import HumanoidTarget
+from humanoid_training.target import HumanoidTarget, do_register
 from uowstress.stateful.run import run_acid
 from uowstress.target import Ids, State
 
@@ -49,4 +49,43 @@ def test_arguments_that_are_not_json_are_an_error_naming_the_operation(
     assert any(
         f"arguments strategy of {op.name} drew" in result.error for op in _NotJsonTarget.operations
     )
+    assert list(tmp_path.iterdir()) == []
+
+
+class RobotHandle:
+    """What a careless operation might return: an object without __eq__, not JSON."""
+
+    def __init__(self, robot_id: str) -> None:
+        self.robot_id = robot_id
+
+
+def _returning_the_robot(uow: Any, args: dict[str, Any]) -> Any:
+    return RobotHandle(do_register(uow, args))
+
+
+class _ReturnsAnObjectTarget(HumanoidTarget):
+    """The reference target, register_robot returning the robot it made."""
+
+    operations = tuple(
+        dataclasses.replace(op, apply=_returning_the_robot) if op.name == "register_robot" else op
+        for op in HumanoidTarget.operations
+    )
+
+
+RETURNS_AN_OBJECT_TARGET = _ReturnsAnObjectTarget()
+
+
+def test_an_operation_returning_something_not_json_is_an_error_not_a_finding(
+    tmp_path: Path,
+) -> None:
+    result = run_acid(
+        "sqlite://",
+        target_spec=f"{__name__}:RETURNS_AN_OBJECT_TARGET",
+        profile="dev",
+        reproducers_dir=tmp_path,
+    )
+    # The model's handle and the system's are two objects: by identity they always differ.
+    assert not result.passed and result.finding is None, result.finding
+    assert result.error is not None
+    assert "register_robot returned a RobotHandle on the model, not a JSON value" in (result.error)
     assert list(tmp_path.iterdir()) == []

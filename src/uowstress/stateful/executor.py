@@ -100,6 +100,14 @@ class Outcome:
         return f"raised {self.error_type}: {self.error}"
 
 
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def call(fn: Any, *args: Any) -> Outcome:
     try:
         return Outcome(True, fn(*args))
@@ -350,6 +358,15 @@ class SingleSessionExecutor:
         )
         if not same:
             # The call is written out only for the finding: every step comes here.
+            for who, outcome in (("model", expected), ("system", actual)):
+                if outcome.ok and not _is_json(outcome.value):
+                    # Two equal objects of a class without __eq__ differ by identity alone:
+                    # a finding would blame the system for what the target returns.
+                    raise StepError(
+                        f"{name} returned a {type(outcome.value).__name__} on the {who}, not"
+                        " a JSON value, so the model's and the system's answers cannot be"
+                        " compared; return plain data (ids, numbers, strings, lists, dicts)"
+                    )
             raise Finding(
                 "outcome",
                 f"{name}({json.dumps(args)}): the model {expected.describe()}, the system"
