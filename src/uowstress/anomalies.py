@@ -48,6 +48,10 @@ a work budget and reports the shortest cycle found so far):
 * ``G1c`` circular information flow: ``ww``/``wr`` edges, at least one ``wr``.
 * ``G-single`` exactly one anti-dependency (``rw`` or ``prw``), the rest ``ww``/``wr``
   (read skew; a lost update is one too).
+* ``G-nonadjacent`` two or more anti-dependencies, no two of them next to each other on the
+  cycle (Fekete et al. 2005; Cerone and Gotsman 2016: under snapshot isolation every cycle has
+  two adjacent anti-dependencies). A long fork is one: two readers each saw one of two
+  independent writers and missed the other. Such a cycle is also ``G2-item`` or ``G2``.
 * ``G2-item`` two or more item anti-dependencies, no predicate one (write skew).
 * ``G2`` two or more anti-dependencies, at least one a predicate anti-dependency (phantoms).
   A cycle whose only anti-dependency is a predicate one is ``G-single``, as in Adya.
@@ -81,7 +85,8 @@ Other anomalies:
 Guarantees (:data:`FORBIDDEN`): Adya's PL-1 (read uncommitted) forbids G0; PL-2 (read committed)
 adds G1a, G1b, G1c; PL-2.99 (repeatable read) adds G-single and G2-item, and we add P4 and OTV;
 snapshot isolation (Adya's PL-SI; Berenson et al.; Cerone et al.; Crooks et al. 2017) forbids
-read committed's set plus G-single, P4, OTV and PMP but permits write skew (G2-item, G2);
+read committed's set plus G-single, G-nonadjacent, P4, OTV and PMP but permits write skew
+(G2-item, G2) whose anti-dependencies are adjacent;
 serializable (PL-3) forbids everything. ``garbage-read`` and ``internal`` are forbidden at every
 level, ``incompatible-order`` from read committed up (reading uncommitted appends can legitimately
 produce it).
@@ -123,6 +128,7 @@ G1A = "G1a"
 G1B = "G1b"
 G1C = "G1c"
 G_SINGLE = "G-single"
+G_NONADJACENT = "G-nonadjacent"
 G2_ITEM = "G2-item"
 G2 = "G2"
 P4 = "P4"
@@ -145,6 +151,7 @@ ANOMALIES: tuple[str, ...] = (
     P4,
     PMP,
     G_SINGLE,
+    G_NONADJACENT,
     G2_ITEM,
     G2,
 )
@@ -164,6 +171,7 @@ DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
         P4: "lost update",
         PMP: "predicate-many-preceders",
         G_SINGLE: "read skew",
+        G_NONADJACENT: "non-adjacent anti-dependencies, as in a long fork",
         G2_ITEM: "write skew",
         G2: "phantom write skew",
     }
@@ -192,7 +200,7 @@ FORBIDDEN: Mapping[Guarantee, frozenset[str]] = MappingProxyType(
         Guarantee.READ_UNCOMMITTED: frozenset(_RU),
         Guarantee.READ_COMMITTED: frozenset(_RC),
         Guarantee.REPEATABLE_READ: frozenset(_RC | {G_SINGLE, G2_ITEM, P4, OTV}),
-        Guarantee.SNAPSHOT: frozenset(_RC | {G_SINGLE, P4, OTV, PMP}),
+        Guarantee.SNAPSHOT: frozenset(_RC | {G_SINGLE, G_NONADJACENT, P4, OTV, PMP}),
         Guarantee.SERIALIZABLE: frozenset(ANOMALIES),
     }
 )
@@ -275,14 +283,18 @@ _WW, _WR, _RW, _PRW = 0, 1, 2, 3
 _KIND = ("ww", "wr", "rw", "prw")
 _M_WW, _M_WR, _M_RW, _M_PRW = 1, 2, 4, 8
 
+_M_ANTI = _M_RW | _M_PRW
+_M_ALL = _M_WW | _M_WR | _M_ANTI
+
 #: Per cycle class: (name, kinds of the candidate edge, kinds allowed on the way back, kinds of
-#: which the way back needs at least one).
-_CLASSES: tuple[tuple[str, int, int, int], ...] = (
-    (G0, _M_WW, _M_WW, 0),
-    (G1C, _M_WR, _M_WW | _M_WR, 0),
-    (G_SINGLE, _M_RW | _M_PRW, _M_WW | _M_WR, 0),
-    (G2_ITEM, _M_RW, _M_WW | _M_WR | _M_RW, _M_RW),
-    (G2, _M_PRW, _M_WW | _M_WR | _M_RW | _M_PRW, _M_RW | _M_PRW),
+#: which the way back needs at least one, kinds that may not follow one another on the cycle).
+_CLASSES: tuple[tuple[str, int, int, int, int], ...] = (
+    (G0, _M_WW, _M_WW, 0, 0),
+    (G1C, _M_WR, _M_WW | _M_WR, 0, 0),
+    (G_SINGLE, _M_ANTI, _M_WW | _M_WR, 0, 0),
+    (G_NONADJACENT, _M_ANTI, _M_ALL, _M_ANTI, _M_ANTI),
+    (G2_ITEM, _M_RW, _M_WW | _M_WR | _M_RW, _M_RW, 0),
+    (G2, _M_PRW, _M_ALL, _M_ANTI, 0),
 )
 _CLASS_SUMMARY = {
     G0: "only write-write dependencies: their writes interleaved (dirty write)",
@@ -290,6 +302,9 @@ _CLASS_SUMMARY = {
     "(circular information flow)",
     G_SINGLE: "exactly one anti-dependency: no single snapshot explains what was read and "
     "written (read skew, lost update)",
+    G_NONADJACENT: "two or more anti-dependencies, no two of them adjacent: no order of the "
+    "transactions' snapshots explains what they saw (a long fork, for one), which snapshot "
+    "isolation forbids",
     G2_ITEM: "two or more item anti-dependencies: each missed the other's write (write skew), so "
     "no serial order explains it",
     G2: "anti-dependencies including a predicate one: a predicate read missed a write (phantom), "
@@ -370,14 +385,20 @@ def _bfs_back(
     allowed: int,
     need: int,
     budget: list[int],
+    apart: int = 0,
+    after: int = 0,
 ) -> list[tuple[int, int, int, str]] | None:
-    """Shortest walk start -> goal over ``allowed`` kinds holding one of ``need`` (if any).
+    """Shortest walk start -> goal over ``allowed`` kinds holding one of ``need`` (if any),
+    with no two edges of ``apart`` kinds in a row, counting the edge of kind ``after`` that
+    enters ``start`` and leaves ``goal`` (the candidate edge that closes the cycle).
 
     Returns the edges (from, to, kind, key) of a simple path, or None. The goal is entered only
     at the end, and a walk that repeats a node is rejected, so the caller always gets a simple
     cycle.
     """
-    init = 1 if need == 0 else 0
+    # A state's flags: 1 = holds one of ``need``, 2 = entered by an edge of ``apart`` kinds.
+    closing = (apart >> after) & 1
+    init = (1 if need == 0 else 0) | (2 * closing)
     parent: dict[tuple[int, int], tuple[int, int, int, str] | None] = {(start, init): None}
     frontier = [(start, init)]
     while frontier:
@@ -387,8 +408,11 @@ def _bfs_back(
                 budget[0] -= 1
                 if not (allowed >> kind) & 1:
                     continue
-                nf = f | ((need >> kind) & 1)
-                if v == goal and not nf:
+                last = (apart >> kind) & 1
+                if last and f & 2:
+                    continue
+                nf = (f & 1) | ((need >> kind) & 1) | (2 * last)
+                if v == goal and (not nf & 1 or (last and closing)):
                     continue
                 if v == start:
                     continue
@@ -1490,7 +1514,7 @@ class _Analysis:
                 memo[mask] = _tarjan([[d for d, k, _ in out if (mask >> k) & 1] for out in ladj])
             return memo[mask]
 
-        for name, cand_mask, allowed, need in _CLASSES:
+        for name, cand_mask, allowed, need, apart in _CLASSES:
             # A cycle of the class lies inside one SCC of (candidate | allowed) edges. Candidates
             # whose ends share an SCC of the allowed edges alone close a cycle for sure when the
             # class needs nothing more (G0, G1c, G-single), so they go first: those classes are
@@ -1506,9 +1530,10 @@ class _Analysis:
             budget = [max(_MIN_BUDGET, 4 * n_edges)]
             best: list[tuple[int, int, int, str]] | None = None
             for u, v, kind, key in sure + maybe:
-                if budget[0] <= 0 or (best is not None and len(best) == 2):
+                # No cycle is shorter than two edges, four when anti-dependencies stand apart.
+                if budget[0] <= 0 or (best is not None and len(best) == (4 if apart else 2)):
                     break
-                path = _bfs_back(ladj, v, u, allowed, need, budget)
+                path = _bfs_back(ladj, v, u, allowed, need, budget, apart, kind)
                 if path is not None and (best is None or len(path) + 1 < len(best)):
                     best = [(u, v, kind, key), *path]
             if best is not None:

@@ -79,7 +79,7 @@ def test_forbidden_table_matches_the_documented_levels() -> None:
     rc = always | {"G0", "G1a", "G1b", "G1c", "incompatible-order"}
     assert FORBIDDEN[RC] == rc
     assert FORBIDDEN[RR] == rc | {"G-single", "G2-item", "P4", "OTV"}
-    assert FORBIDDEN[SI] == rc | {"G-single", "P4", "OTV", "PMP"}
+    assert FORBIDDEN[SI] == rc | {"G-single", "G-nonadjacent", "P4", "OTV", "PMP"}
     assert "G2-item" not in FORBIDDEN[SI] and "G2" not in FORBIDDEN[SI]
     assert FORBIDDEN[SER] == set(ANOMALIES)
     # Every level forbids at least what the weaker ones do (snapshot and repeatable read are
@@ -182,6 +182,33 @@ def test_write_skew_is_g2_item_permitted_under_snapshot_forbidden_under_serializ
     assert forbidden_under(h, "G2-item") == {RR, SER}
     si = check(h, SI)
     assert si.ok and [p.anomaly for p in si.permitted] == ["G2-item"]
+
+
+def test_long_fork_is_g_nonadjacent_forbidden_under_snapshot() -> None:
+    # T2 and T4 write independent keys; T1 saw T4's write but not T2's, T3 saw T2's but not
+    # T4's: no order of snapshots gives both views. Its two anti-dependencies are not adjacent,
+    # which no snapshot-isolated execution shows, unlike a write skew (adjacent ones).
+    h = [
+        txn(2, ops=[w("x", 10), w("y", 20)], commit=10),
+        txn(4, ops=[w("z", 30), w("u", 40)], commit=15),
+        txn(3, ops=[r("y", 20), r("z", None)], commit=20),
+        txn(1, ops=[r("x", None), r("u", 40)], commit=50),
+    ]
+    assert names(analyse(h)) == {"G-nonadjacent", "G2-item"}
+    f = only(analyse(h), "G-nonadjacent")
+    assert set(f.txns) == {1, 2, 3, 4}
+    assert sorted(e[2] for e in f.edges) == ["rw", "rw", "wr", "wr"]
+    assert "T1 read x = absent and T2 installed the next version, x = 10" in f.explanation
+    assert "T3 read z = absent and T4 installed the next version, z = 30" in f.explanation
+    assert "T1 read T4's write of 40 to u" in f.explanation
+    assert forbidden_under(h, "G-nonadjacent") == {SI, SER}
+    assert not check(h, SI).ok
+    # A write skew has only adjacent anti-dependencies: not G-nonadjacent.
+    skew = [
+        txn(1, ops=[r("x", None), r("y", None), w("x", 1)], commit=10),
+        txn(2, ops=[r("x", None), r("y", None), w("y", 2)], commit=11),
+    ]
+    assert "G-nonadjacent" not in names(analyse(skew))
 
 
 def test_phantom_write_skew_is_g2_with_the_predicate() -> None:
