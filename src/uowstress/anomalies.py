@@ -36,7 +36,9 @@ Model
   return can only be reasoned about with the predicate itself: pass
   ``predicates={name: fn(key, value) -> bool}`` to get ``prw`` edges (phantoms, ``G2``). Without
   it, predicate reads still yield ``PMP`` and their item edges. Cost: each predicate read with a
-  definition looks at every item key that ever matched that predicate.
+  definition looks at the item keys it could have missed a matching version of: without
+  timing, those whose last version matches; with ``op_spans``, also those with a matching
+  version written after the read completed (reads times later matching writes).
 
 Anomalies (the public names)
 ----------------------------
@@ -95,6 +97,7 @@ produce it).
 from __future__ import annotations
 
 import gc
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -471,6 +474,8 @@ class _Analysis:
         self.e_dst: list[int] = []
         self.e_kind: list[int] = []
         self.e_key: list[str] = []
+        # id of a list of version indices -> (the list, suffix minima of its invoke indices)
+        self.sent_min: dict[int, tuple[list[int], list[int]]] = {}
 
     # -- driver ------------------------------------------------------------------------------
 
@@ -830,10 +835,31 @@ class _Analysis:
             return -1, False
         if done is None:
             return dl[-1], True
-        for idx in reversed(dl):
-            if self._version_invoke(k, idx) < done:
-                return idx, True
-        return -1, False
+        idx = self._latest_sent_before(k, dl, done)
+        return (idx, True) if idx >= 0 else (-1, False)
+
+    def _latest_sent_before(self, k: str, idxs: list[int], done: int | None) -> int:
+        """The last of the versions ``idxs`` of ``k`` (ascending) whose write was sent before
+        event ``done`` (None: no timing, any of them), or -1.
+
+        Found by bisecting the suffix minima of the writes' invoke indices, built once per list:
+        scanning back from the newest version made many reads of a key with many versions
+        quadratic.
+        """
+        if done is None:
+            return idxs[-1] if idxs else -1
+        cached = self.sent_min.get(id(idxs))
+        if cached is None:
+            mins = [self._version_invoke(k, idx) for idx in idxs]
+            for j in range(len(mins) - 2, -1, -1):
+                if mins[j + 1] < mins[j]:
+                    mins[j] = mins[j + 1]
+            # The list is kept alongside so that its id is not reused while cached.
+            cached = self.sent_min[id(idxs)] = (idxs, mins)
+        # mins is ascending; mins[j] < done iff some version from j on was sent before done,
+        # so the last such j is the one wanted.
+        j = bisect_left(cached[1], done) - 1
+        return idxs[j] if j >= 0 else -1
 
     # -- 5. list orders ----------------------------------------------------------------------
 
@@ -1013,20 +1039,27 @@ class _Analysis:
     # -- 6. predicate definitions over versions ----------------------------------------------
 
     def _predicate_matches(self) -> None:
-        # predicate name -> key -> per version of the key, does it match
-        self.pmatch: dict[str, dict[str, list[bool]]] = {}
+        # predicate name -> (key, indices of its matching versions, of its other versions,
+        # latest event at which a predicate read could still miss a matching version of it),
+        # keys latest first. A read that completed after that event saw a non-matching version
+        # installed after every matching one, so the key gives it no prw edge: reads skip it.
+        self.pmatch: dict[str, list[tuple[str, list[int], list[int], float]]] = {}
+        inf = float("inf")
         for name in self.pr_names:
             fn = self.predicates.get(name)
             if fn is None:
                 continue
-            per_key: dict[str, list[bool]] = {}
+            per_key: list[tuple[str, list[int], list[int], float]] = []
             for k, vl in self.vers.items():
-                flags = []
-                for n in vl:
+                yes: list[int] = []
+                no: list[int] = []
+                for idx, n in enumerate(vl):
                     v = self.finals[self.tx_of[n]][k].value
-                    flags.append(v is not None and bool(fn(k, v)))
-                if any(flags):
-                    per_key[k] = flags
+                    (yes if v is not None and fn(k, v) else no).append(idx)
+                if yes:
+                    later = [self._version_invoke(k, idx) for idx in no if idx > yes[-1]]
+                    per_key.append((k, yes, no, min(later, default=inf)))
+            per_key.sort(key=lambda entry: -entry[3])
             self.pmatch[name] = per_key
 
     # -- 7. reads: wr / rw / prw edges, G1a, G1b, garbage, internal, PMP ---------------------
@@ -1389,24 +1422,22 @@ class _Analysis:
         spans = self.txs[i].op_spans
         done = spans[pos][1] if spans else None
         fn = self.predicates[name]
-        for k, flags in self.pmatch.get(name, {}).items():
+        inf = float("inf")
+        for k, yes, no, open_until in self.pmatch.get(name, ()):
+            if open_until < inf and (done is None or open_until < done):
+                break  # this key and every one after it: see _predicate_matches
             if k in ext or k in own or k in self.uncertain:
                 continue
             if self._shadowed(k, done, lambda v: v is None or not fn(k, v)):  # noqa: B023
                 continue
             # The read saw some non-matching version of k; the latest it could have seen bounds
             # it, and the first matching version after that one is a (shortcut) prw target.
-            cand = -1
-            for idx in range(len(flags) - 1, -1, -1):
-                if not flags[idx] and (done is None or self._version_invoke(k, idx) < done):
-                    cand = idx
-                    break
-            for idx in range(cand + 1, len(flags)):
-                if flags[idx]:
-                    target = self.vers[k][idx]
-                    if target != node:
-                        self._edge(node, target, _PRW, k)
-                    break
+            cand = self._latest_sent_before(k, no, done)
+            j = bisect_right(yes, cand)
+            if j < len(yes):
+                target = self.vers[k][yes[j]]
+                if target != node:
+                    self._edge(node, target, _PRW, k)
 
     # -- 8. lost updates ---------------------------------------------------------------------
 

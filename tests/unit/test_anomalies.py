@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from uowstress import anomalies
 from uowstress.anomalies import (
     ALWAYS_FORBIDDEN,
     ANOMALIES,
@@ -766,3 +767,75 @@ def test_an_injected_lost_update_is_always_found(workload: Workload, key: str) -
         # version read) is only certain for a present value.
         assert "P4" in found
     assert not check([*history, *injected], SI, PREDICATES).ok
+
+
+# -- work that must grow linearly with the history ---------------------------------------------
+
+
+def _recorded(n: int, ops_of: Callable[[int], list[Op]]) -> list[Transaction]:
+    """``n`` transactions one after another, recorded with timing (op spans)."""
+    h = History()
+    for i in range(1, n + 1):
+        h.begin(0, i)
+        for op in ops_of(i):
+            h.invoke_op(0, i, Op(op.kind, op.key) if op.kind in ("r", "pr") else op)
+            h.ok_op(0, i, op)
+        h.commit_invoke(0, i)
+        h.commit_ok(0, i)
+    return h.transactions()
+
+
+def _sessions(i: int) -> list[Op]:
+    # Each transaction finds the one open session, closes it (a delete) and opens another.
+    found = [(f"session:{i - 1}", i - 1)] if i > 1 else []
+    return [
+        pr("open", found),
+        *([delete(f"session:{i - 1}")] if i > 1 else []),
+        ins(f"session:{i}", i),
+    ]
+
+
+def _flip(i: int) -> list[Op]:
+    # One key, re-created and deleted in turn; each transaction reads it first.
+    if i % 2:
+        return [r("x", None), ins("x", i)]
+    return [r("x", i - 1), delete("x")]
+
+
+def _toggle(i: int) -> list[Op]:
+    # One key whose versions match the predicate in turn; each transaction queries it.
+    return [pr("even", [("x", i - 1)] if i > 1 and (i - 1) % 2 == 0 else []), w("x", i)]
+
+
+@pytest.mark.parametrize(
+    ("shape", "spans"),
+    [(_sessions, False), (_flip, True), (_toggle, True)],
+    ids=["sessions", "absent-reads-between-deletes", "predicate-one-key"],
+)
+def test_reads_against_many_versions_do_linear_work(
+    shape: Callable[[int], list[Op]], spans: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted, not timed: how often a version's write time is asked for, and how many keys a
+    # predicate read looks at. Both grew with the square of the history (every read walked
+    # every version of the key, or every key that ever matched).
+    calls = Counter[str]()
+    for method in ("_version_invoke", "_shadowed"):
+        original = getattr(anomalies._Analysis, method)
+
+        def counted(self: object, *args: object, _f: object = original, _m: str = method) -> object:
+            calls[_m] += 1
+            return _f(self, *args)  # type: ignore[operator]
+
+        monkeypatch.setattr(anomalies._Analysis, method, counted)
+    preds = {
+        "open": lambda k, v: True,
+        "even": lambda k, v: isinstance(v, int) and v % 2 == 0,
+    }
+    n = 600
+    if spans:
+        history = _recorded(n, shape)
+    else:
+        history = [txn(i, ops=shape(i), commit=i) for i in range(1, n + 1)]
+    assert analyse(history, preds) == []
+    assert calls["_version_invoke"] <= 4 * n, calls
+    assert calls["_shadowed"] <= 4 * n, calls
