@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uowstress.footprints import AggregateHistory, UnitRecord, describe
 from uowstress.history import pr, r, w
@@ -191,3 +196,137 @@ def test_what_the_guarantee_permits_is_kept_apart_from_what_it_forbids() -> None
     result = history.check()
     assert result.ok
     assert [f.anomaly for f in result.permitted] == ["G2"]
+
+
+# -- simulated units of work: serial and snapshot-isolated runs must come out clean -------------
+
+ROBOTS = ["robot:r1", "robot:r2"]
+
+
+class _Store:
+    """Aggregates at versions, each version open or closed; the query is "open ones"."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[int, bool]] = {}
+        self.changed_at: dict[str, int] = {}
+        self.commits = 0
+        self.sessions = 0
+
+
+@dataclass
+class _Unit:
+    session: int
+    snapshot: dict[str, tuple[int, bool]]
+    start: int
+    reads: list[AggregateRead | PredicateRead] = field(default_factory=list)
+    writes: dict[str, tuple[int, bool]] = field(default_factory=dict)
+
+
+def _step(store: _Store, unit: _Unit, intent: tuple[str, int]) -> None:
+    """One thing a unit of work does, against its snapshot and its own writes."""
+    action, n = intent
+    view = {**unit.snapshot, **unit.writes}
+    loaded = {read.key for read in unit.reads if isinstance(read, AggregateRead)}
+    if action == "load":
+        # An aggregate is loaded once; later loads come from the unit of work's identity map.
+        key = sorted(view)[n % len(view)] if view else None
+        if key is not None and key not in loaded and key not in unit.writes:
+            unit.reads.append(AggregateRead(key, view[key][0]))
+    elif action == "query":
+        found = {k: v for k, (v, is_open) in unit.snapshot.items() if is_open}
+        unit.reads.append(PredicateRead(OPEN_R1, found))
+    elif action == "start":
+        store.sessions += 1
+        unit.writes[f"session:s{store.sessions}"] = (1, True)
+    elif action in ("close", "touch") and view:
+        key = sorted(view)[n % len(view)]
+        version, is_open = view[key]
+        if key not in unit.writes:
+            if key not in loaded:
+                unit.reads.append(AggregateRead(key, version))  # it loads what it saves
+            unit.writes[key] = (version + 1, is_open and action == "touch")
+
+
+def _run_units(
+    guarantee: str, intents: list[list[tuple[str, int]]], schedule: list[int], serial: bool
+) -> AggregateHistory:
+    """Units of work of three sessions, one at a time (``serial``) or interleaved under
+    snapshot isolation (first committer wins); each syncs its footprint after every step."""
+    store = _Store()
+    history = AggregateHistory(guarantee)
+    for robot in ROBOTS:
+        store.rows[robot] = (1, False)
+        run(history, 0, "setup", committed([], [AggregateWrite(robot, 1)]))
+    queues = [list(range(j, len(intents), 3)) for j in range(3)]
+    active: dict[int, tuple[_Unit, UnitRecord, list[tuple[str, int]]]] = {}
+
+    def footprint(unit: _Unit, outcome: Literal["open", "committed", "aborted"]) -> Footprint:
+        writes = tuple(
+            AggregateWrite(k, v, frozenset({OPEN_R1}) if is_open else frozenset())
+            for k, (v, is_open) in unit.writes.items()
+        )
+        return Footprint(tuple(unit.reads), writes if outcome == "committed" else (), outcome)
+
+    def step(s: int) -> None:
+        if s not in active:
+            if not queues[s]:
+                return
+            j = queues[s].pop(0)
+            unit = _Unit(s + 1, dict(store.rows), store.commits)
+            active[s] = (unit, history.follow(s + 1, f"unit {j}"), list(intents[j]))
+        unit, record, todo = active[s]
+        if todo:
+            _step(store, unit, todo.pop(0))
+            history.sync(record, [footprint(unit, "open")], closed=False)
+            return
+        del active[s]
+        if any(store.changed_at.get(k, -1) >= unit.start for k in unit.writes):
+            history.sync(record, [footprint(unit, "aborted")], closed=True)
+            return
+        store.commits += 1
+        for k, row in unit.writes.items():
+            store.rows[k] = row
+            store.changed_at[k] = store.commits
+        history.sync(record, [footprint(unit, "committed")], closed=True)
+
+    if serial:
+        for s in [j % 3 for j in range(len(intents))]:
+            while True:
+                step(s)
+                if s not in active:
+                    break
+    else:
+        for s in schedule:
+            step(s)
+    while active or any(queues):
+        for s in range(3):
+            step(s)
+    return history
+
+
+_unit_intents = st.lists(
+    st.tuples(st.sampled_from(["load", "query", "start", "close", "touch"]), st.integers(0, 9)),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_unit_intents, min_size=1, max_size=8))
+def test_serial_units_of_work_show_no_anomaly(intents: list[list[tuple[str, int]]]) -> None:
+    history = _run_units("serializable", intents, [], serial=True)
+    result = history.check()
+    assert result.findings == (), [describe(f, history) for f in result.findings]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(_unit_intents, min_size=1, max_size=8),
+    st.lists(st.integers(0, 2), max_size=40),
+)
+def test_snapshot_isolated_units_of_work_pass_snapshot(
+    intents: list[list[tuple[str, int]]], schedule: list[int]
+) -> None:
+    history = _run_units("snapshot", intents, schedule, serial=False)
+    result = history.check()
+    assert result.ok, [describe(f, history) for f in result.forbidden]
