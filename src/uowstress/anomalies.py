@@ -54,9 +54,12 @@ a work budget and reports the shortest cycle found so far):
   cycle (Fekete et al. 2005; Cerone and Gotsman 2016: under snapshot isolation every cycle has
   two adjacent anti-dependencies). A long fork is one: two readers each saw one of two
   independent writers and missed the other. Such a cycle is also ``G2-item`` or ``G2``.
-* ``G2-item`` two or more item anti-dependencies, no predicate one (write skew).
+* ``G2-item`` two or more anti-dependencies, at least one of them an item one (write skew).
+  Adya's definition: one item anti-dependency puts a cycle in G2-item, which repeatable
+  read forbids, even when another anti-dependency on it is a predicate one.
 * ``G2`` two or more anti-dependencies, at least one a predicate anti-dependency (phantoms).
-  A cycle whose only anti-dependency is a predicate one is ``G-single``, as in Adya.
+  A cycle whose only anti-dependency is a predicate one is ``G-single``, as in Adya; one
+  with an item anti-dependency too is ``G2-item`` as well.
 
 Other anomalies:
 
@@ -296,7 +299,7 @@ _CLASSES: tuple[tuple[str, int, int, int, int], ...] = (
     (G1C, _M_WR, _M_WW | _M_WR, 0, 0),
     (G_SINGLE, _M_ANTI, _M_WW | _M_WR, 0, 0),
     (G_NONADJACENT, _M_ANTI, _M_ALL, _M_ANTI, _M_ANTI),
-    (G2_ITEM, _M_RW, _M_WW | _M_WR | _M_RW, _M_RW, 0),
+    (G2_ITEM, _M_RW, _M_ALL, _M_ANTI, 0),
     (G2, _M_PRW, _M_ALL, _M_ANTI, 0),
 )
 _CLASS_SUMMARY = {
@@ -308,8 +311,8 @@ _CLASS_SUMMARY = {
     G_NONADJACENT: "two or more anti-dependencies, no two of them adjacent: no order of the "
     "transactions' snapshots explains what they saw (a long fork, for one), which snapshot "
     "isolation forbids",
-    G2_ITEM: "two or more item anti-dependencies: each missed the other's write (write skew), so "
-    "no serial order explains it",
+    G2_ITEM: "two or more anti-dependencies, at least one of them on an item: each missed the "
+    "other's write (write skew), so no serial order explains it",
     G2: "anti-dependencies including a predicate one: a predicate read missed a write (phantom), "
     "so no serial order explains it",
 }

@@ -212,6 +212,23 @@ def test_long_fork_is_g_nonadjacent_forbidden_under_snapshot() -> None:
     assert "G-nonadjacent" not in names(analyse(skew))
 
 
+def test_a_cycle_of_an_item_and_a_predicate_anti_dependency_is_g2_item_too() -> None:
+    # T1 read x and wrote doc:a; T2 ran the predicate (missing doc:a) and wrote x. Adya: a
+    # cycle with one item anti-dependency is G2-item, which repeatable read forbids.
+    def matches(k: str, v: Scalar) -> bool:
+        return k.startswith("doc:")
+
+    h = [
+        txn(1, ops=[r("x", None), ins("doc:a", 1)], commit=2),
+        txn(2, ops=[pr("docs", []), w("x", 5)], commit=3),
+    ]
+    found = analyse(h, {"docs": matches})
+    assert names(found) == {"G2-item", "G2"}
+    assert sorted(e[2] for e in only(found, "G2-item").edges) == ["prw", "rw"]
+    assert not check(h, RR, {"docs": matches}).ok
+    assert check(h, SI, {"docs": matches}).ok
+
+
 def test_phantom_write_skew_is_g2_with_the_predicate() -> None:
     def matches(k: str, v: Scalar) -> bool:
         return k.startswith("doc:")
