@@ -155,9 +155,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _config_file(config: pytest.Config) -> Path | None:
-    given = config.getoption("uowstress_config") or config.getini("uowstress_config")
+    given = config.getoption("uowstress_config")
     if given:
         return Path(given)
+    in_ini = str(config.getini("uowstress_config")).strip()
+    if in_ini:
+        # As pytest does for its own paths: relative to the ini file, not to wherever pytest
+        # is started from (a run from a subfolder must find the same file).
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        return base / in_ini
     default = config.rootpath / DEFAULT_CONFIG_FILE
     return default if default.is_file() else None
 

@@ -120,6 +120,26 @@ def test_an_invalid_config_is_a_usage_error_naming_the_key(
     result.stderr.fnmatch_lines(["*workloads.writers: found -3 (int); expected an integer >= 1*"])
 
 
+def test_the_ini_config_file_is_found_from_a_subfolder(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeini("[pytest]\nuowstress_config = perf/sizes.yaml\n")
+    (pytester.path / "perf").mkdir()
+    (pytester.path / "perf" / "sizes.yaml").write_text("workloads:\n  sequential_transactions: 3\n")
+    pytester.makepyfile(test_perf=SIZED_TEST)
+    (pytester.path / "sub").mkdir()
+    # Started from a subfolder, as pytest's own ini paths the file is the ini file's.
+    monkeypatch.chdir(pytester.path / "sub")
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--uowstress-target", "examples.ledger:TARGET",
+        "--uowstress-db-url", "sqlite://", "--uowstress-results-json", "results.json",
+        str(pytester.path),
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    (scenario,) = json.loads((pytester.path / "sub" / "results.json").read_text())["scenarios"]
+    assert scenario["workload"]["sequential_transactions"] == 3
+
+
 def _refused_before_collection(result: pytest.RunResult, problem: str) -> str:
     """Assert ``result`` is a usage error naming ``problem``, raised before collection and
     without the password of any URL; return its message."""
