@@ -658,6 +658,12 @@ def load_config(path: str | Path | None = None) -> PerformanceConfig:
     try:
         content = file.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if file.is_symlink():
+            raise ConfigError(
+                f"performance configuration file {file} is a link to {file.readlink()}, which "
+                "does not exist; point the link at your file, or remove it to use the built-in "
+                "defaults"
+            ) from None
         raise ConfigError(
             f"performance configuration file not found: {file}; check the path, or give no "
             f"file to use the built-in defaults ({DEFAULT_CONFIG_FILE} shows them)"

@@ -57,6 +57,7 @@ from uowstress.target import DEFAULT_TARGET, Target, check_target_options, load_
 from uowstress.workload import workload_of
 
 __all__ = [
+    "CONFIG_SOURCE",
     "RESULTS",
     "Explorer",
     "ResultStore",
@@ -103,7 +104,8 @@ class ResultStore:
 RESULTS = pytest.StashKey[ResultStore]()
 _HANDED_OVER = pytest.StashKey[tuple[int, int, int]]()
 _CONFIG = pytest.StashKey[PerformanceConfig]()
-_CONFIG_SOURCE = pytest.StashKey[str | None]()
+# The performance_config.yaml the session loaded (None: the built-in defaults).
+CONFIG_SOURCE = pytest.StashKey[str | None]()
 _SCENARIO = pytest.StashKey[Scenario]()
 # Set once the test body of a scenario ran: its result is kept when the test is torn down.
 _RAN = pytest.StashKey[bool]()
@@ -165,7 +167,9 @@ def _config_file(config: pytest.Config) -> Path | None:
         base = config.inipath.parent if config.inipath is not None else config.rootpath
         return base / in_ini
     default = config.rootpath / DEFAULT_CONFIG_FILE
-    return default if default.is_file() else None
+    # A folder or a broken link of that name is loaded, to be reported: skipping it would run
+    # on the defaults while the user believes their file is used.
+    return default if default.exists() or default.is_symlink() else None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -178,7 +182,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_CONFIG] = load_config(source)
     except UowstressError as error:
         raise pytest.UsageError(str(error)) from None
-    config.stash[_CONFIG_SOURCE] = None if source is None else str(source)
+    config.stash[CONFIG_SOURCE] = None if source is None else str(source)
     config.stash[RESULTS] = ResultStore()
     _check_database_urls(config)
     if not hasattr(config, "workerinput"):

@@ -34,11 +34,11 @@ from typing import Any
 import psutil
 import pytest
 
-from uowstress.config import load_config
+from uowstress.config import DEFAULT_CONFIG_FILE, load_config
 from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
 from uowstress.options import check_directory, check_options, parse_target_options
-from uowstress.pytest_plugin import RESULTS, ResultStore, reported_exception
+from uowstress.pytest_plugin import CONFIG_SOURCE, RESULTS, ResultStore, reported_exception
 from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, holdings, other_sizes
 from uowstress.report.json_report import load_report
 from uowstress.report.model import (
@@ -172,8 +172,11 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
             " uowstress-report.json of an earlier run"
         )
     config_path = options.get("config")
-    if config_path is None and Path("performance_config.yaml").is_file():
-        config_path = "performance_config.yaml"
+    default = Path(DEFAULT_CONFIG_FILE)
+    # A folder or a broken link of that name is loaded, to be reported, not skipped for the
+    # defaults.
+    if config_path is None and (default.exists() or default.is_symlink()):
+        config_path = DEFAULT_CONFIG_FILE
     load_config(config_path)
     target = load_target(options["target"])
     chosen = parse_target_options(options["target_option"])
@@ -284,6 +287,7 @@ class _Collector:
         self.finished: set[str] = set()
         self.progress = progress
         self.rootpath = Path.cwd()
+        self.config_source: str | None = None
         self.collect_errors: list[tuple[str, list[str]]] = []  # (file, what pytest said)
         self.test_errors: list[tuple[str, str, str]] = []  # (node id, phase, what went wrong)
         self.failed_calls: list[tuple[str, str]] = []  # (node id, what its failure said)
@@ -316,6 +320,9 @@ class _Collector:
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.rootpath = session.config.rootpath
+        # Without --config the plugin may find a file of its own (the ini's uowstress_config,
+        # or one in pytest's rootdir): the report names the one the suites were judged by.
+        self.config_source = session.config.stash.get(CONFIG_SOURCE, None)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -541,7 +548,7 @@ def run(
         request,
         collector.store,
         databases,
-        config_path,
+        collector.config_source,
         seconds,
         int(status),
         collector.outcomes,

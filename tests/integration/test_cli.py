@@ -568,6 +568,34 @@ def test_a_path_the_user_gave_is_not_replaced_by_the_packaged_suites(
     assert not (tmp_path / "out").exists()
 
 
+def test_the_report_names_the_config_file_the_suites_were_judged_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No performance_config.yaml in the working directory; the suites' ini names one.
+    (tmp_path / "pytest.ini").write_text("[pytest]\nuowstress_config = sizes.yaml\n")
+    (tmp_path / "sizes.yaml").write_text("workloads:\n  writers: 3\n")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    code, out = run_suite(tmp_path, "test_judged_by", "def test_ok():\n    pass\n")
+    assert code == 0, out
+    assert _report(tmp_path / "out")["options"]["config"] == str(tmp_path / "sizes.yaml")
+
+
+@pytest.mark.parametrize("kind", ["folder", "broken link"])
+def test_a_default_config_that_is_not_a_file_is_an_error_not_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if kind == "folder":
+        (tmp_path / "performance_config.yaml").mkdir()
+    else:
+        (tmp_path / "performance_config.yaml").symlink_to(tmp_path / "gone.yaml")
+    code, out = invoke("run", "--pattern", "test_state_machines.py", "--output-dir", "out")
+    assert code == 2, out
+    assert "performance_config.yaml" in out
+    assert not (tmp_path / "out").exists()
+
+
 def _fixed_reproducer(tmp_path: Path) -> Path:
     """A reproducer that replays FIXED: its steps pass on the unweakened target."""
     return reproducers.write(
