@@ -275,8 +275,12 @@ def options_from(config: pytest.Config) -> dict[str, Any]:
     if raw.get("target") is None:
         raw["target"] = config.getini("uowstress_target") or DEFAULT_TARGET
     if raw.get("profile") is None:
-        # `--hypothesis-profile ci` chooses uowstress's profile of that name too.
+        # `--hypothesis-profile ci` chooses uowstress's profile of that name too, and so does
+        # the name it is registered under, `uowstress-ci` (the one to use where the project
+        # or Hypothesis has a `ci` of its own).
         chosen = config.getoption("hypothesis_profile", None)
+        if isinstance(chosen, str):
+            chosen = chosen.removeprefix("uowstress-")
         if chosen in PROFILES:
             raw["profile"] = chosen
     values = option_values(raw)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from hypothesis import settings
 
 from uowstress.profiles import PROFILES, machine_settings
+from uowstress.pytest_plugin import options_from
 
 
 @pytest.fixture
@@ -30,3 +32,28 @@ def test_the_machines_draw_fresh_examples_under_a_derandomized_profile(
     assert not chosen.derandomize
     assert chosen.max_examples == PROFILES[profile].max_examples
     assert chosen.database is not None
+
+
+class _Config:
+    """The options of a pytest session given `--hypothesis-profile NAME` alone."""
+
+    def __init__(self, hypothesis_profile: str) -> None:
+        self.hypothesis_profile = hypothesis_profile
+
+    def getoption(self, name: str, default: object = None) -> object:
+        return self.hypothesis_profile if name == "hypothesis_profile" else default
+
+    def getini(self, name: str) -> object:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("hypothesis_profile", "machines"),
+    [("ci", "ci"), ("uowstress-ci", "ci"), ("uowstress-nightly", "nightly"), ("mine", "dev")],
+)
+def test_the_machines_take_the_uowstress_profile_hypothesis_loaded(
+    hypothesis_profile: str, machines: str
+) -> None:
+    # `--hypothesis-profile uowstress-ci` is the name of uowstress's ci profile itself.
+    config = cast(pytest.Config, _Config(hypothesis_profile))
+    assert options_from(config)["profile"] == machines
