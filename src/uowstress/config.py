@@ -10,6 +10,7 @@ import difflib
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self, TypeGuard
@@ -572,8 +573,29 @@ def _schema_problems(error: ValidationError) -> list[str]:
         else:
             problems.append(
                 f"{path}: found {found!r} ({_type_name(found)}); expected {_expected(loc)}"
+                + _number_as_text_hint(found)
             )
     return problems
+
+
+def _number_as_text_hint(found: object) -> str:
+    """Why a number the user wrote arrived as text: YAML 1.1 reads an exponent without a dot
+    (1e3) or with no sign (1.0e3) as a string, so the message would otherwise read as
+    nonsense ("found '1e3' (str); expected a number")."""
+    if not isinstance(found, str):
+        return ""
+    try:
+        number = float(found.replace("_", ""))
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    if "e" in found.lower():
+        plain = format(Decimal(repr(number)), "f")
+        if number.is_integer():
+            plain = str(int(number))
+        return f" (YAML reads {found} as text, not as a number: write {plain})"
+    return f" (the quotes make it text: write {found} without them)"
 
 
 def parse_config(data: object, source: str = "<config>") -> PerformanceConfig:

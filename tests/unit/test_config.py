@@ -136,6 +136,37 @@ def test_other_wrong_types(tmp_path: Path, text: str, expected: str) -> None:
     ("text", "expected"),
     [
         (
+            "thresholds:\n  critical:\n    memory_mb: 4e3\n",
+            "thresholds.critical.memory_mb: found '4e3' (str); expected a number > 0 (YAML "
+            "reads 4e3 as text, not as a number: write 4000)",
+        ),
+        (
+            "thresholds:\n  optimal:\n    step_p95_s: 1e-7\n",
+            "(YAML reads 1e-7 as text, not as a number: write 0.0000001)",
+        ),
+        (
+            "workloads:\n  bulk_records: 1.2e3\n",
+            "(YAML reads 1.2e3 as text, not as a number: write 1200)",
+        ),
+        ("workloads:\n  writers: '20'\n", "(the quotes make it text: write 20 without them)"),
+    ],
+)
+def test_a_number_yaml_reads_as_text_says_how_to_write_it(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    # YAML 1.1 takes an exponent as part of a number only after a dot and with a sign.
+    assert expected in config_error(tmp_path, text)
+
+
+def test_text_that_is_no_number_gets_no_hint(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "thresholds:\n  warning:\n    memory_mb: lots\n")
+    assert message.endswith("expected a number > 0")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
             "thresholds:\n  critical:\n    success_rate: 1.5\n",
             "thresholds.critical.success_rate: found 1.5 (float); expected a fraction between 0 "
             "and 1",
