@@ -415,6 +415,22 @@ def test_a_value_over_its_threshold_never_reads_as_equal_to_it() -> None:
     assert rate.message == "success_rate = 49.9999 % is below the critical threshold 50 %"
 
 
+def test_a_value_within_the_warning_threshold_never_reads_as_equal_to_it() -> None:
+    tiers = Thresholds.model_validate(
+        {
+            "critical": {**DEFAULTS.critical.model_dump(), "step_max_s": 0.002},
+            "warning": {**DEFAULTS.warning.model_dump(), "step_max_s": 0.001},
+            "optimal": {**DEFAULTS.optimal.model_dump(), "step_max_s": 0.0005},
+        }
+    )
+    ok = verdict("step_max_s", 0.000967, tiers)
+    assert ok.tier is Tier.OK
+    assert ok.message == (
+        "step_max_s = 0.000967 s is within the warning threshold 0.001 s but misses the optimal"
+        " target 0.0005 s"
+    )
+
+
 def test_judge_uses_the_thresholds_given(tmp_path: Path) -> None:
     text = "backends:\n  sqlite:\n    thresholds:\n      warning: {deadlock_rate: 0.3}\n"
     config = load_config(write(tmp_path, text))
