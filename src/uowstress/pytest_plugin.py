@@ -593,7 +593,13 @@ class Explorer:
             else get_profile(self.options["profile"]).durability_kills
         )
         if count <= 0:
-            pytest.skip("--kills 0: durability not checked")
+            if kills is not None:
+                pytest.skip("--kills 0: durability not checked")
+            # The user asked for no kill count: say where the 0 came from.
+            pytest.skip(
+                f"the {self.options['profile']} profile sends no SIGKILL: durability not"
+                " checked (give --kills N to check it)"
+            )
         try:
             run = check_durability(
                 self.url,

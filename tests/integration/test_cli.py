@@ -685,6 +685,17 @@ def test_the_replay_profile_with_nothing_saved_skips_and_writes_no_reproducer(
     assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
 
 
+def test_the_skipped_durability_check_of_the_replay_profile_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = run_machines(tmp_path, "--profile", "replay", "--verbose")
+    assert code == 0, out
+    # No --kills was given: the 0 is the profile's.
+    assert "the replay profile sends no SIGKILL: durability not checked" in out
+    assert "--kills 0" not in out
+
+
 def test_the_replay_profile_replays_the_written_reproducers_of_its_configuration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
