@@ -551,29 +551,36 @@ def _unknown_key_text(loc: Sequence[int | str]) -> str:
     return f"{text} (valid keys here: {', '.join(valid)})"
 
 
-def _schema_problems(error: ValidationError) -> list[str]:
-    problems: list[str] = []
+def _schema_problems(error: ValidationError) -> list[_Problem]:
+    """(key path, message) of each schema error; the message names the key itself."""
+    problems: list[_Problem] = []
     for item in error.errors():
         loc = tuple(item["loc"])
         kind = item["type"]
         path = _dotted(loc) or "(top level)"
         found = item.get("input")
         if kind == "extra_forbidden":
-            problems.append(_unknown_key_text(loc))
+            problems.append((path, _unknown_key_text(loc)))
         elif kind == "invalid_key":
             problems.append(
-                f"{path}: found the key {found!r} ({_type_name(found)}); expected keys are "
-                "names (text)"
+                (
+                    path,
+                    f"{path}: found the key {found!r} ({_type_name(found)}); expected keys are "
+                    "names (text)",
+                )
             )
         elif kind == "missing":
-            problems.append(f"{path}: missing; expected {_expected(loc)}")
+            problems.append((path, f"{path}: missing; expected {_expected(loc)}"))
         elif kind == "value_error":
             reason = item.get("ctx", {}).get("error", item["msg"])
-            problems.append(f"{path}: found {found!r} ({_type_name(found)}); {reason}")
+            problems.append((path, f"{path}: found {found!r} ({_type_name(found)}); {reason}"))
         else:
             problems.append(
-                f"{path}: found {found!r} ({_type_name(found)}); expected {_expected(loc)}"
-                + _number_as_text_hint(found)
+                (
+                    path,
+                    f"{path}: found {found!r} ({_type_name(found)}); expected {_expected(loc)}"
+                    + _number_as_text_hint(found),
+                )
             )
     return problems
 
@@ -598,10 +605,13 @@ def _number_as_text_hint(found: object) -> str:
     return f" (the quotes make it text: write {found} without them)"
 
 
-def parse_config(data: object, source: str = "<config>") -> PerformanceConfig:
+def parse_config(
+    data: object, source: str = "<config>", lines: Mapping[str, int] | None = None
+) -> PerformanceConfig:
     """Validate already-loaded configuration data (e.g. from YAML).
 
-    Every problem is reported in one ConfigError, each line naming ``source`` and the key.
+    Every problem is reported in one ConfigError, each line naming ``source`` and the key,
+    and the key's line where ``lines`` (dotted key path -> line number) has it.
     ``None`` (an empty file) means all defaults.
     """
     if data is None:
@@ -612,22 +622,26 @@ def parse_config(data: object, source: str = "<config>") -> PerformanceConfig:
             f"{', '.join(PerformanceConfig.model_fields)}; found {_type_name(data)} "
             f"{_shorten(data)}. Start the file with 'thresholds:', 'backends:' or 'workloads:'"
         )
-    problems: list[str] = []
+    problems: list[_Problem] = []
     config: PerformanceConfig | None = None
     try:
         config = PerformanceConfig.model_validate(data, context={"skip_consistency": True})
     except ValidationError as error:
         problems.extend(_schema_problems(error))
     problems.extend(
-        f"{path}: {text}"
+        (path, f"{path}: {text}")
         for path, text in _consistency_problems(_raw_tiers(data), _raw_overrides(data))
     )
     if problems:
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        lines = "\n".join(f"  {source}: {problem}" for problem in problems)
+        known = lines or {}
+        listed = "\n".join(
+            f"  {source}:{known[path]}: {text}" if path in known else f"  {source}: {text}"
+            for path, text in problems
+        )
         raise ConfigError(
             f"invalid performance configuration {source} ({count}); fix these keys, or delete "
-            f"them to use the defaults:\n{lines}"
+            f"them to use the defaults:\n{listed}"
         )
     assert config is not None  # no problems means validation succeeded
     return config
@@ -717,7 +731,35 @@ def load_config(path: str | Path | None = None) -> PerformanceConfig:
         ) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{file}: YAML error: {error}; fix the file's syntax") from None
-    return parse_config(data, source=str(file))
+    return parse_config(data, source=str(file), lines=_key_lines(content))
+
+
+def _key_lines(content: str) -> dict[str, int]:
+    """The line of each key (and list entry) of a YAML text, by dotted path as problems name
+    them (``workloads.payload_kb[0]``), so that a schema problem points at its line."""
+    found: dict[str, int] = {}
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                child = f"{path}.{key_node.value}" if path else str(key_node.value)
+                found.setdefault(child, key_node.start_mark.line + 1)
+                walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                child = f"{path}[{i}]"
+                found.setdefault(child, item.start_mark.line + 1)
+                walk(item, child)
+
+    try:
+        root = yaml.compose(content, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError:
+        return found  # the file loaded, so this does not happen; lines are only a help
+    if root is not None:
+        walk(root, "")
+    return found
 
 
 # --------------------------------------------------------------------------- judging

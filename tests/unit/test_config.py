@@ -206,15 +206,36 @@ def test_every_problem_is_listed_in_one_message(tmp_path: Path) -> None:
     )
     message = config_error(tmp_path, text)
     assert "(4 problems)" in message
-    for key in (
-        "thresholds.warning.memroy_mb",
-        "thresholds.warning.success_rate",
-        "workloads.writers",
-        "workloads.mixed_workers",
+    for line, key in (
+        (3, "thresholds.warning.memroy_mb"),
+        (4, "thresholds.warning.success_rate"),
+        (6, "workloads.writers"),
+        (7, "workloads.mixed_workers"),
     ):
-        assert f"perf.yaml: {key}" in message or f"perf.yaml: unknown key '{key}'" in message
+        where = f"perf.yaml:{line}:"
+        assert f"{where} {key}" in message or f"{where} unknown key '{key}'" in message
     # An out-of-range value is not reported again as a tier inconsistency.
     assert "at least as strict" not in message
+
+
+def test_a_problem_names_the_line_of_its_key_where_the_file_has_it(tmp_path: Path) -> None:
+    text = (
+        "workloads:\n"
+        "  payload_kb:\n"
+        "    - 1\n"
+        "    - 0\n"
+        "backends:\n"
+        "  sqlite:\n"
+        "    thresholds:\n"
+        "      warning: {deadlock_rate: 0.6}\n"
+        "thresholds:\n"
+        "  critical: {step_max_s: 1.0}\n"
+    )
+    message = config_error(tmp_path, text)
+    assert "perf.yaml:4: workloads.payload_kb[1]: found 0 (int)" in message
+    assert "perf.yaml:8: backends.sqlite.thresholds.warning.deadlock_rate: found 0.6" in message
+    # critical.step_p95_s is not in the file (its default 2 exceeds the given step_max_s).
+    assert "perf.yaml: thresholds.critical.step_p95_s: found 2 but" in message
 
 
 def test_inconsistent_tiers(tmp_path: Path) -> None:
