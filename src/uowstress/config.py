@@ -65,6 +65,11 @@ PositiveInt = Annotated[int, Field(ge=1, description="an integer >= 1")]
 Rate = Annotated[
     float, Field(ge=0, le=1, description="a fraction between 0 and 1 (0.8 means 80 %)")
 ]
+# The scenarios that check that contention happened: one thread alone never conflicts, so
+# they would fail whatever the system under test does.
+ContendingThreads = Annotated[
+    int, Field(ge=2, description="an integer >= 2 (one thread alone never conflicts)")
+]
 
 
 class _Model(BaseModel):
@@ -240,12 +245,12 @@ class Workloads(_Model):
     """Sizes of the performance scenarios."""
 
     sequential_transactions: PositiveInt = 100
-    concurrent_threads: PositiveInt = 10
+    concurrent_threads: ContendingThreads = 10
     transactions_per_thread: PositiveInt = 20
     memory_operations: PositiveInt = 500
     bulk_records: PositiveInt = 1200
     bulk_batch_size: PositiveInt = 50
-    deadlock_threads: PositiveInt = 8
+    deadlock_threads: ContendingThreads = 8
     deadlock_operations: PositiveInt = 25
     # Each deadlock-scenario transaction changes 2 or 3 of them, in a drawn order.
     deadlock_resources: Annotated[

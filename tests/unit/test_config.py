@@ -185,6 +185,15 @@ def test_text_that_is_no_number_gets_no_hint(tmp_path: Path) -> None:
             "workloads.deadlock_resources: found 2 (int); expected an integer >= 3",
         ),
         (
+            # A contention scenario on one thread never conflicts: its check could only fail.
+            "workloads:\n  concurrent_threads: 1\n",
+            "workloads.concurrent_threads: found 1 (int); expected an integer >= 2",
+        ),
+        (
+            "workloads:\n  deadlock_threads: 1\n",
+            "workloads.deadlock_threads: found 1 (int); expected an integer >= 2 (one thread",
+        ),
+        (
             "thresholds:\n  critical:\n    avg_transaction_s: .inf\n",
             "thresholds.critical.avg_transaction_s: found inf (float)",
         ),
