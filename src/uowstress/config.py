@@ -710,8 +710,11 @@ def load_config(path: str | Path | None = None) -> PerformanceConfig:
             f"file to use the built-in defaults ({DEFAULT_CONFIG_FILE} shows them)"
         ) from None
     except UnicodeDecodeError as error:
+        # The line, as for any other problem of the file: a byte offset alone is hard to find.
+        line = error.object[: error.start].count(b"\n") + 1
         raise ConfigError(
-            f"{file}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
+            f"{file}:{line}: not UTF-8 text ({error.reason} at byte {error.start}); save it as"
+            " UTF-8"
         ) from None
     except OSError as error:
         raise ConfigError(

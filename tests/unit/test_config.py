@@ -306,6 +306,13 @@ def test_missing_file(tmp_path: Path) -> None:
         load_config(missing)
 
 
+def test_text_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "perf.yaml"
+    path.write_bytes(b"workloads:\n  writers: 10\n  # caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"perf\.yaml:3: not UTF-8 text .*save it as UTF-8"):
+        load_config(path)
+
+
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path)
