@@ -15,7 +15,7 @@ from uowstress.profiles import REPRODUCERS_DIR, get_profile
 from uowstress.report.model import Distribution, DurabilityRun, Finding, Judged, MachineRun
 from uowstress.reproducers import Reproducer, Step
 from uowstress.scratch import backend_name, redacted
-from uowstress.stateful.durability import run_durability
+from uowstress.stateful.durability import KillResult, run_durability
 from uowstress.stateful.run import AcidResult, run_acid
 
 __all__ = ["check_durability", "describe_step", "explore", "finding_of", "replay_command"]
@@ -194,6 +194,7 @@ def check_durability(
     kills: int,
     isolation_level: str | None = None,
     allow_existing_tables: bool = False,
+    reproducers_dir: Path = REPRODUCERS_DIR,
 ) -> DurabilityRun:
     try:
         result = run_durability(
@@ -203,6 +204,7 @@ def check_durability(
             kills=kills,
             isolation_level=isolation_level,
             allow_existing_tables=allow_existing_tables,
+            reproducers_dir=reproducers_dir,
         )
     except UowstressError as error:
         # Stopped before it began (a database it must not use, a target that refuses its
@@ -227,13 +229,8 @@ def check_durability(
         seconds=result.seconds,
         error=result.error,
         findings=[
-            Finding(
-                source=f"durability on {result.backend}, kill {kill.index}",
-                kind=kill.finding.kind,
-                message=kill.finding.message,
-            )
+            _kill_finding(kill, result.backend, result.reproducers.get(kill.index), url)
             for kill in result.findings
-            if kill.finding is not None
         ],
     )
     if run.error:
@@ -241,3 +238,34 @@ def check_durability(
     elif run.findings:
         run.status = "failed"
     return run
+
+
+def _kill_finding(
+    kill: KillResult, backend: str, written: tuple[Reproducer, Path] | None, url: str
+) -> Finding:
+    assert kill.finding is not None
+    steps: list[str] = []
+    command = explanation = None
+    reproducer, path = written if written is not None else (None, None)
+    if reproducer is not None and reproducer.kill is not None:
+        steps = [
+            f"{index}. {describe_step(step)}" for index, step in enumerate(reproducer.steps, 1)
+        ]
+        point = reproducer.kill
+        explanation = (
+            f"The worker ran these steps and was killed with SIGKILL after"
+            f" {point.after_acks} acknowledged commit(s), {point.extra_steps} step(s) into the"
+            f" next transaction and {point.delay_us} µs later."
+        )
+        command = replay_command(reproducer, path, url)
+    return Finding(
+        source=f"durability on {backend}, kill {kill.index}",
+        kind=kill.finding.kind,
+        message=kill.finding.message,
+        explanation=explanation,
+        reproducer_id=None if reproducer is None else reproducer.id,
+        reproducer_path=None if path is None else str(path),
+        replay_command=command,
+        steps_by_session=[steps] if steps else [],
+        shrunk_from=None if reproducer is None else reproducer.shrunk_from,
+    )

@@ -609,6 +609,7 @@ class Explorer:
                 kills=count,
                 isolation_level=self.options["isolation_level"],
                 allow_existing_tables=self.options["allow_existing_tables"],
+                reproducers_dir=Path(self.options["reproducers_dir"]),
             )
         except UowstressError as error:
             pytest.fail(f"durability: {error}", pytrace=False)

@@ -43,6 +43,15 @@ class Step(_Strict):
         return self.model_dump(exclude_none=True)
 
 
+class KillPoint(_Strict):
+    """Where the durability check killed its worker: after `after_acks` acknowledged commits,
+    `extra_steps` steps into the next transaction (its commit last), and `delay_us` later."""
+
+    after_acks: int = Field(ge=0)
+    extra_steps: int = Field(0, ge=0)
+    delay_us: int = Field(0, ge=0, le=1_000_000)
+
+
 class Failure(_Strict):
     kind: str
     message: str
@@ -53,7 +62,7 @@ class Reproducer(_Strict):
     format: Literal["uowstress.reproducer"] = "uowstress.reproducer"
     version: Literal[1] = 1
     id: str = ""
-    machine: Literal["acid", "sessions"] = "acid"
+    machine: Literal["acid", "sessions", "durability"] = "acid"
     sessions: int = Field(1, ge=1, le=16)  # logical sessions (1 for the single-session machine)
     target: str
     target_options: dict[str, str] = Field(default_factory=dict)
@@ -65,6 +74,7 @@ class Reproducer(_Strict):
     steps: list[Step]
     shrunk_from: int | None = None  # steps of the run as found, before shrinking
     failure: Failure
+    kill: KillPoint | None = None  # the durability check's kill (machine "durability" only)
     versions: dict[str, str] = Field(default_factory=dict)
     created_at: str = ""
 
@@ -78,6 +88,7 @@ class Reproducer(_Strict):
                 self.backend,
                 self.isolation_level,
                 [s.as_dict() for s in self.steps],
+                *([] if self.kill is None else [self.kill.model_dump()]),
             ],
             sort_keys=True,
         )
@@ -108,6 +119,53 @@ class Reproducer(_Strict):
             problem = None if step.fault is None else spec_problem(step.fault)
             if problem is not None:
                 problems.append(f"step {index}: {problem}")
+        return problems + self._kill_problems()
+
+    def _kill_problems(self) -> list[str]:
+        """A durability reproducer: its kill point, and transactions its worker can run."""
+        if self.machine != "durability":
+            if self.kill is None:
+                return []
+            return [f"'kill' belongs to a durability reproducer, not to machine {self.machine!r}"]
+        if self.kill is None:
+            return [
+                "a durability reproducer needs 'kill', where the worker is killed, e.g."
+                ' {"after_acks": 1, "extra_steps": 0, "delay_us": 0}'
+            ]
+        problems: list[str] = []
+        open_ = False
+        for index, step in enumerate(self.steps, 1):
+            expected = ("apply", "commit") if open_ else ("begin",)
+            if step.action not in expected:
+                problems.append(
+                    f"step {index}: {step.action!r} where the worker's transactions need"
+                    f" {' or '.join(repr(a) for a in expected)} (each is a 'begin', its"
+                    " 'apply' steps and a 'commit')"
+                )
+                break
+            open_ = step.action != "commit" and (open_ or step.action == "begin")
+        commits = sum(step.action == "commit" for step in self.steps)
+        if open_ and not problems:
+            problems.append("the last transaction has no 'commit'")
+        if self.kill.after_acks > commits:
+            problems.append(
+                f"kill.after_acks is {self.kill.after_acks}, but the steps commit only {commits}"
+                " time(s)"
+            )
+        elif not problems:
+            # The worker must reach the kill point: no more steps than the next transaction has.
+            begins = [i for i, step in enumerate(self.steps) if step.action == "begin"]
+            after = self.kill.after_acks
+            following = (
+                0
+                if after == commits
+                else (begins[after + 1] if after + 1 < commits else len(self.steps)) - begins[after]
+            )
+            if self.kill.extra_steps > following:
+                problems.append(
+                    f"kill.extra_steps is {self.kill.extra_steps}, but the transaction after"
+                    f" {after} acknowledged commit(s) has {following} step(s)"
+                )
         return problems
 
     def replay_command(self, path: Path | str | None = None) -> str:

@@ -995,7 +995,7 @@ def test_a_step_whose_arguments_fit_no_operation_is_an_error_not_fixed(
     register = {
         "robot_id": "r1",
         "name": "Atlas",
-        "robot_type": "biped",
+        "robot_type": "custom",
         "joint_count": 20,
         "height_m": 1.5,
     }

@@ -9,9 +9,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from uowstress import reproducers
 from uowstress.explore import check_durability
 from uowstress.stateful._durability_child import ACK_EARLY_ENV
 from uowstress.stateful.durability import CHILD_MODULE, DurabilityResult, run_durability
+from uowstress.stateful.run import replay
 
 TARGET = "humanoid_training.target:TARGET"
 KILLS = 5
@@ -70,11 +72,13 @@ def test_sqlite_synchronous_normal_survives_process_kills() -> None:
 
 
 def test_the_check_reports_a_commit_acknowledged_before_it_was_made(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Self-test of the checker: the child acknowledges each commit before making it.
     monkeypatch.setenv(ACK_EARLY_ENV, "1")
-    result = run_durability("sqlite://", target_spec=TARGET, options={}, kills=6, seed=SEED)
+    result = run_durability(
+        "sqlite://", target_spec=TARGET, options={}, kills=6, seed=SEED, reproducers_dir=tmp_path
+    )
     assert result.error is None, result.error
     lost = [k for k in result.kills if k.finding is not None and k.finding.kind == "lost"]
     assert lost, f"no lost commit reported over {len(result.kills)} kills: {result.kills}"
@@ -87,6 +91,55 @@ def test_the_check_reports_a_commit_acknowledged_before_it_was_made(
         )
     # An early acknowledgement loses whole commits; no transaction is ever half there.
     assert all(k.finding is None or k.finding.kind == "lost" for k in result.kills)
+    assert not _children_left()
+    # Each finding is written as a reproducer of its steps and kill point.
+    assert sorted(result.reproducers) == [k.index for k in lost]
+    assert sorted(tmp_path.iterdir()) == sorted(path for _, path in result.reproducers.values())
+    for kill in lost:
+        written, path = result.reproducers[kill.index]
+        assert written.machine == "durability" and written.kill is not None
+        assert written.kill.after_acks == kill.kill_after_acks
+        assert written.failure.kind == "lost" and path.name == f"{written.id}.json"
+        assert [s.action for s in written.steps].count("commit") == kill.commits
+
+
+def test_a_durability_finding_replays_failed_while_the_bug_is_there_and_fixed_after(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Killed right after its first acknowledgement: with the early acknowledgement the worker
+    # is then still pausing before its COMMIT, every time (a kill inside a commit would race).
+    register = {
+        "robot_id": "r1",
+        "name": "Atlas",
+        "robot_type": "custom",
+        "joint_count": 20,
+        "height_m": 1.5,
+    }
+    path = reproducers.write(
+        reproducers.make_reproducer(
+            machine="durability",
+            target=TARGET,
+            backend="sqlite",
+            guarantee="serializable",
+            steps=[
+                reproducers.Step(action="begin"),
+                reproducers.Step(action="apply", op="register_robot", args=register),
+                reproducers.Step(action="commit"),
+            ],
+            kill=reproducers.KillPoint(after_acks=1),
+            failure=reproducers.Failure(kind="lost", message="commit 1 was acknowledged"),
+        ),
+        tmp_path,
+    )
+    monkeypatch.setenv(ACK_EARLY_ENV, "1")
+    again = replay(path, repeat=2)
+    assert again.verdict == "FAILED", again.detail
+    assert "the kill on sqlite://: [lost] commit 1 was acknowledged but is missing" in again.detail
+    assert "this differs" not in again.detail
+    monkeypatch.delenv(ACK_EARLY_ENV)
+    fixed = replay(path)
+    assert fixed.verdict == "FIXED", fixed.detail
+    assert "every acknowledged commit survived the kill" in fixed.detail
     assert not _children_left()
 
 

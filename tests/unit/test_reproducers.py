@@ -216,3 +216,70 @@ def test_replay_of_every_reproducer_works_from_a_folder_below_too(
     monkeypatch.chdir(tmp_path / "performance_reports")
     found = reproducers.nearest(reproducers.REPRODUCERS_DIR)
     assert [p.resolve() for p in reproducers.all_paths(found)] == [written.resolve()]
+
+
+_TWO_COMMITS: list[dict[str, object]] = [
+    {"action": "begin"},
+    {"action": "apply", "op": "register_robot", "args": {}},
+    {"action": "commit"},
+    {"action": "begin"},
+    {"action": "commit"},
+]
+
+
+@pytest.mark.parametrize(
+    ("steps", "changes", "message"),
+    [
+        (_TWO_COMMITS, {}, "a durability reproducer needs 'kill', where the worker is killed"),
+        (
+            [{"action": "begin"}, {"action": "rollback"}],
+            {"kill": {"after_acks": 0}},
+            "step 2: 'rollback' where the worker's transactions need 'apply' or 'commit'",
+        ),
+        (
+            [{"action": "apply", "op": "register_robot"}],
+            {"kill": {"after_acks": 0}},
+            "step 1: 'apply' where the worker's transactions need 'begin'",
+        ),
+        (
+            [{"action": "begin"}],
+            {"kill": {"after_acks": 0}},
+            "the last transaction has no 'commit'",
+        ),
+        (
+            _TWO_COMMITS,
+            {"kill": {"after_acks": 3}},
+            "kill.after_acks is 3, but the steps commit only 2 time(s)",
+        ),
+        (
+            _TWO_COMMITS,
+            {"kill": {"after_acks": 1, "extra_steps": 3}},
+            "kill.extra_steps is 3, but the transaction after 1 acknowledged commit(s) has 2",
+        ),
+        (
+            _TWO_COMMITS,
+            {"kill": {"after_acks": 2, "extra_steps": 1}},
+            "kill.extra_steps is 1, but the transaction after 2 acknowledged commit(s) has 0",
+        ),
+    ],
+)
+def test_a_durability_reproducer_the_worker_cannot_run_is_refused_and_named(
+    tmp_path: Path, steps: list[dict[str, object]], changes: dict[str, object], message: str
+) -> None:
+    path = _write_raw(tmp_path / "x.json", steps, machine="durability", **changes)
+    with pytest.raises(ReproducerError, match="malformed reproducer") as raised:
+        reproducers.load(path)
+    assert message in str(raised.value)
+
+
+def test_a_durability_reproducer_loads_and_its_kill_counts_in_its_id(tmp_path: Path) -> None:
+    kill = {"after_acks": 1, "extra_steps": 2, "delay_us": 300}
+    path = _write_raw(tmp_path / "x.json", _TWO_COMMITS, machine="durability", kill=kill)
+    loaded = reproducers.load(path)
+    assert loaded.kill == reproducers.KillPoint(after_acks=1, extra_steps=2, delay_us=300)
+    later = loaded.model_copy(update={"kill": reproducers.KillPoint(after_acks=2)})
+    assert later.content_id() != loaded.content_id()
+    # A kill on another machine's reproducer is an edit that cannot mean anything.
+    acid = _write_raw(tmp_path / "y.json", [{"action": "begin"}], kill=kill)
+    with pytest.raises(ReproducerError, match="'kill' belongs to a durability reproducer"):
+        reproducers.load(acid)

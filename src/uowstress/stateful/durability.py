@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import IO, Any
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -39,8 +40,11 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
+from uowstress import reproducers
 from uowstress.database import PreparedDatabase, objects_of, prepared_database
 from uowstress.errors import UowstressError
+from uowstress.profiles import REPRODUCERS_DIR
+from uowstress.reproducers import KillPoint
 from uowstress.scratch import hide_secrets, redacted, scratch_database
 from uowstress.stateful.drawing import draw_arguments
 from uowstress.stateful.executor import call, diff_states
@@ -133,6 +137,8 @@ class DurabilityResult:
     kills: list[KillResult] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None  # the run itself could not be completed
+    # Per kill index with a finding: its reproducer and the file it was written to.
+    reproducers: dict[int, tuple[reproducers.Reproducer, Path]] = field(default_factory=dict)
 
     @property
     def findings(self) -> list[KillResult]:
@@ -236,6 +242,39 @@ def kill_plans(
     extra = draw(st.one_of(st.just(0), st.just(following), st.integers(0, following)))
     delay_us = draw(st.one_of(st.just(0), st.integers(0, MAX_KILL_DELAY_US)))
     return KillPlan(steps, states, outcomes, kill_after, extra, delay_us / 1e6)
+
+
+def plan_of(
+    target: Target, new_model: Callable[[], Model], steps: list[dict[str, Any]], kill: KillPoint
+) -> KillPlan:
+    """The plan a durability reproducer describes: its steps run once on a fresh model, for
+    the state after each commit and each step's outcome, as `kill_plans` computes them."""
+    ops = {op.name: op for op in target.operations if op.scope == "step"}
+    model = new_model()
+    states = [model.state()]
+    outcomes: list[str | None] = []
+    mirror: Any = None
+    for index, step in enumerate(steps, 1):
+        action = step["action"]
+        if action == "begin":
+            mirror = model.unit_of_work()
+            mirror.__enter__()
+            outcomes.append(None)
+        elif action == "apply":
+            op = ops.get(step.get("op") or "")
+            if op is None:
+                raise UowstressError(
+                    f"step {index}: target {target.name} has no operation {step.get('op')!r} of"
+                    f" scope 'step'; it has {', '.join(sorted(ops))}"
+                )
+            outcome = call(op.apply, mirror, step.get("args", {}))
+            outcomes.append(None if outcome.ok else outcome.error_type)
+        else:
+            mirror.commit()
+            mirror.__exit__(None, None, None)
+            states.append(model.state())
+            outcomes.append(None)
+    return KillPlan(steps, states, outcomes, kill.after_acks, kill.extra_steps, kill.delay_us / 1e6)
 
 
 # -- judging what survived -----------------------------------------------------------------------
@@ -576,6 +615,69 @@ def run_child(
             watch.take(line, plan)
 
 
+def replay_kill(
+    reproducer: reproducers.Reproducer,
+    target: Target,
+    options: Mapping[str, str],
+    url: str,
+    allow_existing_tables: bool = False,
+) -> tuple[reproducers.Failure | None, str]:
+    """One kill of a durability reproducer's steps at its kill point, on a database of its
+    own: the finding (None: every acknowledged commit survived), and the database, named."""
+    assert reproducer.kill is not None  # a durability reproducer is loaded with one
+    level = reproducer.isolation_level
+    with _durable_database(
+        url, allow_existing_tables, lambda: objects_of(target, options, level, url)
+    ) as db:
+        system = target.connect(db.url, options, isolation_level=level)
+        try:
+            plan = plan_of(
+                target, system.new_model, [s.as_dict() for s in reproducer.steps], reproducer.kill
+            )
+            with ChildServer(reproducer.target) as server:
+                kill = kill_once(
+                    plan,
+                    1,
+                    target=target,
+                    system=system,
+                    url=db.url,
+                    target_spec=reproducer.target,
+                    options=options,
+                    server=server,
+                    isolation_level=level,
+                )
+        finally:
+            system.dispose()
+    if kill.finding is None:
+        return None, db.display
+    return reproducers.Failure(kind=kill.finding.kind, message=kill.finding.message), db.display
+
+
+def _reproducer_of(
+    plan: KillPlan, kill: KillResult, result: DurabilityResult, target: Target
+) -> reproducers.Reproducer:
+    assert kill.finding is not None
+    return reproducers.make_reproducer(
+        machine="durability",
+        target=result.target,
+        target_options=result.options,
+        backend=result.backend,
+        isolation_level=result.isolation_level,
+        guarantee=target.guarantee,
+        seed=str(result.seed),
+        steps=[reproducers.Step(**step) for step in plan.steps],
+        # A kill's steps are few by construction (see MAX_TRANSACTIONS): not shrunk.
+        shrunk_from=len(plan.steps),
+        failure=reproducers.Failure(kind=kill.finding.kind, message=kill.finding.message),
+        kill=KillPoint(
+            after_acks=plan.kill_after_acks,
+            extra_steps=plan.extra_steps,
+            delay_us=round(plan.kill_delay_s * 1e6),
+        ),
+        versions=reproducers.versions(result.server_version),
+    )
+
+
 # -- one kill and a run --------------------------------------------------------------------------
 
 
@@ -673,11 +775,14 @@ def run_durability(
     timeout_s: float | None = None,
     child_timeout_s: float = CHILD_TIMEOUT_S,
     allow_existing_tables: bool = False,
+    reproducers_dir: Path | None = REPRODUCERS_DIR,
 ) -> DurabilityResult:
     """SIGKILL a workload `kills` times and check after each that no acknowledged commit is
     lost and no transaction is half present.
 
     `seed` fixes the drawn workloads and kill points (one is chosen, and reported, when None).
+    Each kill with a finding is written as a reproducer to `reproducers_dir` (None: not
+    written), for `uowstress replay`.
     The run stops with `error` set when it exceeds `timeout_s` (default: 30 s per kill plus a
     minute). Raises UowstressError for what stops a run before it starts.
     """
@@ -736,20 +841,25 @@ def run_durability(
             try:
                 if not server:
                     server.append(ChildServer(target_spec))
-                result.kills.append(
-                    kill_once(
-                        plan,
-                        len(result.kills) + 1,
-                        target=target,
-                        system=system,
-                        server=server[0],
-                        url=db.url,
-                        target_spec=target_spec,
-                        options=chosen,
-                        isolation_level=isolation_level,
-                        child_timeout_s=child_timeout_s,
-                    )
+                kill = kill_once(
+                    plan,
+                    len(result.kills) + 1,
+                    target=target,
+                    system=system,
+                    server=server[0],
+                    url=db.url,
+                    target_spec=target_spec,
+                    options=chosen,
+                    isolation_level=isolation_level,
+                    child_timeout_s=child_timeout_s,
                 )
+                result.kills.append(kill)
+                if kill.finding is not None and reproducers_dir is not None:
+                    written = _reproducer_of(plan, kill, result, target)
+                    result.reproducers[kill.index] = (
+                        written,
+                        reproducers.write(written, reproducers_dir),
+                    )
             except DurabilityError as error:
                 result.error = str(error)
             except Exception as error:

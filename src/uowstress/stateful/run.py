@@ -24,6 +24,7 @@ from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
 from uowstress.stateful.concurrent import AnomalyTally, ConcurrentExecutor, concurrent_machine
+from uowstress.stateful.durability import replay_kill
 from uowstress.stateful.example_cache import bounded_example_cache
 from uowstress.stateful.executor import Finding, SingleSessionExecutor, StepError
 from uowstress.stateful.minimize import minimize
@@ -100,7 +101,9 @@ def _describe(failure: reproducers.Failure | None, steps: int) -> str:
     if failure is None:
         return f"passed every check of all {steps} steps"
     said = failure.message.strip().splitlines()
-    return f"failed at step {failure.step} of {steps} ([{failure.kind}] {said[0] if said else ''})"
+    # A durability finding belongs to the kill, not to a step.
+    at = "after the kill" if failure.step is None else f"at step {failure.step} of {steps}"
+    return f"failed {at} ([{failure.kind}] {said[0] if said else ''})"
 
 
 def _same_failure(one: reproducers.Failure | None, other: reproducers.Failure | None) -> bool:
@@ -470,8 +473,11 @@ def replay(
     each = f" (the same in each of {repeat} runs)" if repeat > 1 else ""
     if first is None:
         passed = "the 1 step passes" if steps == 1 else f"all {steps} steps pass"
+        if reproducer.machine == "durability":
+            passed = f"every acknowledged commit survived the kill ({steps} steps)"
         return ReplayResult(path, "FIXED", f"{passed} {where}{each}", reproducer)
-    detail = f"step {first.step} {where}: [{first.kind}] {first.message}{each}"
+    at = "the kill" if first.step is None else f"step {first.step}"
+    detail = f"{at} {where}: [{first.kind}] {first.message}{each}"
     if first.kind != recorded.kind or recorded.step not in (None, first.step):
         at = "" if recorded.step is None else f", at step {recorded.step}"
         detail += (
@@ -489,6 +495,8 @@ def _replay_once(
 ) -> tuple[reproducers.Failure | None, str]:
     """The failure of one run of the steps on a database of their own (None: all passed), and
     the database, named (without a --db-url of its backend, a default server is used)."""
+    if reproducer.machine == "durability":
+        return replay_kill(reproducer, target, options, url, allow_existing_tables)
     with prepared_database(
         url,
         allow_existing_tables=allow_existing_tables,
