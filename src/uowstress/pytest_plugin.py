@@ -619,7 +619,11 @@ class Explorer:
         if run.findings:
             pytest.fail(
                 f"durability on {run.backend}: "
-                + "; ".join(f"[{f.kind}] {f.message}" for f in run.findings),
+                + "; ".join(
+                    f"[{f.kind}] {f.message}"
+                    + (f" (replay: {f.replay_command})" if f.replay_command else "")
+                    for f in run.findings
+                ),
                 pytrace=False,
             )
         return run

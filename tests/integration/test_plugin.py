@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.integration.test_scratch import scratch_exists
+from uowstress.stateful._durability_child import ACK_EARLY_ENV
 
 pytest_plugins = ["pytester"]
 
@@ -540,3 +541,29 @@ def test_a_suite_that_does_not_use_uowstress_keeps_its_own_and_hypothesiss_profi
     result.stdout.fnmatch_lines(["*PROFILE 100 True True"])
     result.assert_outcomes(failed=1, passed=1)
     assert not (pytester.path / ".hypothesis" / "examples").exists()
+
+
+def test_a_durability_finding_fails_its_test_with_the_replay_command(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        test_kills="""
+from uowstress.pytest_plugin import Explorer
+
+
+def test_durability(uowstress_explorer: Explorer) -> None:
+    uowstress_explorer.durability()
+"""
+    )
+    # The worker acknowledges each commit before making it: kills after an acknowledgement
+    # find it missing.
+    monkeypatch.setenv(ACK_EARLY_ENV, "1")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--uowstress-db-url", "sqlite://", "--uowstress-kills", "8",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*durability on sqlite: [[]lost[]] commit * (replay: *uowstress replay *)*"]
+    )
+    written = list((pytester.path / ".hypothesis" / "reproducers").glob("*.json"))
+    assert written and all('"machine": "durability"' in p.read_text() for p in written)
