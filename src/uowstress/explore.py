@@ -195,6 +195,7 @@ def check_durability(
     isolation_level: str | None = None,
     allow_existing_tables: bool = False,
     reproducers_dir: Path = REPRODUCERS_DIR,
+    replay_saved: bool = False,
 ) -> DurabilityRun:
     try:
         result = run_durability(
@@ -205,6 +206,7 @@ def check_durability(
             isolation_level=isolation_level,
             allow_existing_tables=allow_existing_tables,
             reproducers_dir=reproducers_dir,
+            replay_saved=replay_saved,
         )
     except UowstressError as error:
         # Stopped before it began (a database it must not use, a target that refuses its

@@ -592,7 +592,8 @@ class Explorer:
             if kills is not None
             else get_profile(self.options["profile"]).durability_kills
         )
-        if count <= 0:
+        replaying = kills is None and self.options["profile"] == "replay"
+        if count <= 0 and not replaying:
             if kills is not None:
                 pytest.skip("--kills 0: durability not checked")
             # The user asked for no kill count: say where the 0 came from.
@@ -610,9 +611,17 @@ class Explorer:
                 isolation_level=self.options["isolation_level"],
                 allow_existing_tables=self.options["allow_existing_tables"],
                 reproducers_dir=Path(self.options["reproducers_dir"]),
+                replay_saved=replaying,
             )
         except UowstressError as error:
             pytest.fail(f"durability: {error}", pytrace=False)
+        if replaying and not run.kills and not run.error:
+            pytest.skip(
+                f"the replay profile replays saved failures only, and"
+                f" {self.options['reproducers_dir']} holds no durability reproducer for this"
+                f" target, its options and {run.backend}: durability not checked (give"
+                " --kills N to check it)"
+            )
         self.results.durability.append(run)
         if run.error:
             pytest.fail(f"durability on {run.backend}: could not run: {run.error}", pytrace=False)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -275,3 +276,18 @@ def resolve(spec: str, directory: Path = REPRODUCERS_DIR) -> Path:
 
 def all_paths(directory: Path = REPRODUCERS_DIR) -> list[Path]:
     return sorted(directory.glob("*.json")) if directory.is_dir() else []
+
+
+def written_for(directory: Path, configuration: Mapping[str, Any]) -> list[tuple[Path, Reproducer]]:
+    """The reproducers in `directory` written for this very configuration (the reproducer's
+    fields of those names), for the replay profile. A file that cannot be read is left to
+    `uowstress replay`, which reports it."""
+    found = []
+    for path in all_paths(directory):
+        try:
+            written = load(path)
+        except ReproducerError:
+            continue
+        if all(getattr(written, name) == value for name, value in configuration.items()):
+            found.append((path, written))
+    return found

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from uowstress import reproducers
 from uowstress.cli import main
+from uowstress.stateful._durability_child import ACK_EARLY_ENV
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -691,9 +692,35 @@ def test_the_skipped_durability_check_of_the_replay_profile_says_why(
     monkeypatch.chdir(tmp_path)
     code, out = run_machines(tmp_path, "--profile", "replay", "--verbose")
     assert code == 0, out
-    # No --kills was given: the 0 is the profile's.
-    assert "the replay profile sends no SIGKILL: durability not checked" in out
+    # No --kills was given: the profile replays saved kills, and there are none.
+    assert "the replay profile replays saved failures only, and" in out
+    assert "holds no durability reproducer for this target" in out
     assert "--kills 0" not in out
+
+
+def test_the_replay_profile_replays_the_written_durability_reproducers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # The worker acknowledges each commit before making it: lost commits are found.
+    monkeypatch.setenv(ACK_EARLY_ENV, "1")
+    code, out = run_machines(tmp_path, "--machine", "acid", "--kills", "8")
+    assert code == 1, out
+    written = sorted((tmp_path / "rep").glob("*.json"))
+    assert written, out
+    code, out = run_machines(tmp_path, "--machine", "acid", "--profile", "replay")
+    (durability,) = _report(tmp_path / "out")["durability"]
+    assert durability["kills"] == len(written), out
+    # Replayed, not written again: each finding names the file it came from.
+    assert sorted((tmp_path / "rep").glob("*.json")) == written
+    paths = {f["reproducer_path"] for f in durability["findings"]}
+    assert paths <= {str(path) for path in written}
+    # Once the commits are made before they are acknowledged, every one replays as passed.
+    monkeypatch.delenv(ACK_EARLY_ENV)
+    code, out = run_machines(tmp_path, "--machine", "acid", "--profile", "replay")
+    assert code == 0, out
+    (durability,) = _report(tmp_path / "out")["durability"]
+    assert durability["status"] == "passed" and durability["kills"] == len(written)
 
 
 def test_the_replay_profile_replays_the_written_reproducers_of_its_configuration(

@@ -776,17 +776,20 @@ def run_durability(
     child_timeout_s: float = CHILD_TIMEOUT_S,
     allow_existing_tables: bool = False,
     reproducers_dir: Path | None = REPRODUCERS_DIR,
+    replay_saved: bool = False,
 ) -> DurabilityResult:
     """SIGKILL a workload `kills` times and check after each that no acknowledged commit is
     lost and no transaction is half present.
 
     `seed` fixes the drawn workloads and kill points (one is chosen, and reported, when None).
     Each kill with a finding is written as a reproducer to `reproducers_dir` (None: not
-    written), for `uowstress replay`.
+    written), for `uowstress replay`. With `replay_saved` (the replay profile) nothing is
+    drawn: each durability reproducer in `reproducers_dir` written for this target, its
+    options, this backend and level is killed again at its kill point (`kills` is not used).
     The run stops with `error` set when it exceeds `timeout_s` (default: 30 s per kill plus a
     minute). Raises UowstressError for what stops a run before it starts.
     """
-    if kills < 1:
+    if kills < 1 and not replay_saved:
         raise UowstressError(f"kills is {kills}; the durability check needs at least 1")
     target = load_target(target_spec)
     if not any(op.scope == "step" for op in target.operations):
@@ -810,6 +813,18 @@ def run_durability(
             seed=run_seed,
             kills_requested=kills,
         )
+        saved: list[tuple[Path, reproducers.Reproducer]] = []
+        if replay_saved:
+            configuration = {
+                "machine": "durability",
+                "target": target_spec,
+                "target_options": chosen,
+                "backend": db.backend,
+                "isolation_level": isolation_level,
+            }
+            saved = reproducers.written_for(reproducers_dir or REPRODUCERS_DIR, configuration)
+            kills = result.kills_requested = len(saved)
+            budget_s = timeout_s if timeout_s is not None else 60.0 + 30.0 * kills
         try:
             system = target.connect(db.url, chosen, isolation_level=isolation_level)
         except ValueError as error:
@@ -817,10 +832,36 @@ def run_durability(
         started = time.perf_counter()
         server: list[ChildServer] = []  # started at the first kill, inside the budget
 
+        def run_plan(plan: KillPlan, written: tuple[Path, reproducers.Reproducer] | None) -> None:
+            """One kill of the run, its finding written as a reproducer (or, replaying one,
+            attributed to the file it came from)."""
+            if not server:
+                server.append(ChildServer(target_spec))
+            kill = kill_once(
+                plan,
+                len(result.kills) + 1,
+                target=target,
+                system=system,
+                server=server[0],
+                url=db.url,
+                target_spec=target_spec,
+                options=chosen,
+                isolation_level=isolation_level,
+                child_timeout_s=child_timeout_s,
+            )
+            result.kills.append(kill)
+            if kill.finding is None:
+                return
+            if written is not None:
+                result.reproducers[kill.index] = (written[1], written[0])
+            elif reproducers_dir is not None:
+                made = _reproducer_of(plan, kill, result, target)
+                result.reproducers[kill.index] = (made, reproducers.write(made, reproducers_dir))
+
         # Generation only: a kill is not repeatable (its timing is not drawn), so there is
         # nothing for Hypothesis to replay or shrink; findings are collected, not raised.
         @settings(
-            max_examples=kills,
+            max_examples=max(kills, 1),  # 0 when replaying: not run then
             phases=[Phase.generate],
             database=None,
             derandomize=False,  # the seed decides, whatever profile is loaded
@@ -839,27 +880,7 @@ def run_durability(
                 )
                 return
             try:
-                if not server:
-                    server.append(ChildServer(target_spec))
-                kill = kill_once(
-                    plan,
-                    len(result.kills) + 1,
-                    target=target,
-                    system=system,
-                    server=server[0],
-                    url=db.url,
-                    target_spec=target_spec,
-                    options=chosen,
-                    isolation_level=isolation_level,
-                    child_timeout_s=child_timeout_s,
-                )
-                result.kills.append(kill)
-                if kill.finding is not None and reproducers_dir is not None:
-                    written = _reproducer_of(plan, kill, result, target)
-                    result.reproducers[kill.index] = (
-                        written,
-                        reproducers.write(written, reproducers_dir),
-                    )
+                run_plan(plan, None)
             except DurabilityError as error:
                 result.error = str(error)
             except Exception as error:
@@ -869,7 +890,18 @@ def run_durability(
                 )
 
         try:
-            one_kill()
+            if not replay_saved:
+                one_kill()
+            for path, written in saved:
+                assert written.kill is not None  # a durability reproducer is loaded with one
+                steps = [step.as_dict() for step in written.steps]
+                try:
+                    plan = plan_of(target, system.new_model, steps, written.kill)
+                    run_plan(plan, (path, written))
+                except Exception as error:
+                    said = _Scrubber(db.url)(str(error))
+                    result.error = f"replaying {path}: {type(error).__name__}: {said}"
+                    break
         finally:
             result.seconds = time.perf_counter() - started
             try:

@@ -294,7 +294,7 @@ def run_acid(
             if only_saved:
                 # The replay profile: the written reproducers of this configuration too (a
                 # fresh clone or CI cache has those and no example database).
-                written = _written_reproducers(reproducers_dir, configuration)
+                written = reproducers.written_for(reproducers_dir, configuration)
                 if not written and not saved_examples:
                     raise NothingToReplay(
                         f"nothing saved to replay for the {machine} machine on {db.display}:"
@@ -360,23 +360,6 @@ def run_acid(
             result.machine_steps = recorder.machine_steps
             system.dispose()
     return result
-
-
-def _written_reproducers(
-    directory: Path, configuration: Mapping[str, Any]
-) -> list[tuple[Path, reproducers.Reproducer]]:
-    """The reproducers in `directory` written for this very configuration (the reproducer's
-    fields of those names). A file that cannot be read is left to `uowstress replay`, which
-    reports it."""
-    found = []
-    for path in reproducers.all_paths(directory):
-        try:
-            written = reproducers.load(path)
-        except UowstressError:
-            continue
-        if all(getattr(written, name) == value for name, value in configuration.items()):
-            found.append((path, written))
-    return found
 
 
 def _replay_written(
