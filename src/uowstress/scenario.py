@@ -435,12 +435,23 @@ class Scenario:
         """The load met contention: some attempt conflicted or deadlocked (a scenario meant to
         conflict that never does tests nothing)."""
         attempts = self._attempts
-        return self.check(
-            "conflicts or deadlocks happened",
-            attempts.conflicts + attempts.deadlocks > 0,
+        met = attempts.conflicts + attempts.deadlocks > 0
+        detail = (
             f"{attempts.conflicts} conflicts and {attempts.deadlocks} deadlocks in"
-            f" {attempts.total} attempts",
+            f" {attempts.total} attempts"
         )
+        if not met:
+            # Not a defect of the system as such: say what to change for the scenario to test.
+            sizes = ", ".join(f"{name} {value}" for name, value in self.result.workload.items())
+            detail += (
+                ": the load met no contention, so this scenario tested none. Its threads may"
+                " never have overlapped at the sizes it read"
+                + (f" ({sizes})" if sizes else "")
+                + "; raise its thread and transaction counts in performance_config.yaml. A"
+                " system that makes its writers wait for each other (a global lock) meets"
+                " none at any size"
+            )
+        return self.check("conflicts or deadlocks happened", met, detail)
 
     def check_tally(self) -> bool:
         """Every committed change is there once, and nothing else: no lost or duplicated

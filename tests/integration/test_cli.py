@@ -1102,3 +1102,26 @@ def test_a_baseline_run_at_other_workload_sizes_is_not_judged(tmp_path: Path) ->
     # Three figures (latency, throughput, memory) of each scenario but the basic one.
     assert report["summary"]["compared"] == 3 * (len(report["scenarios"]) - 1)
     assert basic["scenario"] not in {r["scenario"].split("::")[1] for r in report["regressions"]}
+
+
+def test_a_scenario_that_met_no_contention_says_which_sizes_to_raise(tmp_path: Path) -> None:
+    code, out = run_suite(
+        tmp_path,
+        "test_no_contention",
+        """
+        def test_each_thread_its_own(perf):
+            threads = perf.workloads.concurrent_threads
+            own = perf.create(threads)
+            perf.run([[perf.change(own[t])] for t in range(threads)])
+            perf.check_contention()
+        """,
+        "--kills", "0",
+    )  # fmt: skip
+    assert code == 1, out
+    (scenario,) = _report(tmp_path / "out")["scenarios"]
+    (check,) = [c for c in scenario["checks"] if c["name"] == "conflicts or deadlocks happened"]
+    assert not check["passed"]
+    threads = scenario["workload"]["concurrent_threads"]
+    assert check["detail"].startswith(f"0 conflicts and 0 deadlocks in {threads} attempts: the")
+    assert f"at the sizes it read (concurrent_threads {threads}," in check["detail"]
+    assert "raise its thread and transaction counts in performance_config.yaml" in check["detail"]
