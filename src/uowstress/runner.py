@@ -522,8 +522,9 @@ def run(
         raise _collection_error(collector.collect_errors)
     if status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         raise UowstressError(
-            "pytest could not run the suites (see its message above); check --path, --pattern"
-            " and the options"
+            "pytest could not run the suites: its message above names the problem (an option,"
+            " --path, --pattern, or a setting of the ini file such as uowstress_config); no"
+            " report was written"
         )
     if status == pytest.ExitCode.INTERRUPTED:
         raise UowstressError("the run was interrupted; no report written")
