@@ -292,7 +292,7 @@ def scratch_database(url: str | URL, *, prefix: str = "uows_") -> Iterator[URL]:
                 if try_keep(keeper, backend, name):
                     break
                 name = f"{prefix}{secrets.token_hex(6)}"  # held by another: another name
-            _create(keeper, backend, name)
+            _create(keeper, backend, name, normalized)
             try:
                 yield _scratch_url(normalized, backend, name)
             finally:
@@ -418,13 +418,34 @@ def _sqlite_scratch(url: URL, name: str) -> Iterator[URL]:
             os.close(keeper)
 
 
-def _create(connection: Connection, backend: Backend, name: str) -> None:
+def _create(connection: Connection, backend: Backend, name: str, url: URL) -> None:
     if backend == "postgresql":
-        connection.execute(text(f'CREATE SCHEMA "{name}"'))
+        create = f'CREATE SCHEMA "{name}"'
     else:
         # utf8mb4 whatever the server default, so that any Unicode text can be stored.
-        connection.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    connection.commit()
+        create = f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+    try:
+        connection.execute(text(create))
+        connection.commit()
+    except sa_exc.DBAPIError as error:
+        # Most often a user without the right to create one: said with what to grant, not
+        # as a traceback.
+        lines = str(error.orig).strip().splitlines()
+        reason = hide_secrets(lines[0] if lines else type(error.orig).__name__, url)
+        user = url.username or "the user"
+        if backend == "postgresql":
+            grant = f'GRANT CREATE ON DATABASE "{url.database}" TO "{user}"'
+            what = "schema"
+        else:
+            grant = f"GRANT ALL ON `uows\\_%`.* TO '{user}'@'<host>'"
+            what = "database"
+        raise UowstressError(
+            f"cannot create a scratch {what} on the {backend} server at"
+            f" {url.host or 'localhost'}{f':{url.port}' if url.port is not None else ''}"
+            f" as {user}: {reason}. Every run works in a scratch {what} of its own"
+            f" (uows_...): connect as a user who may create one, or have an administrator"
+            f" run: {grant}"
+        ) from None
 
 
 def drop(connection: Connection, backend: Backend, name: str) -> None:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import socket
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from humanoid_training.persistence.engine import normalize_url
+from uowstress.cli import main
 from uowstress.errors import DatabaseUnreachable, UowstressError
 from uowstress.scratch import (
     SQLITE_DIR_ENV,
@@ -234,3 +238,61 @@ def test_a_refused_short_password_leaves_the_servers_words_readable(server_url: 
     assert not ok
     assert "Access denied for user" in reason, reason
     assert "root:***@" in reason
+
+
+@contextmanager
+def _user_who_cannot_create(server_url: str, backend: str) -> Iterator[str]:
+    """The URL of a user of the server who may connect to its database, and create nothing."""
+    admin = create_engine(normalize_url(server_url), poolclass=NullPool)
+    url = make_url(server_url)
+    user = "uows_cannot_create"
+    if backend == "postgresql":
+        setup = [
+            f"DROP ROLE IF EXISTS {user}",
+            f"CREATE ROLE {user} LOGIN PASSWORD '{PASSWORD}'",
+            f'GRANT CONNECT ON DATABASE "{url.database}" TO {user}',
+        ]
+        teardown = [f'REVOKE ALL ON DATABASE "{url.database}" FROM {user}', f"DROP ROLE {user}"]
+    else:
+        setup = [
+            f"DROP USER IF EXISTS '{user}'@'%'",
+            f"CREATE USER '{user}'@'%' IDENTIFIED BY '{PASSWORD}'",
+            f"GRANT SELECT ON `{url.database}`.* TO '{user}'@'%'",
+        ]
+        teardown = [f"DROP USER IF EXISTS '{user}'@'%'"]
+    with admin.begin() as connection:
+        for statement in setup:
+            connection.execute(text(statement))
+    try:
+        yield url.set(username=user, password=PASSWORD).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            for statement in teardown:
+                connection.execute(text(statement))
+        admin.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param("mysql", marks=pytest.mark.mysql, id="mysql"),
+    ],
+)
+def test_a_user_who_may_not_create_the_scratch_database_is_told_what_to_grant(
+    server_url: str, backend: str
+) -> None:
+    with _user_who_cannot_create(server_url, backend) as limited:
+        with pytest.raises(UowstressError) as info, scratch_database(limited):
+            pytest.fail("the body must not run without a scratch database")
+        # The whole run says so too, as an error before anything runs, not a traceback.
+        result = CliRunner().invoke(
+            main, ["run", "--db-url", limited, "--pattern", "test_state_machines.py"]
+        )
+    message = str(info.value)
+    assert "cannot create a scratch" in message and "uows_cannot_create" in message, message
+    assert "GRANT " in message, message
+    assert PASSWORD not in "".join(traceback.format_exception(info.value))
+    assert result.exit_code == 2, result.output
+    assert "cannot create a scratch" in result.output, result.output
+    assert "Traceback" not in result.output and PASSWORD not in result.output
