@@ -27,6 +27,7 @@ from uowstress.errors import UowstressError
 from uowstress.scratch import (
     KEEPER_FILE,
     SCRATCH_NAME,
+    check_url,
     connect_or_raise,
     default_sqlite_directory,
     drop,
@@ -151,6 +152,10 @@ def clean(urls: list[str], *, only: Collection[str] = (), dry_run: bool = False)
     """The scratch databases of `urls` (SQLite: their folders) that no running uowstress
     keeps, dropped unless `dry_run`; those in use are listed and left alone. `only`: these
     names alone. A server that cannot be reached is an "error" entry; the others go on."""
+    # Every URL is checked before any connects, as for a run: without a host the driver
+    # would guess a server (a local socket), and drop scratch schemas on one not meant.
+    for url in urls:
+        check_url(url)
     found: list[Leftover] = []
     folders: list[str] = []
     for url in _servers(urls):

@@ -103,6 +103,18 @@ def test_a_server_that_does_not_answer_is_an_error_naming_it_and_the_rest_goes_o
     assert f"dropped: {left.name}" in out and not left.exists()
 
 
+def test_a_url_naming_no_server_host_is_refused_before_anything_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a host the driver would pick a server itself (a local socket): not the one meant.
+    monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path))
+    left = _sqlite_leftover(tmp_path, "uows_0123456789ab_x")
+    code, out = _invoke("--db-url", "sqlite://", "--db-url", "postgresql://someone:s3cret-pw@/test")
+    assert code == 2, out
+    assert "names no server host" in out and "s3cret-pw" not in out
+    assert "dropped" not in out and left.exists()
+
+
 def test_nothing_is_said_to_be_left_behind_where_nothing_could_be_looked_at(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
