@@ -622,7 +622,10 @@ class RegisterRun:
         try:
             kept = False
             if not self._own_scheduler and self.stall is None:
-                with contextlib.suppress(SchedulerTimeout):
+                # ValueError: a step whose wait was cut short (Ctrl-C, SIGTERM) is still
+                # pending, so its session takes no release; closing the scheduler ends it
+                # instead, and the interrupt, not this, is what the run reports.
+                with contextlib.suppress(SchedulerTimeout, ValueError):
                     kept = self._release_all()
             if not kept:
                 self.scheduler_closed = True
