@@ -19,10 +19,18 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
 from uowstress.errors import ConfigError, DatabaseUnreachable, UnsafeDatabase, UowstressError
-from uowstress.scratch import backend_name, list_tables, reachable, redacted, scratch_database
+from uowstress.scratch import (
+    backend_name,
+    hide_secrets,
+    list_tables,
+    reachable,
+    redacted,
+    scratch_database,
+)
 from uowstress.target import Target
 
 log = logging.getLogger(__name__)
@@ -92,7 +100,8 @@ def objects_of(
     schema or database on the server), then disposing of it.
 
     Raises ConfigError when the target refuses its options or creates a table its `tables`
-    does not name: the names are what keeps a run off a user's own tables."""
+    does not name: the names are what keeps a run off a user's own tables; DatabaseUnreachable
+    when the server fails meanwhile."""
     backend = backend_name(url)
     key = json.dumps([backend, sorted(options.items()), isolation_level])
     try:
@@ -101,27 +110,50 @@ def objects_of(
         known = {}
     found = known.get(key)
     if found is None:
-        with scratch_database("sqlite://" if backend == "sqlite" else url) as scratch:
-            trial = scratch.render_as_string(hide_password=False)
-            try:
-                system = target.connect(trial, options, isolation_level=isolation_level)
-            except ValueError as error:
-                raise ConfigError(
-                    f"target {target.name} refused its options on {redacted(url)}: {error}"
-                ) from None
-            try:
-                made = (
-                    _sqlite_objects(str(scratch.database))
-                    if backend == "sqlite"
-                    else dict.fromkeys(list_tables(trial), "table")
-                )
-            finally:
-                system.dispose()
+        try:
+            made = _made_by(target, options, isolation_level, url, backend)
+        except sa_exc.SQLAlchemyError as error:
+            # The server failed or went away during the setup (a restart, a killed
+            # connection): an error before the run, in words, not a traceback.
+            orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+            lines = str(orig).strip().splitlines()
+            reason = hide_secrets(lines[0] if lines else type(orig).__name__, url)
+            raise DatabaseUnreachable(
+                f"the database failed while target {target.name} was set up on a scratch"
+                f" database of {redacted(url)}: {reason}. Check that the server is up and"
+                " accepts the URL's user, then run again"
+            ) from None
         undeclared = _undeclared_tables(target, [n for n, k in made.items() if k == "table"])
         if undeclared is not None:
             raise undeclared
         found = known[key] = frozenset(made)
     return found
+
+
+def _made_by(
+    target: Target,
+    options: Mapping[str, str],
+    isolation_level: str | None,
+    url: str,
+    backend: str,
+) -> dict[str, str]:
+    """Name -> type of what `target.connect` creates on a throwaway database (see objects_of)."""
+    with scratch_database("sqlite://" if backend == "sqlite" else url) as scratch:
+        trial = scratch.render_as_string(hide_password=False)
+        try:
+            system = target.connect(trial, options, isolation_level=isolation_level)
+        except ValueError as error:
+            raise ConfigError(
+                f"target {target.name} refused its options on {redacted(url)}: {error}"
+            ) from None
+        try:
+            return (
+                _sqlite_objects(str(scratch.database))
+                if backend == "sqlite"
+                else dict.fromkeys(list_tables(trial), "table")
+            )
+        finally:
+            system.dispose()
 
 
 def _sqlite_file(url: URL) -> str | None:

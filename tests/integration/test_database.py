@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from examples.ledger import TARGET, LedgerSystem, LedgerTarget
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from humanoid_training.persistence.engine import make_engine
+from uowstress.cli import main
 from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UnsafeDatabase
 from uowstress.stateful.durability import run_durability
@@ -172,3 +175,44 @@ def test_what_a_target_creates_is_found_on_a_database_of_its_backend(server_url:
     assert objects_of(TARGET, {}, None, server_url) >= {"ledger_accounts", "ledger_entries"}
     with pytest.raises(ConfigError, match="created table ledger_audit that its `tables`"):
         objects_of(_WithAudit(), {}, None, server_url)
+
+
+class _ServerGoneAtDispose(LedgerTarget):
+    """Its system's connection is lost as it drops its tables (a server restart, a killed
+    connection)."""
+
+    def connect(
+        self, url: str, options: Mapping[str, str], *, isolation_level: str | None = None
+    ) -> LedgerSystem:
+        system = super().connect(url, options, isolation_level=isolation_level)
+
+        def lost() -> None:
+            system.engine.dispose()
+            raise sa_exc.OperationalError(
+                "DROP TABLE ledger_entries", {}, ConnectionError("Lost connection during query")
+            )
+
+        system.dispose = lost  # type: ignore[method-assign]
+        return system
+
+
+def test_a_server_failing_while_the_target_is_set_up_stops_the_run_with_an_error(
+    server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(DatabaseUnreachable, match="Lost connection during query"):
+        objects_of(_ServerGoneAtDispose(), {}, None, server_url)
+    # The run says so before anything runs: exit 2, no traceback.
+    (tmp_path / "gone_target.py").write_text(
+        "from tests.integration.test_database import _ServerGoneAtDispose\n"
+        "TARGET = _ServerGoneAtDispose()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(
+        main,
+        ["run", "--target", "gone_target:TARGET", "--db-url", server_url,
+         "--output-dir", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "the database failed while target" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
