@@ -33,6 +33,7 @@ from uowstress.scratch import (
     drop,
     hide_secrets,
     normalize,
+    reachable,
     redacted,
     release,
     server_engine,
@@ -70,6 +71,10 @@ def _server_names(connection: Connection, backend: str) -> list[str]:
 def _clean_server(url: str, only: Collection[str], *, dry_run: bool) -> list[Leftover]:
     backend, normalized = normalize(url)
     where = redacted(normalized)
+    # Asked first with every wait bounded: the cleanup's own connection may wait on a lock.
+    ok, detail = reachable(normalized)
+    if not ok:
+        return [Leftover(where, "", "error", detail)]
     engine = server_engine(normalized, timeout_s=5)
     found: list[Leftover] = []
     try:

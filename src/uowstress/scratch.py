@@ -150,9 +150,16 @@ def _failure_message(url: URL, backend: Backend, error: BaseException) -> str:
     )
 
 
-def server_engine(url: URL, timeout_s: int) -> Engine:
+def server_engine(url: URL, timeout_s: int, *, quick: bool = False) -> Engine:
+    """`quick`: every read waits timeout_s at most too (for short queries only: not a drop
+    that may wait on a lock)."""
+    connect_args: dict[str, int] = {"connect_timeout": timeout_s}
+    if quick and url.get_backend_name() == "mysql":
+        # PyMySQL's connect_timeout covers the TCP connect alone: a port that accepts and never
+        # answers (a hung server, another service) would keep its handshake waiting forever.
+        connect_args["read_timeout"] = timeout_s
     # One short-lived connection at a time; nothing to pool.
-    return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": timeout_s})
+    return create_engine(url, poolclass=NullPool, connect_args=connect_args)
 
 
 def _version(connection: Connection, backend: Backend) -> str:
@@ -208,7 +215,7 @@ def reachable(url: str | URL, timeout_s: int = 3) -> tuple[bool, str]:
                 return False, f"{_redacted(normalized)} {problem}"
         # Opening a file would create it; the embedded library is always there.
         return True, f"SQLite {sqlite3.sqlite_version}"
-    engine = server_engine(normalized, timeout_s)
+    engine = server_engine(normalized, timeout_s, quick=True)
     try:
         with engine.connect() as connection:
             return True, _version(connection, backend)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from click.testing import CliRunner
@@ -27,6 +29,7 @@ from uowstress.scratch import (
 )
 
 PASSWORD = "Sup3r-s3cret-pw"
+T = TypeVar("T")
 postgres_only = pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
 )
@@ -205,6 +208,30 @@ def test_unreachable_server_is_named_without_the_password(base: str) -> None:
     assert not ok
     assert f"127.0.0.1:{port}" in reason
     assert PASSWORD not in reason
+
+
+def _within(seconds: float, call: Callable[[], T]) -> T:
+    """What `call` returns, failing the test (not hanging it) when it takes longer."""
+    done: list[T] = []
+    worker = threading.Thread(target=lambda: done.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert done, f"still waiting after {seconds} s"
+    return done[0]
+
+
+@pytest.mark.parametrize("base", ["postgresql://root", "mysql://root"])
+def test_a_server_that_accepts_and_never_answers_is_an_error_not_a_hang(base: str) -> None:
+    # A hung server, or another service on the port: the connection opens, no greeting comes.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"{base}:{PASSWORD}@127.0.0.1:{silent.getsockname()[1]}/test"
+        ok, reason = _within(20, lambda: reachable(url, timeout_s=1))
+        assert not ok and "cannot connect" in reason and PASSWORD not in reason, reason
+        result = _within(30, lambda: CliRunner().invoke(main, ["cleanup", "--db-url", url]))
+    assert result.exit_code == 2, result.output
+    assert "cannot connect" in result.output and PASSWORD not in result.output
 
 
 def test_reachable_reports_the_server_version(server_url: str, backend: str) -> None:
