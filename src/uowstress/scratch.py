@@ -468,12 +468,33 @@ def drop(connection: Connection, backend: Backend, name: str) -> None:
         connection.commit()
     except sa_exc.DBAPIError as error:
         lines = str(error.orig).strip().splitlines()
+        what = "schema" if backend == "postgresql" else "database"
+        if _refused(error):
+            # A cleanup by another user than the run's: no lock is to blame.
+            advice = (
+                "The URL's user may not drop it (another user's run made it): run uowstress"
+                " cleanup with the URL of its owner or of an administrator, or have one"
+                f" run: {statement}"
+            )
+        else:
+            advice = (
+                "A connection made from the scratch URL probably still holds a lock in it:"
+                " dispose such engines before the block ends, then remove it by hand with:"
+                f" {statement}"
+            )
         raise UowstressError(
-            f"could not remove the scratch {'schema' if backend == 'postgresql' else 'database'}"
-            f" {name}: {lines[0] if lines else type(error.orig).__name__}. A connection made"
-            " from the scratch URL probably still holds a lock in it: dispose such engines"
-            f" before the block ends, then remove it by hand with: {statement}"
+            f"could not remove the scratch {what} {name}:"
+            f" {lines[0] if lines else type(error.orig).__name__}. {advice}"
         ) from error
+
+
+def _refused(error: sa_exc.DBAPIError) -> bool:
+    """Whether the server refused a statement for want of a privilege."""
+    if getattr(error.orig, "sqlstate", None) == "42501":  # PostgreSQL's insufficient_privilege
+        return True
+    args: tuple[object, ...] = getattr(error.orig, "args", ())
+    # MariaDB/MySQL: access denied to the database, to a table, for want of a privilege.
+    return bool(args) and args[0] in (1044, 1142, 1227)
 
 
 def _scratch_url(url: URL, backend: Backend, name: str) -> URL:

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import URL, make_url
 
-from tests.integration.test_scratch import scratch_exists
+from tests.integration.test_scratch import PASSWORD, _user_who_cannot_create, scratch_exists
 from uowstress.cli import main
 from uowstress.scratch import scratch_database
 
@@ -167,3 +167,22 @@ def test_a_scratch_database_stays_kept_past_the_servers_idle_session_timeout(
         code, out = _invoke(name, "--dry-run", "--db-url", server_url)
         assert code == 0, out
         assert f"in use by a running uowstress, left: {name}" in out
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
+)
+def test_a_leftover_the_urls_user_may_not_drop_is_said_to_want_its_owner(
+    server_url: str, backend: str
+) -> None:
+    # Left by a run of the administrator's; the cleanup runs as a user owning none of it.
+    name = _name(_left_by_a_killed_run(server_url), backend)
+    try:
+        with _user_who_cannot_create(server_url, backend) as other:
+            code, out = _invoke("--db-url", other, name)
+        assert code == 2, out
+        assert f"not dropped: {name}" in out, out
+        assert "may not drop it" in out and "still holds a lock" not in out, out
+        assert PASSWORD not in out
+    finally:
+        _invoke("--db-url", server_url, name)
