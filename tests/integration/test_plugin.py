@@ -567,3 +567,26 @@ def test_durability(uowstress_explorer: Explorer) -> None:
     )
     written = list((pytester.path / ".hypothesis" / "reproducers").glob("*.json"))
     assert written and all('"machine": "durability"' in p.read_text() for p in written)
+
+
+@pytest.mark.parametrize("named_by", ["option", "ini"])
+def test_a_database_that_does_not_answer_fails_when_named_on_the_command_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, named_by: str
+) -> None:
+    monkeypatch.delenv("CI", raising=False)  # outside CI: an ini backend may be skipped
+    down = "postgresql://root:s3cret-pw@127.0.0.1:1/test"
+    pytester.makepyfile(test_perf=TEST_FILE)
+    args = ["-p", "no:cacheprovider", "--uowstress-target", "examples.ledger:TARGET", "-rs"]
+    if named_by == "option":
+        args += ["--uowstress-db-url", down]
+    else:
+        pytester.makeini(f"[pytest]\nuowstress_backends =\n    {down}\n")
+    result = pytester.runpytest_inprocess(*args)
+    # Asked for by name, a database that does not answer is a failure, as for `uowstress run`;
+    # one of the project's backends is skipped on a machine without its server.
+    if named_by == "option":
+        result.assert_outcomes(errors=1)
+    else:
+        result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*database postgresql*://root:***@127.0.0.1:1/test unavailable*"])
+    assert "s3cret-pw" not in result.stdout.str() + result.stderr.str()
