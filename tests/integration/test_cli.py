@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.integration.support import REGISTER
 from uowstress import reproducers
 from uowstress.cli import main
 from uowstress.stateful._durability_child import ACK_EARLY_ENV
@@ -1019,16 +1020,9 @@ def test_a_reproducer_without_steps_is_an_error_not_fixed(tmp_path: Path) -> Non
 def test_a_step_whose_arguments_fit_no_operation_is_an_error_not_fixed(
     tmp_path: Path, args: dict[str, Any], replayed: str
 ) -> None:
-    register = {
-        "robot_id": "r1",
-        "name": "Atlas",
-        "robot_type": "custom",
-        "joint_count": 20,
-        "height_m": 1.5,
-    }
     steps = [
         {"action": "begin"},
-        {"action": "apply", "op": "register_robot", "args": register},
+        REGISTER,
         {"action": "commit"},
         {"action": "begin"},
         {"action": "apply", "op": "rename_robot", "args": args},

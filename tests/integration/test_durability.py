@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.integration.support import REGISTER
 from uowstress import reproducers
 from uowstress.explore import check_durability
 from uowstress.stateful._durability_child import ACK_EARLY_ENV
@@ -108,13 +109,6 @@ def test_a_durability_finding_replays_failed_while_the_bug_is_there_and_fixed_af
 ) -> None:
     # Killed right after its first acknowledgement: with the early acknowledgement the worker
     # is then still pausing before its COMMIT, every time (a kill inside a commit would race).
-    register = {
-        "robot_id": "r1",
-        "name": "Atlas",
-        "robot_type": "custom",
-        "joint_count": 20,
-        "height_m": 1.5,
-    }
     path = reproducers.write(
         reproducers.make_reproducer(
             machine="durability",
@@ -123,7 +117,7 @@ def test_a_durability_finding_replays_failed_while_the_bug_is_there_and_fixed_af
             guarantee="serializable",
             steps=[
                 reproducers.Step(action="begin"),
-                reproducers.Step(action="apply", op="register_robot", args=register),
+                reproducers.Step(**REGISTER),
                 reproducers.Step(action="commit"),
             ],
             kill=reproducers.KillPoint(after_acks=1),
