@@ -263,7 +263,8 @@ def _kill_finding(
     return Finding(
         source=f"durability on {backend}, kill {kill.index}",
         kind=kill.finding.kind,
-        message=kill.finding.message,
+        # The shrunk workload's own words: its commits are numbered as its steps are.
+        message=kill.finding.message if reproducer is None else reproducer.failure.message,
         explanation=explanation,
         reproducer_id=None if reproducer is None else reproducer.id,
         reproducer_path=None if path is None else str(path),

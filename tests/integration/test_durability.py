@@ -99,9 +99,12 @@ def test_the_check_reports_a_commit_acknowledged_before_it_was_made(
     for kill in lost:
         written, path = result.reproducers[kill.index]
         assert written.machine == "durability" and written.kill is not None
-        assert written.kill.after_acks == kill.kill_after_acks
+        assert written.kill.after_acks <= kill.kill_after_acks
         assert written.failure.kind == "lost" and path.name == f"{written.id}.json"
-        assert [s.action for s in written.steps].count("commit") == kill.commits
+        # Made smaller where it could be: never more commits than the kill's workload had.
+        commits = [s.action for s in written.steps].count("commit")
+        assert 1 <= commits <= kill.commits
+        assert written.shrunk_from is not None and written.shrunk_from >= len(written.steps)
 
 
 def test_a_durability_finding_replays_failed_while_the_bug_is_there_and_fixed_after(

@@ -71,6 +71,9 @@ CHILD_TIMEOUT_S = 30.0
 # After SIGKILL the kernel reaps the child at once; this only bounds a wait that cannot hang.
 REAP_TIMEOUT_S = 10.0
 STDERR_TAIL_CHARS = 2000
+# Per finding, the time its workload may take to be made smaller (a kill costs a fork and a
+# fresh database read, a few hundred milliseconds on SQLite).
+SHRINK_BUDGET_S = 8.0
 
 
 class DurabilityError(UowstressError):
@@ -653,8 +656,42 @@ def replay_kill(
     return reproducers.Failure(kind=kill.finding.kind, message=kill.finding.message), db.display
 
 
+def _transactions(steps: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    out: list[list[dict[str, Any]]] = []
+    for step in steps:
+        if step["action"] == "begin":
+            out.append([])
+        out[-1].append(step)
+    return out
+
+
+def smaller_workloads(plan: KillPlan) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """Workloads of fewer steps with the same kill inside the same transaction, each with its
+    number of acknowledged commits before the kill: without the transactions after the one the
+    kill lands in, then without each transaction before it, then without each operation of
+    those. The killed transaction itself is kept whole: the kill point counts its steps."""
+    txs = _transactions(plan.steps)
+    acks = plan.kill_after_acks
+
+    def flat(kept: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        return [step for tx in kept for step in tx]
+
+    if len(txs) > acks + 1:
+        yield flat(txs[: acks + 1]), acks
+    for j in range(acks):
+        yield flat(txs[:j] + txs[j + 1 :]), acks - 1
+    for j in range(acks):
+        for k, step in enumerate(txs[j]):
+            if step["action"] == "apply":
+                yield flat([*txs[:j], txs[j][:k] + txs[j][k + 1 :], *txs[j + 1 :]]), acks
+
+
 def _reproducer_of(
-    plan: KillPlan, kill: KillResult, result: DurabilityResult, target: Target
+    plan: KillPlan,
+    kill: KillResult,
+    result: DurabilityResult,
+    target: Target,
+    shrunk_from: int | None = None,
 ) -> reproducers.Reproducer:
     assert kill.finding is not None
     return reproducers.make_reproducer(
@@ -666,8 +703,7 @@ def _reproducer_of(
         guarantee=target.guarantee,
         seed=str(result.seed),
         steps=[reproducers.Step(**step) for step in plan.steps],
-        # A kill's steps are few by construction (see MAX_TRANSACTIONS): not shrunk.
-        shrunk_from=len(plan.steps),
+        shrunk_from=len(plan.steps) if shrunk_from is None else shrunk_from,
         failure=reproducers.Failure(kind=kill.finding.kind, message=kill.finding.message),
         kill=KillPoint(
             after_acks=plan.kill_after_acks,
@@ -855,8 +891,50 @@ def run_durability(
             if written is not None:
                 result.reproducers[kill.index] = (written[1], written[0])
             elif reproducers_dir is not None:
-                made = _reproducer_of(plan, kill, result, target)
+                small, found = shrink_kill(plan, kill)
+                made = _reproducer_of(small, found, result, target, shrunk_from=len(plan.steps))
                 result.reproducers[kill.index] = (made, reproducers.write(made, reproducers_dir))
+
+        def shrink_kill(plan: KillPlan, kill: KillResult) -> tuple[KillPlan, KillResult]:
+            """The smallest workload found, within SHRINK_BUDGET_S and the run's budget, whose
+            kill at the same point finds the same kind of problem. A kill inside a commit races
+            with it: a smaller workload that happened to pass is only not taken."""
+            assert kill.finding is not None
+            kind = kill.finding.kind
+            until = min(time.perf_counter() + SHRINK_BUDGET_S, started + budget_s)
+            shrinking = True
+            while shrinking and time.perf_counter() < until:
+                shrinking = False
+                for steps, acks in smaller_workloads(plan):
+                    if time.perf_counter() >= until:
+                        break
+                    point = KillPoint(
+                        after_acks=acks,
+                        extra_steps=plan.extra_steps,
+                        delay_us=round(plan.kill_delay_s * 1e6),
+                    )
+                    candidate = plan_of(target, system.new_model, steps, point)
+                    try:
+                        trial = kill_once(
+                            candidate,
+                            kill.index,
+                            target=target,
+                            system=system,
+                            server=server[0],
+                            url=db.url,
+                            target_spec=target_spec,
+                            options=chosen,
+                            isolation_level=isolation_level,
+                            child_timeout_s=child_timeout_s,
+                        )
+                    except DurabilityError:
+                        # The child server is in an unknown state: the next kill starts anew.
+                        server.pop().close()
+                        return plan, kill
+                    if trial.finding is not None and trial.finding.kind == kind:
+                        plan, kill, shrinking = candidate, trial, True
+                        break
+            return plan, kill
 
         # Generation only: a kill is not repeatable (its timing is not drawn), so there is
         # nothing for Hypothesis to replay or shrink; findings are collected, not raised.
