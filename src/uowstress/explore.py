@@ -15,7 +15,7 @@ from uowstress.profiles import REPRODUCERS_DIR, get_profile
 from uowstress.report.model import Distribution, DurabilityRun, Finding, Judged, MachineRun
 from uowstress.reproducers import Reproducer, Step
 from uowstress.scratch import backend_name, redacted
-from uowstress.stateful.durability import KillResult, run_durability
+from uowstress.stateful.durability import DurabilityFinding, KillResult, run_durability
 from uowstress.stateful.run import AcidResult, run_acid
 
 __all__ = ["check_durability", "describe_step", "explore", "finding_of", "replay_command"]
@@ -231,7 +231,13 @@ def check_durability(
         seconds=result.seconds,
         error=result.error,
         findings=[
-            _kill_finding(kill, result.backend, result.reproducers.get(kill.index), url)
+            _kill_finding(
+                kill,
+                result.backend,
+                result.reproducers.get(kill.index),
+                url,
+                result.shrunk.get(kill.index),
+            )
             for kill in result.findings
         ],
     )
@@ -243,9 +249,21 @@ def check_durability(
 
 
 def _kill_finding(
-    kill: KillResult, backend: str, written: tuple[Reproducer, Path] | None, url: str
+    kill: KillResult,
+    backend: str,
+    written: tuple[Reproducer, Path] | None,
+    url: str,
+    shrunk: DurabilityFinding | None,
 ) -> Finding:
+    """A kill's finding: in the words of its shrunk workload when it was shrunk (its commits
+    are numbered as its steps are), else as the kill found it; a saved reproducer replayed with
+    another kind of finding says so."""
     assert kill.finding is not None
+    found = shrunk or kill.finding
+    message = found.message
+    if written is not None and shrunk is None and written[0].failure.kind != found.kind:
+        recorded = written[0].failure
+        message += f"; this differs from the recorded failure: [{recorded.kind}] {recorded.message}"
     steps: list[str] = []
     command = explanation = None
     reproducer, path = written if written is not None else (None, None)
@@ -262,9 +280,8 @@ def _kill_finding(
         command = replay_command(reproducer, path, url)
     return Finding(
         source=f"durability on {backend}, kill {kill.index}",
-        kind=kill.finding.kind,
-        # The shrunk workload's own words: its commits are numbered as its steps are.
-        message=kill.finding.message if reproducer is None else reproducer.failure.message,
+        kind=found.kind,
+        message=message,
         explanation=explanation,
         reproducer_id=None if reproducer is None else reproducer.id,
         reproducer_path=None if path is None else str(path),

@@ -278,16 +278,36 @@ def all_paths(directory: Path = REPRODUCERS_DIR) -> list[Path]:
     return sorted(directory.glob("*.json")) if directory.is_dir() else []
 
 
-def written_for(directory: Path, configuration: Mapping[str, Any]) -> list[tuple[Path, Reproducer]]:
+def written_for(
+    directory: Path, configuration: Mapping[str, Any]
+) -> tuple[list[tuple[Path, Reproducer]], list[str]]:
     """The reproducers in `directory` written for this very configuration (the reproducer's
-    fields of those names), for the replay profile. A file that cannot be read is left to
-    `uowstress replay`, which reports it."""
-    found = []
+    fields of those names), for the replay profile; and what is wrong with each file that
+    seems to be one of them (its machine and target match) but cannot be loaded: a run that
+    skipped it would pass having replayed nothing."""
+    found: list[tuple[Path, Reproducer]] = []
+    broken: list[str] = []
     for path in all_paths(directory):
         try:
             written = load(path)
-        except ReproducerError:
+        except (ReproducerError, OSError) as error:
+            if _seems_for(path, configuration):
+                broken.append(str(error))
             continue
         if all(getattr(written, name) == value for name, value in configuration.items()):
             found.append((path, written))
-    return found
+    return found, broken
+
+
+def _seems_for(path: Path, configuration: Mapping[str, Any]) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # unreadable: it may be, and is named
+    if not isinstance(data, dict):
+        return False
+    return all(
+        data.get(name, default) == configuration[name]
+        for name, default in (("machine", "acid"), ("target", None))
+        if name in configuration
+    )

@@ -87,5 +87,7 @@ def test_an_operation_returning_something_not_json_is_an_error_not_a_finding(
     # The model's handle and the system's are two objects: by identity they always differ.
     assert not result.passed and result.finding is None, result.finding
     assert result.error is not None
-    assert "register_robot returned a RobotHandle on the model, not a JSON value" in (result.error)
+    assert "register_robot returned a RobotHandle on the model, an object compared by identity" in (
+        result.error
+    )
     assert list(tmp_path.iterdir()) == []

@@ -1119,3 +1119,66 @@ def test_a_scenario_that_met_no_contention_says_which_sizes_to_raise(tmp_path: P
     assert check["detail"].startswith(f"0 conflicts and 0 deadlocks in {threads} attempts: the")
     assert f"at the sizes it read (concurrent_threads {threads}," in check["detail"]
     assert "raise its thread and transaction counts in performance_config.yaml" in check["detail"]
+
+
+def test_the_replay_profile_names_a_saved_durability_reproducer_it_cannot_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    saved = reproducers.write(
+        reproducers.make_reproducer(
+            machine="durability",
+            target="humanoid_training.target:TARGET",
+            backend="sqlite",
+            guarantee="serializable",
+            steps=[
+                reproducers.Step(action="begin"),
+                reproducers.Step(**REGISTER),
+                reproducers.Step(action="commit"),
+            ],
+            kill=reproducers.KillPoint(after_acks=1),
+            failure=reproducers.Failure(kind="lost", message="commit 1 was acknowledged"),
+        ),
+        tmp_path / "rep",
+    )
+    data = json.loads(saved.read_text())
+    data["kill"]["extra_steps"] = 4  # past the steps the worker runs: it would never be killed
+    saved.write_text(json.dumps(data))
+    code, out = run_machines(tmp_path, "--machine", "acid", "--profile", "replay")
+    # Not a pass, nor a skip "no durability reproducer": the one there cannot be replayed.
+    assert code == 2, out
+    (durability,) = _report(tmp_path / "out")["durability"]
+    assert durability["status"] == "error"
+    assert f"{saved}: malformed reproducer: kill.extra_steps is 4" in durability["error"]
+
+
+def test_the_replay_profile_reports_what_a_saved_kill_found_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    reproducers.write(
+        reproducers.make_reproducer(
+            machine="durability",
+            target="humanoid_training.target:TARGET",
+            backend="sqlite",
+            guarantee="serializable",
+            steps=[
+                reproducers.Step(action="begin"),
+                reproducers.Step(**REGISTER),
+                reproducers.Step(action="commit"),
+            ],
+            kill=reproducers.KillPoint(after_acks=1),
+            failure=reproducers.Failure(kind="partial", message="RECORDED half a transaction"),
+        ),
+        tmp_path / "rep",
+    )
+    # Killed in the pause between its early acknowledgement and its COMMIT, every time.
+    monkeypatch.setenv(ACK_EARLY_ENV, "1")
+    code, out = run_machines(tmp_path, "--machine", "acid", "--profile", "replay")
+    assert code == 1, out
+    (finding,) = _report(tmp_path / "out")["durability"][0]["findings"]
+    assert finding["kind"] == "lost"
+    assert finding["message"].startswith("commit 1 was acknowledged but is missing")
+    assert finding["message"].endswith(
+        "this differs from the recorded failure: [partial] RECORDED half a transaction"
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from humanoid_training.target import do_register
 from tests.integration.support import REGISTER
 from uowstress import reproducers
 from uowstress.explore import check_durability
@@ -169,3 +170,64 @@ def test_a_durability_check_that_cannot_start_is_an_error_of_the_run(tmp_path: P
         allow_existing_tables=True,
     )
     assert allowed.status == "passed" and allowed.kills == 1, allowed.error
+
+
+def test_a_kill_whose_worker_failed_leaves_nothing_for_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker that committed and then failed before its kill point (a shrinking trial can):
+    # the next kill must start on an empty database all the same.
+    from humanoid_training.target import TARGET as REFERENCE
+    from uowstress import database
+    from uowstress.stateful import durability
+
+    def committed_then_failed(plan: durability.KillPlan, **_: object) -> None:
+        with system.unit_of_work() as uow:
+            do_register(uow, REGISTER["args"])
+            uow.commit()
+        raise durability.DurabilityError("the worker failed before its kill point")
+
+    with database.prepared_database("sqlite://") as db:
+        system = REFERENCE.connect(db.url, {})
+        try:
+            empty = system.committed_state()
+            monkeypatch.setattr(durability, "run_child", committed_then_failed)
+            plan = durability.plan_of(
+                REFERENCE, system.new_model, [], reproducers.KillPoint(after_acks=0)
+            )
+            with pytest.raises(durability.DurabilityError):
+                durability.kill_once(
+                    plan, 1, target=REFERENCE, system=system, url=db.url,
+                    target_spec=TARGET, options={}, server=None,  # type: ignore[arg-type]
+                )  # fmt: skip
+            assert system.committed_state() == empty
+        finally:
+            system.dispose()
+
+
+def test_a_replayed_durability_reproducer_with_misfit_arguments_is_an_error(
+    tmp_path: Path,
+) -> None:
+    args = {**REGISTER["args"], "robot_idd": REGISTER["args"]["robot_id"]}
+    del args["robot_id"]
+    path = reproducers.write(
+        reproducers.make_reproducer(
+            machine="durability",
+            target=TARGET,
+            backend="sqlite",
+            guarantee="serializable",
+            steps=[
+                reproducers.Step(action="begin"),
+                reproducers.Step(action="apply", op="register_robot", args=args),
+                reproducers.Step(action="commit"),
+            ],
+            kill=reproducers.KillPoint(after_acks=1),
+            failure=reproducers.Failure(kind="lost", message="commit 1 was acknowledged"),
+        ),
+        tmp_path,
+    )
+    again = replay(path)
+    assert again.verdict == "ERROR", again.detail
+    assert "the arguments of step 2 do not fit register_robot: the model raised KeyError" in (
+        again.detail
+    )

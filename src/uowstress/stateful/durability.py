@@ -47,7 +47,7 @@ from uowstress.profiles import REPRODUCERS_DIR
 from uowstress.reproducers import KillPoint
 from uowstress.scratch import hide_secrets, redacted, scratch_database
 from uowstress.stateful.drawing import draw_arguments
-from uowstress.stateful.executor import call, diff_states
+from uowstress.stateful.executor import MISFIT_ERRORS, call, diff_states
 from uowstress.target import (
     DEFAULT_TARGET,
     Ids,
@@ -140,8 +140,11 @@ class DurabilityResult:
     kills: list[KillResult] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None  # the run itself could not be completed
-    # Per kill index with a finding: its reproducer and the file it was written to.
+    # Per kill index with a finding: its reproducer and the file it was written to (or, for
+    # the replay profile, read from).
     reproducers: dict[int, tuple[reproducers.Reproducer, Path]] = field(default_factory=dict)
+    # Per kill index: the finding of its shrunk workload, as its reproducer records it.
+    shrunk: dict[int, DurabilityFinding] = field(default_factory=dict)
 
     @property
     def findings(self) -> list[KillResult]:
@@ -248,10 +251,17 @@ def kill_plans(
 
 
 def plan_of(
-    target: Target, new_model: Callable[[], Model], steps: list[dict[str, Any]], kill: KillPoint
+    target: Target,
+    new_model: Callable[[], Model],
+    steps: list[dict[str, Any]],
+    kill: KillPoint,
+    *,
+    from_file: bool = False,
 ) -> KillPlan:
     """The plan a durability reproducer describes: its steps run once on a fresh model, for
-    the state after each commit and each step's outcome, as `kill_plans` computes them."""
+    the state after each commit and each step's outcome, as `kill_plans` computes them.
+    `from_file`: steps read from a file, whose arguments may fit no operation (see
+    `MISFIT_ERRORS`): UowstressError names such a step."""
     ops = {op.name: op for op in target.operations if op.scope == "step"}
     model = new_model()
     states = [model.state()]
@@ -271,6 +281,12 @@ def plan_of(
                     f" scope 'step'; it has {', '.join(sorted(ops))}"
                 )
             outcome = call(op.apply, mirror, step.get("args", {}))
+            if from_file and outcome.error_type in MISFIT_ERRORS:
+                raise UowstressError(
+                    f"the arguments of step {index} do not fit {op.name}: the model raised"
+                    f" {outcome.error_type}: {outcome.error}; was the reproducer edited? Give"
+                    " the arguments the target's strategies draw for it"
+                )
             outcomes.append(None if outcome.ok else outcome.error_type)
         else:
             mirror.commit()
@@ -634,9 +650,8 @@ def replay_kill(
     ) as db:
         system = target.connect(db.url, options, isolation_level=level)
         try:
-            plan = plan_of(
-                target, system.new_model, [s.as_dict() for s in reproducer.steps], reproducer.kill
-            )
+            steps = [s.as_dict() for s in reproducer.steps]
+            plan = plan_of(target, system.new_model, steps, reproducer.kill, from_file=True)
             with ChildServer(reproducer.target) as server:
                 kill = kill_once(
                     plan,
@@ -736,15 +751,21 @@ def kill_once(
     # No connection of ours stays open across the kill: for SQLite the reader after it is then
     # the first to open the file, and recovers the write-ahead log the child left behind.
     system.engine.dispose()
-    report = run_child(
-        plan,
-        server=server,
-        url=url,
-        target_spec=target_spec,
-        options=options,
-        isolation_level=isolation_level,
-        timeout_s=child_timeout_s,
-    )
+    try:
+        report = run_child(
+            plan,
+            server=server,
+            url=url,
+            target_spec=target_spec,
+            options=options,
+            isolation_level=isolation_level,
+            timeout_s=child_timeout_s,
+        )
+    except DurabilityError:
+        # Emptied all the same: what the worker committed must not meet the next kill.
+        with contextlib.suppress(Exception):
+            system.reset()
+        raise
     landed: int | None = None
     finding: DurabilityFinding | None = None
     reader: System | None = None
@@ -858,7 +879,11 @@ def run_durability(
                 "backend": db.backend,
                 "isolation_level": isolation_level,
             }
-            saved = reproducers.written_for(reproducers_dir or REPRODUCERS_DIR, configuration)
+            saved, broken = reproducers.written_for(
+                reproducers_dir or REPRODUCERS_DIR, configuration
+            )
+            if broken:
+                result.error = "; ".join(broken)
             kills = result.kills_requested = len(saved)
             budget_s = timeout_s if timeout_s is not None else 60.0 + 30.0 * kills
         try:
@@ -891,7 +916,13 @@ def run_durability(
             if written is not None:
                 result.reproducers[kill.index] = (written[1], written[0])
             elif reproducers_dir is not None:
-                small, found = shrink_kill(plan, kill)
+                try:
+                    small, found = shrink_kill(plan, kill)
+                except Exception:
+                    # Shrinking is a nicety: the finding stands, with its steps as found.
+                    small, found = plan, kill
+                assert found.finding is not None
+                result.shrunk[kill.index] = found.finding
                 made = _reproducer_of(small, found, result, target, shrunk_from=len(plan.steps))
                 result.reproducers[kill.index] = (made, reproducers.write(made, reproducers_dir))
 
@@ -971,10 +1002,16 @@ def run_durability(
             if not replay_saved:
                 one_kill()
             for path, written in saved:
+                if time.perf_counter() - started > budget_s:
+                    result.error = (
+                        f"stopped after {len(result.kills)} of {kills} saved kills: the run"
+                        f" exceeded its budget of {budget_s:.0f} s"
+                    )
+                    break
                 assert written.kill is not None  # a durability reproducer is loaded with one
                 steps = [step.as_dict() for step in written.steps]
                 try:
-                    plan = plan_of(target, system.new_model, steps, written.kill)
+                    plan = plan_of(target, system.new_model, steps, written.kill, from_file=True)
                     run_plan(plan, (path, written))
                 except Exception as error:
                     said = _Scrubber(db.url)(str(error))

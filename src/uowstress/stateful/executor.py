@@ -12,6 +12,7 @@ work), "query". With one open: "apply", "commit", "rollback", "leave" (exit with
 from __future__ import annotations
 
 import contextlib
+import enum
 import gc
 import json
 import os
@@ -78,7 +79,7 @@ class StepError(UowstressError):
 
 
 # Errors of code given input of the wrong shape, not of a rule refusing a request.
-_MISFIT_ERRORS = frozenset({"KeyError", "TypeError", "AttributeError", "IndexError"})
+MISFIT_ERRORS = frozenset({"KeyError", "TypeError", "AttributeError", "IndexError"})
 
 
 class BlockError(Exception):
@@ -100,12 +101,15 @@ class Outcome:
         return f"raised {self.error_type}: {self.error}"
 
 
-def _is_json(value: Any) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
+def _by_identity(value: Any) -> bool:
+    """Whether `value`, or anything in it, is an object its class compares by identity."""
+    if value is None or isinstance(value, str | int | float | enum.Enum):
+        return False  # an enum member is one object per value: identity is equality
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_by_identity(item) for item in value)
+    if isinstance(value, dict):
+        return any(_by_identity(k) or _by_identity(v) for k, v in value.items())
+    return getattr(type(value), "__eq__", None) is object.__eq__
 
 
 def call(fn: Any, *args: Any) -> Outcome:
@@ -341,7 +345,7 @@ class SingleSessionExecutor:
         it was never meant to take (a missing or misspelt argument, a value of another type)
         says the step's arguments do not fit; a drawn step's arguments always do."""
         expected = call(fn, uow, args)
-        if self.replaying and expected.error_type in _MISFIT_ERRORS:
+        if self.replaying and expected.error_type in MISFIT_ERRORS:
             raise StepError(
                 f"the arguments of step {len(self.steps)} do not fit {name}: the model raised"
                 f" {expected.error_type}: {expected.error} on {json.dumps(args, default=str)};"
@@ -359,13 +363,15 @@ class SingleSessionExecutor:
         if not same:
             # The call is written out only for the finding: every step comes here.
             for who, outcome in (("model", expected), ("system", actual)):
-                if outcome.ok and not _is_json(outcome.value):
+                if expected.ok and actual.ok and _by_identity(outcome.value):
                     # Two equal objects of a class without __eq__ differ by identity alone:
-                    # a finding would blame the system for what the target returns.
+                    # a finding would blame the system for what the target returns. (Values
+                    # compared by value, a Decimal or a datetime, differ for real.)
                     raise StepError(
-                        f"{name} returned a {type(outcome.value).__name__} on the {who}, not"
-                        " a JSON value, so the model's and the system's answers cannot be"
-                        " compared; return plain data (ids, numbers, strings, lists, dicts)"
+                        f"{name} returned a {type(outcome.value).__name__} on the {who}, an"
+                        " object compared by identity (its class has no __eq__), so the"
+                        " model's and the system's answers cannot be compared; return plain"
+                        " data (ids, numbers, strings, lists, dicts)"
                     )
             raise Finding(
                 "outcome",

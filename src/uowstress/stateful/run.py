@@ -294,15 +294,19 @@ def run_acid(
             if only_saved:
                 # The replay profile: the written reproducers of this configuration too (a
                 # fresh clone or CI cache has those and no example database).
-                written = reproducers.written_for(reproducers_dir, configuration)
-                if not written and not saved_examples:
+                written, broken = reproducers.written_for(reproducers_dir, configuration)
+                if broken:
+                    # A saved failure that cannot be replayed must not pass as replayed.
+                    result.error = "; ".join(broken)
+                elif not written and not saved_examples:
                     raise NothingToReplay(
                         f"nothing saved to replay for the {machine} machine on {db.display}:"
                         " the replay profile runs only the failures earlier runs saved (in the"
                         f" example database, or written to {reproducers_dir} for this target,"
                         " its options and this backend); run with another profile to explore"
                     )
-                _replay_written(result, written, target, system, machine, used_sessions)
+                if result.error is None:
+                    _replay_written(result, written, target, system, machine, used_sessions)
         except NothingToReplay:
             raise
         except (Finding, Exception) as error:
