@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, func, select
@@ -17,6 +18,7 @@ from humanoid_training.persistence import tables as t
 from humanoid_training.persistence.engine import EngineOptions, make_engine
 from humanoid_training.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from humanoid_training.weakenings import Weakenings
+from uowstress import reproducers
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -32,6 +34,36 @@ REGISTER: dict[str, Any] = {
         "height_m": 1.2,
     },
 }
+
+
+def register_then_kill(
+    directory: Path,
+    *,
+    register: dict[str, Any] | None = None,
+    kind: str = "lost",
+    message: str = "commit 1 was acknowledged",
+) -> Path:
+    """A durability reproducer written to `directory`: one transaction registering robot r1
+    (with `register` as its arguments, else REGISTER's), its worker killed right after its
+    acknowledgement; recorded as a finding of `kind`."""
+    args = REGISTER["args"] if register is None else register
+    return reproducers.write(
+        reproducers.make_reproducer(
+            machine="durability",
+            target="humanoid_training.target:TARGET",
+            backend="sqlite",
+            guarantee="serializable",
+            steps=[
+                reproducers.Step(action="begin"),
+                reproducers.Step(action="apply", op="register_robot", args=args),
+                reproducers.Step(action="commit"),
+            ],
+            kill=reproducers.KillPoint(after_acks=1),
+            failure=reproducers.Failure(kind=kind, message=message),
+        ),
+        directory,
+    )
+
 
 # Long enough for a slow CI machine, short enough that a deadlock fails the test, not the run.
 JOIN_TIMEOUT_S = 30.0

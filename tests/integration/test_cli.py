@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.integration.support import REGISTER
+from tests.integration.support import REGISTER, register_then_kill
 from uowstress import reproducers
 from uowstress.cli import main
 from uowstress.stateful._durability_child import ACK_EARLY_ENV
@@ -1125,22 +1125,7 @@ def test_the_replay_profile_names_a_saved_durability_reproducer_it_cannot_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    saved = reproducers.write(
-        reproducers.make_reproducer(
-            machine="durability",
-            target="humanoid_training.target:TARGET",
-            backend="sqlite",
-            guarantee="serializable",
-            steps=[
-                reproducers.Step(action="begin"),
-                reproducers.Step(**REGISTER),
-                reproducers.Step(action="commit"),
-            ],
-            kill=reproducers.KillPoint(after_acks=1),
-            failure=reproducers.Failure(kind="lost", message="commit 1 was acknowledged"),
-        ),
-        tmp_path / "rep",
-    )
+    saved = register_then_kill(tmp_path / "rep")
     data = json.loads(saved.read_text())
     data["kill"]["extra_steps"] = 4  # past the steps the worker runs: it would never be killed
     saved.write_text(json.dumps(data))
@@ -1156,22 +1141,7 @@ def test_the_replay_profile_reports_what_a_saved_kill_found_now(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    reproducers.write(
-        reproducers.make_reproducer(
-            machine="durability",
-            target="humanoid_training.target:TARGET",
-            backend="sqlite",
-            guarantee="serializable",
-            steps=[
-                reproducers.Step(action="begin"),
-                reproducers.Step(**REGISTER),
-                reproducers.Step(action="commit"),
-            ],
-            kill=reproducers.KillPoint(after_acks=1),
-            failure=reproducers.Failure(kind="partial", message="RECORDED half a transaction"),
-        ),
-        tmp_path / "rep",
-    )
+    register_then_kill(tmp_path / "rep", kind="partial", message="RECORDED half a transaction")
     # Killed in the pause between its early acknowledgement and its COMMIT, every time.
     monkeypatch.setenv(ACK_EARLY_ENV, "1")
     code, out = run_machines(tmp_path, "--machine", "acid", "--profile", "replay")

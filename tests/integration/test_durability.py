@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from humanoid_training.target import do_register
-from tests.integration.support import REGISTER
+from tests.integration.support import REGISTER, register_then_kill
 from uowstress import reproducers
 from uowstress.explore import check_durability
 from uowstress.stateful._durability_child import ACK_EARLY_ENV
@@ -113,22 +113,7 @@ def test_a_durability_finding_replays_failed_while_the_bug_is_there_and_fixed_af
 ) -> None:
     # Killed right after its first acknowledgement: with the early acknowledgement the worker
     # is then still pausing before its COMMIT, every time (a kill inside a commit would race).
-    path = reproducers.write(
-        reproducers.make_reproducer(
-            machine="durability",
-            target=TARGET,
-            backend="sqlite",
-            guarantee="serializable",
-            steps=[
-                reproducers.Step(action="begin"),
-                reproducers.Step(**REGISTER),
-                reproducers.Step(action="commit"),
-            ],
-            kill=reproducers.KillPoint(after_acks=1),
-            failure=reproducers.Failure(kind="lost", message="commit 1 was acknowledged"),
-        ),
-        tmp_path,
-    )
+    path = register_then_kill(tmp_path)
     monkeypatch.setenv(ACK_EARLY_ENV, "1")
     again = replay(path, repeat=2)
     assert again.verdict == "FAILED", again.detail
@@ -210,22 +195,7 @@ def test_a_replayed_durability_reproducer_with_misfit_arguments_is_an_error(
 ) -> None:
     args = {**REGISTER["args"], "robot_idd": REGISTER["args"]["robot_id"]}
     del args["robot_id"]
-    path = reproducers.write(
-        reproducers.make_reproducer(
-            machine="durability",
-            target=TARGET,
-            backend="sqlite",
-            guarantee="serializable",
-            steps=[
-                reproducers.Step(action="begin"),
-                reproducers.Step(action="apply", op="register_robot", args=args),
-                reproducers.Step(action="commit"),
-            ],
-            kill=reproducers.KillPoint(after_acks=1),
-            failure=reproducers.Failure(kind="lost", message="commit 1 was acknowledged"),
-        ),
-        tmp_path,
-    )
+    path = register_then_kill(tmp_path, register=args)
     again = replay(path)
     assert again.verdict == "ERROR", again.detail
     assert "the arguments of step 2 do not fit register_robot: the model raised KeyError" in (

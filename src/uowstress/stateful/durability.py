@@ -893,14 +893,12 @@ def run_durability(
         started = time.perf_counter()
         server: list[ChildServer] = []  # started at the first kill, inside the budget
 
-        def run_plan(plan: KillPlan, written: tuple[Path, reproducers.Reproducer] | None) -> None:
-            """One kill of the run, its finding written as a reproducer (or, replaying one,
-            attributed to the file it came from)."""
+        def kill_at(plan: KillPlan, index: int) -> KillResult:
             if not server:
                 server.append(ChildServer(target_spec))
-            kill = kill_once(
+            return kill_once(
                 plan,
-                len(result.kills) + 1,
+                index,
                 target=target,
                 system=system,
                 server=server[0],
@@ -910,6 +908,11 @@ def run_durability(
                 isolation_level=isolation_level,
                 child_timeout_s=child_timeout_s,
             )
+
+        def run_plan(plan: KillPlan, written: tuple[Path, reproducers.Reproducer] | None) -> None:
+            """One kill of the run, its finding written as a reproducer (or, replaying one,
+            attributed to the file it came from)."""
+            kill = kill_at(plan, len(result.kills) + 1)
             result.kills.append(kill)
             if kill.finding is None:
                 return
@@ -946,18 +949,7 @@ def run_durability(
                     )
                     candidate = plan_of(target, system.new_model, steps, point)
                     try:
-                        trial = kill_once(
-                            candidate,
-                            kill.index,
-                            target=target,
-                            system=system,
-                            server=server[0],
-                            url=db.url,
-                            target_spec=target_spec,
-                            options=chosen,
-                            isolation_level=isolation_level,
-                            child_timeout_s=child_timeout_s,
-                        )
+                        trial = kill_at(candidate, kill.index)
                     except DurabilityError:
                         # The child server is in an unknown state: the next kill starts anew.
                         server.pop().close()
