@@ -15,7 +15,7 @@ from uowstress.profiles import REPRODUCERS_DIR, get_profile
 from uowstress.report.model import Distribution, DurabilityRun, Finding, Judged, MachineRun
 from uowstress.reproducers import Reproducer, Step
 from uowstress.scratch import backend_name, redacted
-from uowstress.stateful.durability import DurabilityFinding, KillResult, run_durability
+from uowstress.stateful.durability import KillResult, run_durability
 from uowstress.stateful.run import AcidResult, run_acid
 
 __all__ = ["check_durability", "describe_step", "explore", "finding_of", "replay_command"]
@@ -232,11 +232,7 @@ def check_durability(
         error=result.error,
         findings=[
             _kill_finding(
-                kill,
-                result.backend,
-                result.reproducers.get(kill.index),
-                url,
-                result.shrunk.get(kill.index),
+                kill, result.backend, result.reproducers.get(kill.index), url, result.replayed_saved
             )
             for kill in result.findings
         ],
@@ -253,15 +249,16 @@ def _kill_finding(
     backend: str,
     written: tuple[Reproducer, Path] | None,
     url: str,
-    shrunk: DurabilityFinding | None,
+    replayed_saved: bool,
 ) -> Finding:
-    """A kill's finding: in the words of its shrunk workload when it was shrunk (its commits
-    are numbered as its steps are), else as the kill found it; a saved reproducer replayed with
-    another kind of finding says so."""
+    """A kill's finding: in the words of its written reproducer, whose workload was shrunk
+    (its commits are numbered as its steps are); replaying a saved one, as the kill found it,
+    saying how it differs from the recorded failure if it does."""
     assert kill.finding is not None
-    found = shrunk or kill.finding
-    message = found.message
-    if written is not None and shrunk is None and written[0].failure.kind != found.kind:
+    kind, message = kill.finding.kind, kill.finding.message
+    if written is not None and not replayed_saved:
+        kind, message = written[0].failure.kind, written[0].failure.message
+    elif written is not None and written[0].failure.kind != kind:
         recorded = written[0].failure
         message += f"; this differs from the recorded failure: [{recorded.kind}] {recorded.message}"
     steps: list[str] = []
@@ -280,7 +277,7 @@ def _kill_finding(
         command = replay_command(reproducer, path, url)
     return Finding(
         source=f"durability on {backend}, kill {kill.index}",
-        kind=found.kind,
+        kind=kind,
         message=message,
         explanation=explanation,
         reproducer_id=None if reproducer is None else reproducer.id,

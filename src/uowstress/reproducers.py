@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -51,6 +51,17 @@ class KillPoint(_Strict):
     after_acks: int = Field(ge=0)
     extra_steps: int = Field(0, ge=0)
     delay_us: int = Field(0, ge=0, le=1_000_000)
+
+
+def steps_after_acks(actions: Sequence[str], acks: int) -> int:
+    """How many steps the transaction after the first `acks` commits of well-formed
+    transactions ('begin', 'apply's, 'commit') has: how far into it a kill point may go (0
+    after the last)."""
+    begins = [i for i, action in enumerate(actions) if action == "begin"]
+    if acks >= len(begins):
+        return 0
+    end = begins[acks + 1] if acks + 1 < len(begins) else len(actions)
+    return end - begins[acks]
 
 
 class Failure(_Strict):
@@ -155,13 +166,8 @@ class Reproducer(_Strict):
             )
         elif not problems:
             # The worker must reach the kill point: no more steps than the next transaction has.
-            begins = [i for i, step in enumerate(self.steps) if step.action == "begin"]
             after = self.kill.after_acks
-            following = (
-                0
-                if after == commits
-                else (begins[after + 1] if after + 1 < commits else len(self.steps)) - begins[after]
-            )
+            following = steps_after_acks([step.action for step in self.steps], after)
             if self.kill.extra_steps > following:
                 problems.append(
                     f"kill.extra_steps is {self.kill.extra_steps}, but the transaction after"

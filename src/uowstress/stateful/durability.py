@@ -99,6 +99,15 @@ class KillPlan:
     def commits(self) -> int:
         return len(self.states) - 1
 
+    @property
+    def point(self) -> KillPoint:
+        """The kill point, as a reproducer records it."""
+        return KillPoint(
+            after_acks=self.kill_after_acks,
+            extra_steps=self.extra_steps,
+            delay_us=round(self.kill_delay_s * 1e6),
+        )
+
 
 @dataclass(frozen=True)
 class DurabilityFinding:
@@ -140,11 +149,10 @@ class DurabilityResult:
     kills: list[KillResult] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None  # the run itself could not be completed
-    # Per kill index with a finding: its reproducer and the file it was written to (or, for
-    # the replay profile, read from).
+    # Per kill index with a finding: its reproducer and the file it was written to, its
+    # failure that of the shrunk workload; or, replaying saved ones, the file it was read from.
     reproducers: dict[int, tuple[reproducers.Reproducer, Path]] = field(default_factory=dict)
-    # Per kill index: the finding of its shrunk workload, as its reproducer records it.
-    shrunk: dict[int, DurabilityFinding] = field(default_factory=dict)
+    replayed_saved: bool = False
 
     @property
     def findings(self) -> list[KillResult]:
@@ -238,12 +246,8 @@ def kill_plans(
         states.append(model.state())
     commits = len(states) - 1
     kill_after = draw(st.integers(0, commits))
-    starts = [i for i, step in enumerate(steps) if step["action"] == "begin"]
     # Steps of the transaction after the kill point's acknowledgement (none after the last).
-    following = 0
-    if kill_after < commits:
-        end = starts[kill_after + 1] if kill_after + 1 < commits else len(steps)
-        following = end - starts[kill_after]
+    following = reproducers.steps_after_acks([step["action"] for step in steps], kill_after)
     # A third each: right after the acknowledgement, inside the next commit, anywhere between.
     extra = draw(st.one_of(st.just(0), st.just(following), st.integers(0, following)))
     delay_us = draw(st.one_of(st.just(0), st.integers(0, MAX_KILL_DELAY_US)))
@@ -720,11 +724,7 @@ def _reproducer_of(
         steps=[reproducers.Step(**step) for step in plan.steps],
         shrunk_from=len(plan.steps) if shrunk_from is None else shrunk_from,
         failure=reproducers.Failure(kind=kill.finding.kind, message=kill.finding.message),
-        kill=KillPoint(
-            after_acks=plan.kill_after_acks,
-            extra_steps=plan.extra_steps,
-            delay_us=round(plan.kill_delay_s * 1e6),
-        ),
+        kill=plan.point,
         versions=reproducers.versions(result.server_version),
     )
 
@@ -869,6 +869,7 @@ def run_durability(
             isolation_level=isolation_level,
             seed=run_seed,
             kills_requested=kills,
+            replayed_saved=replay_saved,
         )
         saved: list[tuple[Path, reproducers.Reproducer]] = []
         if replay_saved:
@@ -909,7 +910,7 @@ def run_durability(
                 child_timeout_s=child_timeout_s,
             )
 
-        def run_plan(plan: KillPlan, written: tuple[Path, reproducers.Reproducer] | None) -> None:
+        def run_plan(plan: KillPlan, written: tuple[reproducers.Reproducer, Path] | None) -> None:
             """One kill of the run, its finding written as a reproducer (or, replaying one,
             attributed to the file it came from)."""
             kill = kill_at(plan, len(result.kills) + 1)
@@ -917,15 +918,13 @@ def run_durability(
             if kill.finding is None:
                 return
             if written is not None:
-                result.reproducers[kill.index] = (written[1], written[0])
+                result.reproducers[kill.index] = written
             elif reproducers_dir is not None:
                 try:
                     small, found = shrink_kill(plan, kill)
                 except Exception:
                     # Shrinking is a nicety: the finding stands, with its steps as found.
                     small, found = plan, kill
-                assert found.finding is not None
-                result.shrunk[kill.index] = found.finding
                 made = _reproducer_of(small, found, result, target, shrunk_from=len(plan.steps))
                 result.reproducers[kill.index] = (made, reproducers.write(made, reproducers_dir))
 
@@ -942,11 +941,7 @@ def run_durability(
                 for steps, acks in smaller_workloads(plan):
                     if time.perf_counter() >= until:
                         break
-                    point = KillPoint(
-                        after_acks=acks,
-                        extra_steps=plan.extra_steps,
-                        delay_us=round(plan.kill_delay_s * 1e6),
-                    )
+                    point = plan.point.model_copy(update={"after_acks": acks})
                     candidate = plan_of(target, system.new_model, steps, point)
                     try:
                         trial = kill_at(candidate, kill.index)
@@ -1004,7 +999,7 @@ def run_durability(
                 steps = [step.as_dict() for step in written.steps]
                 try:
                     plan = plan_of(target, system.new_model, steps, written.kill, from_file=True)
-                    run_plan(plan, (path, written))
+                    run_plan(plan, (written, path))
                 except Exception as error:
                     said = _Scrubber(db.url)(str(error))
                     result.error = f"replaying {path}: {type(error).__name__}: {said}"
