@@ -204,8 +204,8 @@ def _deduplicated(recorded: list[Statement]) -> list[Statement]:
     return out
 
 
-def _typical_change(engine: Engine, k: int, robots: int) -> None:
-    robot_id, assessment = _change(k, robots)
+def _typical_change(engine: Engine, change: tuple[str, SkillAssessment]) -> None:
+    robot_id, assessment = change
     uow = SqlAlchemyUnitOfWork(engine)
     with uow:
         uow.robots.get(robot_id).assess(assessment)
@@ -240,10 +240,12 @@ def measure_uow(
             # the timed Unit of Work runs with no listener attached (any listener makes
             # SQLAlchemy dispatch events around every statement).
             recorded = _record(capture_engine)
+            # The changes are made before any timing: the timed side starts at `with uow:`.
+            changes = [_change(k, robots) for k in range(total)]
             scripts: list[list[Statement]] = []
             for k in range(total):
                 recorded.clear()
-                _typical_change(capture_engine, k, robots)
+                _typical_change(capture_engine, changes[k])
                 scripts.append(_deduplicated(recorded))
             # Pass 2, timed: the same changes through the Unit of Work on database A, each
             # followed by the raw driver replaying its statements on database B. The raw side
@@ -256,7 +258,7 @@ def measure_uow(
             try:
                 for k in range(total):
                     started = time.perf_counter_ns()
-                    _typical_change(uow_engine, k, robots)
+                    _typical_change(uow_engine, changes[k])
                     uow_time = time.perf_counter_ns() - started
                     started = time.perf_counter_ns()
                     _replay(raw, scripts[k])

@@ -120,7 +120,13 @@ def scenario(
     return ScenarioResult(**values)
 
 
-def outcomes(total: int, committed: int, conflicts: int = 0, deadlocks: int = 0) -> Outcomes:
+def outcomes(
+    total: int,
+    committed: int,
+    conflicts: int = 0,
+    deadlocks: int = 0,
+    system_conflicts: int = 0,
+) -> Outcomes:
     errors = total - committed - conflicts - deadlocks
     return Outcomes(
         total=total,
@@ -128,6 +134,7 @@ def outcomes(total: int, committed: int, conflicts: int = 0, deadlocks: int = 0)
         conflicts=conflicts,
         deadlocks=deadlocks,
         errors=errors,
+        system_conflicts=system_conflicts,
         success_rate=committed / total,
         conflict_rate=conflicts / total,
         deadlock_rate=deadlocks / total,

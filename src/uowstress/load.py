@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 
 from uowstress.metrics import OutcomeCounts
 from uowstress.target import System
-from uowstress.workload import ErrorKind, classify_error
+from uowstress.workload import ErrorKind, classify_error, refused_by_database
 
 __all__ = ["Job", "LoadResult", "error_key", "run_load"]
 
@@ -62,11 +62,15 @@ class LoadResult:
         return self.transactions.committed / self.seconds if self.seconds > 0 else 0.0
 
 
-def _count(counts: OutcomeCounts, kind: ErrorKind | None) -> None:
+def _count(
+    counts: OutcomeCounts, kind: ErrorKind | None, error: BaseException | None = None
+) -> None:
     if kind is None:
         counts.committed += 1
     elif kind == "conflict":
         counts.conflicts += 1
+        if error is not None and not refused_by_database(error):
+            counts.system_conflicts += 1
     elif kind == "deadlock":
         counts.deadlocks += 1
     else:
@@ -151,16 +155,18 @@ class _Worker:
                 return
             started = time.perf_counter_ns()
             final: ErrorKind | None = None
+            last: BaseException | None = None
             for attempt in range(self.attempts):
                 error = self.attempt(job)
                 if error is None:
                     final = None
                     break
+                last = error
                 final = classify_error(error, self.workload)
                 result.errors[error_key(final, error)] += 1
                 if _timed_out(error):
                     result.pool_timeouts += 1
-                _count(result.attempts, final)
+                _count(result.attempts, final, error)
                 if final == "error" or attempt == self.attempts - 1:
                     break
                 ceiling = min(0.2, self.backoff_s * 2**attempt)
@@ -168,7 +174,7 @@ class _Worker:
             if final is None:
                 _count(result.attempts, None)
                 result.committed_by_key.update(job.keys)
-            _count(result.transactions, final)
+            _count(result.transactions, final, last)
             result.latencies.append((time.perf_counter_ns() - started) / _NS)
 
     def __call__(self, barrier: threading.Barrier) -> None:

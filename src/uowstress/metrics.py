@@ -127,17 +127,28 @@ class OutcomeCounts:
     (serialization failure, lost optimistic-lock race, ...) nor a deadlock. Rates are fractions
     of ``total`` in [0, 1]. With ``total == 0`` every rate, ``success_rate`` included, is 0.0:
     a run that did nothing has shown no success, and should not look healthy when judged.
+
+    ``system_conflicts`` is the part of ``conflicts`` that the system under test raised itself,
+    with no database error behind it (an optimistic version check, usually); the rest the
+    database refused (a lock wait, a busy database, a serialization failure). The remedies
+    differ: the first are writers that did not queue for the aggregate they changed.
     """
 
     committed: int = 0
     conflicts: int = 0
     deadlocks: int = 0
     errors: int = 0
+    system_conflicts: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("committed", "conflicts", "deadlocks", "errors"):
+        for name in ("committed", "conflicts", "deadlocks", "errors", "system_conflicts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"OutcomeCounts.{name} must be >= 0, got {getattr(self, name)}")
+        if self.system_conflicts > self.conflicts:
+            raise ValueError(
+                f"OutcomeCounts.system_conflicts ({self.system_conflicts}) is part of conflicts"
+                f" ({self.conflicts}) and cannot exceed it"
+            )
 
     @property
     def total(self) -> int:
@@ -175,6 +186,7 @@ class OutcomeCounts:
             conflicts=self.conflicts + other.conflicts,
             deadlocks=self.deadlocks + other.deadlocks,
             errors=self.errors + other.errors,
+            system_conflicts=self.system_conflicts + other.system_conflicts,
         )
 
 

@@ -20,7 +20,14 @@ from sqlalchemy import exc as sa_exc
 
 from uowstress.target import JSON, System
 
-__all__ = ["ErrorKind", "Workload", "classify_error", "refused_cleanly", "workload_of"]
+__all__ = [
+    "ErrorKind",
+    "Workload",
+    "classify_error",
+    "refused_by_database",
+    "refused_cleanly",
+    "workload_of",
+]
 
 # How an attempt that did not commit ended: a conflict (optimistic version check, serialization
 # failure, busy database: a retry may succeed), a deadlock the database broke, or an error.
@@ -117,6 +124,13 @@ def classify_error(error: BaseException, workload: object = None) -> ErrorKind:
         if kind is not None:
             return kind
     return "error"
+
+
+def refused_by_database(error: BaseException) -> bool:
+    """Whether a driver's conflict or deadlock lies in the chain of causes of `error`: the
+    database refused the transaction. A conflict without one was raised by the system itself
+    (an optimistic version check, usually)."""
+    return any(_driver_kind(link) is not None for link in _chain(error))
 
 
 # Where database errors come from: SQLAlchemy and the drivers (a target may wrap their errors).

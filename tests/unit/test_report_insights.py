@@ -10,6 +10,7 @@ import pytest
 from tests import report_factory as rf
 from uowstress.report import insights as rules
 from uowstress.report.model import IndexCheck, MemoryProfile, ScalabilityPoint, ScenarioResult
+from uowstress.report.views import metric_rows
 
 
 def _steady(n: int = 100) -> list[float]:
@@ -134,6 +135,44 @@ def test_low_success_rate_under_contention(backend: str, advice: str) -> None:
     assert "success_rate" not in _recs(fine)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_conflicts_the_system_raised_itself_get_their_own_remedy(backend: str) -> None:
+    """Version conflicts are writers that did not queue for the aggregate: beginning
+    IMMEDIATE, which a system may already do, is not the remedy for them."""
+    own = rf.scenario(
+        "versions",
+        backend=backend,
+        samples=_steady(),
+        threads=10,
+        transactions=rf.outcomes(100, 100),
+        attempts=rf.outcomes(130, 100, conflicts=30, system_conflicts=25),
+    )
+    text = next(r.text for r in rules.recommendations(rf.report([own])))
+    assert "raised by the system itself" in text and "FOR UPDATE" in text
+    assert "refused" not in text
+    assert "the system raised 25 itself" in _insights(own)["Conflicts"]
+    refused = rf.scenario(
+        "locks",
+        backend=backend,
+        samples=_steady(),
+        transactions=rf.outcomes(100, 100),
+        attempts=rf.outcomes(130, 100, conflicts=30, system_conflicts=5),
+    )
+    text = next(r.text for r in rules.recommendations(rf.report([refused])))
+    assert "the database refused them" in text and "raised by the system" not in text
+    assert ("IMMEDIATE" in text) == (backend == "sqlite")
+    low = rf.scenario(
+        "low",
+        backend=backend,
+        samples=_steady(),
+        threads=10,
+        transactions=rf.outcomes(100, 52, conflicts=48, system_conflicts=48),
+        attempts=rf.outcomes(300, 52, conflicts=248, system_conflicts=240),
+    )
+    success = next(r for r in rules.recommendations(rf.report([low])) if r.metric == "success_rate")
+    assert "240 of 248 conflicts" in success.text and "IMMEDIATE before reading" in success.text
+
+
 def test_conflicts_saved_by_retries() -> None:
     retried = _healthy(
         transactions=rf.outcomes(100, 100), attempts=rf.outcomes(120, 100, conflicts=20)
@@ -202,3 +241,19 @@ def test_skipped_scenarios_say_nothing() -> None:
     )
     assert rules.insights(rf.report([skipped])) == []
     assert rules.recommendations(rf.report([skipped])) == []
+
+
+def test_the_scenario_figures_say_how_many_conflicts_the_system_raised_itself() -> None:
+    def note(result: ScenarioResult) -> str:
+        return next(r.note for r in metric_rows(result) if r.label == "conflict rate")
+
+    own = _healthy(
+        transactions=rf.outcomes(100, 100),
+        attempts=rf.outcomes(130, 100, conflicts=30, system_conflicts=25),
+    )
+    assert (
+        note(own)
+        == "of attempts; 25 of 30 raised by the system itself (no database error behind them)"
+    )
+    refused = _healthy(transactions=rf.outcomes(100, 100), attempts=rf.outcomes(130, 100, 30))
+    assert note(refused) == "of attempts"

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pymysql
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from uowstress.load import error_key
-from uowstress.workload import classify_error, refused_cleanly
+from uowstress.load import Job, error_key, run_load
+from uowstress.workload import classify_error, refused_by_database, refused_cleanly
 
 
 def _wrapped(orig: BaseException) -> sa_exc.DBAPIError:
@@ -77,6 +78,14 @@ def test_the_workloads_own_classification_comes_first() -> None:
     assert classify_error(deadlock, object()) == "deadlock"
 
 
+def test_a_conflict_is_the_databases_refusal_only_with_a_driver_error_behind_it() -> None:
+    assert refused_by_database(_caused_by(_wrapped(psycopg.errors.SerializationFailure("x"))))
+    assert refused_by_database(_wrapped(pymysql.err.OperationalError(1205, "Lock wait")))
+    # A version check of the system's own: nothing from the database behind it.
+    assert not refused_by_database(DomainConflict("version mismatch"))
+    assert not refused_by_database(_caused_by(ValueError("not a driver's")))
+
+
 class NotFound(Exception):
     """A target's own refusal."""
 
@@ -124,3 +133,48 @@ def test_a_long_error_message_is_cut_between_words_and_marked() -> None:
     assert key.startswith("error: ValueError: the payload is too large: word")
     assert key.endswith(" word …") and len(key) < 300
     assert error_key("error", ValueError("short")) == "error: ValueError: short"
+
+
+class _Work:
+    """A unit of work that does nothing, for driving the load's counting."""
+
+    def __enter__(self) -> _Work:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def commit(self) -> None:
+        pass
+
+
+class _System:
+    def unit_of_work(self) -> _Work:
+        return _Work()
+
+
+def test_the_load_counts_which_conflicts_the_system_raised_itself() -> None:
+    class Workload:
+        def classify(self, error: BaseException) -> str | None:
+            return "conflict" if isinstance(error, DomainConflict) else None
+
+    # Each job fails once and then commits: with a version check of its own, with the
+    # database's lock timeout behind the system's error, and with the driver's error itself.
+    failures: list[BaseException | None] = [
+        DomainConflict("version mismatch"),
+        _caused_by(_wrapped(pymysql.err.OperationalError(1205, "Lock wait timeout"))),
+        _wrapped(psycopg.errors.SerializationFailure("could not serialize access")),
+    ]
+
+    def job(n: int) -> Job:
+        def work(uow: Any) -> None:
+            error, failures[n] = failures[n], None
+            if error is not None:
+                raise error
+
+        return Job(f"job {n}", work)
+
+    load = run_load(_System(), Workload(), [[job(0), job(1), job(2)]], attempts=2, backoff_s=0)
+    assert load.attempts.conflicts == 3
+    assert load.attempts.system_conflicts == 1
+    assert load.transactions.committed == 3 and load.transactions.system_conflicts == 0

@@ -15,7 +15,7 @@ import numpy as np
 
 from uowstress.report import formatting as fmt
 from uowstress.report.history import scenario_name
-from uowstress.report.model import Insight, Recommendation, Report, ScenarioResult
+from uowstress.report.model import Insight, Outcomes, Recommendation, Report, ScenarioResult
 
 __all__ = [
     "CONFLICT_RATE",
@@ -155,6 +155,17 @@ def _scalability_insights(result: ScenarioResult) -> list[Insight]:
     return [Insight(title="Scalability", text=text, scenario=result.id)]
 
 
+def _by_whom(a: Outcomes) -> str:
+    if a.system_conflicts == a.conflicts:
+        return "the system raised each itself (no database error behind it)"
+    if a.system_conflicts == 0:
+        return "the database refused each"
+    return (
+        f"the system raised {a.system_conflicts} itself (no database error behind them),"
+        f" the database refused {a.conflicts - a.system_conflicts}"
+    )
+
+
 def _contention_insights(result: ScenarioResult) -> list[Insight]:
     out: list[Insight] = []
     a = result.attempts
@@ -163,7 +174,7 @@ def _contention_insights(result: ScenarioResult) -> list[Insight]:
             Insight(
                 title="Conflicts",
                 text=f"{_name(result)}: {a.conflicts} of {a.total} attempts conflicted"
-                f" ({fmt.percent(a.conflict_rate)}){_under(result)}.",
+                f" ({fmt.percent(a.conflict_rate)}){_under(result)}; {_by_whom(a)}.",
                 scenario=result.id,
             )
         )
@@ -263,13 +274,34 @@ def _advice(result: ScenarioResult, metric: str, value: float, text: str) -> Rec
     return Recommendation(text=text, metric=metric, value=value, scenario=result.id)
 
 
+# What to do about conflicts the system raised itself (see OutcomeCounts.system_conflicts):
+# no database refused anything, the writers did not queue for the aggregate they changed.
+_SYSTEM_CONFLICTS_REMEDY = (
+    "most were raised by the system itself, with no database error behind them (optimistic"
+    " version checks: a unit of work loaded an aggregate that another committed first), so the"
+    " work was redone: make writers of one aggregate queue for it instead (load it with a row"
+    " lock, SELECT ... FOR UPDATE, or on SQLite begin IMMEDIATE before reading it), or spread"
+    " the changes over more aggregates"
+)
+
+
+def _mostly_system_conflicts(result: ScenarioResult) -> bool:
+    a = result.attempts
+    return a.conflicts > 0 and 2 * a.system_conflicts >= a.conflicts + a.deadlocks
+
+
 def _contention_advice(result: ScenarioResult) -> list[Recommendation]:
     out: list[Recommendation] = []
     t, a = result.transactions, result.attempts
     lock_trouble = a.conflicts + a.deadlocks > 0
     if t.total and t.success_rate < SUCCESS_RATE and lock_trouble:
         head = f"{_name(result)}: success rate {fmt.percent(t.success_rate)}{_under(result)}"
-        if result.backend == "sqlite":
+        if _mostly_system_conflicts(result):
+            why = (
+                f"{a.system_conflicts} of {a.conflicts} conflicts {_SYSTEM_CONFLICTS_REMEDY};"
+                " or retry with more attempts."
+            )
+        elif result.backend == "sqlite":
             why = (
                 "writers conflict on SQLite's single write lock; begin write transactions"
                 " IMMEDIATE (they then queue on the busy timeout instead of failing on"
@@ -283,13 +315,18 @@ def _contention_advice(result: ScenarioResult) -> list[Recommendation]:
             )
         out.append(_advice(result, "success_rate", t.success_rate, f"{head}: {why}"))
     elif a.total and a.conflict_rate >= CONFLICT_RATE:
-        remedy = (
-            "begin write transactions IMMEDIATE so that writers queue for SQLite's write lock"
-            " instead of failing and retrying"
-            if result.backend == "sqlite"
-            else "shorten the transactions that write the shared aggregates, or serialise"
-            " writers to them"
-        )
+        if _mostly_system_conflicts(result):
+            remedy = _SYSTEM_CONFLICTS_REMEDY
+        elif result.backend == "sqlite":
+            remedy = (
+                "the database refused them: begin write transactions IMMEDIATE so that writers"
+                " queue for SQLite's write lock instead of failing and retrying"
+            )
+        else:
+            remedy = (
+                "the database refused them: shorten the transactions that write the shared"
+                " aggregates, or serialise writers to them"
+            )
         out.append(
             _advice(
                 result,

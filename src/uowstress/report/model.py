@@ -92,6 +92,8 @@ class Outcomes(_Model):
     conflicts: int = 0
     deadlocks: int = 0
     errors: int = 0
+    # Of the conflicts, those the system raised itself, no database error behind them.
+    system_conflicts: int = 0
     success_rate: float = 0.0
     conflict_rate: float = 0.0
     deadlock_rate: float = 0.0
@@ -105,6 +107,7 @@ class Outcomes(_Model):
             conflicts=counts.conflicts,
             deadlocks=counts.deadlocks,
             errors=counts.errors,
+            system_conflicts=counts.system_conflicts,
             success_rate=counts.success_rate,
             conflict_rate=counts.conflict_rate,
             deadlock_rate=counts.deadlock_rate,

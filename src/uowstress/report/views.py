@@ -192,7 +192,15 @@ def metric_rows(result: ScenarioResult) -> list[MetricRow]:
                 + (f" ({fmt.count(retries)} retries)" if retries is not None else ""),
             )
         )
-        rows.append(MetricRow("conflict rate", fmt.percent(a.conflict_rate), None, "of attempts"))
+        own = (
+            f"; {fmt.count(a.system_conflicts)} of {fmt.count(a.conflicts)} raised by the system"
+            " itself (no database error behind them)"
+            if a.system_conflicts
+            else ""
+        )
+        rows.append(
+            MetricRow("conflict rate", fmt.percent(a.conflict_rate), None, f"of attempts{own}")
+        )
         rows.append(
             _judged_row(
                 "deadlock rate",
