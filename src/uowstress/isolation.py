@@ -76,6 +76,7 @@ ANOMALY_CLASSES: tuple[str, ...] = (
     "PMP",
     "P4",
     "G-single",
+    "G-nonadjacent",
     "G2-item",
     "G2",
 )

@@ -36,6 +36,7 @@ from uowstress.history import (
     txn,
     w,
 )
+from uowstress.isolation import ANOMALY_CLASSES
 
 
 def names(findings: Sequence[Finding]) -> set[str]:
@@ -856,3 +857,10 @@ def test_reads_against_many_versions_do_linear_work(
     assert analyse(history, preds) == []
     assert calls["_version_invoke"] <= 4 * n, calls
     assert calls["_shadowed"] <= 4 * n, calls
+
+
+def test_the_isolation_matrix_searches_every_anomaly_a_database_can_show() -> None:
+    """Every class the checker reports has a column of `uowstress isolation`, except those
+    that mean the database or the tester is broken (they stop the search instead)."""
+    broken = anomalies.ALWAYS_FORBIDDEN | {anomalies.INCOMPATIBLE}
+    assert set(ANOMALY_CLASSES) == set(anomalies.ANOMALIES) - broken
