@@ -6,6 +6,11 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+# Imported before any test runs pytest in-process: pytester's in-process runs drop the modules
+# they imported first, and psycopg imported afresh raises errors (from its compiled part, which
+# keeps the first import's classes) that SQLAlchemy no longer knows for the driver's, so a
+# server that does not answer would crash a later test instead of being reported.
+import psycopg  # noqa: F401
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import InvalidArgument
