@@ -1,4 +1,9 @@
-"""The `uowstress` command: run, replay, compare, isolation, cleanup."""
+"""The `uowstress` command: run, replay, compare, isolation, cleanup.
+
+Only click and uowstress's light modules are imported here. Each command imports what it
+works with (SQLAlchemy, Hypothesis, pytest, the report renderers, scipy) in its body, so that
+`--version`, `--help` and usage errors answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,24 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from uowstress import reproducers
 from uowstress.errors import ConfigError, UowstressError
 from uowstress.interrupts import merge_repeated_interrupts, stop_cleanly_on_sigterm
 from uowstress.options import (
+    DEFAULT_PATH,
     OPTIONS,
     OptionSpec,
     check_output_file,
     option_values,
     parse_target_options,
 )
-from uowstress.report.model import Report, shrunk_words
-from uowstress.runner import DEFAULT_PATH, redacted_command
-from uowstress.stateful.run import replay as replay_one
+
+if TYPE_CHECKING:
+    from uowstress.report.model import Report
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
 
@@ -158,7 +163,7 @@ def run(
     machine, durability check, scenario or isolation search that could not finish, a test
     that could not be set up or torn down, a crashed worker, collected tests that did not run.
     """
-    from uowstress.runner import FORMATS, RunRequest
+    from uowstress.runner import FORMATS, RunRequest, redacted_command
     from uowstress.runner import run as run_suites
 
     try:
@@ -222,9 +227,9 @@ def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 
 
 def _print_outcome(report: Report, verbose: bool) -> None:
-    # Here, not at the top: the comparison brings scipy, which every command would load.
     from uowstress.report.compare import shown_value
     from uowstress.report.formatting import signed_percent
+    from uowstress.report.model import shrunk_words
 
     summary = report.summary
     for scenario in report.scenarios:
@@ -323,6 +328,8 @@ def _count(n: int, noun: str) -> str:
 
 def _replay_path(spec: str, folder: Path) -> Path:
     """The reproducer file `spec` names; a directory is refused with the option it meant."""
+    from uowstress import reproducers
+
     if Path(spec).is_dir():
         raise UowstressError(
             f"{spec} is a directory, not a reproducer file; to replay the reproducers in it,"
@@ -429,7 +436,8 @@ def replay(
     kind, or at another step) is FAILED with both described. Exit status: 0 all fixed, 1 one
     failed, 2 one could not be replayed or did not give the same outcome each time.
     """
-    from uowstress.report.output import hide_passwords
+    from uowstress import reproducers
+    from uowstress.report.passwords import hide_passwords
     from uowstress.scratch import backend_name
 
     folder = Path(directory)
@@ -460,6 +468,9 @@ def replay(
     if not paths:
         click.echo(f"no reproducers in {folder}")
         sys.exit(EXIT_OK)
+    # After the checks: the state machines bring Hypothesis and the whole tester.
+    from uowstress.stateful.run import replay as replay_one
+
     verdicts = []
     for path in paths:
         result = replay_one(
@@ -534,10 +545,6 @@ def isolation(
     usage or database error (a SQLite file holding tables needs --allow-existing-tables, and
     is refused when one of them is named uows_registers).
     """
-    from sqlalchemy import exc as sa_exc
-
-    from uowstress.isolation import render_markdown, render_matrix, search_isolation
-    from uowstress.scratch import hide_secrets
 
     def progress(message: str) -> None:
         click.echo(message, err=True)
@@ -556,6 +563,12 @@ def isolation(
     except ConfigError as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
+    # After the checks of the options: the search brings SQLAlchemy and Hypothesis.
+    from sqlalchemy import exc as sa_exc
+
+    from uowstress.isolation import render_markdown, render_matrix, search_isolation
+    from uowstress.scratch import hide_secrets
+
     try:
         report = search_isolation(
             db_url[0],
@@ -639,7 +652,6 @@ def compare(old: Path, new: Path, threshold_pct: float, alpha: float, min_effect
     read or two reports with no scenario in common (a baseline of other scenarios or another
     backend judges nothing).
     """
-    from uowstress.report.compare import compare_all, render_comparison
     from uowstress.report.json_report import load_report
 
     try:
@@ -648,6 +660,9 @@ def compare(old: Path, new: Path, threshold_pct: float, alpha: float, min_effect
     except UowstressError as error:
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
+    # After reading the reports: the statistics bring scipy.
+    from uowstress.report.compare import compare_all, render_comparison
+
     comparisons = compare_all(
         baseline, current, threshold_pct=threshold_pct, alpha=alpha, min_effect=min_effect
     )

@@ -1,4 +1,8 @@
-"""Command-line options, defined once and shared by the CLI and the pytest plugin."""
+"""Command-line options, defined once and shared by the CLI and the pytest plugin.
+
+Imported by the command line before it parses anything: only light modules here (no
+SQLAlchemy, Hypothesis, pytest), so that `uowstress --help` answers at once.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ from typing import Any
 from uowstress.errors import ConfigError
 from uowstress.profiles import DEFAULT_PROFILE, PROFILES, REPRODUCERS_DIR
 from uowstress.target import DEFAULT_TARGET
+
+# The folder of the performance suites `uowstress run` runs when not given --path.
+DEFAULT_PATH = "tests/performance"
 
 
 def in_ci() -> bool:

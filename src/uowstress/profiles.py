@@ -2,21 +2,28 @@
 
 Hypothesis's own `ci` profile drops the example database; ours keeps an explicit one under
 `.hypothesis/examples`, so a failure found in CI is tried first on the next run.
+
+The table of profiles does not import Hypothesis: the command line names the profiles in its
+help, and `uowstress --help` must not wait for Hypothesis to load.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis.database import DirectoryBasedExampleDatabase
-from hypothesis.errors import InvalidArgument
+from typing import TYPE_CHECKING, Literal
 
 from uowstress.errors import ConfigError
 
+if TYPE_CHECKING:
+    from hypothesis import settings
+
 EXAMPLES_DIR = Path(".hypothesis") / "examples"
 REPRODUCERS_DIR = Path(".hypothesis") / "reproducers"
+
+
+# The names of hypothesis.Phase's members.
+PhaseName = Literal["explicit", "reuse", "generate", "target", "shrink", "explain"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,8 @@ class Profile:
     description: str
     # No Hypothesis shrink phase: uowstress shrinks the concrete steps itself (minimize.py),
     # which deletes whole transactions that Hypothesis's choice-sequence shrinker cannot.
-    phases: tuple[Phase, ...] = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+    # Named, not hypothesis.Phase members, so that the table is read without Hypothesis.
+    phases: tuple[PhaseName, ...] = ("explicit", "reuse", "generate", "target")
 
 
 PROFILES: dict[str, Profile] = {
@@ -43,13 +51,11 @@ PROFILES: dict[str, Profile] = {
             30,
             0,
             "only saved failures: the example database and the written reproducers",
-            phases=(Phase.explicit, Phase.reuse),
+            phases=("explicit", "reuse"),
         ),
     )
 }
 DEFAULT_PROFILE = "dev"
-
-_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
 
 
 def get_profile(name: str) -> Profile:
@@ -63,14 +69,21 @@ def get_profile(name: str) -> Profile:
 
 def machine_settings(profile: str | Profile, *, examples_dir: Path = EXAMPLES_DIR) -> settings:
     """Settings for uowstress's state machines under a profile."""
+    from hypothesis import HealthCheck, Phase, settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
     p = get_profile(profile) if isinstance(profile, str) else profile
     return settings(
         max_examples=p.max_examples,
         stateful_step_count=p.step_count,
-        phases=p.phases,
+        phases=[Phase[name] for name in p.phases],
         # Wall-clock budgets are judged by uowstress on the aggregate, never per example.
         deadline=None,
-        suppress_health_check=_SUPPRESSED,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+        ],
         # One failure, shrunk, per run: its steps become the written reproducer.
         report_multiple_bugs=False,
         database=DirectoryBasedExampleDatabase(str(examples_dir)),
@@ -82,6 +95,9 @@ def machine_settings(profile: str | Profile, *, examples_dir: Path = EXAMPLES_DI
 
 
 def _registered(name: str) -> bool:
+    from hypothesis import settings
+    from hypothesis.errors import InvalidArgument
+
     try:
         settings.get_profile(name)
     except InvalidArgument:
@@ -97,11 +113,11 @@ def register_profiles(examples_dir: Path = EXAMPLES_DIR) -> None:
     not use it must run unchanged). The registered settings keep Hypothesis's own shrink phase
     for ordinary property tests; the state machines take `machine_settings` whichever profile
     Hypothesis loaded."""
-    for name, p in PROFILES.items():
-        s = settings(
-            machine_settings(name, examples_dir=examples_dir),
-            phases=tuple(Phase) if name != "replay" else p.phases,
-        )
+    from hypothesis import Phase, settings
+
+    for name in PROFILES:
+        machines = machine_settings(name, examples_dir=examples_dir)
+        s = settings(machines, phases=tuple(Phase) if name != "replay" else machines.phases)
         settings.register_profile(f"uowstress-{name}", s)
         if not _registered(name):
             settings.register_profile(name, s)

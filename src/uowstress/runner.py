@@ -29,17 +29,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-import pytest
+from pluggy import HookimplMarker
 
 from uowstress.config import DEFAULT_CONFIG_FILE, load_config
 from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
-from uowstress.options import check_directory, check_options, parse_target_options
-from uowstress.pytest_plugin import CONFIG_SOURCE, RESULTS, ResultStore, reported_exception
-from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, holdings, other_sizes
+from uowstress.options import DEFAULT_PATH, check_directory, check_options, parse_target_options
 from uowstress.report.json_report import load_report
 from uowstress.report.model import (
     DatabaseInfo,
@@ -50,15 +48,22 @@ from uowstress.report.model import (
     Summary,
     SystemInfo,
 )
-from uowstress.report.output import analyse, hide_passwords, without_passwords, write_reports
+from uowstress.report.passwords import hide_passwords
 from uowstress.scratch import backend_name, reachable, redacted
 from uowstress.target import check_target_options, load_target
+
+if TYPE_CHECKING:
+    import pytest
+
+    from uowstress.pytest_plugin import ResultStore
 
 __all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "RunOutcome", "RunRequest", "run"]
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+# pytest.hookimpl is this marker. pytest itself, the plugin and the whole tester behind it are
+# imported only once _check has passed, so that a refused run is refused at once.
+_hookimpl = HookimplMarker("pytest")
 FORMATS = ("markdown", "json", "html")
-DEFAULT_PATH = "tests/performance"
 # uowstress's own suites: in a wheel (pyproject.toml force-includes them), else in a checkout.
 PACKAGED_SUITES = Path(__file__).resolve().parent / "_suites"
 CHECKOUT_SUITES = Path(__file__).resolve().parents[2] / DEFAULT_PATH
@@ -280,6 +285,8 @@ class _Collector:
     def __init__(
         self, progress: Callable[[str, int, int], None] | None, suites: Path = Path(".")
     ) -> None:
+        from uowstress.pytest_plugin import ResultStore
+
         self.suites = suites
         self.store = ResultStore()
         self.outcomes: Counter[str] = Counter()
@@ -319,6 +326,8 @@ class _Collector:
         return found
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        from uowstress.pytest_plugin import CONFIG_SOURCE
+
         self.rootpath = session.config.rootpath
         # Without --config the plugin may find a file of its own (the ini's uowstress_config,
         # or one in pytest's rootdir): the report names the one the suites were judged by.
@@ -345,19 +354,21 @@ class _Collector:
         if self.progress is not None:
             self.progress("collected", 0, self.total)
 
-    @pytest.hookimpl(optionalhook=True)
+    @_hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
         # Under pytest-xdist the workers collect, each of them every test.
         self.total = max(self.total, len(ids))
         if self.progress is not None:
             self.progress("collected", self.done, self.total)
 
-    @pytest.hookimpl(optionalhook=True)
+    @_hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         if error is not None:
             self.workers_down[str(node.gateway.id)] = str(error)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from uowstress.pytest_plugin import reported_exception
+
         if report.when not in ("setup", "call", "teardown"):
             # pytest-xdist's report of the test a worker crashed in (its "when" is "???").
             worker = getattr(getattr(report, "node", None), "gateway", None)
@@ -393,8 +404,10 @@ class _Collector:
         if self.progress is not None:
             self.progress(nodeid, self.done, self.total)
 
-    @pytest.hookimpl(trylast=True)
+    @_hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        from uowstress.pytest_plugin import RESULTS, ResultStore
+
         self.store = session.config.stash.get(RESULTS, ResultStore())
 
 
@@ -435,6 +448,8 @@ def build_report(
     """The report of the run; ``errors`` are what went wrong outside the results in ``store``
     (crashed workers, tests not set up or torn down, tests that did not run, a failed isolation
     search)."""
+    import pytest
+
     findings = _findings(store)
     verdicts = [v for s in store.scenarios for v in s.verdicts] + [
         v for m in store.machines for v in m.verdicts
@@ -511,6 +526,8 @@ def run(
     path = suites_path(request.path)
     request = replace(request, path=path)
     urls, databases, config_path = _check(request)
+    import pytest  # once the run is known to go ahead (see _hookimpl)
+
     collector = _Collector(progress, Path(path))
     started = time.perf_counter()
     # The suites import the target and the tests from the working directory, as pytest does.
@@ -566,6 +583,11 @@ def run(
     report.summary.failed_tests = [
         said for nodeid, said in collector.failed_calls if nodeid not in results
     ]
+    # Here, once the suites ran: the comparison brings scipy, the renderers Jinja and Plotly,
+    # which a run refused by _check never needs.
+    from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, holdings, other_sizes
+    from uowstress.report.output import analyse, without_passwords, write_reports
+
     baseline = None if request.baseline is None else load_report(request.baseline)
     report = analyse(
         report,

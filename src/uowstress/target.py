@@ -17,17 +17,21 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
-
-from hypothesis.strategies import SearchStrategy
-from sqlalchemy import Connection, Engine
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from uowstress.errors import UowstressError
+from uowstress.report.passwords import hide_passwords
+
+if TYPE_CHECKING:
+    # For annotations only: the command line reads DEFAULT_TARGET from here, and its --help
+    # must not wait for SQLAlchemy and Hypothesis to load.
+    from hypothesis.strategies import SearchStrategy
+    from sqlalchemy import Connection, Engine
 
 JSON = Any
 State = dict[str, JSON]
 # Called by the system's Unit of Work at each named point of its commit path.
-FaultHook = Callable[[str, Connection], None]
+FaultHook = Callable[[str, "Connection"], None]
 FAULT_HOOK_POINTS = ("before_flush", "after_flush", "before_commit")
 
 GUARANTEES = (
@@ -70,7 +74,7 @@ class Ids:
 
 
 # Given the model's current state and an id source, the strategy for one call's arguments.
-ArgumentsFor = Callable[[State, Ids], SearchStrategy[dict[str, JSON]]]
+ArgumentsFor = Callable[[State, Ids], "SearchStrategy[dict[str, JSON]]"]
 
 
 @dataclass(frozen=True)
@@ -270,9 +274,6 @@ def check_target_options(target: Target, spec: str, chosen: Mapping[str, str]) -
 
 def _described(error: BaseException) -> str:
     """The exception, its message and where it was raised: a line instead of a traceback."""
-    # Imported here, on the error path: the report package is heavy to import.
-    from uowstress.report.output import hide_passwords
-
     # A target's own message may quote its database URL: its password is hidden.
     said = hide_passwords(str(error))
     text = f"{type(error).__name__}: {said}" if said else type(error).__name__

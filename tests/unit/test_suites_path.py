@@ -8,7 +8,8 @@ import pytest
 
 from uowstress import runner
 from uowstress.errors import ConfigError
-from uowstress.runner import DEFAULT_PATH, suites_path
+from uowstress.options import DEFAULT_PATH
+from uowstress.runner import suites_path
 
 SUITES = sorted(p.name for p in runner.CHECKOUT_SUITES.glob("test_*.py"))
 

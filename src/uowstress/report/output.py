@@ -11,10 +11,9 @@ history (``history/``), whose earlier runs the HTML page plots as trends.
 from __future__ import annotations
 
 import errno
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from uowstress.errors import ReportError
 from uowstress.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD_PCT, compare_all
@@ -24,6 +23,8 @@ from uowstress.report.insights import insights, recommendations
 from uowstress.report.json_report import report_json
 from uowstress.report.markdown import render_markdown
 from uowstress.report.model import Report
+from uowstress.report.passwords import hide_passwords
+from uowstress.report.passwords import scrub as _scrub
 
 __all__ = [
     "FORMATS",
@@ -40,29 +41,6 @@ REPORT_NAMES: Final = {
     "json": "uowstress-report.json",
     "html": "uowstress-report.html",
 }
-
-
-# scheme://user:password@host: the password, wherever a URL appears in a string.
-_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(?=@)")
-# ...?password=secret (or passwd, sslpassword) in a URL's query string.
-_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|sslpassword)=)[^&\s'\"]+", re.IGNORECASE)
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***", value))
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    return value
-
-
-def hide_passwords(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***`` (for messages that
-    quote what a test or a database said)."""
-    scrubbed: str = _scrub(text)
-    return scrubbed
 
 
 def without_passwords(report: Report) -> Report:
