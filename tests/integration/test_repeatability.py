@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import seed
 
 from tests.report_factory import report as make_report
 from uowstress import reproducers
@@ -18,6 +19,7 @@ from uowstress.cli import _print_outcome, main
 from uowstress.report.html import render_html
 from uowstress.report.markdown import render_markdown
 from uowstress.report.model import Finding
+from uowstress.stateful import run as stateful_run
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -25,11 +27,11 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def run_acid(tmp_path: Path, target: str) -> tuple[int, str]:
+def run_acid(tmp_path: Path, target: str, *more: str) -> tuple[int, str]:
     return invoke(
         "run", "--pattern", "test_state_machines.py", "--machine", "acid", "--kills", "0",
         "--target", target, "--format", "json", "--output-dir", str(tmp_path / "out"),
-        "--reproducers-dir", str(tmp_path / "rep"),
+        "--reproducers-dir", str(tmp_path / "rep"), *more,
     )  # fmt: skip
 
 
@@ -81,8 +83,22 @@ def test_a_leaked_connection_is_found_shrunk_and_replayed_alike_run_after_run(
     (tmp_path / "leaky_target.py").write_text(LEAKY_TARGET)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)  # its own example database
-    for _ in range(3):  # later runs replay the saved example first: it must fail the same way
-        code, out = run_acid(tmp_path, "leaky_target:TARGET")
+    # Each run draws fresh examples, and only a raise inside a unit of work leaks: the machine
+    # draws one at about one step in thirty of an open unit of work, and the dev profile's 25
+    # examples of up to 20 steps held none in about one run in 80 (which then found nothing).
+    # So the first run's search is seeded, and given the ci profile's 100 examples of up to 40
+    # steps: a change to how the machine draws is then unlikely to leave the seed without one.
+    # The later runs are not seeded: they find the leak by replaying the example it saved.
+    acid_machine = stateful_run.acid_machine
+    for attempt in range(3):
+        with monkeypatch.context() as patch:
+            if attempt == 0:
+                patch.setattr(
+                    stateful_run,
+                    "acid_machine",
+                    lambda *args, **kwargs: seed(2024)(acid_machine(*args, **kwargs)),
+                )
+            code, out = run_acid(tmp_path, "leaky_target:TARGET", "--profile", "ci")
         assert code == 1, out
         (finding,) = _report(tmp_path)["findings"]
         assert finding["kind"] == "leak"
