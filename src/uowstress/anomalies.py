@@ -35,10 +35,15 @@ Model
   deleting a returned row is an item conflict, not a phantom). Rows the predicate did *not*
   return can only be reasoned about with the predicate itself: pass
   ``predicates={name: fn(key, value) -> bool}`` to get ``prw`` edges (phantoms, ``G2``). Without
-  it, predicate reads still yield ``PMP`` and their item edges. Cost: each predicate read with a
-  definition looks at the item keys it could have missed a matching version of: without
-  timing, those whose last version matches; with ``op_spans``, also those with a matching
-  version written after the read completed (reads times later matching writes).
+  it, predicate reads still yield ``PMP`` and their item edges. Cost: a read gets one ``prw``
+  edge per key it missed, so a predicate read followed by many matching writes (of other keys:
+  inserts) would get an edge to each. The edges that point back in commit order are made for
+  every read; those that point forward only inside the regions of nodes where cycles can lie
+  (see ``_Analysis._cycles``): elsewhere they lie on no cycle, and the findings are the same
+  as with every edge made. So the work is the graph's edges and the rows read (with a
+  logarithm), except where transactions overlap: inside one region each read still gets an
+  edge to each matching write after it (a transaction left open across the whole history makes
+  it one region). Evaluating the predicates costs a call per predicate and item version.
 
 Anomalies (the public names)
 ----------------------------
@@ -447,6 +452,66 @@ def _bfs_back(
     return None
 
 
+#: A segment of predicate-read completion times (see ``_Analysis._predicate_matches``): the
+#: node that installed its target version, its bounds (lo, hi] and (rank of the key, key, node).
+_Segment: TypeAlias = tuple[int, float, float, tuple[int, str, int]]
+
+
+def _stab(
+    segments: Sequence[_Segment], queries: Sequence[tuple[int, float, int]]
+) -> dict[int, list[tuple[int, str, int]]]:
+    """For each query (threshold, point, id), the queries in ascending threshold order, the
+    items of the segments (key, lo, hi, item), given in ascending key order, whose key is below
+    the threshold and whose bounds hold the point: lo < point <= hi. Queries that get none are
+    left out.
+
+    A segment enters a segment tree over the queries' points once the threshold passes its
+    key, in the O(log) nodes that cover its bounds; a query collects the nodes on its point's
+    path to the root. The time is O((segments + queries) log queries) plus the items reported,
+    where looking at every segment for every query would take their product.
+    """
+    points = sorted({point for _, point, _ in queries})
+    size = 1
+    while size < len(points):
+        size *= 2
+    tree: list[list[tuple[int, str, int]] | None] = [None] * (2 * size)
+    found: dict[int, list[tuple[int, str, int]]] = {}
+    j, n_segments = 0, len(segments)
+    for threshold, point, qid in queries:
+        while j < n_segments and segments[j][0] < threshold:
+            _, lo, hi, item = segments[j]
+            j += 1
+            a = bisect_right(points, lo) + size
+            b = bisect_right(points, hi) + size
+            while a < b:
+                if a & 1:
+                    bucket = tree[a]
+                    if bucket is None:
+                        tree[a] = [item]
+                    else:
+                        bucket.append(item)
+                    a += 1
+                if b & 1:
+                    b -= 1
+                    bucket = tree[b]
+                    if bucket is None:
+                        tree[b] = [item]
+                    else:
+                        bucket.append(item)
+                a >>= 1
+                b >>= 1
+        p = bisect_left(points, point) + size
+        out: list[tuple[int, str, int]] = []
+        while p:
+            bucket = tree[p]
+            if bucket is not None:
+                out += bucket
+            p >>= 1
+        if out:
+            found[qid] = out
+    return found
+
+
 class _Write:
     """One indexed write. ``vidx``: its version's index in the key's order (installed item
     versions only, else -1); ``final``: the writer's last write of the key; ``indet``: the
@@ -479,6 +544,22 @@ class _Analysis:
         self.e_key: list[str] = []
         # id of a list of version indices -> (the list, suffix minima of its invoke indices)
         self.sent_min: dict[int, tuple[list[int], list[int]]] = {}
+        # Predicate anti-dependencies (see _predicate_matches): per predicate, the targets of
+        # its segments (ascending) and the segments; per predicate read with a definition, by
+        # a node (op id = tx * stride + position), the (rank, key, target) of each segment
+        # that holds it and points back in commit order; the reads as (node, predicate, tx,
+        # position, completion event), by node.
+        self.pr_segs: dict[str, tuple[list[int], list[_Segment]]] = {}
+        self.pr_back: dict[int, list[tuple[int, str, int]]] = {}
+        self.pr_queries: list[tuple[int, str, int, int, int | None]] = []
+        # Where each prw edge stands in the order the graph's edges were made: the edge count
+        # when its read's edges began (per read, with the read's turn) and the key's rank. The
+        # edges made late, in _cycles, are put back there, so the cycle search meets the edges
+        # in the same order whichever pass made them.
+        self.pr_slot: dict[int, tuple[int, int]] = {}
+        self.pr_key: dict[int, tuple[int, int, int]] = {}
+        # The runs of nodes (lo, hi) where cycles can lie, in order (see _cycles).
+        self.regions: list[tuple[int, int]] = []
 
     # -- driver ------------------------------------------------------------------------------
 
@@ -532,7 +613,8 @@ class _Analysis:
         # list key -> (tx, op position, how many of its own appends to the key precede the read)
         self.list_reads: dict[str, list[_ListRead]] = {}
         self.unknown_keys: set[str] = set()
-        self.pr_names: set[str] = set()
+        # predicate name -> (tx, op position) of each predicate read of it
+        self.pr_reads: dict[str, list[tuple[int, int]]] = {}
         # What later passes need of each transaction, gathered here so that they need not walk
         # the transactions again (the history is the biggest thing in memory).
         self.committed: list[bool] = []
@@ -544,6 +626,7 @@ class _Analysis:
         by_value = self.by_value
         list_reads = self.list_reads
         list_appends = self.list_appends
+        pr_reads = self.pr_reads
         finals = self.finals
         for i, t in enumerate(self.txs):
             if t.id in by_id:
@@ -600,7 +683,10 @@ class _Analysis:
                 elif kind == "del":
                     fin[k] = _Write(k, None, i, pos, False)
                 else:
-                    self.pr_names.add(k)
+                    preds = pr_reads.get(k)
+                    if preds is None:
+                        preds = pr_reads[k] = []
+                    preds.append((i, pos))
             for w in fin.values():
                 w.final = True
             self.item_keys.update(fin)
@@ -1042,28 +1128,94 @@ class _Analysis:
     # -- 6. predicate definitions over versions ----------------------------------------------
 
     def _predicate_matches(self) -> None:
-        # predicate name -> (key, indices of its matching versions, of its other versions,
-        # latest event at which a predicate read could still miss a matching version of it),
-        # keys latest first. A read that completed after that event saw a non-matching version
-        # installed after every matching one, so the key gives it no prw edge: reads skip it.
-        self.pmatch: dict[str, list[tuple[str, list[int], list[int], float]]] = {}
+        """Where predicate reads missed a matching version, as segments; the prw edges to
+        versions committed before the reader, per read (``pr_back``).
+
+        A read of predicate P that did not return item key k saw some version of k that does
+        not match (or none): at the latest, the last non-matching version sent before the read
+        completed (``_latest_sent_before``); its (shortcut) prw target is the first matching
+        version after that one. The suffix minima of the non-matching versions' send times cut
+        the completion times into segments, one per non-matching version that can be the
+        latest seen (and one before them all), each with its target or none; a read without
+        timing completed at +inf, so it gets the last segment. Per predicate, the segments with
+        a target are kept sorted by target node (``pr_segs``).
+
+        The edges that point back in commit order (target committed before the reader) are
+        found here for every read: they decide where cycles can lie (see ``_cycles``). Those
+        pointing forward are only wanted inside such regions, and ``_cycles`` asks for them
+        there: a predicate read followed by many matching writes would otherwise get an edge
+        to each of them, a graph quadratic in the history.
+        """
         inf = float("inf")
-        for name in self.pr_names:
+        node_of = self.node_of
+        stride = self.stride
+        # Every installed version's value, per key, looked up once for all the predicates.
+        values: list[tuple[str, list[int], list[Scalar | None]]] = []
+        if any(name in self.predicates for name in self.pr_reads):
+            finals, tx_of = self.finals, self.tx_of
+            values = [
+                (k, vl, [finals[tx_of[n]][k].value for n in vl])
+                for k, vl in self.vers.items()
+                if k not in self.uncertain
+            ]
+        for name, reads in self.pr_reads.items():
             fn = self.predicates.get(name)
             if fn is None:
                 continue
-            per_key: list[tuple[str, list[int], list[int], float]] = []
-            for k, vl in self.vers.items():
-                yes: list[int] = []
-                no: list[int] = []
-                for idx, n in enumerate(vl):
-                    v = self.finals[self.tx_of[n]][k].value
-                    (yes if v is not None and fn(k, v) else no).append(idx)
-                if yes:
-                    later = [self._version_invoke(k, idx) for idx in no if idx > yes[-1]]
-                    per_key.append((k, yes, no, min(later, default=inf)))
-            per_key.sort(key=lambda entry: -entry[3])
-            self.pmatch[name] = per_key
+            # (latest event at which a read could still miss a matching version of the key,
+            # key, its version list, indices of its matching and of its other versions, the
+            # suffix minima of the latter's send times). A read that completed after that event
+            # saw a non-matching version installed after every matching one: no prw edge.
+            per_key: list[tuple[float, str, list[int], list[int], list[int], list[int]]] = []
+            for k, vl, vals in values:
+                if len(vals) == 1:  # the common case, one version: no lists to sort out
+                    v = vals[0]
+                    if v is not None and fn(k, v):
+                        per_key.append((inf, k, vl, [0], [], []))
+                    continue
+                flags = [v is not None and fn(k, v) for v in vals]
+                if True not in flags:
+                    continue
+                yes = [idx for idx, f in enumerate(flags) if f]
+                no = [idx for idx, f in enumerate(flags) if not f]
+                mins = [self._version_invoke(k, idx) for idx in no]
+                for j in range(len(mins) - 2, -1, -1):
+                    if mins[j + 1] < mins[j]:
+                        mins[j] = mins[j + 1]
+                after = bisect_right(no, yes[-1])
+                per_key.append((mins[after] if after < len(no) else inf, k, vl, yes, no, mins))
+            # A read's edges are made in the order of this ranking, latest such event first
+            # (stable: keys in version-order order), as they always were.
+            per_key.sort(key=lambda entry: -entry[0])
+            segs: list[_Segment] = []
+            for rank, (_, k, vl, yes, no, mins) in enumerate(per_key):
+                lo = -inf
+                for j in range(-1, len(no)):
+                    y = bisect_right(yes, no[j] if j >= 0 else -1)
+                    if y == len(yes):
+                        break  # no matching version after this one, nor after later ones
+                    if j >= 0:
+                        lo = mins[j]
+                    hi = mins[j + 1] if j + 1 < len(no) else inf
+                    if lo < hi:
+                        target = vl[yes[y]]
+                        segs.append((target, lo, hi, (rank, k, target)))
+            if not segs:
+                continue
+            segs.sort(key=lambda seg: seg[0])
+            self.pr_segs[name] = ([seg[0] for seg in segs], segs)
+            queries: list[tuple[int, float, int]] = []
+            for i, pos in reads:
+                node = node_of[i]
+                if node < 0:
+                    continue
+                spans = self.txs[i].op_spans
+                done = spans[pos][1] if spans else None
+                self.pr_queries.append((node, name, i, pos, done))
+                queries.append((node, inf if done is None else done, i * stride + pos))
+            queries.sort()
+            self.pr_back.update(_stab(segs, queries))
+        self.pr_queries.sort(key=lambda q: q[0])
 
     # -- 7. reads: wr / rw / prw edges, G1a, G1b, garbage, internal, PMP ---------------------
 
@@ -1422,25 +1574,85 @@ class _Analysis:
         ext: Mapping[str, Scalar],
         own: Mapping[str, Scalar | None],
     ) -> None:
+        """The prw edges of one predicate read to versions committed before its transaction;
+        those to versions committed after it are made in ``_later_predicate_edges``, which
+        places them, by this read's ``pr_slot`` and the keys' ranks, where they would have
+        stood among these."""
+        op_id = i * self.stride + pos
+        slot, seq = len(self.e_src), len(self.pr_slot)
+        self.pr_slot[op_id] = (slot, seq)
+        found = self.pr_back.get(op_id)
+        if not found:
+            return
         spans = self.txs[i].op_spans
         done = spans[pos][1] if spans else None
         fn = self.predicates[name]
+        found.sort()
+        for rank, k, target in found:
+            if k in ext or k in own or self._missed_shadow(k, done, fn):
+                continue
+            self.pr_key[len(self.e_src)] = (slot, seq, rank)
+            self._edge(node, target, _PRW, k)
+
+    def _missed_shadow(self, k: str, done: int | None, fn: Predicate) -> bool:
+        """Whether a predicate read that completed at ``done`` and did not return ``k`` may
+        have seen a non-matching shadow version of it (then it makes no claim about ``k``)."""
+        return self._shadowed(k, done, lambda v: v is None or not fn(k, v))
+
+    def _later_predicate_edges(self, regions: Sequence[tuple[int, int]]) -> bool:
+        """The prw edges from predicate reads to versions committed after the reader, inside
+        each region ``(lo, hi)`` of nodes where cycles can lie (see ``_cycles``); True when it
+        made any.
+
+        Such an edge outside every region lies on no cycle, and cycles are all the graph is
+        used for: leaving those edges out changes no finding.
+        """
+        queries = self.pr_queries
+        if not queries:
+            return False
+        nodes = [q[0] for q in queries]
+        stride = self.stride
         inf = float("inf")
-        for k, yes, no, open_until in self.pmatch.get(name, ()):
-            if open_until < inf and (done is None or open_until < done):
-                break  # this key and every one after it: see _predicate_matches
-            if k in ext or k in own or k in self.uncertain:
-                continue
-            if self._shadowed(k, done, lambda v: v is None or not fn(k, v)):  # noqa: B023
-                continue
-            # The read saw some non-matching version of k; the latest it could have seen bounds
-            # it, and the first matching version after that one is a (shortcut) prw target.
-            cand = self._latest_sent_before(k, no, done)
-            j = bisect_right(yes, cand)
-            if j < len(yes):
-                target = self.vers[k][yes[j]]
-                if target != node:
-                    self._edge(node, target, _PRW, k)
+        made = False
+        for lo, hi in regions:
+            # Readers up to hi - 1 (a target lies after its reader, in the region).
+            a, b = bisect_left(nodes, lo), bisect_left(nodes, hi)
+            by_name: dict[str, list[tuple[int, str, int, int, int | None]]] = {}
+            for q in queries[a:b]:
+                by_name.setdefault(q[1], []).append(q)
+            for name, reads in by_name.items():
+                ts, segs = self.pr_segs[name]
+                s0, s1 = bisect_right(ts, reads[0][0]), bisect_right(ts, hi)
+                if s0 == s1:
+                    continue
+                # A target is open to the readers before it: later targets first, later
+                # readers first (the keys negated, as _stab takes them in ascending order).
+                later = [(-t, lo_d, hi_d, item) for t, lo_d, hi_d, item in segs[s0:s1]]
+                later.reverse()
+                asks = sorted(
+                    (-node, inf if done is None else done, i * stride + pos)
+                    for node, _, i, pos, done in reads
+                )
+                found = _stab(later, asks)
+                fn = self.predicates[name]
+                for node, _, i, pos, done in reads:
+                    op_id = i * stride + pos
+                    targets = found.get(op_id)
+                    if not targets:
+                        continue
+                    ops = self.txs[i].ops
+                    rows = ops[pos].value
+                    assert isinstance(rows, frozenset)
+                    returned = {rk for rk, _ in rows}
+                    own = {op.key for op in ops[:pos] if op.kind in ("w", "ins", "del")}
+                    slot, seq = self.pr_slot[op_id]
+                    for rank, k, target in targets:
+                        if k in returned or k in own or self._missed_shadow(k, done, fn):
+                            continue
+                        self.pr_key[len(self.e_src)] = (slot, seq, rank)
+                        self._edge(node, target, _PRW, k)
+                        made = True
+        return made
 
     # -- 8. lost updates ---------------------------------------------------------------------
 
@@ -1483,7 +1695,7 @@ class _Analysis:
         # in a mostly serializable history is a small part of the graph.
         spans = sorted((d, s) for s, d in zip(e_src, e_dst, strict=True) if d < s)
         region = [-1] * len(self.tx_of)
-        n_regions = 0
+        bounds = self.regions
         j = 0
         while j < len(spans):
             lo, hi = spans[j]
@@ -1492,14 +1704,23 @@ class _Analysis:
                 hi = max(hi, spans[j][1])
                 j += 1
             for x in range(lo, hi + 1):
-                region[x] = n_regions
-            n_regions += 1
-        if not n_regions:
+                region[x] = len(bounds)
+            bounds.append((lo, hi))
+        if not bounds:
             return
+        # Forward edges change no region: the prw edges that point forward are made now, and
+        # only inside regions (see _predicate_matches).
+        late = self._later_predicate_edges(bounds)
         # Edges leaving a region, found by a scan that runs in C (map, compress): the graph has
         # several edges per transaction, and the regions hold few of them.
         from_region = compress(count(), map((-1).__lt__, map(region.__getitem__, e_src)))
         inside = [e for e in from_region if region[e_src[e]] == region[e_dst[e]]]
+        if late:
+            # Each late edge back in its read's place (pr_key); every other edge stays where
+            # it was made, after the prw edges of the reads made before it.
+            keys = self.pr_key
+            inf = float("inf")
+            inside.sort(key=lambda e: keys.get(e) or (e, inf, 0))
         nodes = sorted({e_src[e] for e in inside})
         local = {x: j for j, x in enumerate(nodes)}
         adj: list[list[int]] = [[] for _ in nodes]
