@@ -38,12 +38,11 @@ Model
   it, predicate reads still yield ``PMP`` and their item edges. Cost: a read gets one ``prw``
   edge per key it missed, so a predicate read followed by many matching writes (of other keys:
   inserts) would get an edge to each. The edges that point back in commit order are made for
-  every read; those that point forward only inside the regions of nodes where cycles can lie
-  (see ``_Analysis._cycles``): elsewhere they lie on no cycle, and the findings are the same
-  as with every edge made. So the work is the graph's edges and the rows read (with a
-  logarithm), except where transactions overlap: inside one region each read still gets an
-  edge to each matching write after it (a transaction left open across the whole history makes
-  it one region). Evaluating the predicates costs a call per predicate and item version.
+  every read; those that point forward only where they can lie on a cycle (see
+  ``_Analysis._later_predicate_edges``), and the findings are the same as with every edge made.
+  The work is about the graph's edges and the rows read (with a logarithm); only a read and a
+  later matching write in one strongly connected component get their edge. Evaluating the
+  predicates costs a call per predicate and item version.
 
 Anomalies (the public names)
 ----------------------------
@@ -110,7 +109,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import compress, count
+from heapq import heappop, heappush
+from itertools import compress, count, islice
+from operator import le
 from types import MappingProxyType
 from typing import TypeAlias, cast
 
@@ -467,9 +468,21 @@ def _stab(
 
     A segment enters a segment tree over the queries' points once the threshold passes its
     key, in the O(log) nodes that cover its bounds; a query collects the nodes on its point's
-    path to the root. The time is O((segments + queries) log queries) plus the items reported,
-    where looking at every segment for every query would take their product.
+    path to the root (``_stab_tree``). The time is O((segments + queries) log queries) plus the
+    items reported, where looking at every segment for every query would take their product.
+    When the points rise with the thresholds (reads that complete in commit order, as in a
+    serial history) a sweep does the same in about a third of the time (``_stab_in_order``).
     """
+    points = [point for _, point, _ in queries]
+    if all(map(le, points, islice(points, 1, None))):
+        return _stab_in_order(segments, queries)
+    return _stab_tree(segments, queries)
+
+
+def _stab_tree(
+    segments: Sequence[_Segment], queries: Sequence[tuple[int, float, int]]
+) -> dict[int, list[tuple[int, str, int]]]:
+    """``_stab`` with a segment tree, whatever the order of the points."""
     points = sorted({point for _, point, _ in queries})
     size = 1
     while size < len(points):
@@ -509,6 +522,41 @@ def _stab(
             p >>= 1
         if out:
             found[qid] = out
+    return found
+
+
+def _stab_in_order(
+    segments: Sequence[_Segment], queries: Sequence[tuple[int, float, int]]
+) -> dict[int, list[tuple[int, str, int]]]:
+    """``_stab`` for queries whose points never fall: a segment whose upper bound a point has
+    passed is passed for good, so a sweep keeps the segments that hold the current point
+    (``alive``), those whose lower bound it has yet to pass (``waiting``, by lower bound) and
+    when each alive one ends (``ending``, by upper bound)."""
+    alive: dict[int, tuple[int, str, int]] = {}
+    waiting: list[tuple[float, int]] = []
+    ending: list[tuple[float, int]] = []
+    found: dict[int, list[tuple[int, str, int]]] = {}
+    j, n_segments = 0, len(segments)
+    for threshold, point, qid in queries:
+        while j < n_segments and segments[j][0] < threshold:
+            _, lo, hi, item = segments[j]
+            if hi >= point:  # else no later point falls in it either
+                if lo < point:
+                    alive[j] = item
+                    heappush(ending, (hi, j))
+                else:
+                    heappush(waiting, (lo, j))
+            j += 1
+        while waiting and waiting[0][0] < point:
+            s = heappop(waiting)[1]
+            _, _, hi, item = segments[s]
+            if hi >= point:
+                alive[s] = item
+                heappush(ending, (hi, s))
+        while ending and ending[0][0] < point:
+            del alive[heappop(ending)[1]]
+        if alive:
+            found[qid] = list(alive.values())
     return found
 
 
@@ -553,10 +601,10 @@ class _Analysis:
         self.pr_back: dict[int, list[tuple[int, str, int]]] = {}
         self.pr_queries: list[tuple[int, str, int, int, int | None]] = []
         # Where each prw edge stands in the order the graph's edges were made: the edge count
-        # when its read's edges began (per read, with the read's turn) and the key's rank. The
-        # edges made late, in _cycles, are put back there, so the cycle search meets the edges
-        # in the same order whichever pass made them.
-        self.pr_slot: dict[int, tuple[int, int]] = {}
+        # when its read's edges began (per read), the read (reads are met in op id order) and
+        # the key's rank. The edges made late, in _cycles, are put back there, so the cycle
+        # search meets the edges in the same order whichever pass made them.
+        self.pr_slot: dict[int, int] = {}
         self.pr_key: dict[int, tuple[int, int, int]] = {}
         # The runs of nodes (lo, hi) where cycles can lie, in order (see _cycles).
         self.regions: list[tuple[int, int]] = []
@@ -1142,22 +1190,34 @@ class _Analysis:
 
         The edges that point back in commit order (target committed before the reader) are
         found here for every read: they decide where cycles can lie (see ``_cycles``). Those
-        pointing forward are only wanted inside such regions, and ``_cycles`` asks for them
-        there: a predicate read followed by many matching writes would otherwise get an edge
-        to each of them, a graph quadratic in the history.
+        pointing forward are only wanted where they can lie on a cycle, and ``_cycles`` asks for
+        them (``_later_predicate_edges``): a predicate read followed by many matching writes
+        would otherwise get an edge to each of them, a graph quadratic in the history.
         """
         inf = float("inf")
         node_of = self.node_of
         stride = self.stride
-        # Every installed version's value, per key, looked up once for all the predicates.
-        values: list[tuple[str, list[int], list[Scalar | None]]] = []
+        # Every installed version's value, per key, looked up once for all the predicates, and
+        # the versions that hold a value (a delete matches nothing) flat, for the predicates to
+        # be called on them in one pass each: (the key's entry, version index, key, value).
+        values: list[tuple[str, list[int]]] = []
+        at: list[int] = []
+        idxs: list[int] = []
+        keys: list[str] = []
+        vals: list[Scalar] = []
         if any(name in self.predicates for name in self.pr_reads):
             finals, tx_of = self.finals, self.tx_of
-            values = [
-                (k, vl, [finals[tx_of[n]][k].value for n in vl])
-                for k, vl in self.vers.items()
-                if k not in self.uncertain
-            ]
+            for k, vl in self.vers.items():
+                if k in self.uncertain:
+                    continue
+                for idx, n in enumerate(vl):
+                    v = finals[tx_of[n]][k].value
+                    if v is not None:
+                        at.append(len(values))
+                        idxs.append(idx)
+                        keys.append(k)
+                        vals.append(v)
+                values.append((k, vl))
         for name, reads in self.pr_reads.items():
             fn = self.predicates.get(name)
             if fn is None:
@@ -1167,17 +1227,20 @@ class _Analysis:
             # suffix minima of the latter's send times). A read that completed after that event
             # saw a non-matching version installed after every matching one: no prw edge.
             per_key: list[tuple[float, str, list[int], list[int], list[int], list[int]]] = []
-            for k, vl, vals in values:
-                if len(vals) == 1:  # the common case, one version: no lists to sort out
-                    v = vals[0]
-                    if v is not None and fn(k, v):
-                        per_key.append((inf, k, vl, [0], [], []))
+            hits = list(compress(range(len(keys)), map(fn, keys, vals)))
+            h = 0
+            while h < len(hits):
+                entry = at[hits[h]]
+                yes: list[int] = []
+                while h < len(hits) and at[hits[h]] == entry:
+                    yes.append(idxs[hits[h]])
+                    h += 1
+                k, vl = values[entry]
+                if len(yes) == len(vl):  # every version matches (one, often)
+                    per_key.append((inf, k, vl, yes, [], []))
                     continue
-                flags = [v is not None and fn(k, v) for v in vals]
-                if True not in flags:
-                    continue
-                yes = [idx for idx, f in enumerate(flags) if f]
-                no = [idx for idx, f in enumerate(flags) if not f]
+                matching = set(yes)
+                no = [idx for idx in range(len(vl)) if idx not in matching]
                 mins = [self._version_invoke(k, idx) for idx in no]
                 for j in range(len(mins) - 2, -1, -1):
                     if mins[j + 1] < mins[j]:
@@ -1579,8 +1642,7 @@ class _Analysis:
         places them, by this read's ``pr_slot`` and the keys' ranks, where they would have
         stood among these."""
         op_id = i * self.stride + pos
-        slot, seq = len(self.e_src), len(self.pr_slot)
-        self.pr_slot[op_id] = (slot, seq)
+        slot = self.pr_slot[op_id] = len(self.e_src)
         found = self.pr_back.get(op_id)
         if not found:
             return
@@ -1591,7 +1653,7 @@ class _Analysis:
         for rank, k, target in found:
             if k in ext or k in own or self._missed_shadow(k, done, fn):
                 continue
-            self.pr_key[len(self.e_src)] = (slot, seq, rank)
+            self.pr_key[len(self.e_src)] = (slot, op_id, rank)
             self._edge(node, target, _PRW, k)
 
     def _missed_shadow(self, k: str, done: int | None, fn: Predicate) -> bool:
@@ -1599,59 +1661,111 @@ class _Analysis:
         have seen a non-matching shadow version of it (then it makes no claim about ``k``)."""
         return self._shadowed(k, done, lambda v: v is None or not fn(k, v))
 
-    def _later_predicate_edges(self, regions: Sequence[tuple[int, int]]) -> bool:
-        """The prw edges from predicate reads to versions committed after the reader, inside
-        each region ``(lo, hi)`` of nodes where cycles can lie (see ``_cycles``); True when it
-        made any.
+    def _later_predicate_edges(
+        self, regions: Sequence[tuple[int, int]], inside: Sequence[int]
+    ) -> list[int]:
+        """The prw edges from predicate reads to versions committed after the reader that can
+        lie on a cycle, given the regions of nodes where cycles can lie and the ids of the
+        edges inside them (see ``_cycles``); the ids of the edges made.
 
-        Such an edge outside every region lies on no cycle, and cycles are all the graph is
-        used for: leaving those edges out changes no finding.
+        Such an edge outside every region lies on no cycle. Inside a region, it lies on one
+        only if its ends share a strongly connected component, and they do in a graph with
+        more edges than the real one: the edges inside the regions, plus from each reader to
+        every later version in its region that matches its predicate. That graph stays linear
+        in size: per region and predicate, a chain of stand-in nodes over the targets, in
+        commit order, each leading to its target and to the next; a reader leads to the first
+        after it. Only readers and targets that share a component of it get their edges, found
+        as in ``_predicate_matches``. Cycles are all the graph is used for, so leaving the
+        others out changes no finding; in a mostly serial history they are nearly all of them,
+        even when one long transaction makes the whole history one region.
         """
         queries = self.pr_queries
         if not queries:
-            return False
-        nodes = [q[0] for q in queries]
-        stride = self.stride
-        inf = float("inf")
-        made = False
+            return []
+        q_nodes = [q[0] for q in queries]
+        local: dict[int, int] = {}
+        adj: list[list[int]] = []
+
+        def at(x: int) -> int:
+            """The local id of node ``x`` in the wider graph."""
+            j = local.get(x)
+            if j is None:
+                j = local[x] = len(adj)
+                adj.append([])
+            return j
+
+        jobs: list[tuple[str, list[tuple[int, str, int, int, int | None]], int, int]] = []
         for lo, hi in regions:
             # Readers up to hi - 1 (a target lies after its reader, in the region).
-            a, b = bisect_left(nodes, lo), bisect_left(nodes, hi)
+            a, b = bisect_left(q_nodes, lo), bisect_left(q_nodes, hi)
             by_name: dict[str, list[tuple[int, str, int, int, int | None]]] = {}
             for q in queries[a:b]:
                 by_name.setdefault(q[1], []).append(q)
             for name, reads in by_name.items():
-                ts, segs = self.pr_segs[name]
+                ts = self.pr_segs[name][0]
                 s0, s1 = bisect_right(ts, reads[0][0]), bisect_right(ts, hi)
                 if s0 == s1:
                     continue
+                jobs.append((name, reads, s0, s1))
+                ends = sorted(set(ts[s0:s1]))
+                chain = len(adj)
+                adj.extend([[chain + j + 1] for j in range(len(ends) - 1)])
+                adj.append([])
+                for j, t in enumerate(ends):
+                    adj[chain + j].append(at(t))
+                for node, *_ in reads:
+                    j = bisect_right(ends, node)
+                    if j < len(ends):
+                        adj[at(node)].append(chain + j)
+        if not jobs:
+            return []
+        e_src, e_dst = self.e_src, self.e_dst
+        for e in inside:
+            adj[at(e_src[e])].append(at(e_dst[e]))
+        comp = _tarjan(adj)
+        sizes = Counter(comp)
+        made: list[int] = []
+        stride = self.stride
+        inf = float("inf")
+        for name, reads, s0, s1 in jobs:
+            segs = self.pr_segs[name][1]
+            by_comp: dict[int, list[_Segment]] = {}
+            for seg in segs[s0:s1]:
+                c = comp[local[seg[0]]]
+                if sizes[c] > 1:
+                    by_comp.setdefault(c, []).append(seg)
+            asks: dict[int, list[tuple[int, float, int]]] = {}
+            for node, _, i, pos, done in reads:
+                lid = local.get(node)  # none: no target after it
+                c = -1 if lid is None else comp[lid]
+                if c in by_comp:
+                    asks.setdefault(c, []).append(
+                        (-node, inf if done is None else done, i * stride + pos)
+                    )
+            fn = self.predicates[name]
+            for c, mine in asks.items():
                 # A target is open to the readers before it: later targets first, later
                 # readers first (the keys negated, as _stab takes them in ascending order).
-                later = [(-t, lo_d, hi_d, item) for t, lo_d, hi_d, item in segs[s0:s1]]
+                later = [(-t, lo_d, hi_d, item) for t, lo_d, hi_d, item in by_comp[c]]
                 later.reverse()
-                asks = sorted(
-                    (-node, inf if done is None else done, i * stride + pos)
-                    for node, _, i, pos, done in reads
-                )
-                found = _stab(later, asks)
-                fn = self.predicates[name]
-                for node, _, i, pos, done in reads:
-                    op_id = i * stride + pos
-                    targets = found.get(op_id)
-                    if not targets:
-                        continue
+                mine.sort()
+                for op_id, targets in _stab(later, mine).items():
+                    i, pos = divmod(op_id, stride)
+                    node = self.node_of[i]
                     ops = self.txs[i].ops
+                    spans = self.txs[i].op_spans
+                    done = spans[pos][1] if spans else None
                     rows = ops[pos].value
                     assert isinstance(rows, frozenset)
                     returned = {rk for rk, _ in rows}
                     own = {op.key for op in ops[:pos] if op.kind in ("w", "ins", "del")}
-                    slot, seq = self.pr_slot[op_id]
+                    slot = self.pr_slot[op_id]
                     for rank, k, target in targets:
                         if k in returned or k in own or self._missed_shadow(k, done, fn):
                             continue
-                        self.pr_key[len(self.e_src)] = (slot, seq, rank)
+                        self.pr_key[len(self.e_src)] = (slot, op_id, rank)
+                        made.append(len(self.e_src))
                         self._edge(node, target, _PRW, k)
-                        made = True
         return made
 
     # -- 8. lost updates ---------------------------------------------------------------------
@@ -1708,16 +1822,17 @@ class _Analysis:
             bounds.append((lo, hi))
         if not bounds:
             return
-        # Forward edges change no region: the prw edges that point forward are made now, and
-        # only inside regions (see _predicate_matches).
-        late = self._later_predicate_edges(bounds)
         # Edges leaving a region, found by a scan that runs in C (map, compress): the graph has
         # several edges per transaction, and the regions hold few of them.
         from_region = compress(count(), map((-1).__lt__, map(region.__getitem__, e_src)))
         inside = [e for e in from_region if region[e_src[e]] == region[e_dst[e]]]
+        # Forward edges change no region: the prw edges that point forward are made now, only
+        # those that can lie on a cycle (see _later_predicate_edges).
+        late = self._later_predicate_edges(bounds, inside)
         if late:
             # Each late edge back in its read's place (pr_key); every other edge stays where
             # it was made, after the prw edges of the reads made before it.
+            inside += late
             keys = self.pr_key
             inf = float("inf")
             inside.sort(key=lambda e: keys.get(e) or (e, inf, 0))
