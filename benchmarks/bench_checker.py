@@ -1,7 +1,7 @@
 """How fast the isolation checker classifies a history, and how that scales.
 
 Run with ``uv run python benchmarks/run.py checker`` (or this file directly, with
-``--rounds N`` and ``--seed S``).
+``--rounds N``, ``--seed S`` and ``--shape items`` or ``--shape sessions`` for one shape).
 
 Builds synthetic histories of 10,000 and 100,000 transactions shaped like the scheduler's:
 4 sessions, 3-6 operations per transaction over a few thousand item keys and a few hundred
@@ -26,10 +26,20 @@ anti-dependency edge from its readers): about 5.6 edges per transaction at 10k, 
 The 100k history thus holds about 11.9 times the 10k history's edges; the time per edge rises
 too, as the checker's working set outgrows the CPU caches, and the two multiply.
 
+A second shape is timed the same way, 10,000 against 100,000 transactions: predicate reads
+followed by many writes that match them, as the sessions of a robot are. Each transaction
+queries the open sessions of one of 8 robots (a predicate per robot), closes those it finds
+but the newest, two at most (the closed version no longer matches), and opens a new one (an
+insert that matches), one after another with the timing a recorded history has (op spans); a
+phantom (two transactions that each miss the other's new session, G2) is injected every few
+thousand. Every read is followed by all the later sessions of its robot: a checker that gives
+each read an edge to each of them grows with the square of the history.
+
 ``--baseline FILE`` also times another version of ``uowstress/anomalies.py`` (e.g. one written
 out with ``git show <commit>:src/uowstress/anomalies.py > /tmp/before.py``) on the same
-histories, the two taking turns ``--rounds`` times, and prints both with the ratio of their
-times: on a shared machine the figures of one run drift with the load, their ratio much less.
+histories of the first shape, the two taking turns ``--rounds`` times, and prints both with the
+ratio of their times: on a shared machine the figures of one run drift with the load, their
+ratio much less.
 """
 
 from __future__ import annotations
@@ -41,8 +51,10 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import count
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -52,8 +64,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import verdicts
-from uowstress.anomalies import _Analysis, analyse
-from uowstress.history import Op, Transaction, append, r, txn, w
+from uowstress.anomalies import Predicate, _Analysis, analyse
+from uowstress.history import Op, Scalar, Transaction, append, ins, pr, r, txn, w
 
 SESSIONS = 4
 ITEM_KEYS = 3_000
@@ -173,6 +185,66 @@ def build(
     return b.out
 
 
+ROBOTS = 8
+
+
+def build_sessions(
+    n: int, seed: int = 0, every: int = 2_500
+) -> tuple[list[Transaction], dict[str, Predicate]]:
+    """About ``n`` transactions of the sessions shape (see the module's docstring), with a
+    phantom every ``every``, and the predicates: a robot's query matches the versions that
+    opened one of its sessions."""
+    rng = random.Random(seed)
+    opened: dict[tuple[str, Scalar], str] = {}  # (key, open version) -> the robot's query
+    robot_of: dict[str, int] = {}
+    live: list[list[tuple[str, Scalar]]] = [[] for _ in range(ROBOTS)]  # committed, open
+    out: list[Transaction] = []
+    event = 0
+    values = count(1)
+
+    def query(robot: int) -> str:
+        return f"open sessions of robot r{robot}"
+
+    def open_session(robot: int) -> Op:
+        key, value = f"session:s{len(out) + 1}", next(values)
+        opened[(key, value)] = query(robot)
+        robot_of[key] = robot
+        return ins(key, value)
+
+    def emit(ops: list[Op]) -> None:
+        nonlocal event
+        spans = [(event + 2 * p, event + 2 * p + 1) for p in range(len(ops))]
+        event += 2 * len(ops) + 1
+        tid = len(out) + 1
+        out.append(txn(tid, session=tid % SESSIONS, ops=ops, commit=event, spans=spans))
+        event += 1
+        for op in ops:
+            if op.kind == "ins" and isinstance(op.value, int):
+                live[robot_of[op.key]].append((op.key, op.value))
+
+    while len(out) < n:
+        robot = rng.randrange(ROBOTS)
+        rows = list(live[robot])
+        if len(out) % every == every - 1:
+            # Two transactions that find the same sessions: each misses the one the other opens.
+            emit([pr(query(robot), rows), open_session(robot)])
+            emit([pr(query(robot), rows), open_session(robot)])
+            continue
+        ops = [pr(query(robot), rows)]
+        # Closes all but the newest session, two at most (what a phantom left open goes too).
+        closing = rows[: len(rows) - 1][:2]
+        for key, _ in closing:
+            ops.append(w(key, next(values)))  # closed: that version no longer matches
+        live[robot] = rows[len(closing) :]
+        ops.append(open_session(robot))
+        emit(ops)
+
+    def definition(name: str) -> Predicate:
+        return lambda key, value: opened.get((key, value)) == name
+
+    return out, {query(robot): definition(query(robot)) for robot in range(ROBOTS)}
+
+
 Checker = Callable[[list[Transaction]], Iterable[Any]]
 
 
@@ -246,9 +318,9 @@ def size(history: Sequence[Transaction]) -> int:
     )
 
 
-def edges(history: Sequence[Transaction]) -> int:
+def edges(history: Sequence[Transaction], predicates: Mapping[str, Predicate] | None = None) -> int:
     """The number of edges of the dependency graph the checker builds for ``history``."""
-    analysis = _Analysis(history, {})
+    analysis = _Analysis(history, predicates or {})
     analysis.run()
     return len(analysis.e_src)
 
@@ -272,6 +344,7 @@ class CheckerFigures:
     beyond: Timing | None = None
     # Each round's large time over its small time (CPU), in the order of the rounds.
     round_ratios: tuple[float, ...] = ()
+    shape: str = "items"
 
     @property
     def ratio(self) -> float:
@@ -287,17 +360,27 @@ class CheckerFigures:
 
 
 def _timing(
-    history: list[Transaction], runs: Sequence[tuple[float, float, Counter[str]]]
+    history: list[Transaction],
+    runs: Sequence[tuple[float, float, Counter[str]]],
+    predicates: Mapping[str, Predicate] | None = None,
 ) -> Timing:
     """The best CPU and the best wall-clock time of ``runs`` of ``history``."""
     return Timing(
         len(history),
         size(history),
-        edges(history),
+        edges(history, predicates),
         min(cpu for cpu, _, _ in runs),
         min(wall for _, wall, _ in runs),
         runs[-1][2],
     )
+
+
+#: The shapes of history timed: a name, and how to build one of about n transactions with its
+#: predicates.
+SHAPES: dict[str, Callable[[int, int], tuple[list[Transaction], Mapping[str, Predicate]]]] = {
+    "items": lambda n, seed: (build(n, seed), {}),
+    "sessions": lambda n, seed: build_sessions(n, seed),
+}
 
 
 def measure_checker(
@@ -307,25 +390,35 @@ def measure_checker(
     rounds: int = 5,
     seed: int = 0,
     beyond: bool = True,
+    shape: str = "items",
 ) -> CheckerFigures:
-    """Both histories analysed once per round, taking turns (see the module's docstring)."""
+    """Both histories of ``shape`` analysed once per round, taking turns (see the module's
+    docstring); ``beyond``: one of twice the large size too, once."""
     if rounds < 1:
         raise ValueError(f"rounds={rounds}: analyse each history at least once")
-    histories = {small: build(small, seed), large: build(large, seed)}
+    made = {n: SHAPES[shape](n, seed) for n in (small, large)}
     runs: dict[int, list[tuple[float, float, Counter[str]]]] = {small: [], large: []}
     for turn in range(rounds):
         for n in (small, large) if turn % 2 == 0 else (large, small):
-            runs[n].append(_analysed(histories[n]))
+            history, predicates = made[n]
+            runs[n].append(_analysed(history, partial(analyse, predicates=predicates)))
     extra = None
     if beyond:
-        history = build(2 * large, seed)
-        extra = _timing(history, [_analysed(history)])
+        history, predicates = SHAPES[shape](2 * large, seed)
+        check = partial(analyse, predicates=predicates)
+        extra = _timing(history, [_analysed(history, check)], predicates)
     return CheckerFigures(
-        _timing(histories[small], runs[small]),
-        _timing(histories[large], runs[large]),
+        _timing(made[small][0], runs[small], made[small][1]),
+        _timing(made[large][0], runs[large], made[large][1]),
         extra,
         tuple(b[0] / a[0] for a, b in zip(runs[small], runs[large], strict=True)),
+        shape,
     )
+
+
+#: What each shape's goals are called, and what the shape is.
+_LABELS = {"items": "checker", "sessions": "checker predicate reads"}
+_TITLES = {"sessions": "predicate reads followed by many writes that match them"}
 
 
 def describe(f: CheckerFigures) -> list[str]:
@@ -348,7 +441,9 @@ def describe(f: CheckerFigures) -> list[str]:
         f"  the large history has {f.large.edges / f.small.edges:.2f} times the small one's"
         f" edges; CPU per edge {', '.join(per_edge(t) for t in timings)} us (info)"
     )
+    title = [f"  shape {f.shape}: {_TITLES[f.shape]}"] if f.shape in _TITLES else []
     return [
+        *title,
         *lines,
         f"  {f.large.transactions:,} transactions: {f.large.cpu_s:.2f} s CPU"
         f" {verdicts.at_most(f.large.cpu_s, GOAL_S, ' s')}",
@@ -360,14 +455,15 @@ def describe(f: CheckerFigures) -> list[str]:
 
 
 def goals(f: CheckerFigures) -> list[verdicts.Goal]:
+    label = _LABELS[f.shape]
     return [
         verdicts.Goal(
-            f"checker, {f.large.transactions:,} transactions",
+            f"{label}, {f.large.transactions:,} transactions",
             f"{f.large.cpu_s:.2f} s CPU (<= {GOAL_S:g} s)",
             f.large.cpu_s <= GOAL_S,
         ),
         verdicts.Goal(
-            "checker, 10x the history / time ratio",
+            f"{label}, 10x the history / time ratio",
             f"{f.ratio:.2f} (<= {GOAL_RATIO:g})",
             f.ratio <= GOAL_RATIO,
         ),
@@ -383,12 +479,19 @@ def main(argv: list[str] | None = None) -> int:
         help="rounds analysing each history once (and turns of each checker with --baseline)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--shape", choices=sorted(SHAPES), action="append", help="the shapes timed (default: all)"
+    )
     parser.add_argument("--baseline", help="another anomalies.py to time on the same histories")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: give at least 1")
-    for text in describe(measure_checker(rounds=args.rounds, seed=args.seed)):
-        print(text)
+    for shape in args.shape or SHAPES:
+        f = measure_checker(
+            rounds=args.rounds, seed=args.seed, shape=shape, beyond=shape == "items"
+        )
+        for text in describe(f):
+            print(text)
     if args.baseline:
         _compare(
             _load(args.baseline), build(10_000, args.seed), build(100_000, args.seed), args.rounds

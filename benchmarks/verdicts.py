@@ -37,4 +37,4 @@ class Goal:
 
     def line(self) -> str:
         state = "not measured" if self.met is None else ("MET" if self.met else "NOT MET")
-        return f"  {self.name:48s} {self.figure:30s} {state}"
+        return f"  {self.name:54s} {self.figure:30s} {state}"

@@ -108,6 +108,22 @@ def test_checker_benchmark_finds_the_injected_anomalies() -> None:
     assert any(f"{f.large.edges / f.small.edges:.2f} times" in t for t in bench_checker.describe(f))
 
 
+def test_checker_benchmark_times_predicate_reads_followed_by_matching_writes() -> None:
+    f = bench_checker.measure_checker(
+        small=300, large=3_000, rounds=2, beyond=False, shape="sessions"
+    )
+    assert f.beyond is None and len(f.round_ratios) == 2
+    # One phantom is injected in the larger history.
+    assert f.large.found == {"G2": 1}, f.large.found
+    goals = bench_checker.goals(f)
+    assert [g.met is not None for g in goals] == [True, True]
+    assert all("predicate reads" in g.name for g in goals)
+    assert any("shape sessions" in t for t in bench_checker.describe(f))
+    # Each read is followed by every later session of its robot: the graph must not grow with
+    # the square of the history.
+    assert f.small.edges < f.large.edges < 12 * f.small.edges
+
+
 def test_checker_benchmark_refuses_zero_rounds() -> None:
     with pytest.raises(ValueError, match="at least once"):
         bench_checker.measure_checker(small=10, large=20, rounds=0)
