@@ -155,13 +155,11 @@ class _Worker:
                 return
             started = time.perf_counter_ns()
             final: ErrorKind | None = None
-            last: BaseException | None = None
             for attempt in range(self.attempts):
                 error = self.attempt(job)
                 if error is None:
                     final = None
                     break
-                last = error
                 final = classify_error(error, self.workload)
                 result.errors[error_key(final, error)] += 1
                 if _timed_out(error):
@@ -174,7 +172,8 @@ class _Worker:
             if final is None:
                 _count(result.attempts, None)
                 result.committed_by_key.update(job.keys)
-            _count(result.transactions, final, last)
+            # `error` is the last attempt's: None when it committed.
+            _count(result.transactions, final, error)
             result.latencies.append((time.perf_counter_ns() - started) / _NS)
 
     def __call__(self, barrier: threading.Barrier) -> None:

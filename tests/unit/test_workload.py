@@ -174,7 +174,13 @@ def test_the_load_counts_which_conflicts_the_system_raised_itself() -> None:
 
         return Job(f"job {n}", work)
 
-    load = run_load(_System(), Workload(), [[job(0), job(1), job(2)]], attempts=2, backoff_s=0)
-    assert load.attempts.conflicts == 3
-    assert load.attempts.system_conflicts == 1
-    assert load.transactions.committed == 3 and load.transactions.system_conflicts == 0
+    def stale(uow: Any) -> None:
+        raise DomainConflict("version mismatch, every time")
+
+    jobs = [job(0), job(1), job(2), Job("stale", stale)]
+    load = run_load(_System(), Workload(), [jobs], attempts=2, backoff_s=0)
+    assert load.attempts.conflicts == 5
+    assert load.attempts.system_conflicts == 3
+    # A transaction counts as its last attempt ended: the stale one, a conflict of the system's.
+    assert load.transactions.committed == 3
+    assert load.transactions.conflicts == 1 and load.transactions.system_conflicts == 1
