@@ -124,15 +124,18 @@ def explore(
     allow_existing_tables: bool = False,
     shard: int = 0,
     shards: int = 1,
+    seed: int | None = None,
 ) -> MachineRun:
     """Run one machine on one database; a finding is shrunk and written as a reproducer.
 
     With several shards (parallel exploration across workers), each runs its share of the
     profile's examples; the example database is shared, so a failure one shard saves is tried
-    first by every later run."""
+    first by every later run. `seed` fixes the examples drawn (None: Hypothesis chooses); each
+    shard draws with the seed plus its index, so that shards do not draw the same examples."""
     share = None
     if shards > 1:
         share = max(1, -(-get_profile(profile).max_examples // shards))
+    drawn_with = None if seed is None else seed + shard
     result = run_acid(
         url,
         target_spec=target_spec,
@@ -144,6 +147,7 @@ def explore(
         allow_existing_tables=allow_existing_tables,
         machine=machine,
         sessions=sessions,
+        seed=drawn_with,
     )
     growth = [grown / BYTES_PER_MB for grown in result.memory_growth]
     source = f"{machine} machine on {result.backend}"
@@ -156,6 +160,7 @@ def explore(
         target=target_spec,
         target_options=dict(options),
         profile=profile,
+        seed=drawn_with,
         sessions=sessions if machine == "sessions" else 1,
         shard=shard if shards > 1 else None,
         shards=shards if shards > 1 else None,
@@ -196,6 +201,7 @@ def check_durability(
     allow_existing_tables: bool = False,
     reproducers_dir: Path = REPRODUCERS_DIR,
     replay_saved: bool = False,
+    seed: int | None = None,
 ) -> DurabilityRun:
     try:
         result = run_durability(
@@ -203,6 +209,7 @@ def check_durability(
             target_spec=target_spec,
             options=options,
             kills=kills,
+            seed=seed,
             isolation_level=isolation_level,
             allow_existing_tables=allow_existing_tables,
             reproducers_dir=reproducers_dir,
@@ -226,6 +233,7 @@ def check_durability(
         database=result.database,
         target=target_spec,
         kills=len(result.kills),
+        seed=None if result.replayed_saved else result.seed,
         commits_acknowledged=result.acknowledged,
         kills_in_commit=summary.get("kills_in_commit", 0),
         seconds=result.seconds,

@@ -85,6 +85,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
         " profile's: dev 5, ci 20, nightly 100; 0 skips it)",
     ),
     OptionSpec(
+        "seed",
+        "seed of the run's random choices, a whole number: with the same seed (and the same"
+        " saved failures) the state machines draw the same steps and the durability check the"
+        " same workloads and kill points (default: one chosen at random, written in the report)",
+    ),
+    OptionSpec(
         "reproducers_dir", "where shrunk failures are written as JSON", str(REPRODUCERS_DIR)
     ),
     OptionSpec(
@@ -146,9 +152,21 @@ def check_options(
                 " SIGKILLs per database (0 skips the durability check), or leave it out for the"
                 " profile's"
             )
+    seed = values.get("seed")
+    if seed is not None and parse_seed(seed) is None:
+        raise ConfigError(
+            f"{flag(specs['seed'])} {seed!r} is not a whole number of 0 or more; give the seed"
+            " a report names (e.g. 1234), or leave it out for a random one"
+        )
     directory = values.get("reproducers_dir")
     if directory is not None:
         check_directory(flag(specs["reproducers_dir"]), Path(directory))
+
+
+def parse_seed(value: object) -> int | None:
+    """The seed a --seed value names: a whole number of 0 or more (None if it is not one)."""
+    text = str(value).strip()
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def check_directory(option: str, path: Path) -> None:

@@ -21,6 +21,7 @@ the test it was running), and the breaches of the whole run are listed together 
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from uowstress.options import (
     check_options,
     in_ci,
     option_values,
+    parse_seed,
     parse_target_options,
 )
 from uowstress.profiles import PROFILES, get_profile, register_profiles
@@ -104,6 +106,7 @@ class ResultStore:
 RESULTS = pytest.StashKey[ResultStore]()
 _HANDED_OVER = pytest.StashKey[tuple[int, int, int]]()
 _CONFIG = pytest.StashKey[PerformanceConfig]()
+_SEED = pytest.StashKey[int]()
 # The performance_config.yaml the session loaded (None: the built-in defaults).
 CONFIG_SOURCE = pytest.StashKey[str | None]()
 _SCENARIO = pytest.StashKey[Scenario]()
@@ -196,6 +199,28 @@ def pytest_configure(config: pytest.Config) -> None:
         except UowstressError as error:
             raise pytest.UsageError(str(error)) from None
         config.pluginmanager.register(_WorkerResults(config.stash[RESULTS]), "uowstress-workers")
+    config.stash[_SEED] = _session_seed(config)
+
+
+def _session_seed(config: pytest.Config) -> int:
+    """The seed of the session's state machines and durability checks: --uowstress-seed, else
+    pytest's --hypothesis-seed when it is a whole number, else one chosen at random (reported
+    with each result, for --uowstress-seed to draw the same again). pytest-xdist workers take
+    their controller's."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "uowstress_seed" in workerinput:
+        return int(workerinput["uowstress_seed"])
+    for given in (config.getoption("uowstress_seed"), config.getoption("hypothesis_seed", None)):
+        seed = None if given is None else parse_seed(given)
+        if seed is not None:
+            return seed
+    return random.SystemRandom().randrange(2**32)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    # pytest-xdist's hook, on the controller for each worker it starts: one seed for all.
+    node.workerinput["uowstress_seed"] = node.config.stash[_SEED]
 
 
 def _check_named_target(config: pytest.Config) -> None:
@@ -285,6 +310,7 @@ def options_from(config: pytest.Config) -> dict[str, Any]:
             raw["profile"] = chosen
     values = option_values(raw)
     values["target_options"] = parse_target_options(values["target_option"])
+    values["seed"] = config.stash.get(_SEED, None)
     return values
 
 
@@ -563,6 +589,7 @@ class Explorer:
                 allow_existing_tables=self.options["allow_existing_tables"],
                 shard=shard,
                 shards=int(self.request.config.getoption("uowstress_shards") or 1),
+                seed=self.options["seed"],
             )
         except NothingToReplay as nothing:
             pytest.skip(str(nothing))
@@ -610,6 +637,7 @@ class Explorer:
                 allow_existing_tables=self.options["allow_existing_tables"],
                 reproducers_dir=Path(self.options["reproducers_dir"]),
                 replay_saved=replaying,
+                seed=self.options["seed"],
             )
         except UowstressError as error:
             pytest.fail(f"durability: {error}", pytrace=False)

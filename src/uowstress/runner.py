@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import os
 import platform
+import random
 import shlex
 import socket
 import sys
@@ -37,7 +38,13 @@ from pluggy import HookimplMarker
 from uowstress.config import DEFAULT_CONFIG_FILE, load_config
 from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
-from uowstress.options import DEFAULT_PATH, check_directory, check_options, parse_target_options
+from uowstress.options import (
+    DEFAULT_PATH,
+    check_directory,
+    check_options,
+    parse_seed,
+    parse_target_options,
+)
 from uowstress.report.json_report import load_report
 from uowstress.report.model import (
     DatabaseInfo,
@@ -256,7 +263,7 @@ def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) 
         args += ["--uowstress-db-url", url]
     for pair in options["target_option"]:
         args += ["--uowstress-target-option", pair]
-    for name in ("isolation_level", "kills"):
+    for name in ("isolation_level", "kills", "seed"):
         if options.get(name) is not None:
             args += [f"--uowstress-{name.replace('_', '-')}", str(options[name])]
     if options.get("allow_existing_tables"):
@@ -265,6 +272,10 @@ def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) 
         args += ["--uowstress-config", str(config_path)]
     if request.workers > 1:
         args += ["-n", str(request.workers), "--uowstress-shards", str(request.workers)]
+    elif importlib.util.find_spec("xdist") is not None:
+        # One process unless --workers says otherwise, whatever `-n` the ini file's addopts
+        # give: workers would share the CPU and change the figures the budgets judge.
+        args += ["-n", "0"]
     return args
 
 
@@ -482,6 +493,7 @@ def build_report(
             path=suites_path(request.path),
             config=config_path,
             workers=request.workers,
+            seed=parse_seed(options.get("seed") or ""),
             baseline=None if request.baseline is None else str(request.baseline),
             fail_on_regression=request.fail_on_regression,
         ),
@@ -526,6 +538,11 @@ def run(
     path = suites_path(request.path)
     request = replace(request, path=path)
     urls, databases, config_path = _check(request)
+    # Every run can be repeated: when no seed is given, one is chosen here and reported.
+    seed = parse_seed(request.options.get("seed") or "")
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**32)
+    request = replace(request, options={**request.options, "seed": seed})
     import pytest  # once the run is known to go ahead (see _hookimpl)
 
     collector = _Collector(progress, Path(path))

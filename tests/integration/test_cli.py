@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -204,6 +205,49 @@ def test_run_splits_exploration_across_workers(tmp_path: Path) -> None:
     assert all(m["examples"] > 0 and m["status"] == "passed" for m in machines)
     # The reference target reports footprints: the checker judged histories in each shard.
     assert all(m["anomaly_checks"] > 0 for m in machines)
+    # One seed for the run, chosen and reported; each shard draws with it plus its index.
+    seed = _report(tmp_path / "out")["options"]["seed"]
+    assert isinstance(seed, int)
+    by_shard = {m["shard"]: m["seed"] for m in machines}
+    assert by_shard == {0: seed, 1: seed + 1}
+
+
+def _drawn(machine: dict[str, Any]) -> tuple[int, dict[str, int], dict[str, int]]:
+    """What a machine run drew: its examples, its steps by rule or action, its faults."""
+    steps = {label: stats["count"] for label, stats in machine["step_latency"].items()}
+    return machine["examples"], steps, machine["fault_counts"]
+
+
+def test_the_same_seed_draws_the_same_steps_and_kills(tmp_path: Path) -> None:
+    runs = {}
+    for name, seed in (("first", "2718"), ("again", "2718"), ("other", "3141")):
+        # The last --format wins: every report of the first run, JSON of the others.
+        formats = ("--format", "all" if name == "first" else "json")
+        code, out = run_machines(
+            tmp_path / name, "--machine", "acid", "--kills", "1", "--seed", seed, *formats
+        )
+        assert code == 0, out
+        runs[name] = _report(tmp_path / name / "out")
+    first, again, other = runs["first"], runs["again"], runs["other"]
+    assert first["options"]["seed"] == 2718
+    (machine,) = first["machines"]
+    (durability,) = first["durability"]
+    assert machine["seed"] == 2718 and durability["seed"] == 2718
+    markdown = (tmp_path / "first" / "out" / "uowstress-report.md").read_text()
+    assert "| seed | 2718 (`--seed 2718` draws the same again) |" in markdown
+    html = (tmp_path / "first" / "out" / "uowstress-report.html").read_text()
+    assert "<code>--seed 2718</code> draws the same again" in html
+    assert _drawn(again["machines"][0]) == _drawn(machine)
+    assert _drawn(other["machines"][0]) != _drawn(machine)
+    assert again["durability"][0]["commits_acknowledged"] == durability["commits_acknowledged"]
+
+
+@pytest.mark.parametrize("seed", ["abc", "-3", "1.5", ""])
+def test_run_refuses_a_seed_that_is_not_a_whole_number(tmp_path: Path, seed: str) -> None:
+    code, out = invoke("run", "--seed", seed, "--output-dir", str(tmp_path / "out"))
+    assert code == 2, out
+    assert f"--seed {seed!r} is not a whole number of 0 or more" in out
+    assert not (tmp_path / "out").exists()
 
 
 def test_run_refuses_a_malformed_baseline_before_running(tmp_path: Path) -> None:
@@ -1152,3 +1196,21 @@ def test_the_replay_profile_reports_what_a_saved_kill_found_now(
     assert finding["message"].endswith(
         "this differs from the recorded failure: [partial] RECORDED half a transaction"
     )
+
+
+def test_a_run_keeps_its_tests_in_its_own_process_whatever_the_ini_file_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The suites' ini file asks for pytest-xdist workers; without --workers the run stays in
+    # one process, so that no worker shares the CPU with the scenarios the budgets judge.
+    (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "-n 2"\n')
+    monkeypatch.setenv("UOWSTRESS_TEST_RUNNER_PID", str(os.getpid()))
+    source = """
+        import os
+
+        def test_in_the_runners_process():
+            assert os.getpid() == int(os.environ["UOWSTRESS_TEST_RUNNER_PID"])
+    """
+    code, out = run_suite(tmp_path, "test_one_process", source)
+    assert code == 0, out
+    assert "1 passed" in out, out

@@ -179,6 +179,7 @@ def test_a_malformed_database_url_is_a_usage_error_before_anything_runs(
             "--uowstress-kills 'abc' is not a whole number of 0 or more",
         ),
         (["--uowstress-kills", "-3"], "--uowstress-kills '-3' is not a whole number of 0 or more"),
+        (["--uowstress-seed", "x1"], "--uowstress-seed 'x1' is not a whole number of 0 or more"),
         (
             ["--uowstress-reproducers-dir", "afile"],
             "--uowstress-reproducers-dir afile: that is a file",
@@ -423,6 +424,37 @@ def test_acid(uowstress_explorer: Explorer) -> None:
 def test_plain() -> None:
     pass
 """
+
+
+SEED_PROBE = """
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_seed(uowstress_options, n):
+    Path(f"seed-{n}-{os.getpid()}").write_text(str(uowstress_options["seed"]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [([], None), (["--uowstress-seed", "41"], 41), (["--hypothesis-seed", "7"], 7)],
+)
+def test_the_sessions_seed_is_one_for_all_its_workers(
+    pytester: pytest.Pytester, args: list[str], expected: int | None
+) -> None:
+    pytester.makepyfile(test_seed=SEED_PROBE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", *args)
+    result.assert_outcomes(passed=4)
+    seeds = {path.name: int(path.read_text()) for path in pytester.path.glob("seed-*")}
+    assert len(seeds) == 4
+    assert len({name.split("-")[2] for name in seeds}) == 2, "both workers ran tests"
+    assert len(set(seeds.values())) == 1, seeds
+    if expected is not None:
+        assert set(seeds.values()) == {expected}
 
 
 def test_tests_using_uowstress_fixtures_carry_its_marker(pytester: pytest.Pytester) -> None:

@@ -39,6 +39,7 @@ class _Config:
 
     def __init__(self, hypothesis_profile: str) -> None:
         self.hypothesis_profile = hypothesis_profile
+        self.stash = pytest.Stash()
 
     def getoption(self, name: str, default: object = None) -> object:
         return self.hypothesis_profile if name == "hypothesis_profile" else default

@@ -165,6 +165,10 @@ def _system(report: Report) -> list[str]:
             f"{options.workers} worker(s)",
         ),
     ]
+    if options.seed is not None:
+        rows.append(
+            ("seed", f"{options.seed} ({code(f'--seed {options.seed}')} draws the same again)")
+        )
     if options.baseline:
         rows.append(("baseline", code(options.baseline)))
     return ["## System", "", *_table(("", ""), rows), ""]
@@ -446,6 +450,7 @@ def _machine(run: MachineRun) -> list[str]:
         f"Database {code(run.database)}"
         + (f" ({text(run.server_version)})" if run.server_version else "")
         + f", profile {text(run.profile)}"
+        + (f", seed {run.seed}" if run.seed is not None else "")
         + (
             ", target options " + ", ".join(code(f"{k}={v}") for k, v in run.target_options.items())
             if run.target_options
@@ -505,7 +510,9 @@ def _durability_run(run: DurabilityRun) -> list[str]:
         "",
         f"{fmt.count(run.kills)} SIGKILLs ({fmt.count(run.kills_in_commit)} during a commit),"
         f" {fmt.count(run.commits_acknowledged)} acknowledged commits, {fmt.duration(run.seconds)};"
-        f" database {code(run.database)}.",
+        f" database {code(run.database)}"
+        + (f"; seed {run.seed}" if run.seed is not None else "")
+        + ".",
         "",
     ]
     if run.error:

@@ -245,6 +245,9 @@ class MachineRun(_Model):
     target: str = ""
     target_options: dict[str, str] = Field(default_factory=dict)
     profile: str = "dev"
+    # The seed its examples were drawn with (a shard's: the run's seed plus the shard's
+    # index); None when Hypothesis chose.
+    seed: int | None = None
     sessions: int = 1
     # Which part of an exploration split across --workers this run is (0-based) and of how
     # many; None when it was not split.
@@ -274,6 +277,7 @@ class DurabilityRun(_Model):
     target: str = ""
     status: Status = "passed"
     kills: int = 0
+    seed: int | None = None  # of the workloads and kill points; None in earlier reports
     commits_acknowledged: int = 0
     kills_in_commit: int = 0
     seconds: float = 0.0
@@ -350,6 +354,8 @@ class RunOptions(_Model):
     path: str = ""
     config: str | None = None  # performance_config.yaml used (None: built-in defaults)
     workers: int = 1
+    # The seed of the run's random choices (`--seed`); None in reports of earlier versions.
+    seed: int | None = None
     baseline: str | None = None
     fail_on_regression: float | None = None
 

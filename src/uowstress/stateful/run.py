@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hypothesis import Phase
+from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as Settings
 from hypothesis.errors import Flaky, HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
@@ -221,8 +222,12 @@ def run_acid(
     machine: str = "acid",
     sessions: int = 2,
     max_examples: int | None = None,
+    seed: int | None = None,
 ) -> AcidResult:
     """Explore the target with the single-session ACID machine; write a reproducer on failure.
+
+    `seed` fixes the examples Hypothesis draws (after it has replayed the failures saved in
+    its example database); None lets Hypothesis choose.
 
     Raises UowstressError for what stops a run before it starts (bad target, unreachable or
     unsafe database); a finding, or an error of the system, is in the result.
@@ -276,6 +281,10 @@ def run_acid(
                 )
             else:
                 machine_class = acid_machine(target, system, recorder, trace_memory=trace_memory)
+            if seed is not None:
+                # Hypothesis's own decorator; the explicit settings below keep the example
+                # database, which the decorator would otherwise switch off.
+                machine_class = hypothesis_seed(seed)(machine_class)
             explore_with = settings or machine_settings(
                 profile, examples_dir=EXAMPLES_DIR / f"{machine}-{config_key}"
             )
