@@ -1,5 +1,5 @@
-"""The smaller workloads a durability finding is tried with: the killed transaction kept whole,
-the acknowledged commits before the kill counted again."""
+"""The smaller workloads a durability finding is tried with: the acknowledged commits before the
+kill counted again, the steps into the killed transaction moved with what is taken out of it."""
 
 from __future__ import annotations
 
@@ -27,26 +27,60 @@ def _ops(steps: list[dict[str, Any]]) -> list[str]:
 
 def test_the_workloads_tried_drop_what_follows_then_what_precedes_the_killed_transaction() -> None:
     steps = _tx("a", "b") + _tx("c") + _tx("d", "e") + _tx("f")
-    tried = [(_ops(s), acks) for s, acks in smaller_workloads(_plan(steps, 2, 1))]
-    assert tried == [
+    tried = [(_ops(s), acks, extra) for s, acks, extra in smaller_workloads(_plan(steps, 2, 1))]
+    assert tried[:6] == [
         # Without the transaction after the one the kill lands in (the third).
-        (["B", "a", "b", "C", "B", "c", "C", "B", "d", "e", "C"], 2),
+        (["B", "a", "b", "C", "B", "c", "C", "B", "d", "e", "C"], 2, 1),
         # Without each earlier transaction: one commit fewer before the kill.
-        (["B", "c", "C", "B", "d", "e", "C", "B", "f", "C"], 1),
-        (["B", "a", "b", "C", "B", "d", "e", "C", "B", "f", "C"], 1),
+        (["B", "c", "C", "B", "d", "e", "C", "B", "f", "C"], 1, 1),
+        (["B", "a", "b", "C", "B", "d", "e", "C", "B", "f", "C"], 1, 1),
         # Without each operation of an earlier transaction.
-        (["B", "b", "C", "B", "c", "C", "B", "d", "e", "C", "B", "f", "C"], 2),
-        (["B", "a", "C", "B", "c", "C", "B", "d", "e", "C", "B", "f", "C"], 2),
-        (["B", "a", "b", "C", "B", "C", "B", "d", "e", "C", "B", "f", "C"], 2),
+        (["B", "b", "C", "B", "c", "C", "B", "d", "e", "C", "B", "f", "C"], 2, 1),
+        (["B", "a", "C", "B", "c", "C", "B", "d", "e", "C", "B", "f", "C"], 2, 1),
+        (["B", "a", "b", "C", "B", "C", "B", "d", "e", "C", "B", "f", "C"], 2, 1),
     ]
+
+
+def test_the_killed_transaction_loses_what_follows_the_kill_and_each_operation() -> None:
+    steps = _tx("a") + _tx("b", "c", "d") + _tx("e")
+    # Killed two steps into the second transaction: its begin and "b" had started.
+    tried = [(_ops(s), acks, extra) for s, acks, extra in smaller_workloads(_plan(steps, 1, 2))]
+    assert tried[-4:] == [
+        # The steps after the kill point ("c", "d") never started without a delay.
+        (["B", "a", "C", "B", "b", "C", "B", "e", "C"], 1, 2),
+        # Without "b", which had started: the kill comes one step earlier.
+        (["B", "a", "C", "B", "c", "d", "C", "B", "e", "C"], 1, 1),
+        # Without "c" or "d", which had not: the kill point stays.
+        (["B", "a", "C", "B", "b", "d", "C", "B", "e", "C"], 1, 2),
+        (["B", "a", "C", "B", "b", "c", "C", "B", "e", "C"], 1, 2),
+    ]
+
+
+def test_a_kill_inside_the_commit_stays_inside_it_and_one_before_the_begin_drops_it() -> None:
+    steps = _tx("a") + _tx("b", "c")
+    in_commit = list(smaller_workloads(_plan(steps, 1, 4)))
+    assert [(_ops(s), a, e) for s, a, e in in_commit[-2:]] == [
+        (["B", "a", "C", "B", "c", "C"], 1, 3),
+        (["B", "a", "C", "B", "b", "C"], 1, 3),
+    ]
+    # Killed right after the first acknowledgement: the second transaction never began.
+    before_begin = [(_ops(s), a, e) for s, a, e in smaller_workloads(_plan(steps, 1, 0))]
+    assert before_begin[-3:] == [
+        (["B", "a", "C"], 1, 0),
+        (["B", "a", "C", "B", "c", "C"], 1, 0),
+        (["B", "a", "C", "B", "b", "C"], 1, 0),
+    ]
+    assert all(len(s) < len(steps) for s, _, _ in smaller_workloads(_plan(steps, 1, 2)))
 
 
 def test_a_kill_after_every_commit_keeps_them_all_but_tries_without_each() -> None:
     steps = _tx("a") + _tx("b")
-    tried = [(_ops(s), acks) for s, acks in smaller_workloads(_plan(steps, 2, 0))]
+    tried = [(_ops(s), acks) for s, acks, _ in smaller_workloads(_plan(steps, 2, 0))]
     assert tried[:2] == [(["B", "b", "C"], 1), (["B", "a", "C"], 1)]
-    assert all(len(s) < len(steps) for s, _ in smaller_workloads(_plan(steps, 2, 0)))
-    # Killed in the first transaction: nothing precedes it to drop, only what follows.
-    assert [(_ops(s), a) for s, a in smaller_workloads(_plan(steps, 0, 2))] == [
-        (["B", "a", "C"], 0)
+    assert all(len(s) < len(steps) for s, _, _ in smaller_workloads(_plan(steps, 2, 0)))
+    # Killed in the first transaction: nothing precedes it to drop; what follows it goes, and
+    # its own operation ("a" had started: the kill comes one step earlier).
+    assert [(_ops(s), a, e) for s, a, e in smaller_workloads(_plan(steps, 0, 2))] == [
+        (["B", "a", "C"], 0, 2),
+        (["B", "C", "B", "b", "C"], 0, 1),
     ]

@@ -684,25 +684,41 @@ def _transactions(steps: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return out
 
 
-def smaller_workloads(plan: KillPlan) -> Iterator[tuple[list[dict[str, Any]], int]]:
-    """Workloads of fewer steps with the same kill inside the same transaction, each with its
-    number of acknowledged commits before the kill: without the transactions after the one the
-    kill lands in, then without each transaction before it, then without each operation of
-    those. The killed transaction itself is kept whole: the kill point counts its steps."""
+def smaller_workloads(plan: KillPlan) -> Iterator[tuple[list[dict[str, Any]], int, int]]:
+    """Workloads of fewer steps with the kill at the same place, each with its kill point's
+    acknowledged commits and steps into the killed transaction: without the transactions after
+    the one the kill lands in, then without each transaction before it, then without each
+    operation of those; then the killed transaction without the steps after the kill point
+    (with a delay they may have started before the kill: a trial decides) and without each of
+    its operations, the kill point moved back by one step when that operation started before
+    it (a kill inside the commit stays inside it)."""
     txs = _transactions(plan.steps)
-    acks = plan.kill_after_acks
+    acks, extra = plan.kill_after_acks, plan.extra_steps
 
     def flat(kept: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         return [step for tx in kept for step in tx]
 
     if len(txs) > acks + 1:
-        yield flat(txs[: acks + 1]), acks
+        yield flat(txs[: acks + 1]), acks, extra
     for j in range(acks):
-        yield flat(txs[:j] + txs[j + 1 :]), acks - 1
+        yield flat(txs[:j] + txs[j + 1 :]), acks - 1, extra
     for j in range(acks):
         for k, step in enumerate(txs[j]):
             if step["action"] == "apply":
-                yield flat([*txs[:j], txs[j][:k] + txs[j][k + 1 :], *txs[j + 1 :]]), acks
+                yield flat([*txs[:j], txs[j][:k] + txs[j][k + 1 :], *txs[j + 1 :]]), acks, extra
+    if acks >= len(txs):
+        return  # killed after the last commit: no transaction of its own
+    killed, before, after = txs[acks], txs[:acks], txs[acks + 1 :]
+    if extra == 0:
+        # Killed before its transaction began (with a delay it may have begun: a trial decides).
+        yield flat([*before, *after]), acks, 0
+    elif extra < len(killed) - 1:
+        # Its begin and the operations started before the kill, then its commit.
+        yield flat([*before, killed[:extra] + killed[-1:], *after]), acks, extra
+    for k, step in enumerate(killed):
+        if step["action"] == "apply":
+            moved = extra - 1 if k < extra else extra
+            yield flat([*before, killed[:k] + killed[k + 1 :], *after]), acks, moved
 
 
 def _reproducer_of(
@@ -938,10 +954,10 @@ def run_durability(
             shrinking = True
             while shrinking and time.perf_counter() < until:
                 shrinking = False
-                for steps, acks in smaller_workloads(plan):
+                for steps, acks, extra in smaller_workloads(plan):
                     if time.perf_counter() >= until:
                         break
-                    point = plan.point.model_copy(update={"after_acks": acks})
+                    point = plan.point.model_copy(update={"after_acks": acks, "extra_steps": extra})
                     candidate = plan_of(target, system.new_model, steps, point)
                     try:
                         trial = kill_at(candidate, kill.index)
