@@ -24,6 +24,7 @@ from uowstress.options import (
     DEFAULT_PATH,
     OPTIONS,
     OptionSpec,
+    check_options,
     check_output_file,
     option_values,
     parse_target_options,
@@ -163,12 +164,20 @@ def run(
     machine, durability check, scenario or isolation search that could not finish, a test
     that could not be set up or torn down, a crashed worker, collected tests that did not run.
     """
+    options = option_values(raw)
+    try:
+        # Checked again by the runner; here first, so that an option value that cannot work is
+        # refused before the tester is imported.
+        check_options(options)
+    except UowstressError as error:
+        click.echo(f"uowstress: {error}", err=True)
+        sys.exit(EXIT_USAGE)
     from uowstress.runner import FORMATS, RunRequest, redacted_command
     from uowstress.runner import run as run_suites
 
     try:
         request = RunRequest(
-            options=option_values(raw),
+            options=options,
             pattern=pattern,
             path=path,
             output_dir=output_dir,

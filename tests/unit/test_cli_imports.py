@@ -123,3 +123,22 @@ def test_a_run_refused_by_its_first_checks_loads_neither_pytest_nor_the_renderer
         assert answer.code == 2
         assert said in answer.err
         assert answer.heavy(AFTER_THE_CHECKS) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--kills", "abc"], "--kills 'abc' is not a whole number"),
+        (["--seed", "-1"], "--seed '-1' is not a whole number"),
+        (["--reproducers-dir", "afile"], "--reproducers-dir afile: that is a file"),
+    ],
+)
+def test_a_run_refused_by_an_option_value_loads_none_of_the_tester(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    (tmp_path / "afile").write_text("kept")
+    answer = uowstress_command("run", *args, cwd=tmp_path)
+    assert answer.code == 2
+    assert said in answer.err
+    assert answer.heavy() == []
+    assert (tmp_path / "afile").read_text() == "kept"
