@@ -308,6 +308,8 @@ def _print_outcome(report: Report, verbose: bool) -> None:
         f" {_count(summary.warnings, 'figure')} at warning"
         + (f", {_count(summary.regressions, 'regression')}" if report.options.baseline else "")
         + f"; {summary.seconds:.0f}s"
+        # The run's seed: `--seed N` draws the same steps again.
+        + (f"; seed {report.options.seed}" if report.options.seed is not None else "")
     )
 
 

@@ -227,6 +227,8 @@ def test_the_same_seed_draws_the_same_steps_and_kills(tmp_path: Path) -> None:
             tmp_path / name, "--machine", "acid", "--kills", "1", "--seed", seed, *formats
         )
         assert code == 0, out
+        # The console's last line names it as well.
+        assert f"; seed {seed}\n" in out, out
         runs[name] = _report(tmp_path / name / "out")
     first, again, other = runs["first"], runs["again"], runs["other"]
     assert first["options"]["seed"] == 2718
