@@ -595,7 +595,22 @@ class Explorer:
             pytest.skip(str(nothing))
         except UowstressError as error:
             # What stops a run before it starts (the target refused its options, a database
-            # holding foreign tables): the message says what to do; a traceback would not.
+            # holding foreign tables, a server that hides its lock waits): an error of the run,
+            # not a finding, recorded as such; the message says what to do, a traceback would
+            # not.
+            self.results.machines.append(
+                MachineRun(
+                    id=self.request.node.nodeid,
+                    machine="sessions" if machine == "sessions" else "acid",
+                    backend=backend_name(self.url),
+                    database=redacted(self.url),
+                    target=self.options["target"],
+                    target_options=dict(self.options["target_options"]),
+                    profile=self.options["profile"],
+                    status="error",
+                    error=str(error),
+                )
+            )
             pytest.fail(f"{machine} machine: {error}", pytrace=False)
         self.results.machines.append(run)
         head = f"{machine} machine on {run.backend}, {run.examples} examples"

@@ -8,11 +8,14 @@ import re
 import shutil
 import sqlite3
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
 from tests.integration.support import REGISTER, register_then_kill
 from uowstress import reproducers
@@ -1216,3 +1219,53 @@ def test_a_run_keeps_its_tests_in_its_own_process_whatever_the_ini_file_asks(
     code, out = run_suite(tmp_path, "test_one_process", source)
     assert code == 0, out
     assert "1 passed" in out, out
+
+
+@pytest.fixture
+def user_without_process(server_url: str) -> Iterator[str]:
+    """A MariaDB user who may use uowstress's scratch databases but not see other sessions'
+    lock waits (no PROCESS privilege); the URL of a database of its own. Dropped afterwards."""
+    root = make_url(server_url)
+    engine = create_engine(root)
+    name, home = "uows_noproc_user", "uows_noproc_home"
+    statements = [f"CREATE DATABASE IF NOT EXISTS {home}"]
+    # Each %% is a % once the driver has formatted the statement with its (empty) parameters.
+    for host in ("%%", "localhost"):
+        statements += [
+            f"CREATE USER IF NOT EXISTS '{name}'@'{host}' IDENTIFIED BY 'pw'",
+            f"GRANT ALL ON `uows\\_%%`.* TO '{name}'@'{host}'",
+        ]
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+        yield root.set(username=name, password="pw", database=home).render_as_string(
+            hide_password=False
+        )
+    finally:
+        with engine.begin() as conn:
+            for host in ("%%", "localhost"):
+                conn.exec_driver_sql(f"DROP USER IF EXISTS '{name}'@'{host}'")
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {home}")
+        engine.dispose()
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("backend", ["mysql"])  # overrides the fixture: MariaDB's privilege
+def test_a_machine_that_cannot_start_is_an_error_of_the_run_not_a_finding(
+    tmp_path: Path, user_without_process: str
+) -> None:
+    code, out = run_machines(
+        tmp_path, "--machine", "sessions", "--kills", "0", "--db-url", user_without_process
+    )
+    assert code == 2, out
+    report = _report(tmp_path / "out")
+    assert report["summary"]["status"] == "error"
+    assert report["summary"]["findings"] == 0
+    (machine,) = report["machines"]
+    assert machine["status"] == "error" and machine["machine"] == "sessions"
+    assert "GRANT PROCESS ON *.* TO <user>" in machine["error"]
+    (error,) = report["summary"]["errors"]
+    assert error.startswith("sessions machine on mysql (") and "PROCESS" in error
+    # The user's password stays out of the report and the console.
+    assert ":pw@" not in json.dumps(report) and ":pw@" not in out
