@@ -493,7 +493,7 @@ def build_report(
             path=suites_path(request.path),
             config=config_path,
             workers=request.workers,
-            seed=parse_seed(options.get("seed") or ""),
+            seed=parse_seed(options.get("seed")),
             baseline=None if request.baseline is None else str(request.baseline),
             fail_on_regression=request.fail_on_regression,
         ),
@@ -539,7 +539,7 @@ def run(
     request = replace(request, path=path)
     urls, databases, config_path = _check(request)
     # Every run can be repeated: when no seed is given, one is chosen here and reported.
-    seed = parse_seed(request.options.get("seed") or "")
+    seed = parse_seed(request.options.get("seed"))
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     request = replace(request, options={**request.options, "seed": seed})

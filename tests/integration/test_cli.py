@@ -1269,3 +1269,15 @@ def test_a_machine_that_cannot_start_is_an_error_of_the_run_not_a_finding(
     assert error.startswith("sessions machine on mysql (") and "PROCESS" in error
     # The user's password stays out of the report and the console.
     assert ":pw@" not in json.dumps(report) and ":pw@" not in out
+
+
+def test_a_run_with_seed_0_reports_its_seed(tmp_path: Path) -> None:
+    # 0 is a seed like any other: the report and the console name it.
+    source = """
+        def test_nothing():
+            pass
+    """
+    code, out = run_suite(tmp_path, "test_seed_zero", source, "--seed", "0")
+    assert code == 0, out
+    assert "; seed 0\n" in out, out
+    assert _report(tmp_path / "out")["options"]["seed"] == 0
