@@ -7,6 +7,7 @@ SQLAlchemy, Hypothesis, pytest), so that `uowstress --help` answers at once.
 from __future__ import annotations
 
 import os
+import reprlib
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -86,9 +87,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "seed",
-        "seed of the run's random choices, a whole number: with the same seed (and the same"
-        " saved failures) the state machines draw the same steps and the durability check the"
-        " same workloads and kill points (default: one chosen at random, written in the report)",
+        "seed of the run's random choices, a whole number below 2**128: with the same seed (and"
+        " the same saved failures) the state machines draw the same steps and the durability"
+        " check the same workloads and kill points (default: one chosen at random, written in"
+        " the report)",
     ),
     OptionSpec(
         "reproducers_dir", "where shrunk failures are written as JSON", str(REPRODUCERS_DIR)
@@ -154,6 +156,13 @@ def check_options(
             )
     seed = values.get("seed")
     if seed is not None and parse_seed(seed) is None:
+        text = str(seed).strip()
+        if text.isascii() and text.isdigit():
+            raise ConfigError(
+                f"{flag(specs['seed'])} {reprlib.repr(text)} is larger than a seed can be (at"
+                f" most {MAX_SEED}); give the seed a report names, or leave it out for a random"
+                " one"
+            )
         raise ConfigError(
             f"{flag(specs['seed'])} {seed!r} is not a whole number of 0 or more; give the seed"
             " a report names (e.g. 1234), or leave it out for a random one"
@@ -163,10 +172,21 @@ def check_options(
         check_directory(flag(specs["reproducers_dir"]), Path(directory))
 
 
+# Hypothesis draws its own seeds from 128 bits: any seed it prints is taken.
+MAX_SEED = 2**128 - 1
+
+
 def parse_seed(value: object) -> int | None:
-    """The seed a --seed value names: a whole number of 0 or more (None if it is not one)."""
+    """The seed a --seed value names: a whole number from 0 to MAX_SEED (None if it is not
+    one)."""
     text = str(value).strip()
-    return int(text) if text.isascii() and text.isdigit() else None
+    if not (text.isascii() and text.isdigit()):
+        return None
+    # Its length is checked first: Python refuses to convert a string of thousands of digits.
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_SEED)) or int(digits) > MAX_SEED:
+        return None
+    return int(digits)
 
 
 def check_directory(option: str, path: Path) -> None:

@@ -457,6 +457,18 @@ def test_the_sessions_seed_is_one_for_all_its_workers(
         assert set(seeds.values()) == {expected}
 
 
+def test_a_hypothesis_seed_too_large_for_uowstress_leaves_it_a_seed_of_its_own(
+    pytester: pytest.Pytester,
+) -> None:
+    # Hypothesis takes any --hypothesis-seed (one it cannot convert, as text); uowstress's
+    # seed is then chosen at random instead of stopping the session.
+    pytester.makepyfile(test_seed=SEED_PROBE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--hypothesis-seed", "9" * 5000)
+    result.assert_outcomes(passed=4)
+    (seed,) = {int(path.read_text()) for path in pytester.path.glob("seed-*")}
+    assert 0 <= seed < 2**32
+
+
 def test_tests_using_uowstress_fixtures_carry_its_marker(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_both=MACHINE_TEST)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--co", "-m", "not uowstress")

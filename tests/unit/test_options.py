@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from uowstress.errors import ConfigError
-from uowstress.options import check_directory, check_options, parse_target_options
+from uowstress.options import (
+    MAX_SEED,
+    check_directory,
+    check_options,
+    parse_seed,
+    parse_target_options,
+)
 
 
 @pytest.mark.parametrize("kills", ["abc", "-3", "2.5", ""])
@@ -19,6 +25,20 @@ def test_a_kill_count_that_is_not_a_whole_number_of_0_or_more_is_refused(kills: 
 @pytest.mark.parametrize("kills", [None, "0", "5", 20])
 def test_a_kill_count_of_0_or_more_or_none_is_taken(kills: object) -> None:
     check_options({"kills": kills})
+
+
+@pytest.mark.parametrize("seed", [str(MAX_SEED + 1), "9" * 5000, "0" * 5000 + "1" * 40])
+def test_a_seed_too_large_to_be_one_is_refused_with_a_usage_error(seed: str) -> None:
+    # Thousands of digits would make int() raise ValueError (Python's conversion limit).
+    with pytest.raises(ConfigError, match=r"--seed .* is larger than a seed can be"):
+        check_options({"seed": seed})
+    assert parse_seed(seed) is None
+
+
+@pytest.mark.parametrize("seed", ["0", "007", str(MAX_SEED), "0" * 5000 + "12"])
+def test_a_seed_of_up_to_128_bits_is_taken(seed: str) -> None:
+    check_options({"seed": seed})
+    assert parse_seed(seed) == int(seed.lstrip("0") or "0")
 
 
 def test_the_message_names_the_option_as_the_user_typed_it() -> None:
