@@ -272,11 +272,21 @@ def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) 
         args += ["--uowstress-config", str(config_path)]
     if request.workers > 1:
         args += ["-n", str(request.workers), "--uowstress-shards", str(request.workers)]
-    elif importlib.util.find_spec("xdist") is not None:
-        # One process unless --workers says otherwise, whatever `-n` the ini file's addopts
-        # give: workers would share the CPU and change the figures the budgets judge.
-        args += ["-n", "0"]
     return args
+
+
+class _OneProcess:
+    """Keeps the tests in this process, whatever `-n` or `--dist` the ini file's addopts give:
+    workers would share the CPU and change the figures the budgets judge. Not `-n 0` on the
+    command line: pytest refuses that option where the ini file disables pytest-xdist."""
+
+    @_hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        # pytest-xdist starts its workers in its own pytest_configure, which runs last.
+        if hasattr(config.option, "dist"):
+            config.option.dist = "no"
+            config.option.tx = []
+            config.option.numprocesses = 0
 
 
 def _useful_lines(longrepr: str, limit: int = 8) -> list[str]:
@@ -550,7 +560,8 @@ def run(
     # The suites import the target and the tests from the working directory, as pytest does.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    status = pytest.main(_pytest_args(request, urls, config_path), plugins=[collector])
+    plugins: list[object] = [collector] if request.workers > 1 else [collector, _OneProcess()]
+    status = pytest.main(_pytest_args(request, urls, config_path), plugins=plugins)
     seconds = time.perf_counter() - started
     if collector.collect_errors:
         raise _collection_error(collector.collect_errors)

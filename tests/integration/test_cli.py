@@ -1281,3 +1281,17 @@ def test_a_run_with_seed_0_reports_its_seed(tmp_path: Path) -> None:
     assert code == 0, out
     assert "; seed 0\n" in out, out
     assert _report(tmp_path / "out")["options"]["seed"] == 0
+
+
+def test_a_run_keeps_to_one_process_where_the_ini_file_disables_pytest_xdist(
+    tmp_path: Path,
+) -> None:
+    # pytest knows no `-n` there: the run must not pass one.
+    (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "-p no:xdist"\n')
+    source = """
+        def test_without_xdist():
+            pass
+    """
+    code, out = run_suite(tmp_path, "test_without_xdist", source)
+    assert code == 0, out
+    assert "1 passed" in out, out
