@@ -3,8 +3,10 @@ kill counted again, the steps into the killed transaction moved with what is tak
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+from uowstress.reproducers import Failure, KillPoint, Reproducer, Step, steps_after_acks
 from uowstress.stateful.durability import KillPlan, smaller_workloads
 
 
@@ -84,3 +86,28 @@ def test_a_kill_after_every_commit_keeps_them_all_but_tries_without_each() -> No
         (["B", "a", "C"], 0, 2),
         (["B", "C", "B", "b", "C"], 0, 1),
     ]
+
+
+def test_every_workload_tried_can_be_written_as_a_reproducer_that_loads() -> None:
+    # Whatever is tried may become the reproducer: its steps and kill point must pass the
+    # checks `uowstress replay` makes (steps there are, the kill point within reach).
+    for sizes in itertools.chain.from_iterable(
+        itertools.product(range(3), repeat=n) for n in (1, 2, 3)
+    ):
+        steps = [step for size in sizes for step in _tx(*"abc"[:size])]
+        for acks in range(len(sizes) + 1):
+            reach = steps_after_acks([s["action"] for s in steps], acks)
+            for extra in range(reach + 1):
+                for tried, after_acks, extra_steps in smaller_workloads(_plan(steps, acks, extra)):
+                    reproducer = Reproducer(
+                        machine="durability",
+                        target="t:T",
+                        backend="sqlite",
+                        guarantee="serializable",
+                        steps=[Step(**step) for step in tried],
+                        failure=Failure(kind="lost", message="lost"),
+                        kill=KillPoint(after_acks=after_acks, extra_steps=extra_steps),
+                    )
+                    where = (sizes, acks, extra, _ops(tried), after_acks, extra_steps)
+                    assert reproducer.step_problems() == [], where
+                    assert len(tried) < len(steps), where

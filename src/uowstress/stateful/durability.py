@@ -692,6 +692,11 @@ def smaller_workloads(plan: KillPlan) -> Iterator[tuple[list[dict[str, Any]], in
     (with a delay they may have started before the kill: a trial decides) and without each of
     its operations, the kill point moved back by one step when that operation started before
     it (a kill inside the commit stays inside it)."""
+    # Never an empty one: a reproducer without steps cannot be loaded to replay it.
+    return (tried for tried in _smaller_workloads(plan) if tried[0])
+
+
+def _smaller_workloads(plan: KillPlan) -> Iterator[tuple[list[dict[str, Any]], int, int]]:
     txs = _transactions(plan.steps)
     acks, extra = plan.kill_after_acks, plan.extra_steps
 
