@@ -221,7 +221,7 @@ def _drawn(machine: dict[str, Any]) -> tuple[int, dict[str, int], dict[str, int]
     return machine["examples"], steps, machine["fault_counts"]
 
 
-def test_the_same_seed_draws_the_same_steps_and_kills(tmp_path: Path) -> None:
+def test_the_same_seed_draws_the_same_steps(tmp_path: Path) -> None:
     runs = {}
     for name, seed in (("first", "2718"), ("again", "2718"), ("other", "3141")):
         # The last --format wins: every report of the first run, JSON of the others.
@@ -237,6 +237,8 @@ def test_the_same_seed_draws_the_same_steps_and_kills(tmp_path: Path) -> None:
     assert first["options"]["seed"] == 2718
     (machine,) = first["machines"]
     (durability,) = first["durability"]
+    # The durability check draws its plans from the seed too (its outcome, how many commits
+    # were acknowledged before the kill landed, is the kill's timing: not compared).
     assert machine["seed"] == 2718 and durability["seed"] == 2718
     markdown = (tmp_path / "first" / "out" / "uowstress-report.md").read_text()
     assert "| seed | 2718 (`--seed 2718` draws the same again) |" in markdown
@@ -244,7 +246,6 @@ def test_the_same_seed_draws_the_same_steps_and_kills(tmp_path: Path) -> None:
     assert "<code>--seed 2718</code> draws the same again" in html
     assert _drawn(again["machines"][0]) == _drawn(machine)
     assert _drawn(other["machines"][0]) != _drawn(machine)
-    assert again["durability"][0]["commits_acknowledged"] == durability["commits_acknowledged"]
 
 
 @pytest.mark.parametrize("seed", ["abc", "-3", "1.5", ""])
