@@ -107,16 +107,21 @@ class FakeDetector:
     ) -> dict[int, sessions_module._Wait]:
         self.polls += 1
         with self.locks.cond:
-            waits = {
-                s: sessions_module._Wait(
-                    on=frozenset({h}) - {OUTSIDE}
-                    if (h := self.locks.holder.get(self.locks.waiting[s])) is not None
-                    else frozenset(),
-                    exact=True,
-                )
-                for s in running
-                if s in self.locks.waiting
-            }
+            waits = {}
+            for s in running:
+                name = self.locks.waiting.get(s)
+                if name is None:
+                    continue
+                holder = self.locks.holder.get(name)
+                if holder is None:
+                    # A database grants a released lock to the next in line at once; here that
+                    # session's thread takes it when it next runs. Until then it is not blocked
+                    # (on a busy machine that can be a while), only the ones behind it are.
+                    line = self.locks.queue.get(name, [])
+                    if not line or line[0] == s:
+                        continue
+                    holder = line[0]
+                waits[s] = sessions_module._Wait(on=frozenset({holder}) - {OUTSIDE}, exact=True)
             cycle = sessions_module._on_cycle({s: w.on for s, w in waits.items()})
             if cycle and self.breaks_cycles:
                 if self._cycle_seen:
@@ -241,8 +246,11 @@ def test_cycle_the_database_breaks_is_waited_for(
 
 
 def test_cycle_the_database_leaves_is_reported_after_its_grace(
-    engine: Engine, locks: FakeLocks, detector: FakeDetector
+    monkeypatch: pytest.MonkeyPatch, engine: Engine, locks: FakeLocks
 ) -> None:
+    # A grace long enough that a step taking it again stands out from a busy machine's delays.
+    detector = FakeDetector(locks, grace_s=1.0)
+    use_detector(monkeypatch, detector)
     with Scheduler(engine, 3) as scheduler:
         scheduler.submit(0, take(locks, "a"))
         scheduler.submit(1, take(locks, "b"))
@@ -254,12 +262,10 @@ def test_cycle_the_database_leaves_is_reported_after_its_grace(
         assert not scheduler.all_blocked()  # session 2 is idle, yet 0 and 1 never get out
 
         # The cycle is known: later steps do not wait for the database again.
-        polls = detector.polls
         started = time.monotonic()
         scheduler.submit(2, take(locks, "c"))
         assert time.monotonic() - started < detector.grace_s
         assert scheduler.deadlocked == {0, 1}
-        assert detector.polls - polls <= 2
         scheduler.close()
     assert sorted(detector.killed) == [0, 1]
 
