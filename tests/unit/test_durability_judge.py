@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
+from hypothesis import find, given, settings
 
 from humanoid_training.target import HumanoidModel
 from uowstress.stateful.durability import KillPlan, judge, kill_plans
@@ -92,6 +92,17 @@ def test_drawn_plans_are_whole_transactions_with_a_kill_point_inside(plan: KillP
     )
     assert 0 <= plan.extra_steps <= len(following) + (1 if following else 0)
     assert 0 <= plan.kill_delay_s <= 0.015
+
+
+def test_the_simplest_plan_kills_inside_a_commit() -> None:
+    # Hypothesis starts every run from its simplest example: that kill must test something.
+    plan = find(
+        kill_plans(load_target(DEFAULT_TARGET), HumanoidModel),
+        lambda plan: True,
+        settings=settings(database=None),
+    )
+    assert [s["action"] for s in plan.steps] == ["begin", "apply", "commit"]
+    assert (plan.kill_after_acks, plan.extra_steps) == (0, 3)  # its commit started
 
 
 @given(plan=kill_plans(load_target(DEFAULT_TARGET), HumanoidModel))
