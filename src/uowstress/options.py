@@ -7,6 +7,7 @@ SQLAlchemy, Hypothesis, pytest), so that `uowstress --help` answers at once.
 from __future__ import annotations
 
 import os
+import random
 import reprlib
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -187,6 +188,12 @@ def parse_seed(value: object) -> int | None:
     if len(digits) > len(str(MAX_SEED)) or int(digits) > MAX_SEED:
         return None
     return int(digits)
+
+
+def random_seed() -> int:
+    """A seed for a run given none: chosen afresh (not from the random module's state, which a
+    test or a target may have seeded) and reported, so that the run can be drawn again."""
+    return random.SystemRandom().randrange(2**32)
 
 
 def check_directory(option: str, path: Path) -> None:

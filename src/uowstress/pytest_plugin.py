@@ -21,7 +21,6 @@ the test it was running), and the breaches of the whole run are listed together 
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from uowstress.options import (
     option_values,
     parse_seed,
     parse_target_options,
+    random_seed,
 )
 from uowstress.profiles import PROFILES, get_profile, register_profiles
 from uowstress.report.history import node_params, scenario_name
@@ -214,7 +214,7 @@ def _session_seed(config: pytest.Config) -> int:
         seed = None if given is None else parse_seed(given)
         if seed is not None:
             return seed
-    return random.SystemRandom().randrange(2**32)
+    return random_seed()
 
 
 @pytest.hookimpl(optionalhook=True)

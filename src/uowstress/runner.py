@@ -18,7 +18,6 @@ import functools
 import importlib.util
 import os
 import platform
-import random
 import shlex
 import socket
 import sys
@@ -44,6 +43,7 @@ from uowstress.options import (
     check_options,
     parse_seed,
     parse_target_options,
+    random_seed,
 )
 from uowstress.report.json_report import load_report
 from uowstress.report.model import (
@@ -550,9 +550,9 @@ def run(
     urls, databases, config_path = _check(request)
     # Every run can be repeated: when no seed is given, one is chosen here and reported.
     seed = parse_seed(request.options.get("seed"))
-    if seed is None:
-        seed = random.SystemRandom().randrange(2**32)
-    request = replace(request, options={**request.options, "seed": seed})
+    request = replace(
+        request, options={**request.options, "seed": random_seed() if seed is None else seed}
+    )
     import pytest  # once the run is known to go ahead (see _hookimpl)
 
     collector = _Collector(progress, Path(path))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import select
 import signal
 import subprocess
@@ -43,6 +42,7 @@ from sqlalchemy.engine import make_url
 from uowstress import reproducers
 from uowstress.database import PreparedDatabase, objects_of, prepared_database
 from uowstress.errors import UowstressError
+from uowstress.options import random_seed
 from uowstress.profiles import REPRODUCERS_DIR
 from uowstress.reproducers import KillPoint
 from uowstress.scratch import hide_secrets, redacted, scratch_database
@@ -878,7 +878,7 @@ def run_durability(
             " needs operations it can run inside a unit of work it commits itself"
         )
     chosen = dict(options or {})
-    run_seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+    run_seed = seed if seed is not None else random_seed()
     budget_s = timeout_s if timeout_s is not None else 60.0 + 30.0 * kills
     with _durable_database(
         url, allow_existing_tables, lambda: objects_of(target, chosen, isolation_level, url)
