@@ -11,7 +11,7 @@ from typing import Any
 from uowstress.config import BYTES_PER_MB, PerformanceConfig, verdict
 from uowstress.database import DEFAULT_URLS
 from uowstress.errors import UowstressError
-from uowstress.profiles import REPRODUCERS_DIR, get_profile
+from uowstress.profiles import REPRODUCERS_DIR, draws, get_profile
 from uowstress.report.model import Distribution, DurabilityRun, Finding, Judged, MachineRun
 from uowstress.reproducers import Reproducer, Step
 from uowstress.scratch import backend_name, redacted
@@ -135,7 +135,8 @@ def explore(
     share = None
     if shards > 1:
         share = max(1, -(-get_profile(profile).max_examples // shards))
-    drawn_with = None if seed is None else seed + shard
+    # The replay profile draws nothing: its machines report no seed.
+    drawn_with = None if seed is None or not draws(profile) else seed + shard
     result = run_acid(
         url,
         target_spec=target_spec,

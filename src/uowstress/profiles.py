@@ -67,6 +67,19 @@ def get_profile(name: str) -> Profile:
         ) from None
 
 
+def draws(profile: str | Profile, kills: object = None) -> bool:
+    """Whether a run under `profile` draws anything a seed would fix: its machines generate
+    examples, or its durability check draws kills (`kills`: the --kills given, None if not;
+    the replay profile without it replays saved kills only)."""
+    p = get_profile(profile) if isinstance(profile, str) else profile
+    if "generate" in p.phases:
+        return True
+    try:
+        return kills is not None and int(str(kills).strip()) > 0
+    except ValueError:
+        return False
+
+
 def machine_settings(profile: str | Profile, *, examples_dir: Path = EXAMPLES_DIR) -> settings:
     """Settings for uowstress's state machines under a profile."""
     from hypothesis import HealthCheck, Phase, settings

@@ -43,7 +43,7 @@ from uowstress.options import (
     parse_target_options,
     random_seed,
 )
-from uowstress.profiles import PROFILES, get_profile, register_profiles
+from uowstress.profiles import PROFILES, draws, get_profile, register_profiles
 from uowstress.report.history import node_params, scenario_name
 from uowstress.report.model import DurabilityRun, Judged, MachineRun, ScenarioResult, shrunk_words
 from uowstress.scenario import Scenario, ScenarioSkipped, scenario_result
@@ -310,7 +310,9 @@ def options_from(config: pytest.Config) -> dict[str, Any]:
             raw["profile"] = chosen
     values = option_values(raw)
     values["target_options"] = parse_target_options(values["target_option"])
-    values["seed"] = config.stash.get(_SEED, None)
+    # The replay profile without --uowstress-kills draws nothing: no seed to report.
+    drawing = draws(values["profile"], values.get("kills"))
+    values["seed"] = config.stash.get(_SEED, None) if drawing else None
     return values
 
 

@@ -45,6 +45,7 @@ from uowstress.options import (
     parse_target_options,
     random_seed,
 )
+from uowstress.profiles import draws
 from uowstress.report.json_report import load_report
 from uowstress.report.model import (
     DatabaseInfo,
@@ -548,11 +549,12 @@ def run(
     path = suites_path(request.path)
     request = replace(request, path=path)
     urls, databases, config_path = _check(request)
-    # Every run can be repeated: when no seed is given, one is chosen here and reported.
+    # Every run can be repeated: when no seed is given, one is chosen here and reported
+    # (none when nothing is drawn: the replay profile without --kills).
     seed = parse_seed(request.options.get("seed"))
-    request = replace(
-        request, options={**request.options, "seed": random_seed() if seed is None else seed}
-    )
+    if seed is None and draws(request.options["profile"], request.options.get("kills")):
+        seed = random_seed()
+    request = replace(request, options={**request.options, "seed": seed})
     import pytest  # once the run is known to go ahead (see _hookimpl)
 
     collector = _Collector(progress, Path(path))

@@ -787,7 +787,11 @@ def test_the_replay_profile_replays_the_written_reproducers_of_its_configuration
     code, out = run_machines(tmp_path, *weak, "--profile", "replay")
     assert code == 1, out
     assert "nothing saved" not in out
-    (finding,) = _report(tmp_path / "out")["findings"]
+    # Nothing was drawn: no seed is reported, as if one would draw the same again.
+    report = _report(tmp_path / "out")
+    assert report["options"]["seed"] is None and report["machines"][0]["seed"] is None
+    assert "; seed" not in out
+    (finding,) = report["findings"]
     assert finding["replay_command"] == f"uv run uowstress replay {written}"
     assert list((tmp_path / "rep").glob("*.json")) == [written]  # replayed, not written again
     # The same reproducer once the failure is gone (its steps now pass): replayed, passed.

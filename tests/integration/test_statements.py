@@ -114,3 +114,22 @@ def test_engines_of_different_backends_share_a_statement() -> None:
     ]:
         sql = statement._for(dialect).sql
         assert placeholder in sql and ("%(" in sql) == (dialect is pg), sql
+
+
+def test_the_outbox_insert_asks_nothing_back(schema_engine: Engine) -> None:
+    # Nothing reads an event's generated id at commit: a RETURNING clause (PostgreSQL,
+    # MariaDB) would be one more result for the driver and SQLAlchemy to describe.
+    row = {
+        "event_id": "e1",
+        "aggregate_type": "robot",
+        "aggregate_id": "r1",
+        "event_type": "SkillAssessed",
+        "payload": "{}",
+        "occurred_at": 1,
+    }
+    with schema_engine.begin() as connection:
+        result = q.INSERT_EVENTS.run(connection, row)
+        assert not result.returns_rows
+        assert "RETURNING" not in q.INSERT_EVENTS._for(connection.dialect).sql.upper()
+        stored = connection.execute(select(t.outbox.c.event_id)).scalars().all()
+    assert stored == ["e1"]

@@ -8,7 +8,7 @@ from typing import cast
 import pytest
 from hypothesis import settings
 
-from uowstress.profiles import PROFILES, machine_settings
+from uowstress.profiles import PROFILES, draws, machine_settings
 from uowstress.pytest_plugin import options_from
 
 
@@ -58,3 +58,19 @@ def test_the_machines_take_the_uowstress_profile_hypothesis_loaded(
     # `--hypothesis-profile uowstress-ci` is the name of uowstress's ci profile itself.
     config = cast(pytest.Config, _Config(hypothesis_profile))
     assert options_from(config)["profile"] == machines
+
+
+@pytest.mark.parametrize(
+    ("profile", "kills", "expected"),
+    [
+        ("dev", None, True),
+        ("nightly", "0", True),  # the machines still draw
+        ("replay", None, False),  # saved failures and saved kills only
+        ("replay", "0", False),
+        ("replay", " 3 ", True),  # new kills are drawn
+    ],
+)
+def test_a_run_draws_unless_it_only_replays(
+    profile: str, kills: str | None, expected: bool
+) -> None:
+    assert draws(profile, kills) is expected

@@ -234,4 +234,5 @@ GUARDED_UPDATE: dict[tuple[str, bool, bool], Prepared] = {
     for with_root in (True, False)
 }
 
-INSERT_EVENTS = Prepared(insert(t.outbox), _columns(t.outbox, "id"))
+# inline(): no RETURNING of the generated id, which nothing reads.
+INSERT_EVENTS = Prepared(insert(t.outbox).inline(), _columns(t.outbox, "id"))
