@@ -456,6 +456,12 @@ def replay(
         given = ctx.get_parameter_source("directory") is not ParameterSource.DEFAULT
         if not given:
             folder = reproducers.nearest(folder)
+            if folder != Path(directory):
+                # Found in a folder above: the run started there, and a target module of that
+                # project is imported from there, as the run imported it.
+                project = str(folder.parents[len(Path(directory).parts) - 1])
+                if project not in sys.path:
+                    sys.path.insert(1, project)
         elif not folder.is_dir():
             # A typo in CI would otherwise replay nothing and pass.
             what = "a file" if folder.exists() else "no such folder"

@@ -4,6 +4,8 @@ budgets, and describe what it found as a `Finding` with the command that replays
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from uowstress.errors import UowstressError
 from uowstress.profiles import REPRODUCERS_DIR, draws, get_profile
 from uowstress.report.model import Distribution, DurabilityRun, Finding, Judged, MachineRun
 from uowstress.reproducers import Reproducer, Step
-from uowstress.scratch import backend_name, redacted
+from uowstress.scratch import backend_name, holds_secret, redacted, same_database
 from uowstress.stateful.durability import KillResult, run_durability
 from uowstress.stateful.run import AcidResult, run_acid
 
@@ -35,12 +37,20 @@ def describe_step(step: Step) -> str:
 
 
 def replay_command(reproducer: Reproducer, path: Path | None, url: str) -> str:
-    """The command that replays a reproducer: by id from the default folder, by path from any
-    other; with the database URL (password hidden) when it is not the backend's default."""
+    """The command that replays a reproducer: by id from the default folder (found from any
+    folder below the project's), by absolute path from any other; with the database URL when
+    it is not the backend's default. A password stays hidden, and a comment says to put it
+    back."""
     default_dir = path is not None and path.parent.resolve() == REPRODUCERS_DIR.resolve()
-    command = reproducer.replay_command(reproducer.id if default_dir or path is None else path)
-    if backend_name(url) != "sqlite" and url != DEFAULT_URLS.get(reproducer.backend):
-        command += f" --db-url '{redacted(url)}'"
+    if default_dir or path is None:
+        command = reproducer.replay_command(reproducer.id)
+    else:
+        command = reproducer.replay_command(shlex.quote(str(path.resolve())))
+    default = DEFAULT_URLS.get(reproducer.backend)
+    if backend_name(url) != "sqlite" and (default is None or not same_database(url, default)):
+        command += f" --db-url {shlex.quote(redacted(url))}"
+        if holds_secret(url):
+            command += "  # the password is hidden: put it back in place of ***"
     return command
 
 
@@ -58,6 +68,7 @@ def finding_of(result: AcidResult, source: str, url: str) -> Finding | None:
         ]
         command = replay_command(reproducer, result.reproducer_path, url)
     return Finding(
+        sessions=[] if reproducer is None else sorted(reproducer.steps_by_session()),
         source=source,
         kind=result.finding.kind,
         message=result.finding.message,
@@ -74,8 +85,12 @@ def _anomaly_named(kind: str, message: str) -> str | None:
     """The class an anomaly finding names: its message ends "..., which forbids G2"."""
     if kind != "anomaly":
         return None
-    named = message.rsplit("which forbids ", 1)
-    return named[1].strip(" .") if len(named) == 2 else None
+    named = _FORBIDS.search(message)
+    return named.group(1) if named else None
+
+
+# The class's name alone: the message may go on ("... forbids P4. The committed state ...").
+_FORBIDS = re.compile(r"which forbids ([A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)")
 
 
 def _budgets(
@@ -293,5 +308,6 @@ def _kill_finding(
         reproducer_path=None if path is None else str(path),
         replay_command=command,
         steps_by_session=[steps] if steps else [],
+        sessions=[0] if steps else [],
         shrunk_from=None if reproducer is None else reproducer.shrunk_from,
     )

@@ -267,7 +267,9 @@ def nearest(directory: Path) -> Path:
 def resolve(spec: str, directory: Path = REPRODUCERS_DIR) -> Path:
     """A path, or an id (or unique id prefix) of a file in `directory`."""
     path = Path(spec)
-    if path.suffix == ".json" or path.exists():
+    # A path by its form (a folder in it, or a .json name), even when there is no such file:
+    # loading it then says so.
+    if path.suffix == ".json" or path.exists() or path.is_absolute() or len(path.parts) > 1:
         return path
     directory = nearest(directory)
     matches = sorted(directory.glob(f"{spec}*.json")) if directory.is_dir() else []

@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import os
 import platform
+import re
 import shlex
 import socket
 import sys
@@ -51,6 +52,7 @@ from uowstress.report.model import (
     DatabaseInfo,
     Finding,
     IsolationMatrix,
+    MachineRun,
     Report,
     RunOptions,
     Summary,
@@ -433,11 +435,30 @@ class _Collector:
         self.store = session.config.stash.get(RESULTS, ResultStore())
 
 
+def _machines(store: ResultStore) -> list[MachineRun]:
+    """The machine runs in the order of their tests, the shards of one in their own order
+    (pytest-xdist's workers finish in any)."""
+    return sorted(store.machines, key=lambda m: (_SHARD.sub("", m.id), m.shard or 0))
+
+
+_SHARD = re.compile(r"shard\d+")
+
+
 def _findings(store: ResultStore) -> list[Finding]:
-    found = [m.finding for m in store.machines if m.finding is not None]
+    """Every finding once: shards sharing the example database each replay a failure another
+    saved, and report the same reproducer."""
+    found = [m.finding for m in _machines(store) if m.finding is not None]
     for durability in store.durability:
         found.extend(durability.findings)
-    return found
+    seen: set[str] = set()
+    unique = []
+    for finding in found:
+        if finding.reproducer_id is not None:
+            if finding.reproducer_id in seen:
+                continue
+            seen.add(finding.reproducer_id)
+        unique.append(finding)
+    return unique
 
 
 def _run_errors(store: ResultStore) -> list[str]:
@@ -520,7 +541,7 @@ def build_report(
             errors=all_errors,
         ),
         scenarios=store.scenarios,
-        machines=store.machines,
+        machines=_machines(store),
         durability=store.durability,
         findings=findings,
         isolation=list(isolation),

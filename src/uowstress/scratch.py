@@ -89,11 +89,29 @@ _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword"})
 
 
 def _redacted(url: URL) -> str:
+    if url.password == "":
+        # No password to hide: "***" would stand for one, and a command quoting it would fail.
+        url = url._replace(password=None)  # set() takes None as "unchanged"
     hidden = {key: "***" for key in url.query if key.lower() in _SECRET_QUERY_KEYS}
     if hidden:
         url = url.update_query_dict(hidden)
     # "***" would be shown percent-encoded in the query string.
     return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
+def holds_secret(url: str | URL) -> bool:
+    """Whether `redacted(url)` hides something: a password, or a secret of the query string."""
+    return bool(_secrets(normalize(url)[1]))
+
+
+def same_database(a: str | URL, b: str | URL) -> bool:
+    """Whether two URLs name the same database the same way (an empty password is none)."""
+
+    def canonical(url: str | URL) -> URL:
+        normalized = normalize(url)[1]
+        return normalized._replace(password=None) if normalized.password == "" else normalized
+
+    return canonical(a) == canonical(b)
 
 
 def _secrets(url: URL) -> list[str]:

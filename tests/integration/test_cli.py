@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -1300,3 +1302,32 @@ def test_a_run_keeps_to_one_process_where_the_ini_file_disables_pytest_xdist(
     code, out = run_suite(tmp_path, "test_without_xdist", source)
     assert code == 0, out
     assert "1 passed" in out, out
+
+
+def test_replay_from_a_folder_below_imports_a_target_of_the_project(tmp_path: Path) -> None:
+    # The run started in the project, whose own module is the target; the replay command is
+    # run from the reports' folder below it.
+    (tmp_path / "lab_target_of_this_project.py").write_text(
+        "from humanoid_training.target import TARGET\n"
+    )
+    written = reproducers.write(
+        reproducers.make_reproducer(
+            target="lab_target_of_this_project:TARGET",
+            backend="sqlite",
+            guarantee="serializable",
+            steps=[reproducers.Step(action="begin"), reproducers.Step(action="commit")],
+            failure=reproducers.Failure(kind="state", message="old", step=2),
+        ),
+        tmp_path / reproducers.REPRODUCERS_DIR,
+    )
+    below = tmp_path / "performance_reports"
+    below.mkdir()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "uowstress"), "replay", written.stem],
+        cwd=below,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("FIXED"), done.stdout

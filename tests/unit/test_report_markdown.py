@@ -68,6 +68,37 @@ def test_findings_show_steps_per_session_and_the_replay_command() -> None:
             assert line in markdown  # verbatim, inside a fenced block
 
 
+def test_steps_are_labelled_with_their_sessions_and_numbered_once() -> None:
+    # A shrunk sequence that kept sessions 0 and 2: the message names "session 2".
+    finding = rf.hostile_finding().model_copy(
+        update={
+            "steps_by_session": [["1. begin", "3. commit"], ["2. begin", "4. commit"]],
+            "sessions": [0, 2],
+            "reproducer_path": "rep|orts/4433f13433e3.json",
+        }
+    )
+    report = rf.report([rf.scenario()], findings=[finding])
+    markdown = render_markdown(report)
+    assert "Session 0:" in markdown and "Session 2:" in markdown
+    assert "Session 1:" not in markdown
+    assert "\n2. begin\n4. commit\n" in markdown  # the sequence's numbers, not 1., 2. again
+    # Outside a table a pipe is not escaped: the backslash would stay in the copied path.
+    assert "Reproducer: `rep|orts/4433f13433e3.json`" in markdown
+    html = render_html(report)
+    assert "<strong>session 2</strong>" in html and "<strong>session 1</strong>" not in html
+    # A report written before sessions were recorded: its lists are sessions 0, 1, ...
+    old = finding.model_copy(update={"sessions": []})
+    assert "Session 1:" in render_markdown(rf.report([rf.scenario()], findings=[old]))
+
+
+def test_a_change_too_small_for_one_decimal_keeps_its_sign() -> None:
+    assert fmt.signed_percent(-0.00018) == "-0.02 %"
+    assert fmt.signed_percent(0.00018) == "+0.02 %"
+    assert fmt.signed_percent(0.0) == "+0.0 %"
+    assert fmt.signed_percent(-0.25) == "-25.0 %"
+    assert fmt.shortened("abcdef", 4) == "abc…" and fmt.shortened("abc", 4) == "abc"
+
+
 def test_hostile_strings_never_reach_the_markup() -> None:
     markdown = render_markdown(rf.hostile_report())
     assert rf.HOSTILE_SCRIPT in markdown  # kept verbatim where fenced
@@ -80,6 +111,7 @@ def test_hostile_strings_never_reach_the_markup() -> None:
 def test_a_table_cell_cannot_be_split_by_a_pipe() -> None:
     assert text("a | b") == "a \\| b"
     assert code("x | y") == "`x \\| y`"
+    assert code("x | y", cell=False) == "`x | y`"
     assert code("a `tick`") == "`` a `tick` ``"
     assert text("# not a heading") == "\\# not a heading"
     assert text("1. not a list") == "1\\. not a list"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,12 +74,54 @@ def test_the_replay_command_names_a_server_url_without_its_password(
     command = replay_command(rep, path, "postgresql://root:pw@10.0.0.9/test")
     assert command.startswith(f"uv run uowstress replay {path} --db-url ")
     assert "pw@" not in command and "***" in command
+    # The hidden password must be put back for the command to work: a comment says so.
+    assert command.endswith("  # the password is hidden: put it back in place of ***")
+    # An empty password hides nothing: no "***" (which a server takes as the password).
+    empty = replay_command(rep, path, "postgresql://root:@10.0.0.9/test")
+    assert (
+        empty == f"uv run uowstress replay {path} --db-url postgresql+psycopg://root@10.0.0.9/test"
+    )
     # SQLite needs no URL: replay makes a fresh file.
     sqlite = replay_command(rep, path, "sqlite://")
     assert sqlite == f"uv run uowstress replay {path}"
     # Started without uv (an installed uowstress, a folder with no uv project): said so too.
     monkeypatch.delenv("UV_RUN_RECURSION_DEPTH")
     assert replay_command(rep, path, "sqlite://") == f"uowstress replay {path}"
+
+
+def test_the_replay_command_leaves_out_the_default_server_however_it_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("uowstress.explore.DEFAULT_URLS", {"mysql": "mysql://root@127.0.0.1/test"})
+    rep = make_reproducer(
+        target="humanoid_training.target:TARGET",
+        backend="mysql",
+        guarantee="serializable",
+        steps=[Step(action="begin")],
+        failure=Failure(kind="state", message="x", step=1),
+    )
+    for url in ("mysql://root:@127.0.0.1/test", "mysql+pymysql://root@127.0.0.1/test"):
+        assert "--db-url" not in replay_command(rep, None, url), url
+    assert "--db-url" in replay_command(rep, None, "mysql://root@127.0.0.1/other")
+
+
+def test_the_replay_command_quotes_a_path_outside_the_default_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    rep = make_reproducer(
+        target="humanoid_training.target:TARGET",
+        backend="sqlite",
+        guarantee="serializable",
+        steps=[Step(action="begin")],
+        failure=Failure(kind="state", message="x", step=1),
+    )
+    # Relative to where the run started: said absolute, so that it works from anywhere.
+    path = Path("my repro") / f"{rep.id}.json"
+    command = replay_command(rep, path, "sqlite://")
+    assert command == f"uowstress replay '{tmp_path / path}'"
+    assert shlex.split(command)[2] == str(tmp_path / path)
 
 
 def test_an_anomaly_finding_names_its_class() -> None:
@@ -89,6 +133,10 @@ def test_an_anomaly_finding_names_its_class() -> None:
     )
     assert _anomaly_named("anomaly", message) == "G2"
     assert _anomaly_named("invariant", message) is None
+    # The class alone, when the message goes on (a rule broken too, say).
+    tail = " which forbids P4. The committed state breaks a rule too: robot r1: skill scores"
+    assert _anomaly_named("anomaly", "P4 (lost update): ..." + tail) == "P4"
+    assert _anomaly_named("anomaly", "... which forbids G-single, and ...") == "G-single"
     assert _anomaly_named("anomaly", "no class named") is None
 
 
@@ -105,3 +153,23 @@ def test_a_password_in_the_query_string_is_hidden_too() -> None:
     text = _scrub("ran on mysql://app@db/test?sslpassword=zz9&charset=utf8 and failed")
     assert text == "ran on mysql://app@db/test?sslpassword=***&charset=utf8 and failed"
     assert "s3cret" not in redacted_command(["uowstress", "run", "--db-url", url])
+
+
+def test_shards_replaying_one_saved_failure_report_it_once_in_shard_order() -> None:
+    from tests import report_factory as rf
+    from uowstress.pytest_plugin import ResultStore
+    from uowstress.report.model import Finding
+    from uowstress.runner import _findings, _machines
+
+    def shard(n: int, reproducer: str) -> Any:
+        finding = Finding(
+            source="acid machine on sqlite", kind="state", message="m", reproducer_id=reproducer
+        )
+        return rf.machine_run(
+            id=f"t.py::test_acid[sqlite1-acid-shard{n}]", shard=n, shards=11, finding=finding
+        )
+
+    # Finished in any order: shard 10 before 2 (pytest-xdist), 2 and 10 replaying one failure.
+    store = ResultStore(machines=[shard(10, "abc"), shard(2, "abc"), shard(1, "def")])
+    assert [m.shard for m in _machines(store)] == [1, 2, 10]
+    assert [f.reproducer_id for f in _findings(store)] == ["def", "abc"]

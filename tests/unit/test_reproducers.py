@@ -54,6 +54,15 @@ def test_resolve_by_id_prefix_and_refuse_ambiguity(tmp_path: Path) -> None:
         reproducers.resolve("zzzz", tmp_path)
 
 
+@pytest.mark.parametrize("spec", ["/no/such/folder/abc", "no/such/abc", "abc.json"])
+def test_a_path_that_names_no_file_is_said_to_be_missing(tmp_path: Path, spec: str) -> None:
+    # Taken as a path by its form, not looked up as an id (an absolute one cannot be).
+    path = reproducers.resolve(spec, tmp_path)
+    assert path == Path(spec)
+    with pytest.raises(ReproducerError, match="no such reproducer file"):
+        reproducers.load(path)
+
+
 def test_an_id_is_found_from_a_folder_below_the_one_the_run_started_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

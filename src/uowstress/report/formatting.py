@@ -46,7 +46,15 @@ def signed_percent(fraction: float | None) -> str:
         return "n/a"
     assert fraction is not None
     shown = round(fraction * 100, 1) + 0.0  # no "-0.0 %"
+    if shown == 0 and fraction != 0:
+        # Too small for one decimal: one significant digit keeps the direction it went.
+        return f"{fraction * 100:+.1g} %"
     return f"{shown:+.1f} %"
+
+
+def shortened(value: str, limit: int) -> str:
+    """``value`` cut to at most ``limit`` characters, an ellipsis saying it was."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def megabytes(mb: float | None) -> str:

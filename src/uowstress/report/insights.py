@@ -373,7 +373,7 @@ def _tail_advice(result: ScenarioResult) -> list[Recommendation]:
     slowest = max(result.queries, key=lambda q: q.max_s, default=None)
     where = (
         f"; the slowest statement took {fmt.duration(slowest.max_s)} at worst:"
-        f" {slowest.statement[:120]}"
+        f" {fmt.shortened(slowest.statement, 120)}"
         if slowest is not None
         else ""
     )

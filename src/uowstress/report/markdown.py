@@ -47,9 +47,13 @@ def text(value: object) -> str:
     return _ORDERED.sub(r"\1\\\2", flat)
 
 
-def code(value: object) -> str:
-    """An inline code span holding ``value`` verbatim (one line; safe in table cells)."""
-    flat = " ".join(str(value).split()).replace("|", "\\|")
+def code(value: object, *, cell: bool = True) -> str:
+    """An inline code span holding ``value`` verbatim (one line). In a table cell (`cell`) a
+    pipe is escaped, which the table reads before the span; elsewhere the backslash would
+    stay in the span, and a copied command or path would be wrong."""
+    flat = " ".join(str(value).split())
+    if cell:
+        flat = flat.replace("|", "\\|")
     longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if flat.startswith("`") or flat.endswith("`") or not flat else ""
@@ -99,7 +103,7 @@ def _header(report: Report) -> list[str]:
         f"# uowstress report: {s.status.upper()}",
         "",
         f"{text(report.created_at)}, profile {text(report.options.profile)}, target"
-        f" {code(report.options.target)}, {fmt.duration(s.seconds)}, exit status"
+        f" {code(report.options.target, cell=False)}, {fmt.duration(s.seconds)}, exit status"
         f" {s.exit_status}.",
         "",
         f"- scenarios: {scenario_counts or 'none'}",
@@ -107,7 +111,7 @@ def _header(report: Report) -> list[str]:
         f"- findings: {s.findings}; critical figures: {s.critical}; warnings: {s.warnings};"
         f" regressions: {s.regressions}",
         "",
-        f"Command: {code(report.command)}",
+        f"Command: {code(report.command, cell=False)}",
         "",
     ]
 
@@ -253,13 +257,14 @@ def _finding(number: int, finding: Finding) -> list[str]:
             else f", shrunk from {finding.shrunk_from}"
         )
         out += [f"Steps: {steps}{shrunk}.", ""]
-        for session, lines in enumerate(finding.steps_by_session):
+        # Each line carries its number in the whole sequence, the one the message names.
+        for session, lines in zip(finding.session_labels(), finding.steps_by_session, strict=True):
             out += [f"Session {session}:", ""]
-            out += [code_block(f"{i:3d}. {line}" for i, line in enumerate(lines, 1)), ""]
+            out += [code_block(lines), ""]
     if finding.replay_command:
         out += ["Replay:", "", code_block([finding.replay_command], "bash"), ""]
     if finding.reproducer_path:
-        out += [f"Reproducer: {code(finding.reproducer_path)}", ""]
+        out += [f"Reproducer: {code(finding.reproducer_path, cell=False)}", ""]
     return out
 
 
@@ -268,7 +273,7 @@ def _regressions(report: Report) -> list[str]:
         return []
     out = ["## Against the baseline", ""]
     if report.options.baseline:
-        out += [f"Baseline: {code(report.options.baseline)}.", ""]
+        out += [f"Baseline: {code(report.options.baseline, cell=False)}.", ""]
     if report.summary.compared == 0:
         return [*out, _NOTHING_COMPARED, ""]
     if not report.regressions:
@@ -315,9 +320,10 @@ def _recommendations(report: Report) -> list[str]:
         return []
     out = ["## Recommendations", ""]
     for rec in report.recommendations:
-        where = f" in {code(rec.scenario)}" if rec.scenario else ""
+        where = f" in {code(rec.scenario, cell=False)}" if rec.scenario else ""
         out.append(
-            f"- {text(rec.text)} (measured: {code(rec.metric)} = {fmt.number(rec.value)}{where})"
+            f"- {text(rec.text)} (measured: {code(rec.metric, cell=False)} ="
+            f" {fmt.number(rec.value)}{where})"
         )
     return [*out, ""]
 
@@ -348,7 +354,7 @@ def _scenario(result: ScenarioResult) -> list[str]:
     ]
     if result.description:
         out += [text(result.description), ""]
-    facts = [f"database {code(result.database)}"]
+    facts = [f"database {code(result.database, cell=False)}"]
     if result.server_version:
         facts.append(text(result.server_version))
     facts.append(f"{result.threads} thread{'s' if result.threads != 1 else ''}")
@@ -358,7 +364,8 @@ def _scenario(result: ScenarioResult) -> list[str]:
         out += ["Why it did not pass:", "", code_block([result.message]), ""]
     if result.workload:
         out += [
-            "Workload: " + ", ".join(code(f"{k}={v}") for k, v in result.workload.items()),
+            "Workload: "
+            + ", ".join(code(f"{k}={v}", cell=False) for k, v in result.workload.items()),
             "",
         ]
     rows = views.metric_rows(result)
@@ -419,7 +426,7 @@ def _scenario(result: ScenarioResult) -> list[str]:
             ("statement", "count", "mean", "p95", "max", "total"),
             (
                 (
-                    code(q.statement[:160]),
+                    code(fmt.shortened(q.statement, 160)),
                     fmt.count(q.count),
                     fmt.duration(q.mean_s),
                     fmt.duration(q.p95_s),
@@ -447,12 +454,13 @@ def _machine(run: MachineRun) -> list[str]:
     out = [
         f"### {text(run.machine)} machine on {text(run.backend)}{details}: {_status(run.status)}",
         "",
-        f"Database {code(run.database)}"
+        f"Database {code(run.database, cell=False)}"
         + (f" ({text(run.server_version)})" if run.server_version else "")
         + f", profile {text(run.profile)}"
         + (f", seed {run.seed}" if run.seed is not None else "")
         + (
-            ", target options " + ", ".join(code(f"{k}={v}") for k, v in run.target_options.items())
+            ", target options "
+            + ", ".join(code(f"{k}={v}", cell=False) for k, v in run.target_options.items())
             if run.target_options
             else ""
         )
@@ -510,7 +518,7 @@ def _durability_run(run: DurabilityRun) -> list[str]:
         "",
         f"{fmt.count(run.kills)} SIGKILLs ({fmt.count(run.kills_in_commit)} during a commit),"
         f" {fmt.count(run.commits_acknowledged)} acknowledged commits, {fmt.duration(run.seconds)};"
-        f" database {code(run.database)}"
+        f" database {code(run.database, cell=False)}"
         + (f"; seed {run.seed}" if run.seed is not None else "")
         + ".",
         "",

@@ -221,6 +221,12 @@ def shrunk_words(steps: int, shrunk_from: int | None) -> str:
 class Finding(_Model):
     """A failure uowstress observed, shrunk, with the command that replays it."""
 
+    def session_labels(self) -> list[int]:
+        """The session of each list of steps_by_session."""
+        if len(self.sessions) == len(self.steps_by_session):
+            return list(self.sessions)
+        return list(range(len(self.steps_by_session)))
+
     source: str  # "acid machine on sqlite", "durability on postgresql", ...
     kind: str
     message: str
@@ -229,8 +235,12 @@ class Finding(_Model):
     reproducer_id: str | None = None
     reproducer_path: str | None = None
     replay_command: str | None = None
-    # The shrunk steps, one list of readable lines per session, in session order.
+    # The shrunk steps, one list of readable lines per session, in session order; each line
+    # begins with the step's number in the whole sequence (the one the message names).
     steps_by_session: list[list[str]] = Field(default_factory=list)
+    # The session of each list of steps_by_session (a shrunk sequence may keep sessions 0 and
+    # 2 only); empty in reports that predate it, whose lists are sessions 0, 1, ...
+    sessions: list[int] = Field(default_factory=list)
     shrunk_from: int | None = None  # steps before shrinking
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import time
 import unittest
 from collections import Counter
@@ -358,7 +359,8 @@ def run_acid(
                 if result.error is not None:
                     result.error += (
                         f". The steps as found are written to {result.reproducer_path}:"
-                        f" `uowstress replay {result.reproducer_path} --repeat 10` runs them ten"
+                        f" `uowstress replay {shlex.quote(str(result.reproducer_path))} --repeat"
+                        " 10` runs them ten"
                         " times"
                     )
         finally:
