@@ -283,7 +283,9 @@ def _print_outcome(report: Report, verbose: bool) -> None:
             click.echo(f"  {shrunk}, written to {finding.reproducer_path}")
             click.echo(f"  replay: {finding.replay_command}")
         if verbose:
-            for session, lines in enumerate(finding.steps_by_session):
+            for session, lines in zip(
+                finding.session_labels(), finding.steps_by_session, strict=True
+            ):
                 for line in lines:
                     click.echo(f"    session {session}: {line}")
     regressed = [r for r in report.regressions if r.regressed]

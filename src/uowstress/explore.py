@@ -66,7 +66,8 @@ def finding_of(result: AcidResult, source: str, url: str) -> Finding | None:
             [f"{index}. {describe_step(step)}" for index, step in by_session[session]]
             for session in sorted(by_session)
         ]
-        command = replay_command(reproducer, result.reproducer_path, url)
+        if result.reproducer_path is not None:  # None: the file could not be written
+            command = replay_command(reproducer, result.reproducer_path, url)
     return Finding(
         sessions=[] if reproducer is None else sorted(reproducer.steps_by_session()),
         source=source,

@@ -31,12 +31,13 @@ import pytest
 
 from uowstress.config import DEFAULT_CONFIG_FILE, PerformanceConfig, Tier, load_config
 from uowstress.database import DEFAULT_URLS, PreparedDatabase, objects_of, prepared_database
-from uowstress.errors import NothingToReplay, UowstressError
+from uowstress.errors import ConfigError, NothingToReplay, UowstressError
 from uowstress.explore import check_durability, explore
 from uowstress.interrupts import restore_sigterm, stop_cleanly_on_sigterm
 from uowstress.options import (
     OPTIONS,
     check_options,
+    check_output_file,
     in_ci,
     option_values,
     parse_seed,
@@ -196,6 +197,7 @@ def pytest_configure(config: pytest.Config) -> None:
         try:
             check_options(given, lambda spec: spec.pytest_flag)
             _check_named_target(config)
+            _check_plugin_options(config)
         except UowstressError as error:
             raise pytest.UsageError(str(error)) from None
         config.pluginmanager.register(_WorkerResults(config.stash[RESULTS]), "uowstress-workers")
@@ -281,6 +283,20 @@ def _hand_over(config: pytest.Config, report: pytest.TestReport) -> None:
         # Extra attributes of a report survive its serialisation to the controller.
         setattr(report, _WORKER_OUTPUT, new.to_json())
         config.stash[_HANDED_OVER] = store.counts()
+
+
+def _check_plugin_options(config: pytest.Config) -> None:
+    """The plugin's own options, refused before any test runs rather than at the end, where
+    the results would be lost."""
+    shards = config.getoption("uowstress_shards")
+    if shards is not None and shards < 1:
+        raise ConfigError(
+            f"--uowstress-shards {shards}: give 1 or more (the number of shards each state"
+            " machine's exploration is split into)"
+        )
+    results = config.getoption("uowstress_results_json")
+    if results:
+        check_output_file("--uowstress-results-json", Path(results))
 
 
 def _check_database_urls(config: pytest.Config) -> None:

@@ -7,6 +7,7 @@ survives any edit of uowstress or the system, and `uowstress replay` runs it aga
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -205,11 +206,21 @@ def make_reproducer(**fields: Any) -> Reproducer:
 
 
 def write(reproducer: Reproducer, directory: Path = REPRODUCERS_DIR) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write `reproducer` as `directory/<id>.json`; ReproducerError when it cannot be (a folder
+    in its place, a full disk), leaving nothing behind."""
     path = directory / f"{reproducer.id}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(reproducer.model_dump(mode="json"), indent=2) + "\n")
-    tmp.replace(path)  # never a half-written file, even if interrupted
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(reproducer.model_dump(mode="json"), indent=2) + "\n")
+        tmp.replace(path)  # never a half-written file, even if interrupted
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ReproducerError(
+            f"cannot write the reproducer {path}: {error.strerror or error}; make room for it"
+            " there, or give --reproducers-dir a folder you can write to"
+        ) from None
     return path
 
 

@@ -37,7 +37,7 @@ from pluggy import HookimplMarker
 
 from uowstress.config import DEFAULT_CONFIG_FILE, load_config
 from uowstress.database import objects_of, prepared_database
-from uowstress.errors import ConfigError, DatabaseUnreachable, UowstressError
+from uowstress.errors import ConfigError, DatabaseUnreachable, ReportError, UowstressError
 from uowstress.options import (
     DEFAULT_PATH,
     check_directory,
@@ -175,6 +175,27 @@ def redacted_command(argv: Sequence[str]) -> str:
     return shlex.join(shown)
 
 
+def _check_report_places(request: RunRequest) -> None:
+    """Refuse, before the run, what would stop its reports from being written at the end: a
+    folder where a report goes, something other than a folder where its history goes."""
+    from uowstress.report.history import HISTORY_DIR
+    from uowstress.report.output import REPORT_NAMES
+
+    for name in request.formats:
+        place = request.output_dir / REPORT_NAMES[name]
+        if place.is_dir():
+            raise ConfigError(
+                f"--output-dir {request.output_dir}: {place} is a folder, where the {name}"
+                " report goes; remove it or give another --output-dir"
+            )
+    history = request.output_dir / HISTORY_DIR
+    if os.path.lexists(history) and not history.is_dir():
+        raise ConfigError(
+            f"--output-dir {request.output_dir}: {history} is not a folder, where the run's"
+            " history goes; remove it or give another --output-dir"
+        )
+
+
 def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | None]:
     """Everything that can be refused before running: the configuration, the target and its
     options, the databases, the suites. Returns the URLs, what they are, and the config path."""
@@ -199,6 +220,7 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
     for name in request.formats:
         if name not in FORMATS:
             raise ConfigError(f"unknown report format {name!r}; choose from {', '.join(FORMATS)}")
+    _check_report_places(request)
     if request.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {request.workers}")
     if request.workers > 1 and importlib.util.find_spec("xdist") is None:
@@ -681,7 +703,14 @@ def run(
         report.summary.exit_status = EXIT_FINDING
     # What is printed is what is written: passwords hidden in every message.
     report = without_passwords(report)
-    written = write_reports(report, request.output_dir, request.formats)
+    try:
+        written = write_reports(report, request.output_dir, request.formats)
+    except ReportError as error:
+        # What the run found is still told on the console; only the files are missing.
+        report.summary.errors.append(str(error))
+        report.summary.status = "error"
+        report.summary.exit_status = EXIT_USAGE
+        written = {}
     return RunOutcome(
         report, report.summary.exit_status, written, dict(collector.outcomes), warnings
     )

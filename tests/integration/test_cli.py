@@ -1331,3 +1331,66 @@ def test_replay_from_a_folder_below_imports_a_target_of_the_project(tmp_path: Pa
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("FIXED"), done.stdout
+
+
+def test_a_reproducer_that_cannot_be_written_leaves_the_finding_in_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # an example database of its own: the second run replays it
+    weak = ("--machine", "acid", "--kills", "0", "--target-option", "weaken=commit_swallows_errors")
+    code, out = run_machines(tmp_path, *weak, "--seed", "1")
+    assert code == 1, out
+    (written,) = (tmp_path / "rep").glob("*.json")
+    # The same failure again, with a folder where its file goes.
+    written.unlink()
+    written.mkdir()
+    code, out = run_machines(tmp_path, *weak, "--seed", "1")
+    assert code == 2, out
+    assert "FINDING" in out and "cannot write the reproducer" in out, out
+    report = _report(tmp_path / "out")
+    (finding,) = report["findings"]
+    assert finding["steps_by_session"] and finding["replay_command"] is None
+    assert finding["reproducer_path"] is None
+    (machine,) = report["machines"]
+    assert machine["status"] == "error" and "cannot write the reproducer" in machine["error"]
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == [written.name]  # no .tmp
+
+
+@pytest.mark.parametrize(
+    ("place", "said"),
+    [
+        ("uowstress-report.json", "is a folder, where the json report goes"),
+        ("history", "is not a folder, where the run's history goes"),
+    ],
+)
+def test_a_report_place_taken_is_refused_before_the_run(
+    tmp_path: Path, place: str, said: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    if place == "history":
+        (out / place).write_text("not a folder")
+    else:
+        (out / place).mkdir()
+    code, output = run_suite(tmp_path, "test_never_run", "def test_x():\n    1 / 0\n")
+    assert code == 2, output
+    assert said in output and "remove it or give another --output-dir" in output
+    assert "ZeroDivisionError" not in output  # refused before anything ran
+
+
+def test_reports_that_cannot_be_written_at_the_end_leave_the_outcome_on_the_console(
+    tmp_path: Path,
+) -> None:
+    # The place is taken during the run, after the checks: the outcome is still told.
+    source = f"""
+        from pathlib import Path
+
+        def test_takes_the_place():
+            Path({str(tmp_path / "out" / "uowstress-report.json")!r}).mkdir(parents=True)
+            assert False, "what the run found"
+    """
+    code, output = run_suite(tmp_path, "test_takes_the_place", source)
+    assert code == 2, output
+    assert "what the run found" in output
+    assert "ERRORS: part of the run could not go to its end" in output
+    assert "a folder is in the way; the reports were not written" in output

@@ -184,6 +184,16 @@ def test_a_malformed_database_url_is_a_usage_error_before_anything_runs(
             ["--uowstress-reproducers-dir", "afile"],
             "--uowstress-reproducers-dir afile: that is a file",
         ),
+        (["--uowstress-shards", "0"], "--uowstress-shards 0: give 1 or more"),
+        (["--uowstress-shards", "-3"], "--uowstress-shards -3: give 1 or more"),
+        (
+            ["--uowstress-results-json", "."],
+            "--uowstress-results-json .: that is a folder; give the path of a file",
+        ),
+        (
+            ["--uowstress-results-json", "afile/results.json"],
+            "afile is a file, so no folder can be made there",
+        ),
     ],
 )
 def test_an_option_value_that_cannot_work_is_a_usage_error_before_anything_runs(

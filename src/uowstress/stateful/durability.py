@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 
 from uowstress import reproducers
 from uowstress.database import PreparedDatabase, objects_of, prepared_database
-from uowstress.errors import UowstressError
+from uowstress.errors import ReproducerError, UowstressError
 from uowstress.options import random_seed
 from uowstress.profiles import REPRODUCERS_DIR
 from uowstress.reproducers import KillPoint
@@ -949,7 +949,14 @@ def run_durability(
                     # Shrinking is a nicety: the finding stands, with its steps as found.
                     small, found = plan, kill
                 made = _reproducer_of(small, found, result, target, shrunk_from=len(plan.steps))
-                result.reproducers[kill.index] = (made, reproducers.write(made, reproducers_dir))
+                try:
+                    result.reproducers[kill.index] = (
+                        made,
+                        reproducers.write(made, reproducers_dir),
+                    )
+                except ReproducerError as unwritten:
+                    # The kill's finding stands; the missing file is an error of the run.
+                    result.error = "; ".join(filter(None, [result.error, str(unwritten)]))
 
         def shrink_kill(plan: KillPlan, kill: KillResult) -> tuple[KillPlan, KillResult]:
             """The smallest workload found, within SHRINK_BUDGET_S and the run's budget, whose

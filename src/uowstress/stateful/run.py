@@ -21,7 +21,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from uowstress import reproducers
 from uowstress.database import DEFAULT_URLS, objects_of, prepared_database
-from uowstress.errors import NothingToReplay, UowstressError
+from uowstress.errors import NothingToReplay, ReproducerError, UowstressError
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
@@ -355,8 +355,13 @@ def run_acid(
                     failure=found,
                     versions=reproducers.versions(db.server_version),
                 )
-                result.reproducer_path = reproducers.write(result.reproducer, reproducers_dir)
-                if result.error is not None:
+                try:
+                    result.reproducer_path = reproducers.write(result.reproducer, reproducers_dir)
+                except ReproducerError as unwritten:
+                    # The finding stands, its steps in the report; the missing file is an
+                    # error of the run, said with it.
+                    result.error = "; ".join(filter(None, [result.error, str(unwritten)]))
+                if result.error is not None and result.reproducer_path is not None:
                     result.error += (
                         f". The steps as found are written to {result.reproducer_path}:"
                         f" `uowstress replay {shlex.quote(str(result.reproducer_path))} --repeat"
