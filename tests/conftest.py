@@ -62,10 +62,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _interrupts_independent() -> None:
+def _interrupts_independent() -> Iterator[None]:
     """Each test's signals are its own: one a test sent a moment ago is not taken for the
-    same interrupt delivered twice (see uowstress.interrupts)."""
+    same interrupt delivered twice (see uowstress.interrupts), nor one a test raised and
+    caught for an interrupt lost before the next test."""
     interrupts._last_interrupt = None
+    interrupts._pending = None
+    yield
+    interrupts._pending = None
 
 
 @pytest.fixture

@@ -19,7 +19,11 @@ import click
 from click.core import ParameterSource
 
 from uowstress.errors import ConfigError, UowstressError
-from uowstress.interrupts import merge_repeated_interrupts, stop_cleanly_on_sigterm
+from uowstress.interrupts import (
+    acknowledge,
+    merge_repeated_interrupts,
+    stop_cleanly_on_sigterm,
+)
 from uowstress.options import (
     DEFAULT_PATH,
     OPTIONS,
@@ -65,6 +69,7 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as stop:
+            acknowledge()
             # Said in uowstress's words and with its exit status for an error: click's
             # "Aborted!" exits 1, which means a finding.
             how = f" ({stop})" if str(stop) else ""

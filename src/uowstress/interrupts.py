@@ -1,5 +1,5 @@
 """SIGTERM handled as Ctrl-C is: the run stops, and what it set up is dropped on the way out;
-and one interrupt delivered twice taken once.
+one interrupt delivered twice taken once; and none lost.
 
 A CI job that times out, or `kill`, sends SIGTERM; by default it ends the process where it
 stands, leaving the run's scratch schemas and databases on the servers and its SQLite files
@@ -21,16 +21,38 @@ from types import FrameType
 # group likewise). A later one is the user insisting, and interrupts the cleanup.
 REPEAT_WINDOW_S = 2.0
 _last_interrupt: float | None = None
+# The interrupt raised and not yet seen to reach the run. Python runs a signal handler between
+# any two bytecodes, garbage collector and weak reference callbacks included, and an exception
+# raised there is printed and dropped: the run would go on as if never interrupted. Until the
+# run reports the interrupt (acknowledge), raise_if_lost raises it again at a safe point.
+_pending: KeyboardInterrupt | None = None
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
-    global _last_interrupt
+    global _last_interrupt, _pending
     now = time.monotonic()
     if _last_interrupt is not None and now - _last_interrupt < REPEAT_WINDOW_S:
         return
     _last_interrupt = now
     name = signal.Signals(signum).name
-    raise KeyboardInterrupt("" if signum == signal.SIGINT else f"stopped by {name}")
+    _pending = KeyboardInterrupt("" if signum == signal.SIGINT else f"stopped by {name}")
+    raise _pending
+
+
+def acknowledge() -> None:
+    """The run has seen the interrupt (it is unwinding, or has stopped): nothing is pending."""
+    global _pending
+    _pending = None
+
+
+def raise_if_lost() -> None:
+    """Raise again an interrupt that was raised where Python drops exceptions. Called where the
+    run is between two pieces of work (a test, a step of a state machine): an interrupt that
+    did propagate never gets there, since the run is unwinding."""
+    global _pending
+    lost, _pending = _pending, None
+    if lost is not None:
+        raise KeyboardInterrupt(*lost.args)
 
 
 def _in_child() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
+from uowstress.interrupts import raise_if_lost
 from uowstress.metrics import OutcomeCounts
 from uowstress.target import System
 from uowstress.workload import ErrorKind, classify_error, refused_by_database
@@ -186,12 +187,13 @@ class _Worker:
             self.finished.set()
 
 
-def _wait_for(workers: Sequence[_Worker]) -> None:
+def _wait_for(workers: Sequence[_Worker], *, interruptible: bool = False) -> None:
     # In short waits: a signal can land on a worker thread, and the main thread, which alone
     # runs Python's signal handlers, sees it only when it wakes.
     for worker in workers:
         while not worker.finished.wait(0.05):
-            pass
+            if interruptible:
+                raise_if_lost()
 
 
 def run_load(
@@ -222,7 +224,7 @@ def run_load(
             thread.start()
         barrier.wait()
         started = time.perf_counter_ns()
-        _wait_for(workers)
+        _wait_for(workers, interruptible=True)
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM): the workers stop after their current transaction and
         # are waited for, so that the cleanup that follows does not drop tables under them.

@@ -33,7 +33,12 @@ from uowstress.config import DEFAULT_CONFIG_FILE, PerformanceConfig, Tier, load_
 from uowstress.database import DEFAULT_URLS, PreparedDatabase, objects_of, prepared_database
 from uowstress.errors import ConfigError, NothingToReplay, UowstressError
 from uowstress.explore import check_durability, explore
-from uowstress.interrupts import restore_sigterm, stop_cleanly_on_sigterm
+from uowstress.interrupts import (
+    acknowledge,
+    raise_if_lost,
+    restore_sigterm,
+    stop_cleanly_on_sigterm,
+)
 from uowstress.options import (
     OPTIONS,
     check_options,
@@ -252,6 +257,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             for defs in definitions.values()
         ):
             item.add_marker(pytest.mark.uowstress)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Between two tests: an interrupt Python dropped (see uowstress.interrupts) stops here.
+    raise_if_lost()
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    acknowledge()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

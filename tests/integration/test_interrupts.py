@@ -108,3 +108,41 @@ def test_a_run_stopped_by_sigterm_drops_its_scratch_schema(
     # Ended by the interrupt unwinding (exit 1 or 2, wherever it landed), not by the signal.
     assert run.returncode > 0, err[-2000:]
     assert _scratch_schemas(own_database) == set()
+
+
+SIGNALLED_WHERE_PYTHON_DROPS_IT = """
+import os
+import signal
+import weakref
+
+
+def test_a_signal_arrives_inside_a_weakref_callback():
+    class Thing:
+        pass
+
+    thing = Thing()
+    keep = weakref.ref(thing, lambda _ref: os.kill(os.getpid(), signal.SIGTERM))
+    del thing  # the handler runs inside the callback: its KeyboardInterrupt is dropped there
+    assert keep() is None
+
+
+def test_after_the_signal():
+    open("ran-after-the-signal", "w").close()
+"""
+
+
+def test_an_interrupt_python_drops_still_stops_the_run(tmp_path: Path) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_lost_signal.py").write_text(SIGNALLED_WHERE_PYTHON_DROPS_IT)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "uowstress"), "run", "--path", str(suite)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the run was interrupted" in done.stderr, done.stdout + done.stderr
+    assert "KeyboardInterrupt: stopped by SIGTERM" in done.stdout
+    assert not (tmp_path / "ran-after-the-signal").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -94,3 +95,35 @@ def test_a_ctrl_c_handler_of_the_program_is_left_alone() -> None:
     signal.signal(signal.SIGINT, own)
     merge_repeated_interrupts()
     assert signal.getsignal(signal.SIGINT) is own
+
+
+def _signal_inside_a_weakref_callback(signum: int) -> None:
+    """Deliver `signum` where Python drops exceptions: its handler runs inside a weak
+    reference's callback, and the KeyboardInterrupt it raises is printed and lost."""
+
+    class Thing:
+        pass
+
+    thing = Thing()
+    keep = weakref.ref(thing, lambda _ref: os.kill(os.getpid(), signum))
+    del thing  # the callback runs now, and the handler inside it
+    assert keep() is None
+
+
+@pytest.mark.usefixtures("default_sigterm")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_python_dropped_is_raised_again_at_the_next_safe_point() -> None:
+    assert stop_cleanly_on_sigterm()
+    try:
+        _signal_inside_a_weakref_callback(signal.SIGTERM)  # nothing raised here
+        with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM"):
+            interrupts.raise_if_lost()
+        interrupts.raise_if_lost()  # raised once
+        # One that reached the run and was reported there is not raised again.
+        interrupts._last_interrupt = None  # a later interrupt, not the same one twice
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+        interrupts.acknowledge()
+        interrupts.raise_if_lost()
+    finally:
+        restore_sigterm()

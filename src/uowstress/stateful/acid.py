@@ -23,6 +23,7 @@ from hypothesis.stateful import (
 )
 
 from uowstress.faults import FAULT_POINTS, KILL_AT
+from uowstress.interrupts import raise_if_lost
 from uowstress.stateful.drawing import choose, draw_arguments, swarms
 from uowstress.stateful.executor import SingleSessionExecutor
 from uowstress.target import Operation, Query, System, Target
@@ -146,6 +147,7 @@ def acid_machine(
             # preconditions: Hypothesis's own swarm testing disables rules at random, and an
             # example whose only enabled rule has a failing precondition is thrown away
             # (about four examples in ten were, work done included).
+            raise_if_lost()
             self.recorded.machine_steps += 1
             if self.executor.is_open:
                 self._work(data, roll % 10)

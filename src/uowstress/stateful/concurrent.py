@@ -35,6 +35,7 @@ from sqlalchemy import event as sa_event
 
 from uowstress.anomalies import Finding as Anomaly
 from uowstress.footprints import AggregateHistory, UnitRecord, describe
+from uowstress.interrupts import raise_if_lost
 from uowstress.sessions import Completion, Outcome, Scheduler
 from uowstress.stateful.acid import RunRecorder
 from uowstress.stateful.drawing import choose, draw_arguments, swarms
@@ -473,6 +474,7 @@ def concurrent_machine(
         @precondition(lambda self: bool(self.executor.free_sessions()))
         @rule(data=st.data(), roll=st.integers(0, 9))
         def step(self, data: st.DataObject, roll: int) -> None:
+            raise_if_lost()
             ex = self.executor
             session = data.draw(st.sampled_from(ex.free_sessions()), label="session")
             state = ex.state

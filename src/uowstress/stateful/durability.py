@@ -42,6 +42,7 @@ from sqlalchemy.engine import make_url
 from uowstress import reproducers
 from uowstress.database import PreparedDatabase, objects_of, prepared_database
 from uowstress.errors import ReproducerError, UowstressError
+from uowstress.interrupts import raise_if_lost
 from uowstress.options import random_seed
 from uowstress.profiles import REPRODUCERS_DIR
 from uowstress.reproducers import KillPoint
@@ -997,6 +998,7 @@ def run_durability(
         @hypothesis_seed(run_seed)
         @given(plan=kill_plans(target, system.new_model))
         def one_kill(plan: KillPlan) -> None:
+            raise_if_lost()
             if result.error is not None or len(result.kills) >= kills:
                 return
             if time.perf_counter() - started > budget_s:
