@@ -272,6 +272,24 @@ def test_run_refuses_a_malformed_baseline_before_running(tmp_path: Path) -> None
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"format": "uowstress.report", "version": ' + "9" * 5000 + "}", "more than 4300 digits"),
+    ],
+)
+def test_run_refuses_a_hostile_baseline_before_running(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    baseline = tmp_path / "old.json"
+    baseline.write_text(content)
+    code, out = invoke("run", "--baseline", str(baseline), "--output-dir", str(tmp_path / "out"))
+    assert code == 2, out
+    assert f"{baseline}: not valid JSON" in out and problem in out
+    assert not (tmp_path / "out").exists()
+
+
 def test_run_against_a_faster_baseline_fails_on_the_regression(tmp_path: Path) -> None:
     args = ["run", "--pattern", "test_simple_uow_performance.py", "--format", "json"]
     code, out = invoke(*args, "--output-dir", str(tmp_path / "first"))

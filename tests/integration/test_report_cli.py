@@ -87,6 +87,8 @@ def test_noise_exits_0(tmp_path: Path, baseline: Path) -> None:
         (None, "no such file"),
         ("{", "not valid JSON"),
         ('{"format": "uowstress.report", "schema_version": 1, "created_at": 5}', "malformed"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON (arrays or objects nested too deeply"),
+        ('{"schema_version": ' + "9" * 5000 + "}", "not valid JSON (a number of more than"),
     ],
 )
 def test_an_unreadable_report_exits_2_naming_the_file(

@@ -74,6 +74,13 @@ def test_a_report_round_trips(tmp_path: Path) -> None:
         ('{"format": "something else"}', "not a uowstress report"),
         ('{"format": "uowstress.report", "schema_version": 99}', "schema version 99"),
         ('{"format": "uowstress.report", "schema_version": 1}', "malformed report: created_at"),
+        # Hostile files: more nesting than the parser recurses through, an integer longer
+        # than Python reads.
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON (arrays or objects nested too deeply"),
+        (
+            '{"format": "uowstress.report", "schema_version": ' + "9" * 5000 + "}",
+            "not valid JSON (a number of more than 4300 digits)",
+        ),
     ],
 )
 def test_unreadable_reports_are_named_with_their_problem(
@@ -86,3 +93,31 @@ def test_unreadable_reports_are_named_with_their_problem(
         load_report(path)
     assert str(path) in str(raised.value)
     assert problem in str(raised.value)
+
+
+def test_a_count_beyond_any_float_is_refused_naming_the_field(tmp_path: Path) -> None:
+    data = json.loads(report_json(rf.report()))
+    data["scenarios"][0]["transactions"]["committed"] = int("9" * 4000)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ReportError) as raised:
+        load_report(path)
+    said = str(raised.value)
+    assert "scenarios[0]" in said and "transactions.committed = 999" in said
+    assert "is larger than any measurement" in said
+    assert len(said) < 500  # the number is cut short, not printed whole
+
+
+def test_a_report_too_deep_for_its_checks_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(report_json(rf.report()))
+
+    def too_deep(data: object) -> rf.Report:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    # Data the parser read within its limit, walked again deeper in the stack.
+    monkeypatch.setattr(rf.Report, "model_validate", too_deep)
+    with pytest.raises(ReportError, match="malformed report: nested too deeply to check"):
+        load_report(path)

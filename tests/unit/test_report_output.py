@@ -117,6 +117,30 @@ def test_an_unreadable_history_entry_is_listed_and_left_alone(tmp_path: Path) ->
     assert broken.exists()
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param("[" * 100_000 + "]" * 100_000, id="nested-too-deeply"),
+        pytest.param('{"format": "uowstress.report", "schema_version": 1' + "0" * 5000 + "}",
+                     id="huge-integer"),
+    ],
+)  # fmt: skip
+def test_a_hostile_history_entry_is_listed_and_the_reports_are_still_written(
+    tmp_path: Path, content: str
+) -> None:
+    record(_at(0), tmp_path)
+    broken = tmp_path / HISTORY_DIR / "20261102T050000.000000Z.json"
+    broken.write_text(content)
+    history = load_history(tmp_path)
+    assert len(history.runs) == 1
+    [(path, why)] = history.unreadable
+    assert path == broken and "not valid JSON" in why
+    paths = write_reports(_at(2), tmp_path, ["all"])
+    assert set(paths) == {"markdown", "json", "html", "history"}
+    assert str(broken) in paths["html"].read_text()
+    assert broken.read_text() == content
+
+
 def test_trend_follows_a_metric_across_runs(tmp_path: Path) -> None:
     runs = [_at(0), _at(1, 2.0), _at(2, 4.0)]
     series = trend(runs, "p95_s")

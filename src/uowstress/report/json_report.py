@@ -20,6 +20,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from uowstress.errors import ReportError
+from uowstress.json_input import NotJson, parse_json
 from uowstress.report.model import (
     REPORT_FORMAT,
     SCHEMA_VERSION,
@@ -118,12 +119,18 @@ def parse_report(data: object, source: str) -> Report:
         )
     try:
         report = Report.model_validate(data)
+        _check_figures(report, source)
     except ValidationError as error:
         raise ReportError(
             f"{source}: malformed report: {_problems(error)}; it was edited or truncated,"
             " write it again with uowstress run"
         ) from None
-    _check_figures(report, source)
+    except RecursionError:
+        # What the parser read may still be nested too deeply for the checks that walk it.
+        raise ReportError(
+            f"{source}: malformed report: nested too deeply to check; it was edited or"
+            " damaged, write it again with uowstress run"
+        ) from None
     return report
 
 
@@ -155,21 +162,30 @@ def _figures(result: ScenarioResult) -> Iterator[tuple[str, float | None, bool]]
         yield f"scalability[{index}].efficiency", point.efficiency, False
 
 
+def _figure_problem(value: float, signed: bool) -> str | None:
+    """Why no run can have measured ``value``, or None when one can."""
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond any float: no run counts that far
+        return "is larger than any measurement"
+    if not finite:
+        return "is not a finite number"
+    if value < 0 and not signed:
+        return "is negative, which no measurement gives"
+    return None
+
+
 def _check_figures(report: Report, source: str) -> None:
-    """ReportError for a figure no run can measure (negative, NaN, infinite): a comparison
-    would judge it ("p nan ... REGRESSED") as if it had been measured."""
+    """ReportError for a figure no run can measure (negative, NaN, infinite, beyond a float):
+    a comparison would judge it ("p nan ... REGRESSED") as if it had been measured."""
     for position, result in enumerate(report.scenarios):
         for name, value, signed in _figures(result):
-            if value is None:
-                continue
-            if not math.isfinite(value):
-                problem = "is not a finite number"
-            elif value < 0 and not signed:
-                problem = "is negative, which no measurement gives"
-            else:
+            problem = None if value is None else _figure_problem(value, signed)
+            if problem is None:
                 continue
             raise ReportError(
-                f"{source}: scenarios[{position}] ({result.id}): {name} = {value!r} {problem};"
+                f"{source}: scenarios[{position}] ({result.id}): {name} ="
+                f" {reprlib.repr(value)} {problem};"
                 " the file was edited or damaged: write it again with uowstress run"
             )
 
@@ -190,11 +206,11 @@ def load_report(path: Path) -> Report:
     except (OSError, UnicodeDecodeError) as error:
         raise ReportError(f"{path}: cannot be read: {error}") from None
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as error:
+        data = parse_json(raw)
+    except NotJson as error:
         raise ReportError(
-            f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column"
-            f" {error.colno}); the file is truncated or not a report"
+            f"{path}: not valid JSON ({error}); the file is truncated, damaged or not a"
+            " report: give a uowstress-report.json a run wrote"
         ) from None
     return parse_report(data, str(path))
 
