@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from uowstress.errors import ReproducerError
 from uowstress.faults import spec_problem
+from uowstress.json_input import NotJson, parse_json
 from uowstress.profiles import REPRODUCERS_DIR
 
 FORMAT = "uowstress.reproducer"
@@ -244,9 +245,12 @@ def load(path: Path) -> Reproducer:
             f" ({MAX_REPRODUCER_BYTES}); is it the right file?"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ReproducerError(f"{path}: not valid JSON ({error}); it was not changed") from None
+        data = parse_json(path.read_text(encoding="utf-8"))
+    except (NotJson, UnicodeDecodeError) as error:
+        raise ReproducerError(
+            f"{path}: not valid JSON ({error}); the file is damaged or not a reproducer"
+            " (it was left as it is): run again to write the failure's reproducer anew"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ReproducerError(
             f"{path}: not a uowstress reproducer (its 'format' must be {FORMAT!r});"
@@ -255,9 +259,15 @@ def load(path: Path) -> Reproducer:
         )
     try:
         reproducer = Reproducer.model_validate(data)
+        problems = reproducer.step_problems()
     except ValidationError as error:
         raise ReproducerError(f"{path}: malformed reproducer: {_describe(error)}") from None
-    problems = reproducer.step_problems()
+    except RecursionError:
+        # What the parser read may still be nested too deeply for the checks that walk it.
+        raise ReproducerError(
+            f"{path}: malformed reproducer: nested too deeply to check; it was edited or"
+            " damaged: run again to write the failure's reproducer anew"
+        ) from None
     if problems:
         raise ReproducerError(f"{path}: malformed reproducer: {'; '.join(problems[:8])}")
     return reproducer
@@ -320,8 +330,8 @@ def written_for(
 
 def _seems_for(path: Path, configuration: Mapping[str, Any]) -> bool:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # NotJson, or not UTF-8
         return True  # unreadable: it may be, and is named
     if not isinstance(data, dict):
         return False

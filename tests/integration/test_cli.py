@@ -178,6 +178,39 @@ def test_replay_of_a_fixed_failure_says_fixed(tmp_path: Path) -> None:
     assert code == 2 and "--db-url names two sqlite databases" in out, out
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param("[" * 100_000 + "]" * 100_000, id="nested-too-deeply"),
+        pytest.param('{"format": "uowstress.reproducer", "version": ' + "9" * 5000 + "}",
+                     id="huge-integer"),
+    ],
+)  # fmt: skip
+def test_replay_of_a_hostile_file_is_an_error_and_the_others_are_replayed(
+    tmp_path: Path, content: str
+) -> None:
+    hostile = tmp_path / "a.json"
+    hostile.write_text(content)
+    code, out = invoke("replay", str(hostile))
+    assert code == 2, out
+    assert out.startswith(f"ERROR  {hostile}: {hostile}: not valid JSON"), out
+    good = reproducers.make_reproducer(
+        target="humanoid_training.target:TARGET",
+        backend="sqlite",
+        guarantee="serializable",
+        steps=[reproducers.Step(action="begin"), reproducers.Step(action="commit")],
+        failure=reproducers.Failure(kind="state", message="old", step=2),
+    )
+    # Named to sort after the hostile file: it must be replayed all the same.
+    good_path = reproducers.write(good, tmp_path).rename(tmp_path / "b.json")
+    code, out = invoke("replay", "--dir", str(tmp_path))
+    assert code == 2, out
+    lines = out.splitlines()
+    assert lines[0].startswith(f"ERROR  {hostile}:") and "not valid JSON" in lines[0]
+    assert lines[1].startswith(f"FIXED  {good_path}:"), out
+    assert hostile.read_text() == content
+
+
 def test_replay_with_nothing_to_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "empty").mkdir()
     code, out = invoke("replay", "--dir", str(tmp_path / "empty"))

@@ -85,6 +85,13 @@ def test_an_id_is_found_from_a_folder_below_the_one_the_run_started_in(
         ("[1, 2]", "not a uowstress reproducer"),
         (json.dumps({"format": "hypothesis"}), "not a uowstress reproducer"),
         (json.dumps({"format": "uowstress.reproducer", "version": 1}), "malformed reproducer"),
+        # Hostile files: more nesting than the parser recurses through, an integer longer
+        # than Python reads.
+        ("[" * 100_000 + "]" * 100_000, r"not valid JSON \(arrays or objects nested too deeply"),
+        (
+            '{"format": "uowstress.reproducer", "version": ' + "9" * 5000 + "}",
+            r"not valid JSON \(a number of more than 4300 digits\)",
+        ),
     ],
 )
 def test_malformed_or_foreign_files_are_refused_and_left_alone(
@@ -95,6 +102,29 @@ def test_malformed_or_foreign_files_are_refused_and_left_alone(
     with pytest.raises(ReproducerError, match=message):
         reproducers.load(path)
     assert path.read_text() == content
+
+
+def test_a_reproducer_too_deep_for_its_checks_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = reproducers.write(sample(), tmp_path)
+
+    def too_deep(self: reproducers.Reproducer) -> list[str]:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    # Data the parser read within its limit, walked again deeper in the stack.
+    monkeypatch.setattr(reproducers.Reproducer, "step_problems", too_deep)
+    with pytest.raises(ReproducerError, match="malformed reproducer: nested too deeply"):
+        reproducers.load(path)
+
+
+def test_a_hostile_file_among_the_replay_profiles_reproducers_is_named(tmp_path: Path) -> None:
+    written = reproducers.write(sample(), tmp_path)
+    hostile = tmp_path / "0000.json"
+    hostile.write_text("[" * 100_000 + "]" * 100_000)
+    found, broken = reproducers.written_for(tmp_path, {"target": sample().target})
+    assert found == [(written, sample())]
+    assert len(broken) == 1 and str(hostile) in broken[0] and "nested too deeply" in broken[0]
 
 
 def test_an_unknown_field_is_refused(tmp_path: Path) -> None:
