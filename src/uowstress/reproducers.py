@@ -12,11 +12,12 @@ import hashlib
 import json
 import os
 import platform
+import reprlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,6 +27,7 @@ from uowstress.json_input import NotJson, parse_json
 from uowstress.profiles import REPRODUCERS_DIR
 
 FORMAT = "uowstress.reproducer"
+VERSION: Final = 1  # of the file's layout, which Reproducer.version holds
 MAX_REPRODUCER_BYTES = 16 * 1024 * 1024
 Backend = Literal["sqlite", "postgresql", "mysql"]
 
@@ -256,6 +258,19 @@ def load(path: Path) -> Reproducer:
             f"{path}: not a uowstress reproducer (its 'format' must be {FORMAT!r});"
             " Hypothesis's own example database lives in .hypothesis/examples and is not"
             " replayed by this command"
+        )
+    file_version = data.get("version", VERSION)
+    # A whole number other than ours: the file is sound, only of another layout (anything
+    # else in the field is malformed, said below).
+    if (
+        isinstance(file_version, int)
+        and not isinstance(file_version, bool)
+        and file_version != VERSION
+    ):
+        raise ReproducerError(
+            f"{path}: reproducer version {reprlib.repr(file_version)}, this uowstress reads version"
+            f" {VERSION}: it was written by another version of uowstress; replay it with the"
+            " uowstress that wrote it, or run again (uowstress run) to write it anew"
         )
     try:
         reproducer = Reproducer.model_validate(data)

@@ -160,6 +160,24 @@ def test_replay_of_a_malformed_file_is_an_error_and_touches_nothing(tmp_path: Pa
     assert bad.read_text() == '{"format": "uowstress.reproducer", "steps": 3}'
 
 
+def test_replay_of_a_reproducer_of_another_version_says_which_and_what_to_do(
+    tmp_path: Path,
+) -> None:
+    rep = reproducers.make_reproducer(
+        target="humanoid_training.target:TARGET",
+        backend="sqlite",
+        guarantee="serializable",
+        steps=[reproducers.Step(action="begin"), reproducers.Step(action="commit")],
+        failure=reproducers.Failure(kind="state", message="old", step=2),
+    )
+    path = reproducers.write(rep, tmp_path)
+    path.write_text(path.read_text().replace('"version": 1', '"version": 2'))
+    code, out = invoke("replay", str(path))
+    assert code == 2, out
+    assert out.startswith("ERROR") and "reproducer version 2, this uowstress reads version 1" in out
+    assert "replay it with the uowstress that wrote it" in out and "malformed" not in out
+
+
 def test_replay_of_a_fixed_failure_says_fixed(tmp_path: Path) -> None:
     rep = reproducers.make_reproducer(
         target="humanoid_training.target:TARGET",

@@ -127,6 +127,24 @@ def test_a_hostile_file_among_the_replay_profiles_reproducers_is_named(tmp_path:
     assert len(broken) == 1 and str(hostile) in broken[0] and "nested too deeply" in broken[0]
 
 
+@pytest.mark.parametrize("version", [2, 0, pytest.param(int("9" * 4000), id="huge")])
+def test_a_reproducer_of_another_version_says_so_and_what_to_do(
+    tmp_path: Path, version: int
+) -> None:
+    data = sample().model_dump(mode="json")
+    data["version"] = version
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ReproducerError) as raised:
+        reproducers.load(path)
+    said = str(raised.value)
+    assert said.startswith(f"{path}: reproducer version {str(version)[:3]}")
+    assert f"this uowstress reads version {reproducers.VERSION}" in said
+    assert "written by another version of uowstress" in said
+    assert "replay it with the uowstress that wrote it, or run again" in said
+    assert len(said) < 500  # a huge number is cut short
+
+
 def test_an_unknown_field_is_refused(tmp_path: Path) -> None:
     data = sample().model_dump(mode="json")
     data["stepz"] = []
