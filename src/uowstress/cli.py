@@ -307,6 +307,10 @@ def _print_outcome(report: Report, verbose: bool) -> None:
         click.echo("ERRORS: part of the run could not go to its end:")
         for error in summary.errors:
             click.echo("  " + error.replace("\n", "\n    "))
+    if summary.left_undone:
+        click.echo("LEFT UNDONE: the run could not put back as it was:")
+        for undone in summary.left_undone:
+            click.echo("  " + undone)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.scenarios.items()))
     click.echo(
         f"{summary.status.upper()}: scenarios {counts or 'none'};"

@@ -13,6 +13,7 @@ import logging
 import os
 import shlex
 import sqlite3
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -22,7 +23,13 @@ from dataclasses import dataclass
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
-from uowstress.errors import ConfigError, DatabaseUnreachable, UnsafeDatabase, UowstressError
+from uowstress.errors import (
+    ConfigError,
+    DatabaseUnreachable,
+    LeftUndone,
+    UnsafeDatabase,
+    UowstressError,
+)
 from uowstress.scratch import (
     backend_name,
     hide_secrets,
@@ -216,7 +223,10 @@ def prepared_database(
                 try:
                     _restore_file_settings(path, before)
                 except UowstressError as error:
+                    # No report follows an interrupted run: what is left to do is said now.
                     log.warning("%s", error)
+                    print(f"uowstress: {error}", file=sys.stderr)
+                    warnings.warn(str(error), LeftUndone, stacklevel=3)
             raise
         finally:
             if not existed:
@@ -227,9 +237,10 @@ def prepared_database(
             try:
                 _restore_file_settings(path, before)
             except UowstressError as error:
-                # The run's results stand; what is left to do by hand is said.
+                # The run's results stand; what is left to do by hand is said, on the console
+                # and in the report (see runner._Collector).
                 log.warning("%s", error)
-                warnings.warn(str(error), RuntimeWarning, stacklevel=3)
+                warnings.warn(str(error), LeftUndone, stacklevel=3)
         return
     with scratch_database(url) as scratch:
         full = scratch.render_as_string(hide_password=False)

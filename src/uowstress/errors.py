@@ -25,5 +25,10 @@ class ReportError(UowstressError):
     """A report or baseline file cannot be read, or a report cannot be written."""
 
 
+class LeftUndone(UserWarning):
+    """Something the run changed and could not put back as it was (a SQLite file's journal
+    mode, say); the message says what to run to do it by hand."""
+
+
 class NothingToReplay(UowstressError):
     """A run that only replays saved failures (the replay profile) found none saved."""

@@ -31,13 +31,20 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from warnings import WarningMessage
 
 import psutil
 from pluggy import HookimplMarker
 
 from uowstress.config import DEFAULT_CONFIG_FILE, load_config
 from uowstress.database import objects_of, prepared_database
-from uowstress.errors import ConfigError, DatabaseUnreachable, ReportError, UowstressError
+from uowstress.errors import (
+    ConfigError,
+    DatabaseUnreachable,
+    LeftUndone,
+    ReportError,
+    UowstressError,
+)
 from uowstress.options import (
     DEFAULT_PATH,
     check_directory,
@@ -345,6 +352,7 @@ class _Collector:
         self.test_errors: list[tuple[str, str, str]] = []  # (node id, phase, what went wrong)
         self.failed_calls: list[tuple[str, str]] = []  # (node id, what its failure said)
         self.workers_down: dict[str, str] = {}  # worker id -> why it went down
+        self.left_undone: list[str] = []  # LeftUndone warnings, each once
         self.crashed_in: dict[str, str] = {}  # worker id -> the test it crashed in
 
     @property
@@ -394,6 +402,12 @@ class _Collector:
             if (folder / name).exists():
                 return (folder / name).absolute()
         return Path(name)
+
+    def pytest_warning_recorded(self, warning_message: WarningMessage) -> None:
+        # Also a pytest-xdist worker's, which the controller records again.
+        said = str(warning_message.message)
+        if issubclass(warning_message.category, LeftUndone) and said not in self.left_undone:
+            self.left_undone.append(said)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.total = len(session.items)
@@ -656,6 +670,7 @@ def run(
     report.summary.failed_tests = [
         said for nodeid, said in collector.failed_calls if nodeid not in results
     ]
+    report.summary.left_undone = list(collector.left_undone)
     # Here, once the suites ran: the comparison brings scipy, the renderers Jinja and Plotly,
     # which a run refused by _check never needs.
     from uowstress.report.compare import DEFAULT_THRESHOLD_PCT, holdings, other_sizes

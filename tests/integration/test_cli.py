@@ -1463,3 +1463,34 @@ def test_reports_that_cannot_be_written_at_the_end_leave_the_outcome_on_the_cons
     assert "what the run found" in output
     assert "ERRORS: part of the run could not go to its end" in output
     assert "a folder is in the way; the reports were not written" in output
+
+
+def test_what_a_run_could_not_put_back_is_said_on_the_console_and_in_the_report(
+    tmp_path: Path,
+) -> None:
+    database = _foreign_file(tmp_path / "theirs.db", "payroll")
+    # The suite keeps the file open in WAL mode to the end: its journal mode cannot go back.
+    source = f"""
+        import sqlite3
+
+        HOLDERS = []
+
+        def test_holds_the_file(perf):
+            perf.create(1)
+            holder = sqlite3.connect({str(database)!r})
+            holder.execute("select count(*) from payroll").fetchone()
+            holder.execute("begin")
+            holder.execute("select count(*) from payroll").fetchone()
+            HOLDERS.append(holder)
+    """
+    code, out = run_suite(
+        tmp_path, "test_holds_the_file", source,
+        "--db-url", f"sqlite:///{database}", "--allow-existing-tables", "--format", "all",
+    )  # fmt: skip
+    assert code == 0, out  # the run's results stand
+    assert "LEFT UNDONE: the run could not put back as it was:" in out, out
+    assert f"could not put {database} back" in out and "PRAGMA journal_mode = DELETE" in out
+    (undone,) = _report(tmp_path / "out")["summary"]["left_undone"]
+    assert f"could not put {database} back" in undone
+    assert "## Left undone" in (tmp_path / "out" / "uowstress-report.md").read_text()
+    assert 'id="left-undone"' in (tmp_path / "out" / "uowstress-report.html").read_text()

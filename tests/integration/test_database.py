@@ -15,7 +15,7 @@ from sqlalchemy import text
 from humanoid_training.persistence.engine import make_engine
 from uowstress.cli import main
 from uowstress.database import objects_of, prepared_database
-from uowstress.errors import ConfigError, DatabaseUnreachable, UnsafeDatabase
+from uowstress.errors import ConfigError, DatabaseUnreachable, LeftUndone, UnsafeDatabase
 from uowstress.stateful.durability import run_durability
 from uowstress.stateful.run import run_acid
 
@@ -82,7 +82,7 @@ def test_a_file_that_cannot_be_put_back_is_named_with_what_to_run(tmp_path: Path
         url = f"sqlite:///{path}"
         # A warning, not an error: the run's results stand.
         with (
-            pytest.warns(RuntimeWarning) as caught,
+            pytest.warns(LeftUndone) as caught,
             prepared_database(url, allow_existing_tables=True) as db,
         ):
             _use_like_a_run(db.url)

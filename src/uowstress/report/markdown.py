@@ -127,6 +127,15 @@ def _errors(report: Report) -> list[str]:
             *(f"- {text(said)}" for said in report.summary.failed_tests),
             "",
         ]
+    if report.summary.left_undone:
+        failed += [
+            "## Left undone",
+            "",
+            "What the run changed and could not put back as it was, and what to run:",
+            "",
+            *(f"- {text(undone)}" for undone in report.summary.left_undone),
+            "",
+        ]
     if not report.summary.errors:
         return failed
     return [

@@ -389,6 +389,9 @@ class Summary(_Model):
     # end, a test that could not be set up or torn down, a crashed worker, collected tests
     # that did not run.
     errors: list[str] = Field(default_factory=list)
+    # What the run changed and could not put back as it was, each with what to run to do it
+    # by hand (e.g. a SQLite file another program held open, left in WAL mode).
+    left_undone: list[str] = Field(default_factory=list)
     # Tests of the suites that failed with no scenario, machine or durability result to say so
     # (a plain test in a --path folder): its node id and what its failure said.
     failed_tests: list[str] = Field(default_factory=list)
