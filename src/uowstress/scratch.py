@@ -190,10 +190,110 @@ def _version(connection: Connection, backend: Backend) -> str:
     return f"{'MariaDB' if 'mariadb' in raw.lower() else 'MySQL'} {number}"
 
 
+_SQLITE_FORMS = (
+    "sqlite:// for a scratch file, sqlite:///relative/path.db or sqlite:////absolute/path.db"
+)
+
+
+# What a driver raises, before any connection, for a query parameter it cannot take (a number
+# that is none, an unknown character set, a certificate file that is not there). SQLAlchemy
+# wraps none of them: left alone they would end the run as a traceback.
+_PARAMETER_ERRORS = (
+    ValueError,
+    TypeError,
+    LookupError,
+    AttributeError,
+    OSError,
+    sa_exc.ArgumentError,
+)
+_DRIVER_NAMES = {"postgresql": "psycopg", "mysql": "PyMySQL"}
+
+
+def _take_parameters(url: URL) -> None:
+    """Have the driver take the URL's query parameters as it would for a connection, without
+    opening one: raises what it raises for one it cannot take."""
+    engine = create_engine(url, poolclass=NullPool)  # the dialect reads the query string here
+    try:
+        if url.get_backend_name() == "mysql":
+            args, kwargs = engine.dialect.create_connect_args(url)
+            # PyMySQL checks the rest (the character set, timeouts) when it makes its
+            # connection object; defer_connect stops it there.
+            engine.dialect.loaded_dbapi.connect(*args, **kwargs, defer_connect=True)
+    finally:
+        engine.dispose()
+
+
+def _refused_parameter(url: URL) -> str | None:
+    """Why the driver refuses the server URL's query parameters, naming each one at fault, or
+    None when it takes them all."""
+    if not url.query:
+        return None
+    try:
+        _take_parameters(url)
+        return None
+    except _PARAMETER_ERRORS as error:
+        together = error
+
+    def said(error: BaseException) -> str:
+        lines = str(error).strip().splitlines()
+        words = lines[0] if lines else ""
+        # The type tells most when the words are the driver's own slip (an AttributeError).
+        return f"{type(error).__name__}: {words}" if words else type(error).__name__
+
+    def shown(key: str) -> str:
+        value = url.query[key]
+        secret = key.lower() in _SECRET_QUERY_KEYS or not isinstance(value, str)
+        return key if secret else f"{key}={value}"
+
+    # Each alone, to name the ones at fault.
+    refused: list[tuple[str, str]] = []
+    for key, value in url.query.items():
+        try:
+            _take_parameters(url.set(query={key: value}))
+        except _PARAMETER_ERRORS as error:
+            refused.append((shown(key), said(error)))
+    backend = url.get_backend_name()
+    driver = _DRIVER_NAMES.get(backend, backend)
+    if not refused:
+        what = (
+            f"{driver} does not accept the URL's parameters ({', '.join(url.query)}) together"
+            f" ({said(together)})"
+        )
+    elif len(refused) == 1:
+        what = f"the URL's parameter {refused[0][0]} is not one {driver} accepts: {refused[0][1]}"
+    else:
+        each = "; ".join(f"{parameter} ({why})" for parameter, why in refused)
+        what = f"the URL's parameters {each} are not ones {driver} accepts"
+    # A secret may sit in another parameter's value too (the value is shown, with the URL).
+    return hide_secrets(f"cannot connect to {_redacted(url)}: {what}; fix the URL", url)
+
+
 def check_url(url: str | URL) -> Backend:
     """The backend of a URL uowstress can use, decided without connecting. ValueError names
     what is wrong and the accepted forms; it never holds the password."""
     backend, normalized = normalize(url)
+    if backend == "sqlite":
+        parts = [
+            part
+            for part, value in (
+                ("a user", normalized.username),
+                ("a password", normalized.password),
+                ("a host", normalized.host),
+                ("a port", normalized.port),
+            )
+            if value not in (None, "")
+        ]
+        if parts:
+            # SQLAlchemy would refuse it only once the run's tests connect, each as a failure.
+            listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else parts[0]
+            raise ValueError(
+                f"the SQLite URL {_redacted(normalized)} names {listed}, but SQLite opens a"
+                f" file, not a server; write it as {_SQLITE_FORMS}"
+            )
+        return backend
+    refusal = _refused_parameter(normalized)
+    if refusal is not None:
+        raise ValueError(refusal)
     socket_key = _SOCKET_KEYS.get(backend)
     if socket_key is not None and not normalized.host and not normalized.query.get(socket_key):
         # Without a host the driver would guess one (a local socket, environment variables):

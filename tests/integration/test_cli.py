@@ -119,6 +119,15 @@ def test_run_with_a_weakening_switch_exits_1_and_reports_the_replay_command(
         (["--reproducers-dir", "{tmp}/afile"], "afile: that is a file; give a folder"),
         (["--db-url", "sqlite:///{tmp}/afile"], "afile is not a SQLite database"),
         (["--db-url", "sqlite:///{tmp}"], "names a directory"),
+        (
+            ["--db-url", "mysql://root:s3cret@127.0.0.1:3306/test?charset=bogus"],
+            "the URL's parameter charset=bogus is not one PyMySQL accepts",
+        ),
+        (
+            ["--db-url", "mysql://root:s3cret@127.0.0.1:3306/test?read_timeout=-1"],
+            "parameter read_timeout=-1 is not one PyMySQL accepts: ValueError: read_timeout",
+        ),
+        (["--db-url", "sqlite://root:s3cret@localhost/x.db"], "sqlite:///relative/path.db"),
     ],
 )
 def test_run_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -1494,3 +1503,49 @@ def test_what_a_run_could_not_put_back_is_said_on_the_console_and_in_the_report(
     assert f"could not put {database} back" in undone
     assert "## Left undone" in (tmp_path / "out" / "uowstress-report.md").read_text()
     assert 'id="left-undone"' in (tmp_path / "out" / "uowstress-report.html").read_text()
+
+
+def _reproducer_on(tmp_path: Path, backend: str) -> Path:
+    return reproducers.write(
+        reproducers.make_reproducer(
+            target="humanoid_training.target:TARGET",
+            backend=backend,
+            guarantee="serializable",
+            steps=[reproducers.Step(action="begin"), reproducers.Step(action="commit")],
+            failure=reproducers.Failure(kind="state", message="old", step=2),
+        ),
+        tmp_path,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "backend", "message"),
+    [
+        (
+            "sqlite://root:s3cret@localhost/x.db",
+            "sqlite",
+            "the SQLite URL sqlite://root:***@localhost/x.db names a user, a password and a"
+            " host, but SQLite opens a file, not a server; write it as sqlite:// for a scratch"
+            " file, sqlite:///relative/path.db or sqlite:////absolute/path.db",
+        ),
+        (
+            "mysql://root:s3cret@127.0.0.1:3306/test?connect_timeout=abc",
+            "mysql",
+            "cannot connect to mysql+pymysql://root:***@127.0.0.1:3306/test?connect_timeout=abc:"
+            " the URL's parameter connect_timeout=abc is not one PyMySQL accepts: ValueError:"
+            " invalid literal for int() with base 10: 'abc'; fix the URL",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["replay", "isolation", "cleanup"])
+def test_a_url_that_cannot_work_is_refused_by_every_command_with_exit_2(
+    tmp_path: Path, command: str, url: str, backend: str, message: str
+) -> None:
+    args = [command, "--db-url", url]
+    if command == "replay":
+        args.append(str(_reproducer_on(tmp_path, backend)))
+    code, out = invoke(*args)
+    assert code == 2, out
+    assert message in out
+    assert "s3cret" not in out and "Traceback" not in out
+    assert not (tmp_path / "x.db").exists()

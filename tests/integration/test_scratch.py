@@ -22,6 +22,7 @@ from uowstress.cli import main
 from uowstress.errors import DatabaseUnreachable, UowstressError
 from uowstress.scratch import (
     SQLITE_DIR_ENV,
+    check_url,
     default_sqlite_directory,
     list_tables,
     reachable,
@@ -323,3 +324,72 @@ def test_a_user_who_may_not_create_the_scratch_database_is_told_what_to_grant(
     assert result.exit_code == 2, result.output
     assert "cannot create a scratch" in result.output, result.output
     assert "Traceback" not in result.output and PASSWORD not in result.output
+
+
+@pytest.mark.parametrize(
+    ("query", "driver_said"),
+    [
+        ("charset=bogus", "AttributeError"),
+        ("connect_timeout=abc", "invalid literal for int()"),
+        ("port=abc", "port should be of type int"),
+        ("read_timeout=-1", "read_timeout should be > 0"),
+    ],
+)
+def test_a_url_parameter_the_driver_refuses_is_named_before_connecting(
+    query: str, driver_said: str
+) -> None:
+    # A closed port: the parameters are judged without a server.
+    url = f"mysql://root:{PASSWORD}@127.0.0.1:{closed_port()}/test?{query}"
+    ok, reason = reachable(url, timeout_s=1)
+    assert not ok
+    assert reason.startswith("cannot connect to mysql+pymysql://root:***@127.0.0.1:"), reason
+    assert f"the URL's parameter {query} is not one PyMySQL accepts: " in reason
+    assert driver_said in reason and reason.endswith("; fix the URL")
+    assert PASSWORD not in reason
+    with pytest.raises(ValueError, match="fix the URL") as info:
+        check_url(url)
+    assert PASSWORD not in str(info.value)
+
+
+def test_every_refused_url_parameter_is_named() -> None:
+    url = f"mysql://root:{PASSWORD}@127.0.0.1:1/test?charset=bogus&connect_timeout=abc&autocommit=1"
+    ok, reason = reachable(url, timeout_s=1)
+    assert not ok and PASSWORD not in reason
+    assert "parameters charset=bogus (AttributeError" in reason
+    assert "connect_timeout=abc (ValueError: invalid literal for int()" in reason
+    assert "autocommit=1 (" not in reason
+
+
+def test_a_secret_url_parameter_the_driver_refuses_is_named_without_its_value() -> None:
+    url = f"mysql://root@127.0.0.1:1/test?password={PASSWORD}&connect_timeout={PASSWORD}"
+    ok, reason = reachable(url, timeout_s=1)
+    assert not ok and "parameter connect_timeout" in reason, reason
+    assert PASSWORD not in reason
+
+
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [
+        (f"sqlite://user:{PASSWORD}@localhost/x.db", "a user, a password and a host"),
+        ("sqlite://x.db", "a host"),  # a relative path written with two slashes
+        ("sqlite://localhost:5/x.db", "a host and a port"),
+        (f"sqlite+pysqlite://:{PASSWORD}@/x.db", "a password"),
+    ],
+)
+def test_a_sqlite_url_naming_a_server_is_refused_with_the_forms_it_takes(
+    url: str, parts: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        check_url(url)
+    message = str(info.value)
+    assert f"names {parts}, but SQLite opens a file, not a server" in message
+    for form in ("sqlite:// ", "sqlite:///relative/path.db", "sqlite:////absolute/path.db"):
+        assert form in message
+    assert PASSWORD not in message
+    ok, reason = reachable(url)
+    assert not ok and reason == message
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///lab.db", "sqlite:////tmp/lab.db"])
+def test_the_sqlite_forms_are_accepted(url: str) -> None:
+    assert check_url(url) == "sqlite"
