@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import sqlite3
 import sys
@@ -32,6 +33,7 @@ from uowstress.errors import (
 )
 from uowstress.scratch import (
     backend_name,
+    check_url,
     hide_secrets,
     list_tables,
     reachable,
@@ -42,13 +44,63 @@ from uowstress.target import Target
 
 log = logging.getLogger(__name__)
 
+# The variable naming each server backend's default database, and the local server's URL.
+URL_VARIABLES = {"postgresql": "UOWSTRESS_PG_URL", "mysql": "UOWSTRESS_MYSQL_URL"}
+_LOCAL_URLS = {
+    "postgresql": "postgresql+psycopg://root@127.0.0.1:5432/test",
+    "mysql": "mysql+pymysql://root@127.0.0.1:3306/test",
+}
+# Read as they are, at import: default_url checks them where they are used, so that a wrong
+# variable stops what needs it, not `uowstress --help` or an import.
 DEFAULT_URLS = {
     "sqlite": "sqlite://",
-    "postgresql": os.environ.get(
-        "UOWSTRESS_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
-    ),
-    "mysql": os.environ.get("UOWSTRESS_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+    **{
+        backend: os.environ.get(URL_VARIABLES[backend], url) for backend, url in _LOCAL_URLS.items()
+    },
 }
+
+
+# What may be echoed of a value that is not a URL: a word, never user:password@host.
+_PLAIN = re.compile(r"[A-Za-z0-9_.+/-]{1,60}")
+
+
+def _shown(value: str) -> str:
+    """A variable's value as a message may show it: its password hidden."""
+    try:
+        return redacted(value)
+    except ValueError:
+        pass
+    try:  # a URL of a scheme uowstress does not take
+        return hide_secrets(make_url(value).render_as_string(hide_password=True), value)
+    except (sa_exc.ArgumentError, ValueError):
+        pass
+    return repr(value) if _PLAIN.fullmatch(value) else "a value not shown (it may hold a password)"
+
+
+def default_url(backend: str) -> str:
+    """The URL of `backend`'s default database (DEFAULT_URLS). ConfigError, naming the
+    variable it comes from, when that is not a URL uowstress can use for this backend: a
+    URL of another backend would otherwise have the run test that one instead, unsaid."""
+    url = DEFAULT_URLS[backend]
+    variable = URL_VARIABLES.get(backend)
+    if variable is None:
+        return url
+    advice = (
+        f"set it to a {backend} URL such as {backend}://user@host/db, or unset it for the"
+        f" local server ({_LOCAL_URLS[backend]})"
+    )
+    try:
+        named: str | None = backend_name(url)
+    except ValueError:
+        named = None
+    if named != backend:
+        what = f"a {named} URL, not a {backend} one" if named else "not a URL uowstress can use"
+        raise ConfigError(f"{variable} holds {_shown(url)}: {what}; {advice}")
+    try:
+        check_url(url)
+    except ValueError as error:
+        raise ConfigError(f"{variable} cannot be used: {error}") from None
+    return url
 
 
 @dataclass(frozen=True)

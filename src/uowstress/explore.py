@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from uowstress.config import BYTES_PER_MB, PerformanceConfig, verdict
-from uowstress.database import DEFAULT_URLS
-from uowstress.errors import UowstressError
+from uowstress.database import default_url
+from uowstress.errors import ConfigError, UowstressError
 from uowstress.profiles import REPRODUCERS_DIR, draws, get_profile
 from uowstress.report.model import Distribution, DurabilityRun, Finding, Judged, MachineRun
 from uowstress.reproducers import Reproducer, Step
@@ -46,7 +46,10 @@ def replay_command(reproducer: Reproducer, path: Path | None, url: str) -> str:
         command = reproducer.replay_command(reproducer.id)
     else:
         command = reproducer.replay_command(shlex.quote(str(path.resolve())))
-    default = DEFAULT_URLS.get(reproducer.backend)
+    try:
+        default: str | None = default_url(reproducer.backend)
+    except ConfigError:
+        default = None  # no default server to replay on: the command names the database
     if backend_name(url) != "sqlite" and (default is None or not same_database(url, default)):
         command += f" --db-url {shlex.quote(redacted(url))}"
         if holds_secret(url):

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from uowstress.config import DEFAULT_CONFIG_FILE, PerformanceConfig, Tier, load_config
-from uowstress.database import DEFAULT_URLS, PreparedDatabase, objects_of, prepared_database
+from uowstress.database import PreparedDatabase, default_url, objects_of, prepared_database
 from uowstress.errors import ConfigError, NothingToReplay, UowstressError
 from uowstress.explore import check_durability, explore
 from uowstress.interrupts import (
@@ -387,7 +387,10 @@ def _backend_url(entry: str, where: str) -> str:
         return entry
     backend = backend_of_name(entry)
     if backend is not None:
-        return DEFAULT_URLS[backend]
+        try:
+            return default_url(backend)
+        except ConfigError as error:
+            raise pytest.UsageError(f"{where} {entry!r}: {error}") from None
     names = ", ".join(BACKEND_NAMES[:-1]) + f" or {BACKEND_NAMES[-1]}"
     if _NAME_LIKE.fullmatch(entry):
         shown = f"unknown backend {entry!r}"

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from tests.integration.support import REGISTER, register_then_kill
 from uowstress import reproducers
 from uowstress.cli import main
+from uowstress.database import DEFAULT_URLS
 from uowstress.stateful._durability_child import ACK_EARLY_ENV
 
 
@@ -1549,3 +1550,26 @@ def test_a_url_that_cannot_work_is_refused_by_every_command_with_exit_2(
     assert message in out
     assert "s3cret" not in out and "Traceback" not in out
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "mysql://root:s3cret@127.0.0.1:1/test",
+            "UOWSTRESS_PG_URL holds mysql+pymysql://root:***@127.0.0.1:1/test: a mysql URL, not"
+            " a postgresql one; set it to a postgresql URL such as postgresql://user@host/db, or"
+            " unset it for the local server",
+        ),
+        ("notaurl", "UOWSTRESS_PG_URL holds 'notaurl': not a URL uowstress can use; set it"),
+        ("postgresql://root:s3cret@/test", "UOWSTRESS_PG_URL cannot be used: the postgresql URL"),
+    ],
+)
+def test_replay_refuses_a_default_url_variable_that_names_no_server_of_the_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setitem(DEFAULT_URLS, "postgresql", value)  # as UOWSTRESS_PG_URL sets it
+    code, out = invoke("replay", str(_reproducer_on(tmp_path, "postgresql")))
+    assert code == 2, out
+    assert out.startswith("ERROR") and message in out, out
+    assert "s3cret" not in out

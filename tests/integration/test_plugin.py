@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.integration.test_scratch import scratch_exists
+from uowstress.database import DEFAULT_URLS
 from uowstress.stateful._durability_child import ACK_EARLY_ENV
 
 pytest_plugins = ["pytester"]
@@ -276,6 +277,19 @@ def test_backend_names_and_their_aliases_in_the_ini_stand_for_their_servers(
             "test_perf.py::test_deposits[[]postgresql[]]",
             "test_perf.py::test_deposits[[]mysql[]]",
         ]
+    )
+
+
+def test_a_default_url_variable_naming_another_backend_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The mysql entry would otherwise stand for a second PostgreSQL database, MariaDB untested.
+    monkeypatch.setitem(DEFAULT_URLS, "mysql", "postgresql://root:s3cret@127.0.0.1:5432/test")
+    _refused_before_collection(
+        _collected_ids(pytester, "sqlite\n    postgresql\n    mysql"),
+        "ini option uowstress_backends (entry 3 of 3) 'mysql': UOWSTRESS_MYSQL_URL holds"
+        " postgresql+psycopg://root:***@127.0.0.1:5432/test: a postgresql URL, not a mysql one;"
+        " set it to a mysql URL",
     )
 
 

@@ -92,7 +92,7 @@ def test_the_replay_command_names_a_server_url_without_its_password(
 def test_the_replay_command_leaves_out_the_default_server_however_it_is_written(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("uowstress.explore.DEFAULT_URLS", {"mysql": "mysql://root@127.0.0.1/test"})
+    monkeypatch.setattr("uowstress.database.DEFAULT_URLS", {"mysql": "mysql://root@127.0.0.1/test"})
     rep = make_reproducer(
         target="humanoid_training.target:TARGET",
         backend="mysql",
@@ -103,6 +103,21 @@ def test_the_replay_command_leaves_out_the_default_server_however_it_is_written(
     for url in ("mysql://root:@127.0.0.1/test", "mysql+pymysql://root@127.0.0.1/test"):
         assert "--db-url" not in replay_command(rep, None, url), url
     assert "--db-url" in replay_command(rep, None, "mysql://root@127.0.0.1/other")
+
+
+def test_the_replay_command_names_the_database_when_the_default_cannot_be_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("uowstress.database.DEFAULT_URLS", {"postgresql": "notaurl"})
+    rep = make_reproducer(
+        target="humanoid_training.target:TARGET",
+        backend="postgresql",
+        guarantee="serializable",
+        steps=[Step(action="begin")],
+        failure=Failure(kind="state", message="x", step=1),
+    )
+    command = replay_command(rep, None, "postgresql://root@127.0.0.1/test")
+    assert command.endswith(" --db-url postgresql+psycopg://root@127.0.0.1/test"), command
 
 
 def test_the_replay_command_quotes_a_path_outside_the_default_folder(

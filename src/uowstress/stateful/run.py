@@ -20,7 +20,7 @@ from hypothesis.errors import Flaky, HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
 
 from uowstress import reproducers
-from uowstress.database import DEFAULT_URLS, objects_of, prepared_database
+from uowstress.database import default_url, objects_of, prepared_database
 from uowstress.errors import NothingToReplay, ReproducerError, UowstressError
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
@@ -437,10 +437,10 @@ def replay(
         reproducer = reproducers.load(path)
     except UowstressError as error:
         return ReplayResult(path, "ERROR", str(error))
-    url = (db_urls or {}).get(reproducer.backend) or DEFAULT_URLS[reproducer.backend]
     steps = len(reproducer.steps)
     recorded = reproducer.failure
     try:
+        url = (db_urls or {}).get(reproducer.backend) or default_url(reproducer.backend)
         target = load_target(reproducer.target)
         options = dict(reproducer.target_options)
         if target_options:
