@@ -246,11 +246,20 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
     if suites.is_dir() and not any(suites.rglob(request.pattern)):
         raise ConfigError(f"no file in {suites} matches --pattern {request.pattern!r}")
     urls = list(options["db_url"]) or ["sqlite://"]
+    # Every URL is tried before any is refused: one run then names all that need fixing.
+    answers = [reachable(url) for url in urls]
+    refused = [detail for ok, detail in answers if not ok]
+    if len(refused) == 1:
+        raise DatabaseUnreachable(refused[0])
+    if refused:
+        raise DatabaseUnreachable(
+            "\n".join(
+                [f"{len(refused)} of the {len(urls)} --db-url databases cannot be used:"]
+                + [f"  {detail}" for detail in refused]
+            )
+        )
     databases = []
-    for url in urls:
-        ok, detail = reachable(url)
-        if not ok:
-            raise DatabaseUnreachable(detail)
+    for url, (_, detail) in zip(urls, answers, strict=True):
         # The target sets itself up once on each backend (on a database of uowstress's own),
         # so that a refused option, a table its `tables` does not name or a database holding
         # foreign tables stops the run before anything is measured.

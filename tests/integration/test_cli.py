@@ -1552,6 +1552,20 @@ def test_a_url_that_cannot_work_is_refused_by_every_command_with_exit_2(
     assert not (tmp_path / "x.db").exists()
 
 
+def test_run_names_every_database_that_cannot_be_used_at_once(tmp_path: Path) -> None:
+    code, out = invoke(
+        "run", "--db-url", "postgresql://root:s3cret@127.0.0.1:1/test", "--db-url", "sqlite://",
+        "--db-url", "mysql://root:s3cret@127.0.0.1:1/test", "--db-url",
+        "sqlite://root:s3cret@localhost/x.db", "--output-dir", str(tmp_path),
+    )  # fmt: skip
+    assert code == 2, out
+    assert "3 of the 4 --db-url databases cannot be used:" in out
+    assert "postgresql server at 127.0.0.1:1" in out and "mysql server at 127.0.0.1:1" in out
+    assert "the SQLite URL sqlite://root:***@localhost/x.db" in out
+    assert "s3cret" not in out
+    assert not (tmp_path / "uowstress-report.json").exists()
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
