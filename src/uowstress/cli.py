@@ -360,6 +360,13 @@ def _replay_path(spec: str, folder: Path) -> Path:
     return reproducers.resolve(spec, folder)
 
 
+# How each fate of a leftover reads.
+_FATES = {
+    "in use": "in use by a running uowstress, left",
+    "not ours": "not made by uowstress, left",
+}
+
+
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option(
@@ -376,8 +383,10 @@ def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> 
 
     A run drops its scratch schemas, databases and files on the way out, after Ctrl-C and
     SIGTERM too; a SIGKILL leaves them. Each is kept by a lock while its run lives: those
-    no running uowstress keeps are dropped, those in use are left. Exit status: 0, or 2 when
-    a database cannot be reached or a leftover could not be dropped.
+    no running uowstress keeps are dropped, those in use are left. Only what carries
+    uowstress's mark is dropped: a schema, database or folder merely named alike is left and
+    said, with how to remove it by hand. Exit status: 0, or 2 when a database cannot be
+    reached or a leftover could not be dropped.
     """
     from uowstress.leftovers import clean, places
 
@@ -400,7 +409,7 @@ def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> 
         if leftover.fate == "error":
             click.echo(f"uowstress: {leftover.where}: {leftover.why}", err=True)
             continue
-        fate = "in use by a running uowstress, left" if leftover.fate == "in use" else leftover.fate
+        fate = _FATES.get(leftover.fate, leftover.fate)
         click.echo(f"{fate}: {leftover.name} ({leftover.where})")
         if leftover.why:
             click.echo(f"  {leftover.why}")

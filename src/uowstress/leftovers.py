@@ -5,14 +5,18 @@ included; a SIGKILL (an out-of-memory killer, `timeout -s KILL`, a CI runner kil
 them. Each scratch database is kept by a lock for as long as its run lives (see scratch.py):
 one whose lock this process can take belongs to no running uowstress, and is dropped; one
 whose lock is held is left alone, in use. Only names of uowstress's own form (`uows_` and
-twelve hexadecimal digits) are looked at. A run of a uowstress older than the keeper's lock
-keeps none: run the cleanup when no such run is going.
+twelve hexadecimal digits) are looked at, and of those only the ones carrying uowstress's mark
+(see scratch.SCRATCH_MARK) are dropped: a name alike without it may be a user's, and is
+reported and left, with the statement that drops it by hand (scratch databases of versions
+before the mark carry none either, nor do MySQL's). A run of a uowstress older than the
+keeper's lock keeps none: run the cleanup when no such run is going.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Collection
@@ -26,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from uowstress.errors import UowstressError
 from uowstress.scratch import (
     KEEPER_FILE,
+    SCRATCH_MARK,
     SCRATCH_NAME,
     check_url,
     connect_or_raise,
@@ -37,6 +42,7 @@ from uowstress.scratch import (
     redacted,
     release,
     server_engine,
+    takes_database_comments,
     try_keep,
     try_keep_directory,
 )
@@ -47,7 +53,7 @@ __all__ = ["Leftover", "clean", "places"]
 # may hold "_" too).
 _FOLDER = re.compile(rf"({SCRATCH_NAME.pattern})_.+")
 
-Fate = Literal["dropped", "would drop", "in use", "not dropped", "error"]
+Fate = Literal["dropped", "would drop", "in use", "not ours", "not dropped", "error"]
 
 
 @dataclass(frozen=True)
@@ -55,17 +61,28 @@ class Leftover:
     where: str  # the server (password hidden) or the folder
     name: str  # the schema, database or folder ("" for an error of the whole server)
     fate: Fate
-    why: str = ""  # for "not dropped" and "error": what stood in the way
+    why: str = ""  # for "not ours", "not dropped" and "error": why it is left
 
 
-def _server_names(connection: Connection, backend: str) -> list[str]:
+def _server_names(connection: Connection, backend: str) -> dict[str, bool]:
+    """The names of scratch form on the server, each with whether it carries the mark."""
     if backend == "postgresql":
-        query = "SELECT nspname FROM pg_namespace"
+        query = "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace"
+    elif takes_database_comments(connection):
+        query = "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA"
     else:
-        query = "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
-    names = [str(row[0]) for row in connection.execute(text(query))]
+        query = "SELECT SCHEMA_NAME, NULL FROM information_schema.SCHEMATA"
+    rows = [(str(name), mark == SCRATCH_MARK) for name, mark in connection.execute(text(query))]
     connection.commit()
-    return sorted(name for name in names if SCRATCH_NAME.fullmatch(name))
+    return {name: marked for name, marked in sorted(rows) if SCRATCH_NAME.fullmatch(name)}
+
+
+def _unmarked(what: str, by_hand: str) -> str:
+    return (
+        f"named like a scratch {what} but without uowstress's mark: someone else's, or left"
+        f" by a uowstress too old to mark what it made; left as it is. If it is a leftover"
+        f" nobody needs, remove it by hand: {by_hand}"
+    )
 
 
 def _clean_server(url: str, only: Collection[str], *, dry_run: bool) -> list[Leftover]:
@@ -79,8 +96,17 @@ def _clean_server(url: str, only: Collection[str], *, dry_run: bool) -> list[Lef
     found: list[Leftover] = []
     try:
         with connect_or_raise(engine, normalized, backend) as connection:
-            for name in _server_names(connection, backend):
+            for name, marked in _server_names(connection, backend).items():
                 if only and name not in only:
+                    continue
+                if not marked:
+                    what = "schema" if backend == "postgresql" else "database"
+                    by_hand = (
+                        f'DROP SCHEMA "{name}" CASCADE'
+                        if backend == "postgresql"
+                        else f"DROP DATABASE `{name}`"
+                    )
+                    found.append(Leftover(where, name, "not ours", _unmarked(what, by_hand)))
                     continue
                 if not try_keep(connection, backend, name):
                     found.append(Leftover(where, name, "in use"))
@@ -129,12 +155,15 @@ def _clean_folder(folder: str, only: Collection[str], *, dry_run: bool) -> list[
         stem = match.group(1)
         if only and stem not in only and entry not in only:
             continue
-        if not os.path.exists(os.path.join(path, f"{stem}.db")) and not os.path.exists(
-            os.path.join(path, KEEPER_FILE)
-        ):
-            continue  # not a scratch folder of uowstress's
+        if not os.path.exists(os.path.join(path, KEEPER_FILE)):
+            # The keeper file marks the folders uowstress makes (before any database goes in).
+            why = _unmarked("folder", f"rm -r {shlex.quote(path)}")
+            found.append(Leftover(folder, entry, "not ours", why))
+            continue
         try:
             keeper = try_keep_directory(path)
+        except FileNotFoundError:
+            continue  # removed by its run meanwhile
         except OSError as error:
             found.append(Leftover(folder, entry, "not dropped", str(error)))
             continue

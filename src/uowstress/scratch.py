@@ -453,6 +453,11 @@ def default_sqlite_directory() -> str | None:
 # run that was killed (SIGKILL cannot be caught; Ctrl-C and SIGTERM clean up as they go).
 SCRATCH_NAME = re.compile(r"uows_[0-9a-f]{12}")
 KEEPER_FILE = ".uowstress-keeper"
+# What marks a scratch database as uowstress's own, whatever its name: the comment of a
+# PostgreSQL schema or of a MariaDB database (10.5 and later; MySQL keeps no comment on a
+# database, so its scratch databases carry none), the keeper file of a SQLite scratch folder.
+# `uowstress cleanup` drops nothing without it: a schema a user named alike is the user's.
+SCRATCH_MARK = "uowstress scratch database; uowstress cleanup drops it once its run is gone"
 # PostgreSQL advisory lock keys: "uo" in the top 16 bits, a scratch name's 48 random bits
 # below: one key per name, apart from an application's own keys.
 _LOCK_TAG = 0x756F << 48
@@ -499,6 +504,7 @@ def release(connection: Connection, backend: Backend, name: str) -> None:
 def try_keep_directory(directory: str, *, create: bool = False) -> int | None:
     """An open descriptor holding the keeper's lock of a SQLite scratch directory, or None
     when another process holds it (or the system has no such locks: nothing is kept).
+    FileNotFoundError when the directory has no keeper file (it carries no mark of a run's).
 
     `create`: make the keeper file, locked before it appears under its name (a cleanup that
     finds it finds it locked)."""
@@ -511,10 +517,15 @@ def try_keep_directory(directory: str, *, create: bool = False) -> int | None:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.rename(fresh, path)
         return descriptor
-    try:
-        descriptor = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # a folder from before keepers
+    return try_keep_file(path)
+
+
+def try_keep_file(path: str) -> int | None:
+    """An open descriptor holding the lock of the keeper file `path`, or None when another
+    process holds it (or the system has no such locks). FileNotFoundError when there is none."""
+    if fcntl is None:
+        return None
+    descriptor = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -543,14 +554,34 @@ def _sqlite_scratch(url: URL, name: str) -> Iterator[URL]:
             os.close(keeper)
 
 
+def takes_database_comments(connection: Connection) -> bool:
+    """Whether a MariaDB/MySQL server keeps a comment on a database (MariaDB 10.5 and later;
+    not MySQL)."""
+    query = (
+        "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA ="
+        " 'information_schema' AND TABLE_NAME = 'SCHEMATA' AND COLUMN_NAME = 'SCHEMA_COMMENT'"
+    )
+    found = bool(connection.execute(text(query)).scalar())
+    connection.commit()
+    return found
+
+
 def _create(connection: Connection, backend: Backend, name: str, url: URL) -> None:
     if backend == "postgresql":
-        create = f'CREATE SCHEMA "{name}"'
+        # One transaction: the schema never exists without its mark.
+        statements = [
+            f'CREATE SCHEMA "{name}"',
+            f"COMMENT ON SCHEMA \"{name}\" IS '{SCRATCH_MARK}'",
+        ]
     else:
         # utf8mb4 whatever the server default, so that any Unicode text can be stored.
         create = f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+        if takes_database_comments(connection):
+            create += f" COMMENT '{SCRATCH_MARK}'"
+        statements = [create]
     try:
-        connection.execute(text(create))
+        for statement in statements:
+            connection.execute(text(statement))
         connection.commit()
     except sa_exc.DBAPIError as error:
         # Most often a user without the right to create one: said with what to grant, not

@@ -4,6 +4,7 @@ run still going are left alone, on every backend."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
 
+from humanoid_training.persistence.engine import normalize_url
 from tests.integration.test_scratch import PASSWORD, _user_who_cannot_create, scratch_exists
 from uowstress.cli import main
-from uowstress.scratch import scratch_database
+from uowstress.scratch import KEEPER_FILE, scratch_database
 
 KILLED_RUN = """
 import os, signal, sys
@@ -82,11 +86,14 @@ def test_what_a_killed_run_left_is_dropped_and_a_running_runs_is_left(
     assert not scratch_exists(server_url, backend, running)
 
 
-def _sqlite_leftover(folder: Path, name: str) -> Path:
-    """A SQLite scratch folder as a killed run of an earlier version leaves it (no keeper)."""
+def _sqlite_leftover(folder: Path, name: str, *, marked: bool = True) -> Path:
+    """A SQLite scratch folder as a killed run leaves it (`marked`: with its keeper file, as
+    uowstress makes them now; else as versions before the mark left them)."""
     left = folder / name
     left.mkdir()
     (left / f"{name[:17]}.db").write_bytes(b"")
+    if marked:
+        (left / KEEPER_FILE).write_bytes(b"")
     return left
 
 
@@ -140,17 +147,68 @@ def test_only_scratch_folders_of_uowstress_are_removed(
     monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path))
     # mkdtemp's random suffix may hold an underscore.
     left = _sqlite_leftover(tmp_path, "uows_0123456789ab_x_y")
-    # Named alike, but holding no scratch file of uowstress: somebody else's.
-    theirs = tmp_path / "uows_0123456789ac_mine"
-    theirs.mkdir()
+    # Named alike, even holding a file named like a scratch database, but without the keeper
+    # file that marks the folders uowstress makes: somebody else's, said and left.
+    theirs = _sqlite_leftover(tmp_path, "uows_0123456789ac_mine", marked=False)
     (theirs / "notes.txt").write_text("keep")
     other = tmp_path / "uows_short_x"
     other.mkdir()
     code, out = _invoke()
     assert code == 0, out
-    assert out == f"dropped: {left.name} ({tmp_path})\n"
+    lines = out.splitlines()
+    assert lines[0] == f"dropped: {left.name} ({tmp_path})", out
+    assert lines[1] == f"not made by uowstress, left: {theirs.name} ({tmp_path})", out
+    assert f"remove it by hand: rm -r {theirs}" in lines[2], out
     assert not left.exists()
     assert (theirs / "notes.txt").read_text() == "keep" and other.exists()
+    assert (theirs / "uows_0123456789ac.db").exists()
+
+
+def _execute(server_url: str, *statements: str) -> list[tuple[object, ...]]:
+    """The rows of the last statement, all run in one transaction on the server's database."""
+    engine = create_engine(normalize_url(server_url), poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            rows: list[tuple[object, ...]] = []
+            for statement in statements:
+                result = connection.execute(text(statement))
+                rows = [tuple(row) for row in result] if result.returns_rows else []
+            return rows
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param("mysql", marks=pytest.mark.mysql, id="mysql"),
+    ],
+)
+def test_a_users_schema_merely_named_like_a_scratch_one_is_left_with_its_data(
+    server_url: str, backend: str
+) -> None:
+    name = f"uows_{secrets.token_hex(6)}"  # of uowstress's form, but not made by it
+    if backend == "postgresql":
+        create, by_hand = f"CREATE SCHEMA {name}", f'DROP SCHEMA "{name}" CASCADE'
+    else:
+        create, by_hand = f"CREATE DATABASE {name}", f"DROP DATABASE `{name}`"
+    _execute(server_url, create)
+    try:
+        _execute(
+            server_url,
+            f"CREATE TABLE {name}.precious (x INTEGER)",
+            f"INSERT INTO {name}.precious VALUES (42)",
+        )
+        for dry_run in (["--dry-run"], []):
+            code, out = _invoke(name, *dry_run, "--db-url", server_url)
+            assert code == 0, out
+            assert f"not made by uowstress, left: {name}" in out, out
+            assert f"remove it by hand: {by_hand}" in out, out
+            assert "dropped" not in out and "would drop" not in out, out
+            assert _execute(server_url, f"SELECT x FROM {name}.precious") == [(42,)]
+    finally:
+        _execute(server_url, by_hand)
 
 
 @pytest.mark.parametrize(
