@@ -374,8 +374,8 @@ _FATES = {
     "db_urls",
     multiple=True,
     help="a database whose scratch schemas (PostgreSQL) or databases (MariaDB) to look at;"
-    " repeatable; a SQLite URL looks at the folder its scratch files go to (default:"
-    " sqlite://, the default folder)",
+    " repeatable; a SQLite URL looks at the folder its scratch files go to and at the file"
+    " it names, when a run created it (default: sqlite://, the default folder)",
 )
 @click.option("--dry-run", is_flag=True, help="list what would be dropped, drop nothing")
 def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> None:

@@ -3,7 +3,10 @@ up afterwards.
 
 PostgreSQL and MariaDB runs take place in a scratch schema (database) created inside the server
 the URL names and dropped at the end, so nothing of the user's is touched. A SQLite URL naming a
-file is used as is, after checking that it holds no tables; with no file, a temporary one.
+file is used as is, after checking that it holds no tables; with no file, a temporary one. A
+file the run creates is marked as uowstress's by a keeper file beside it (see
+scratch.NEW_FILE_KEEPER_SUFFIX): when a killed run leaves it, the next run on the URL removes
+it and starts afresh, and `uowstress cleanup` removes it too.
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ from uowstress.scratch import (
     backend_name,
     check_url,
     hide_secrets,
+    keep_new_file,
     list_tables,
+    new_file_keeper,
     reachable,
     redacted,
+    remove_sqlite_file,
     scratch_database,
+    try_keep_file,
 )
 from uowstress.target import Target
 
@@ -220,6 +227,57 @@ def _sqlite_file(url: URL) -> str | None:
     return None if database in ("", ":memory:") else database
 
 
+def _claim_new_file(path: str, url: str) -> int | None:
+    """The held keeper of the SQLite file at `path` when the run is to create it: it was not
+    there, or was left by a killed run (its keeper file says so; removed now). None when the
+    file is the user's, or the system has no file locks (nothing marks the file then).
+
+    Raises UnsafeDatabase when another run, still going, created the file."""
+    keeper_path = new_file_keeper(path)
+    for _ in range(5):  # again when another run makes or removes its keeper meanwhile
+        if os.path.exists(keeper_path):
+            try:
+                keeper = try_keep_file(keeper_path)
+            except FileNotFoundError:
+                continue
+            if keeper is None:
+                break
+            if os.path.exists(path):
+                log.warning(
+                    "removing %s, left by a uowstress run that was killed (as its keeper file"
+                    " %s shows), before using the URL afresh",
+                    path,
+                    keeper_path,
+                )
+            remove_sqlite_file(path)
+            return keeper
+        if os.path.exists(path):
+            return None  # no keeper: the user's file
+        try:
+            keeper = keep_new_file(path)
+        except FileExistsError:
+            continue
+        if keeper is not None and os.path.exists(path):
+            # Created meanwhile by another program: the user's, not the run's.
+            os.remove(keeper_path)
+            os.close(keeper)
+            continue
+        return keeper
+    raise UnsafeDatabase(
+        f"{redacted(url)} was created by another uowstress run, still going, which removes it"
+        " when it ends; wait for that run, or point --db-url at another file"
+    )
+
+
+def _release_new_file(path: str, keeper: int) -> None:
+    """Remove the SQLite file the run created, then the keeper file that marked it."""
+    try:
+        remove_sqlite_file(path)
+        os.remove(new_file_keeper(path))
+    finally:
+        os.close(keeper)
+
+
 @contextmanager
 def prepared_database(
     url: str,
@@ -240,7 +298,8 @@ def prepared_database(
     parsed = make_url(url)
     path = _sqlite_file(parsed) if backend == "sqlite" else None
     if path is not None:
-        existed = os.path.exists(path)
+        keeper = _claim_new_file(path, url)
+        existed = keeper is None and os.path.exists(path)
         if existed:
             list_tables(url)  # refuses a file that is not a SQLite database, untouched
             objects = _sqlite_objects(path)
@@ -281,10 +340,10 @@ def prepared_database(
                     warnings.warn(str(error), LeftUndone, stacklevel=3)
             raise
         finally:
-            if not existed:
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    if os.path.exists(path + suffix):
-                        os.remove(path + suffix)
+            if keeper is not None:
+                _release_new_file(path, keeper)
+            elif not existed:
+                remove_sqlite_file(path)
         if before is not None:
             try:
                 _restore_file_settings(path, before)

@@ -10,6 +10,10 @@ twelve hexadecimal digits) are looked at, and of those only the ones carrying uo
 reported and left, with the statement that drops it by hand (scratch databases of versions
 before the mark carry none either, nor do MySQL's). A run of a uowstress older than the
 keeper's lock keeps none: run the cleanup when no such run is going.
+
+A SQLite URL naming a file is looked at too: a file a run created there (it was not there
+before) is marked by a keeper file beside it, and removed with its -wal and -shm files when
+its run is gone.
 """
 
 from __future__ import annotations
@@ -37,14 +41,17 @@ from uowstress.scratch import (
     default_sqlite_directory,
     drop,
     hide_secrets,
+    new_file_keeper,
     normalize,
     reachable,
     redacted,
     release,
+    remove_sqlite_file,
     server_engine,
     takes_database_comments,
     try_keep,
     try_keep_directory,
+    try_keep_file,
 )
 
 __all__ = ["Leftover", "clean", "places"]
@@ -182,6 +189,37 @@ def _clean_folder(folder: str, only: Collection[str], *, dry_run: bool) -> list[
     return found
 
 
+def _named_file(url: str) -> str | None:
+    database = make_url(url).database or ""
+    return None if database in ("", ":memory:") else os.path.abspath(database)
+
+
+def _clean_new_file(path: str, only: Collection[str], *, dry_run: bool) -> list[Leftover]:
+    """The SQLite file at `path` when a run created it and was killed (its keeper file says
+    so): removed with its -wal and -shm files, then the keeper file."""
+    folder, name = os.path.split(path)
+    keeper_path = new_file_keeper(path)
+    if (only and name not in only) or not os.path.exists(keeper_path):
+        return []  # no mark: the user's file, or none
+    try:
+        keeper = try_keep_file(keeper_path)
+    except FileNotFoundError:
+        return []  # removed by its run meanwhile
+    except OSError as error:
+        return [Leftover(folder, name, "not dropped", str(error))]
+    if keeper is None:
+        return [Leftover(folder, name, "in use")]
+    try:
+        if not dry_run:
+            remove_sqlite_file(path)
+            os.remove(keeper_path)
+    except OSError as error:
+        return [Leftover(folder, name, "not dropped", str(error))]
+    finally:
+        os.close(keeper)
+    return [Leftover(folder, name, "would drop" if dry_run else "dropped")]
+
+
 def clean(urls: list[str], *, only: Collection[str] = (), dry_run: bool = False) -> list[Leftover]:
     """The scratch databases of `urls` (SQLite: their folders) that no running uowstress
     keeps, dropped unless `dry_run`; those in use are listed and left alone. `only`: these
@@ -194,9 +232,15 @@ def clean(urls: list[str], *, only: Collection[str] = (), dry_run: bool = False)
     folders: list[str] = []
     for url in _servers(urls):
         found += _clean_server(url, only, dry_run=dry_run)
+    files: list[str] = []
     for url in urls:
         if normalize(url)[0] == "sqlite":
             folders += [f for f in _folders(url) if f not in folders]
+            path = _named_file(url)
+            if path is not None and path not in files:
+                files.append(path)
+    for path in files:
+        found += _clean_new_file(path, only, dry_run=dry_run)
     for folder in folders:
         found += _clean_folder(folder, only, dry_run=dry_run)
     return found

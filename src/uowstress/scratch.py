@@ -458,6 +458,13 @@ KEEPER_FILE = ".uowstress-keeper"
 # database, so its scratch databases carry none), the keeper file of a SQLite scratch folder.
 # `uowstress cleanup` drops nothing without it: a schema a user named alike is the user's.
 SCRATCH_MARK = "uowstress scratch database; uowstress cleanup drops it once its run is gone"
+# A SQLite file a run creates where its URL points (a file that was not there) is marked by a
+# keeper file beside it, made and locked before the file and removed after it: a run killed by
+# SIGKILL leaves the mark with the file, so that `uowstress cleanup` and the next run on that
+# URL know the file for uowstress's.
+NEW_FILE_KEEPER_SUFFIX = "-uowstress"
+# A SQLite database and the files SQLite keeps beside it.
+SQLITE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 # PostgreSQL advisory lock keys: "uo" in the top 16 bits, a scratch name's 48 random bits
 # below: one key per name, apart from an application's own keys.
 _LOCK_TAG = 0x756F << 48
@@ -532,6 +539,51 @@ def try_keep_file(path: str) -> int | None:
         os.close(descriptor)
         return None
     return descriptor
+
+
+def new_file_keeper(path: str) -> str:
+    """The keeper file marking the SQLite file at `path` as one a run created."""
+    return path + NEW_FILE_KEEPER_SUFFIX
+
+
+def keep_new_file(path: str) -> int | None:
+    """Make and lock the keeper file of a SQLite file the run is about to create at `path`:
+    the open descriptor holding its lock (None on a system without such locks: nothing is
+    made). FileExistsError when the keeper file is there already (another run's)."""
+    if fcntl is None:
+        return None
+    keeper = new_file_keeper(path)
+    fresh = f"{keeper}.{os.getpid()}.{secrets.token_hex(4)}"
+    descriptor = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Locked before it appears under its name (a cleanup that finds it finds it locked);
+        # a link, unlike a rename, never replaces another run's keeper.
+        os.link(fresh, keeper)
+        return descriptor
+    except FileExistsError:
+        os.close(descriptor)
+        raise
+    except OSError:
+        os.close(descriptor)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(fresh)
+    # A file system without hard links: made in place, locked a moment later.
+    descriptor = os.open(keeper, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def remove_sqlite_file(path: str) -> None:
+    """Remove the SQLite file at `path` with its -wal, -shm and -journal files."""
+    for suffix in SQLITE_FILE_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from sqlalchemy.pool import NullPool
 from humanoid_training.persistence.engine import normalize_url
 from tests.integration.test_scratch import PASSWORD, _user_who_cannot_create, scratch_exists
 from uowstress.cli import main
+from uowstress.database import prepared_database
 from uowstress.scratch import KEEPER_FILE, scratch_database
 
 KILLED_RUN = """
@@ -30,6 +31,36 @@ with scratch_database(sys.argv[1]) as url:
     print(url.render_as_string(hide_password=False), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
+
+
+# A run given a SQLite file that is not there yet, killed while it uses it (in WAL mode, the
+# connection open: its -wal and -shm files stay too).
+KILLED_ON_A_NEW_FILE = """
+import os, signal, sqlite3, sys
+from uowstress.database import prepared_database
+
+with prepared_database("sqlite:///" + sys.argv[1]):
+    conn = sqlite3.connect(sys.argv[1])
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE ht_assessments (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+NEW_FILE_SUFFIXES = ("", "-wal", "-shm", "-uowstress")
+
+
+def left_on_a_new_file(path: Path) -> None:
+    """What a run killed by SIGKILL leaves of a SQLite file it created at `path`."""
+    assert not path.exists()
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_ON_A_NEW_FILE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    for suffix in NEW_FILE_SUFFIXES:
+        assert Path(f"{path}{suffix}").exists(), suffix
 
 
 def _invoke(*args: str) -> tuple[int, str]:
@@ -244,3 +275,32 @@ def test_a_leftover_the_urls_user_may_not_drop_is_said_to_want_its_owner(
         assert PASSWORD not in out
     finally:
         _invoke("--db-url", server_url, name)
+
+
+def test_a_new_sqlite_file_a_killed_run_created_is_removed_and_one_in_use_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path / "elsewhere"))
+    (tmp_path / "elsewhere").mkdir()
+    path = tmp_path / "new.db"
+    left_on_a_new_file(path)
+    url = f"sqlite:///{path}"
+    code, out = _invoke("--dry-run", "--db-url", url)
+    assert code == 0, out
+    assert out == f"would drop: new.db ({tmp_path})\n"
+    assert all(Path(f"{path}{suffix}").exists() for suffix in NEW_FILE_SUFFIXES)
+    code, out = _invoke("--db-url", url)
+    assert code == 0, out
+    assert out == f"dropped: new.db ({tmp_path})\n"
+    assert list(tmp_path.iterdir()) == [tmp_path / "elsewhere"]
+    # A run using a file it created: left alone; afterwards nothing of it stays.
+    with prepared_database(url):
+        code, out = _invoke("--db-url", url)
+        assert code == 0, out
+        assert out == f"in use by a running uowstress, left: new.db ({tmp_path})\n"
+    assert list(tmp_path.iterdir()) == [tmp_path / "elsewhere"]
+    # A file of the user's, without the mark, is not looked at.
+    path.write_bytes(b"")
+    code, out = _invoke("--db-url", url)
+    assert code == 0, out
+    assert out == "no scratch database left behind\n" and path.exists()

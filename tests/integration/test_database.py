@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from humanoid_training.persistence.engine import make_engine
+from tests.integration.test_cleanup import NEW_FILE_SUFFIXES, left_on_a_new_file
 from uowstress.cli import main
 from uowstress.database import objects_of, prepared_database
 from uowstress.errors import ConfigError, DatabaseUnreachable, LeftUndone, UnsafeDatabase
@@ -216,3 +218,38 @@ def test_a_server_failing_while_the_target_is_set_up_stops_the_run_with_an_error
     assert "the database failed while target" in result.output, result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_new_file_a_killed_run_left_is_taken_back_by_the_next_run_on_its_url(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "new.db"
+    left_on_a_new_file(path)
+    url = f"sqlite:///{path}"
+    # uowstress's own leftover, not a user's file holding foreign tables: removed, then the
+    # run starts on a new file.
+    with caplog.at_level(logging.WARNING, "uowstress.database"), prepared_database(url) as db:
+        assert db.url == url
+        assert not path.exists() or not _state(path)[1]
+    assert f"removing {path}, left by a uowstress run that was killed" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+    # And with --allow-existing-tables, where it was taken for the user's table before.
+    left_on_a_new_file(path)
+    with prepared_database(url, allow_existing_tables=True, ours={"ht_assessments"}):
+        pass
+    assert not any(Path(f"{path}{suffix}").exists() for suffix in NEW_FILE_SUFFIXES)
+
+
+def test_a_new_file_another_run_is_using_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    url = f"sqlite:///{path}"
+    with prepared_database(url):
+        with sqlite3.connect(path) as conn:
+            conn.execute("create table ht_assessments (id integer primary key)")
+        with (
+            pytest.raises(UnsafeDatabase, match="created by another uowstress run, still going"),
+            prepared_database(url),
+        ):
+            pytest.fail("the file was handed to a second run")
+        assert _state(path)[1] == [("table", "ht_assessments")]
+    assert list(tmp_path.iterdir()) == []
