@@ -307,8 +307,9 @@ def prepared_database(
             if held and not allow_existing_tables:
                 raise UnsafeDatabase(
                     f"{redacted(url)} holds tables uowstress did not create ({_listed(held)});"
-                    " point --db-url at an empty database, or pass --allow-existing-tables if"
-                    " you accept that the target may change them"
+                    " point --db-url at an empty database, or pass --allow-existing-tables to"
+                    " work beside them (uowstress drops only the tables it creates; what a"
+                    " target under test does to the others is up to its code)"
                 )
             if objects:
                 # SQLite's names ignore case.
