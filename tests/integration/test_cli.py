@@ -173,14 +173,7 @@ def test_replay_of_a_malformed_file_is_an_error_and_touches_nothing(tmp_path: Pa
 def test_replay_of_a_reproducer_of_another_version_says_which_and_what_to_do(
     tmp_path: Path,
 ) -> None:
-    rep = reproducers.make_reproducer(
-        target="humanoid_training.target:TARGET",
-        backend="sqlite",
-        guarantee="serializable",
-        steps=[reproducers.Step(action="begin"), reproducers.Step(action="commit")],
-        failure=reproducers.Failure(kind="state", message="old", step=2),
-    )
-    path = reproducers.write(rep, tmp_path)
+    path = _fixed_reproducer(tmp_path)
     path.write_text(path.read_text().replace('"version": 1', '"version": 2'))
     code, out = invoke("replay", str(path))
     assert code == 2, out
@@ -222,15 +215,8 @@ def test_replay_of_a_hostile_file_is_an_error_and_the_others_are_replayed(
     code, out = invoke("replay", str(hostile))
     assert code == 2, out
     assert out.startswith(f"ERROR  {hostile}: {hostile}: not valid JSON"), out
-    good = reproducers.make_reproducer(
-        target="humanoid_training.target:TARGET",
-        backend="sqlite",
-        guarantee="serializable",
-        steps=[reproducers.Step(action="begin"), reproducers.Step(action="commit")],
-        failure=reproducers.Failure(kind="state", message="old", step=2),
-    )
     # Named to sort after the hostile file: it must be replayed all the same.
-    good_path = reproducers.write(good, tmp_path).rename(tmp_path / "b.json")
+    good_path = _fixed_reproducer(tmp_path).rename(tmp_path / "b.json")
     code, out = invoke("replay", "--dir", str(tmp_path))
     assert code == 2, out
     lines = out.splitlines()

@@ -10,7 +10,7 @@ import pytest
 
 from uowstress.explore import describe_step, replay_command
 from uowstress.report.model import Distribution, thin
-from uowstress.reproducers import Failure, Step, make_reproducer
+from uowstress.reproducers import Failure, Reproducer, Step, make_reproducer
 from uowstress.runner import redacted_command
 
 
@@ -59,17 +59,21 @@ def test_steps_read_as_actions_with_their_arguments() -> None:
     )
 
 
-def test_the_replay_command_names_a_server_url_without_its_password(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")  # the run was started with `uv run`
-    rep = make_reproducer(
+def _reproducer(backend: str) -> Reproducer:
+    return make_reproducer(
         target="humanoid_training.target:TARGET",
-        backend="postgresql",
+        backend=backend,
         guarantee="serializable",
         steps=[Step(action="begin")],
         failure=Failure(kind="state", message="x", step=1),
     )
+
+
+def test_the_replay_command_names_a_server_url_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")  # the run was started with `uv run`
+    rep = _reproducer("postgresql")
     path = tmp_path / f"{rep.id}.json"
     command = replay_command(rep, path, "postgresql://root:pw@10.0.0.9/test")
     assert command.startswith(f"uv run uowstress replay {path} --db-url ")
@@ -93,13 +97,7 @@ def test_the_replay_command_leaves_out_the_default_server_however_it_is_written(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("uowstress.database.DEFAULT_URLS", {"mysql": "mysql://root@127.0.0.1/test"})
-    rep = make_reproducer(
-        target="humanoid_training.target:TARGET",
-        backend="mysql",
-        guarantee="serializable",
-        steps=[Step(action="begin")],
-        failure=Failure(kind="state", message="x", step=1),
-    )
+    rep = _reproducer("mysql")
     for url in ("mysql://root:@127.0.0.1/test", "mysql+pymysql://root@127.0.0.1/test"):
         assert "--db-url" not in replay_command(rep, None, url), url
     assert "--db-url" in replay_command(rep, None, "mysql://root@127.0.0.1/other")
@@ -109,13 +107,7 @@ def test_the_replay_command_names_the_database_when_the_default_cannot_be_used(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("uowstress.database.DEFAULT_URLS", {"postgresql": "notaurl"})
-    rep = make_reproducer(
-        target="humanoid_training.target:TARGET",
-        backend="postgresql",
-        guarantee="serializable",
-        steps=[Step(action="begin")],
-        failure=Failure(kind="state", message="x", step=1),
-    )
+    rep = _reproducer("postgresql")
     command = replay_command(rep, None, "postgresql://root@127.0.0.1/test")
     assert command.endswith(" --db-url postgresql+psycopg://root@127.0.0.1/test"), command
 
@@ -125,13 +117,7 @@ def test_the_replay_command_quotes_a_path_outside_the_default_folder(
 ) -> None:
     monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)
     monkeypatch.chdir(tmp_path)
-    rep = make_reproducer(
-        target="humanoid_training.target:TARGET",
-        backend="sqlite",
-        guarantee="serializable",
-        steps=[Step(action="begin")],
-        failure=Failure(kind="state", message="x", step=1),
-    )
+    rep = _reproducer("sqlite")
     # Relative to where the run started: said absolute, so that it works from anywhere.
     path = Path("my repro") / f"{rep.id}.json"
     command = replay_command(rep, path, "sqlite://")
