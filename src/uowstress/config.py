@@ -67,9 +67,22 @@ Rate = Annotated[
 ]
 # The scenarios that check that contention happened: one thread alone never conflicts, so
 # they would fail whatever the system under test does.
+# Upper bounds on the workload sizes: past them a scenario would not end in any time a run has
+# (a count) or would exhaust the machine (threads, a single document's size), so a typo (an
+# extra digit or three) is refused with the file's line rather than found hours later.
+MAX_COUNT = 100_000_000
+MAX_THREADS = 1024
+MAX_DOCUMENT_KB = 1_048_576  # 1 GiB
+
 ContendingThreads = Annotated[
-    int, Field(ge=2, description="an integer >= 2 (one thread alone never conflicts)")
+    int,
+    Field(
+        ge=2,
+        le=MAX_THREADS,
+        description=f"an integer from 2 (one thread alone never conflicts) to {MAX_THREADS}",
+    ),
 ]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT, description=f"an integer from 1 to {MAX_COUNT:,}")]
 
 
 class _Model(BaseModel):
@@ -244,37 +257,56 @@ class Backends(_Model):
 class Workloads(_Model):
     """Sizes of the performance scenarios."""
 
-    sequential_transactions: PositiveInt = 100
+    sequential_transactions: Count = 100
     concurrent_threads: ContendingThreads = 10
-    transactions_per_thread: PositiveInt = 20
-    memory_operations: PositiveInt = 500
-    bulk_records: PositiveInt = 1200
-    bulk_batch_size: PositiveInt = 50
+    transactions_per_thread: Count = 20
+    memory_operations: Count = 500
+    bulk_records: Count = 1200
+    bulk_batch_size: Count = 50
     deadlock_threads: ContendingThreads = 8
-    deadlock_operations: PositiveInt = 25
+    deadlock_operations: Count = 25
     # Each deadlock-scenario transaction changes 2 or 3 of them, in a drawn order.
     deadlock_resources: Annotated[
-        int, Field(ge=3, description="an integer >= 3 (each transaction takes up to 3)")
+        int,
+        Field(
+            ge=3,
+            le=MAX_COUNT,
+            description=f"an integer from 3 (each transaction takes up to 3) to {MAX_COUNT:,}",
+        ),
     ] = 10
-    writers: PositiveInt = 20
-    writes_per_writer: PositiveInt = 50
-    training_robots: PositiveInt = 20
-    assessment_robots: PositiveInt = 10
-    assessments_per_robot: PositiveInt = 100
-    curriculum_plans: PositiveInt = 15
-    curriculum_cycles: PositiveInt = 10
-    mixed_workers: PositiveInt = 12
-    large_aggregate_changes: PositiveInt = 2000
+    writers: Count = 20
+    writes_per_writer: Count = 50
+    training_robots: Count = 20
+    assessment_robots: Count = 10
+    assessments_per_robot: Count = 100
+    curriculum_plans: Count = 15
+    curriculum_cycles: Count = 10
+    mixed_workers: Count = 12
+    large_aggregate_changes: Count = 2000
     payload_kb: Annotated[
-        list[PositiveInt],
-        Field(min_length=1, description="a list of document sizes in KB (integers >= 1)"),
-    ] = Field(default_factory=lambda: [1, 64, 512])
-    retry_attempts: PositiveInt = 5
-    scalability_threads: Annotated[
-        list[PositiveInt],
+        list[
+            Annotated[
+                int,
+                Field(ge=1, le=MAX_DOCUMENT_KB, description="an integer from 1 to 1,048,576"),
+            ]
+        ],
         Field(
             min_length=1,
-            description="a list of distinct thread counts (integers >= 1) that includes 1",
+            description=f"a list of document sizes in KB (integers from 1 to {MAX_DOCUMENT_KB:,},"
+            " 1 GiB)",
+        ),
+    ] = Field(default_factory=lambda: [1, 64, 512])
+    retry_attempts: Count = 5
+    scalability_threads: Annotated[
+        list[
+            Annotated[
+                int, Field(ge=1, le=MAX_THREADS, description=f"an integer from 1 to {MAX_THREADS}")
+            ]
+        ],
+        Field(
+            min_length=1,
+            description=f"a list of distinct thread counts (integers from 1 to {MAX_THREADS})"
+            " that includes 1",
         ),
     ] = Field(default_factory=lambda: [1, 2, 4, 8])
 

@@ -504,6 +504,14 @@ class Scenario:
             f"{out} connection(s) still checked out after the load" if out else "all returned",
         )
 
+    def statement_limit(self) -> int | None:
+        """The largest statement the server takes, in bytes, where it has such a limit
+        (MariaDB's and MySQL's max_allowed_packet); None elsewhere."""
+        if self.backend != "mysql":
+            return None
+        with self.system.engine.connect() as conn:
+            return int(conn.execute(text("SELECT @@max_allowed_packet")).scalar_one())
+
     def check_indexes(self, *, examples: int = 3) -> list[IndexCheck]:
         """EXPLAIN every statement the target's queries send; a full scan is reported."""
         statements = self._query_statements(examples)

@@ -1573,3 +1573,26 @@ def test_replay_refuses_a_default_url_variable_that_names_no_server_of_the_backe
     assert code == 2, out
     assert out.startswith("ERROR") and message in out, out
     assert "s3cret" not in out
+
+
+@pytest.mark.parametrize("backend", ["mysql"], indirect=True)
+def test_a_document_beyond_the_servers_statement_limit_names_that_limit(
+    tmp_path: Path, server_url: str
+) -> None:
+    # MariaDB closes the connection on a statement over max_allowed_packet (16 MB by default)
+    # with "server has gone away", which names no limit: the check's detail does.
+    config = tmp_path / "big.yaml"
+    config.write_text("workloads:\n  payload_kb: [17000]\n")
+    suite = Path(__file__).parents[1] / "performance" / "test_unit_of_work_performance.py"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", str(suite),
+            "-k", "json_serialization", "--uowstress-db-url", server_url,
+            "--uowstress-config", str(config),
+            "--uowstress-target-option", "max_payload_bytes=40000000",
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "the write was refused" in done.stdout, done.stdout[-3000:]
+    assert "(max_allowed_packet): raise it" in done.stdout, done.stdout[-3000:]

@@ -197,6 +197,14 @@ def test_json_serialization(perf: Scenario) -> None:
         else:
             # Not a wrong read: the write never happened (the report holds its error).
             detail = f"{size} bytes: the write was refused ({', '.join(sorted(stored.errors))})"
+            limit = perf.statement_limit()
+            if limit is not None and size >= limit:
+                # The server closes the connection ("server has gone away"), naming nothing.
+                detail += (
+                    f"; the server takes statements of at most {limit} bytes"
+                    " (max_allowed_packet): raise it (SET GLOBAL max_allowed_packet = N, or in"
+                    f" the server's configuration) or keep payload_kb below {limit // 1024}"
+                )
         perf.check(f"{kilobytes} KB document read back exactly", back == document, detail)
     perf.check_connections()
 

@@ -178,20 +178,35 @@ def test_text_that_is_no_number_gets_no_hint(tmp_path: Path) -> None:
         ("workloads:\n  bulk_records: 0\n", "workloads.bulk_records: found 0 (int); expected an "),
         (
             "workloads:\n  scalability_threads: [1, 0]\n",
-            "workloads.scalability_threads[1]: found 0 (int); expected an integer >= 1",
+            "workloads.scalability_threads[1]: found 0 (int); expected an integer from 1 to 1024",
         ),
         (
             "workloads:\n  deadlock_resources: 2\n",
-            "workloads.deadlock_resources: found 2 (int); expected an integer >= 3",
+            "workloads.deadlock_resources: found 2 (int); expected an integer from 3 (each",
         ),
         (
             # A contention scenario on one thread never conflicts: its check could only fail.
             "workloads:\n  concurrent_threads: 1\n",
-            "workloads.concurrent_threads: found 1 (int); expected an integer >= 2",
+            "workloads.concurrent_threads: found 1 (int); expected an integer from 2 (one",
         ),
         (
             "workloads:\n  deadlock_threads: 1\n",
-            "workloads.deadlock_threads: found 1 (int); expected an integer >= 2 (one thread",
+            "workloads.deadlock_threads: found 1 (int); expected an integer from 2 (one thread",
+        ),
+        (
+            # Past these a scenario never ends, or exhausts the machine: a typo, said at once.
+            "workloads:\n  sequential_transactions: 99999999999999999999999\n",
+            "workloads.sequential_transactions: found 99999999999999999999999 (int); expected an"
+            " integer from 1 to 100,000,000",
+        ),
+        (
+            "workloads:\n  payload_kb: [1, 5120000]\n",
+            "workloads.payload_kb[1]: found 5120000 (int); expected an integer from 1 to 1,048,576",
+        ),
+        (
+            "workloads:\n  scalability_threads: [1, 100000]\n",
+            "workloads.scalability_threads[1]: found 100000 (int); expected an integer from 1 to"
+            " 1024",
         ),
         (
             "thresholds:\n  critical:\n    avg_transaction_s: .inf\n",
@@ -508,8 +523,8 @@ def test_a_worse_value_never_gets_a_better_tier(metric: str, a: float, b: float)
 def test_a_list_entry_is_described_by_its_own_list(tmp_path: Path) -> None:
     message = config_error(tmp_path, "workloads:\n  payload_kb: [0]\n")
     assert (
-        "workloads.payload_kb[0]: found 0 (int); expected an integer >= 1; payload_kb is a list"
-        " of document sizes in KB" in message
+        "workloads.payload_kb[0]: found 0 (int); expected an integer from 1 to 1,048,576;"
+        " payload_kb is a list of document sizes in KB" in message
     )
     assert "thread counts" not in message
 
