@@ -5,7 +5,7 @@ collects new accounts and entries and writes them in one version-checked transac
 second half is what uowstress needs to test it: operations on JSON arguments, queries, an
 in-memory model, the canonical committed state and its invariants.
 
-    PYTHONPATH=. uv run uowstress run --target examples.ledger:TARGET \
+    uv run uowstress run --target examples.ledger:TARGET \
         [--target-option unsafe_commit=1]
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -471,6 +472,10 @@ def replay(
     from uowstress.report.passwords import hide_passwords
     from uowstress.scratch import backend_name
 
+    if not logging.getLogger().handlers:
+        # What the system under test logs (a weakened commit saying it swallowed an error)
+        # would reach standard error through Python's last-resort handler, between the verdicts.
+        logging.getLogger().addHandler(logging.NullHandler())
     folder = Path(directory)
     try:
         given = ctx.get_parameter_source("directory") is not ParameterSource.DEFAULT
@@ -576,7 +581,7 @@ def isolation(
     """Search each isolation level of a database for the anomalies it really shows.
 
     For every level and every anomaly class (G0, G1a, G1b, G1c, OTV, PMP, P4, G-single,
-    G2-item, G2), Hypothesis drives concurrent sessions over a small register table
+    G-nonadjacent, G2-item, G2), Hypothesis drives concurrent sessions over a small register table
     (uows_registers, dropped at the end); what the server did decides each verdict. Prints
     the matrix; observed anomalies come with a shrunk reproducer. Exit status: 0 done, 2 a
     usage or database error (a SQLite file holding tables needs --allow-existing-tables, and

@@ -186,6 +186,24 @@ class Reproducer(_Strict):
         return f"{runner}uowstress replay {path or self.id}"
 
 
+_KEEP = "# uowstress: its reproducers are meant to be committed, a regression corpus"
+
+
+def _let_git_keep(directory: Path) -> None:
+    """Hypothesis makes .hypothesis/.gitignore ignore everything in that folder, where the
+    reproducers are written by default: git would refuse to add them, and a CI job replaying
+    the committed ones would replay none and pass. That file is told to let them through."""
+    ignore = directory.parent / ".gitignore"
+    try:
+        lines = ignore.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return  # none (or not one to touch): nothing hides the reproducers there
+    if "*" not in lines or _KEEP in lines:
+        return
+    name = directory.name
+    ignore.write_text("\n".join([*lines, "", _KEEP, f"!{name}/", f"!{name}/**", ""]))
+
+
 def versions(server_version: str | None = None) -> dict[str, str]:
     out = {"python": platform.python_version()}
     for package in ("uowstress", "hypothesis", "sqlalchemy"):
@@ -215,6 +233,7 @@ def write(reproducer: Reproducer, directory: Path = REPRODUCERS_DIR) -> Path:
     tmp = path.with_suffix(".json.tmp")
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        _let_git_keep(directory)
         tmp.write_text(json.dumps(reproducer.model_dump(mode="json"), indent=2) + "\n")
         tmp.replace(path)  # never a half-written file, even if interrupted
     except OSError as error:

@@ -1596,3 +1596,20 @@ def test_a_document_beyond_the_servers_statement_limit_names_that_limit(
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     assert "the write was refused" in done.stdout, done.stdout[-3000:]
     assert "(max_allowed_packet): raise it" in done.stdout, done.stdout[-3000:]
+
+
+def test_replay_prints_its_verdicts_without_the_systems_log_lines(tmp_path: Path) -> None:
+    weak = ("--machine", "acid", "--kills", "0", "--target-option", "weaken=commit_swallows_errors")
+    code, out = run_machines(tmp_path, *weak)
+    assert code == 1, out
+    (written,) = (tmp_path / "rep").glob("*.json")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "uowstress"), "replay", str(written)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stdout.startswith("FAILED"), done.stdout + done.stderr
+    # The weakened Unit of Work logs each error it swallows; that is the system's own output.
+    assert "swallowed" not in done.stderr, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,21 @@ def test_a_durability_reproducer_loads_and_its_kill_counts_in_its_id(tmp_path: P
     acid = _write_raw(tmp_path / "y.json", [{"action": "begin"}], kill=kill)
     with pytest.raises(ReproducerError, match="'kill' belongs to a durability reproducer"):
         reproducers.load(acid)
+
+
+def test_git_keeps_the_reproducers_in_a_folder_hypothesis_ignores(tmp_path: Path) -> None:
+    # What Hypothesis writes when it makes .hypothesis: everything in it ignored.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    hypothesis_dir = tmp_path / ".hypothesis"
+    hypothesis_dir.mkdir()
+    (hypothesis_dir / ".gitignore").write_text("# automatically created by Hypothesis\n\n*\n")
+    written = reproducers.write(sample(), hypothesis_dir / "reproducers")
+    reproducers.write(sample(backend="postgresql"), hypothesis_dir / "reproducers")
+
+    def ignored(path: Path) -> bool:
+        done = subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "-q", str(path)])
+        return done.returncode == 0
+
+    assert not ignored(written)
+    assert ignored(hypothesis_dir / "examples" / "abc")  # the rest stays ignored
+    assert (hypothesis_dir / ".gitignore").read_text().count("!reproducers/**") == 1
