@@ -8,7 +8,9 @@ from dataclasses import dataclass, fields
 
 @dataclass(frozen=True)
 class Weakenings:
-    # Updates no longer check the aggregate's version: lost updates become possible.
+    # No version checks: updates no longer check the aggregate's version (lost updates become
+    # possible), and the aggregates a unit of work only read are no longer checked at commit
+    # (read skew and write skew across aggregates too).
     no_version_check: bool = False
     # start_session neither locks the robot nor bumps its version: write skew becomes possible
     # (two open sessions for one robot).
