@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
 from uowstress.errors import (
     ConfigError,
@@ -43,8 +43,10 @@ from uowstress.scratch import (
     new_file_keeper,
     reachable,
     redacted,
+    remove_new_file,
     remove_sqlite_file,
     scratch_database,
+    sqlite_file,
     try_keep_file,
 )
 from uowstress.target import Target
@@ -222,11 +224,6 @@ def _made_by(
             system.dispose()
 
 
-def _sqlite_file(url: URL) -> str | None:
-    database = url.database or ""
-    return None if database in ("", ":memory:") else database
-
-
 def _claim_new_file(path: str, url: str) -> int | None:
     """The held keeper of the SQLite file at `path` when the run is to create it: it was not
     there, or was left by a killed run (its keeper file says so; removed now). None when the
@@ -272,8 +269,7 @@ def _claim_new_file(path: str, url: str) -> int | None:
 def _release_new_file(path: str, keeper: int) -> None:
     """Remove the SQLite file the run created, then the keeper file that marked it."""
     try:
-        remove_sqlite_file(path)
-        os.remove(new_file_keeper(path))
+        remove_new_file(path)
     finally:
         os.close(keeper)
 
@@ -295,8 +291,7 @@ def prepared_database(
     ok, detail = reachable(url)
     if not ok:
         raise DatabaseUnreachable(detail)
-    parsed = make_url(url)
-    path = _sqlite_file(parsed) if backend == "sqlite" else None
+    path = sqlite_file(url) if backend == "sqlite" else None
     if path is not None:
         keeper = _claim_new_file(path, url)
         existed = keeper is None and os.path.exists(path)

@@ -46,8 +46,9 @@ from uowstress.scratch import (
     reachable,
     redacted,
     release,
-    remove_sqlite_file,
+    remove_new_file,
     server_engine,
+    sqlite_file,
     takes_database_comments,
     try_keep,
     try_keep_directory,
@@ -189,11 +190,6 @@ def _clean_folder(folder: str, only: Collection[str], *, dry_run: bool) -> list[
     return found
 
 
-def _named_file(url: str) -> str | None:
-    database = make_url(url).database or ""
-    return None if database in ("", ":memory:") else os.path.abspath(database)
-
-
 def _clean_new_file(path: str, only: Collection[str], *, dry_run: bool) -> list[Leftover]:
     """The SQLite file at `path` when a run created it and was killed (its keeper file says
     so): removed with its -wal and -shm files, then the keeper file."""
@@ -211,8 +207,7 @@ def _clean_new_file(path: str, only: Collection[str], *, dry_run: bool) -> list[
         return [Leftover(folder, name, "in use")]
     try:
         if not dry_run:
-            remove_sqlite_file(path)
-            os.remove(keeper_path)
+            remove_new_file(path)
     except OSError as error:
         return [Leftover(folder, name, "not dropped", str(error))]
     finally:
@@ -236,7 +231,8 @@ def clean(urls: list[str], *, only: Collection[str] = (), dry_run: bool = False)
     for url in urls:
         if normalize(url)[0] == "sqlite":
             folders += [f for f in _folders(url) if f not in folders]
-            path = _named_file(url)
+            named = sqlite_file(url)
+            path = None if named is None else os.path.abspath(named)
             if path is not None and path not in files:
                 files.append(path)
     for path in files:

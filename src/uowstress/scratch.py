@@ -88,10 +88,14 @@ def normalize(url: str | URL) -> tuple[Backend, URL]:
 _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword"})
 
 
+def _without_empty_password(url: URL) -> URL:
+    # "user:@host" has no password: shown as "***" it would stand for one (and a command
+    # quoting it would fail). set() takes None as "unchanged", hence _replace.
+    return url._replace(password=None) if url.password == "" else url
+
+
 def _redacted(url: URL) -> str:
-    if url.password == "":
-        # No password to hide: "***" would stand for one, and a command quoting it would fail.
-        url = url._replace(password=None)  # set() takes None as "unchanged"
+    url = _without_empty_password(url)
     hidden = {key: "***" for key in url.query if key.lower() in _SECRET_QUERY_KEYS}
     if hidden:
         url = url.update_query_dict(hidden)
@@ -108,8 +112,7 @@ def same_database(a: str | URL, b: str | URL) -> bool:
     """Whether two URLs name the same database the same way (an empty password is none)."""
 
     def canonical(url: str | URL) -> URL:
-        normalized = normalize(url)[1]
-        return normalized._replace(password=None) if normalized.password == "" else normalized
+        return _without_empty_password(normalize(url)[1])
 
     return canonical(a) == canonical(b)
 
@@ -577,6 +580,18 @@ def keep_new_file(path: str) -> int | None:
         os.close(descriptor)
         raise
     return descriptor
+
+
+def sqlite_file(url: str | URL) -> str | None:
+    """The file a SQLite URL names, as written; None for a scratch file or memory."""
+    database = make_url(url).database or ""
+    return None if database in ("", ":memory:") else database
+
+
+def remove_new_file(path: str) -> None:
+    """Remove the SQLite file a run created at `path` (see keep_new_file), then its keeper."""
+    remove_sqlite_file(path)
+    os.remove(new_file_keeper(path))
 
 
 def remove_sqlite_file(path: str) -> None:
