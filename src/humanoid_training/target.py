@@ -252,12 +252,32 @@ def _one_of(draw: st.DrawFn, choices: Sequence[str], parts: int, kept: int) -> s
     return choices[i % len(choices)] if i < kept * len(choices) else None
 
 
-def _existing(draw: st.DrawFn, ids: Sequence[str]) -> str:
-    """An existing id nine times in ten; now and then one that does not exist (NotFound)."""
+def _existing(draw: st.DrawFn, ids: Sequence[str], contended: Sequence[str] = ()) -> str:
+    """An existing id nine times in ten; now and then one that does not exist (NotFound).
+
+    When another session's open unit of work holds some of them (`Ids.contended`), one of
+    those half the time, so that concurrent units of work meet on one aggregate."""
     if not ids:
         return MISSING
-    chosen = _one_of(draw, sorted(ids), 10, 9)
+    choices = sorted(ids)
+    held = _held(contended, choices)
+    if held:
+        # One draw: its lower half picks among the held ids, its upper half as below.
+        i = draw(st.integers(0, 20 * len(choices) - 1))
+        if i < 10 * len(choices):
+            return held[i % len(held)]
+        i -= 10 * len(choices)
+        return choices[i % len(choices)] if i < 9 * len(choices) else MISSING
+    chosen = _one_of(draw, choices, 10, 9)
     return MISSING if chosen is None else chosen
+
+
+def _held(contended: Sequence[str], choices: Sequence[str]) -> list[str]:
+    """The contended values that are among `choices`, in their order."""
+    if not contended:
+        return []
+    among = set(choices)
+    return [c for c in contended if c in among]
 
 
 def _assessable(state: State, robot_id: str) -> list[str]:
@@ -272,10 +292,22 @@ def _assessable(state: State, robot_id: str) -> list[str]:
     return ready + [s for s in ready if s in skills]
 
 
-def _prefer(draw: st.DrawFn, preferred: Sequence[str], every: Sequence[str]) -> str:
-    """Mostly an id where the operation can succeed; otherwise any id (or a missing one)."""
-    chosen = _one_of(draw, sorted(preferred), 4, 3) if preferred else None
-    return chosen if chosen is not None else _existing(draw, every)
+def _prefer(
+    draw: st.DrawFn, preferred: Sequence[str], every: Sequence[str], contended: Sequence[str]
+) -> str:
+    """Mostly an id where the operation can succeed (one another session's open unit of work
+    holds, half the time there is one); otherwise any id (or a missing one)."""
+    choices = sorted(preferred)
+    held = _held(contended, choices)
+    if held:
+        i = draw(st.integers(0, 8 * len(choices) - 1))
+        if i < 4 * len(choices):
+            return held[i % len(held)]
+        i -= 4 * len(choices)
+        chosen = choices[i % len(choices)] if i < 3 * len(choices) else None
+    else:
+        chosen = _one_of(draw, choices, 4, 3) if choices else None
+    return chosen if chosen is not None else _existing(draw, every, contended)
 
 
 def _open_robots(state: State) -> set[str]:
@@ -354,7 +386,7 @@ def robot_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
 
 @st.composite
 def assess_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
-    robot_id = _existing(draw, _robot_ids(state))
+    robot_id = _existing(draw, _robot_ids(state), ids.contended)
     skills = _assessable(state, robot_id)
     count = draw(st.integers(1, 3))
     return {
@@ -365,14 +397,14 @@ def assess_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
 
 @st.composite
 def rename_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
-    return {"robot_id": _existing(draw, _robot_ids(state)), "name": draw(names)}
+    return {"robot_id": _existing(draw, _robot_ids(state), ids.contended), "name": draw(names)}
 
 
 @st.composite
 def plan_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     return {
         "plan_id": ids.fresh("p"),
-        "robot_id": _existing(draw, _robot_ids(state)),
+        "robot_id": _existing(draw, _robot_ids(state), ids.contended),
         "name": draw(names),
         "stages": draw(_STAGES),
         "activate": draw(_BOOLEANS),
@@ -381,14 +413,14 @@ def plan_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
 
 @st.composite
 def plan_id_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
-    return {"plan_id": _prefer(draw, _draft_plans(state), _plan_ids(state))}
+    return {"plan_id": _prefer(draw, _draft_plans(state), _plan_ids(state), ids.contended)}
 
 
 @st.composite
 def open_session_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     plans = _plan_ids(state)
     session_id = ids.fresh("s")
-    robot_id = _prefer(draw, _free_robots(state), _robot_ids(state))
+    robot_id = _prefer(draw, _free_robots(state), _robot_ids(state), ids.contended)
     plan_id = _one_of(draw, sorted(plans), 2, 1) if plans else None
     return {"session_id": session_id, "robot_id": robot_id, "plan_id": plan_id}
 
@@ -397,7 +429,7 @@ def open_session_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]
 def sessions_change_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     session_ids: list[str] = []
     for _ in range(draw(st.integers(1, 3))):
-        session_id = _existing(draw, _session_ids(state))
+        session_id = _existing(draw, _session_ids(state), ids.contended)
         if session_id not in session_ids:
             session_ids.append(session_id)
     return {"session_ids": session_ids, "change": draw(_CHANGES)}
@@ -406,25 +438,27 @@ def sessions_change_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, A
 @st.composite
 def pending_episode_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     pending = _sessions_where(state, "active", "pending")
-    return {"session_id": _prefer(draw, pending, _session_ids(state))}
+    return {"session_id": _prefer(draw, pending, _session_ids(state), ids.contended)}
 
 
 @st.composite
 def running_episode_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     running = _sessions_where(state, "active", "running")
-    return {"session_id": _prefer(draw, running, _session_ids(state))}
+    return {"session_id": _prefer(draw, running, _session_ids(state), ids.contended)}
 
 
 @st.composite
 def new_episode_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
-    session_id = _prefer(draw, _sessions_where(state, "active", None), _session_ids(state))
+    session_id = _prefer(
+        draw, _sessions_where(state, "active", None), _session_ids(state), ids.contended
+    )
     return {"session_id": session_id, "episode_id": ids.fresh("e"), "start": draw(_BOOLEANS)}
 
 
 @st.composite
 def finish_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     running = _sessions_where(state, "active", "running")
-    session_id = _prefer(draw, running, _session_ids(state))
+    session_id = _prefer(draw, running, _session_ids(state), ids.contended)
     robot_id = state["sessions"].get(session_id, {}).get("robot_id", MISSING)
     skills = _assessable(state, robot_id)
     return {
@@ -440,8 +474,8 @@ def finish_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
 def teach_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     robots = _robot_ids(state)
     return {
-        "source": _existing(draw, robots),
-        "target": _existing(draw, robots),
+        "source": _existing(draw, robots, ids.contended),
+        "target": _existing(draw, robots, ids.contended),
         "ratio": draw(_RATIOS),
         "ids": [ids.fresh("a") for _ in SKILLS],
         "at": draw(_MICROS),
@@ -648,7 +682,10 @@ def _none(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
 
 @st.composite
 def _robot_query_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
-    return {"robot_id": _existing(draw, _robot_ids(state)), "open_only": draw(_BOOLEANS)}
+    return {
+        "robot_id": _existing(draw, _robot_ids(state), ids.contended),
+        "open_only": draw(_BOOLEANS),
+    }
 
 
 def _skill_query_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
@@ -658,7 +695,7 @@ def _skill_query_args(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any
 @st.composite
 def _aggregate_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     every = _robot_ids(state) + _session_ids(state) + _plan_ids(state)
-    return {"aggregate_id": _existing(draw, every)}
+    return {"aggregate_id": _existing(draw, every, ids.contended)}
 
 
 def _in_uow(read: Callable[[AbstractUnitOfWork, dict[str, Any]], Any]) -> Any:

@@ -63,9 +63,16 @@ class UnitOfWork(Protocol):
 @dataclass(frozen=True)
 class Ids:
     """Fresh identifiers for the arguments of operations: deterministic within one run, so that a
-    written reproducer names the same things when it is replayed."""
+    written reproducer names the same things when it is replayed.
+
+    `contended` is set by the concurrent machine before it draws a session's arguments: the
+    strings (ids among them) named in the arguments of what the other sessions' open units of
+    work have applied, latest first; empty otherwise. An arguments strategy may prefer the ids
+    among them, so that sessions meet on one aggregate: a lost update or a write skew needs two
+    units of work on the same aggregate, which a uniform choice among many rarely draws."""
 
     counters: dict[str, int] = field(default_factory=dict)
+    contended: list[str] = field(default_factory=list)
 
     def fresh(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0) + 1

@@ -91,3 +91,38 @@ def test_an_operation_returning_something_not_json_is_an_error_not_a_finding(
         result.error
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def _raising(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    raise TypeError("_account() missing 1 required positional argument: 'ids'")
+
+
+class _RaisingTarget(HumanoidTarget):
+    """The reference target, every operation's arguments strategy raising."""
+
+    operations = tuple(
+        dataclasses.replace(op, arguments=_raising) for op in HumanoidTarget.operations
+    )
+
+
+RAISING_TARGET = _RaisingTarget()
+
+
+@pytest.mark.parametrize("machine", ["acid", "sessions"])
+def test_an_arguments_strategy_that_raises_is_an_error_of_the_target_not_flakiness(
+    machine: str, tmp_path: Path
+) -> None:
+    # The reproducer holds drawn arguments, so a replay never calls the strategy: taken for a
+    # failure of the system, it did not fail again and was reported as not repeatable.
+    result = run_acid(
+        "sqlite://",
+        target_spec=f"{__name__}:RAISING_TARGET",
+        machine=machine,
+        profile="dev",
+        reproducers_dir=tmp_path,
+    )
+    assert result.finding is None and result.error is not None
+    assert "raised TypeError: _account() missing 1 required" in result.error, result.error
+    assert "fix the strategy" in result.error
+    assert "answered the same steps differently" not in result.error
+    assert list(tmp_path.iterdir()) == []

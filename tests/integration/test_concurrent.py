@@ -13,7 +13,8 @@ from hypothesis import settings
 from humanoid_training.target import TARGET
 from uowstress.database import prepared_database
 from uowstress.profiles import machine_settings
-from uowstress.stateful.concurrent import ConcurrentExecutor
+from uowstress.stateful.acid import RunRecorder
+from uowstress.stateful.concurrent import ConcurrentExecutor, concurrent_machine
 from uowstress.stateful.executor import Finding
 from uowstress.stateful.run import replay, run_acid
 
@@ -249,4 +250,94 @@ def test_a_system_with_versions_only_still_has_its_lost_update_named(server_url:
                     executor.run(step)
         finally:
             executor.close()
+            system.dispose()
+
+
+def test_what_an_open_unit_of_work_applied_is_offered_to_the_other_sessions(
+    tmp_path: Path,
+) -> None:
+    with prepared_database(f"sqlite:///{tmp_path / 'contended.db'}") as db:
+        system = TARGET.connect(db.url, {})
+        executor = ConcurrentExecutor(TARGET, system, 2)
+        try:
+            for step in LOST_UPDATE[:3]:  # session 0 registers r1 and assesses it
+                executor.run(step)
+            # Session 0's unit of work is still open: what it applied is held.
+            assert executor.contended(1) == ["r1", "a1", "postural_control", "x", "custom"]
+            assert executor.contended_operations(1) == ["assess", "register_robot"]
+            assert executor.contended(0) == [] and executor.contended_operations(0) == []
+            executor.run({"session": 0, "action": "commit"})
+            assert executor.contended(1) == [] and executor.contended_operations(1) == []
+            executor.run({"session": 0, "action": "begin"})
+            assert executor.contended(1) == []  # a unit of work that applied nothing holds nothing
+            executor.run(LOST_UPDATE[6])  # session 0 assesses r1 again
+            assert executor.contended(1)[0] == "r1"
+            executor.run({"session": 0, "action": "rollback"})
+            assert executor.contended(1) == []
+        finally:
+            executor.close()
+            system.dispose()
+
+
+def test_the_machine_hands_the_arguments_what_the_other_sessions_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import humanoid_training.target as reference
+
+    seen: list[tuple[str, ...]] = []
+    existing = reference._existing
+
+    def recording(draw: Any, ids: Any, contended: Any = ()) -> str:
+        seen.append(tuple(contended))
+        return existing(draw, ids, contended)
+
+    monkeypatch.setattr(reference, "_existing", recording)
+    result = run_acid(
+        "sqlite://",
+        target_spec=SPEC,
+        settings=settings(ci(), max_examples=20),
+        reproducers_dir=tmp_path,
+        machine="sessions",
+    )
+    assert result.passed, result.finding or result.error
+    held = [c for c in seen if c]
+    # Some draws came while the other session's unit of work held a robot, and were told so.
+    assert held, f"none of {len(seen)} draws was told what another session holds"
+    assert any(any(v.startswith("r") for v in c) for c in held), held[:5]
+    seen.clear()
+    acid = run_acid(
+        "sqlite://",
+        target_spec=SPEC,
+        settings=settings(ci(), max_examples=10),
+        reproducers_dir=tmp_path,
+    )
+    assert acid.passed and seen and not any(seen)  # one session: nothing is ever contended
+
+
+class _Answers:
+    """A data object whose draws answer, in turn, the given values."""
+
+    def __init__(self, *values: int) -> None:
+        self.values = list(values)
+
+    def draw(self, strategy: Any, label: str | None = None) -> int:
+        bounds = strategy.wrapped_strategy
+        assert (bounds.start, bounds.end) == (0, 4)  # two sessions besides the last: 0..4
+        return self.values.pop(0)
+
+
+def test_the_next_step_goes_to_another_session_than_the_last_two_times_in_three(
+    tmp_path: Path,
+) -> None:
+    with prepared_database(f"sqlite:///{tmp_path / 'next.db'}") as db:
+        system = TARGET.connect(db.url, {})
+        machine = concurrent_machine(TARGET, system, RunRecorder(), sessions=3)()
+        try:
+            machine.last_session = 1
+            # 0 stays with the last session; 1-4 go to the others (0 and 2) in turn.
+            chosen = [machine._next_session(_Answers(v)) for v in (0, 1, 2, 3, 4)]
+            assert chosen == [1, 0, 2, 0, 2]
+            assert machine.last_session == 2  # the last one chosen
+        finally:
+            machine.executor.close()
             system.dispose()

@@ -99,6 +99,8 @@ class ConcurrentExecutor:
         self.aggregates: AggregateHistory | None = (
             AggregateHistory(target.guarantee) if hasattr(system, "footprints") else None
         )
+        # session -> the apply steps of its open unit of work (in the order drawn)
+        self._applied: dict[int, list[dict[str, Any]]] = {}
         self._units: dict[int, UnitRecord] = {}  # session -> its unit of work being followed
         self._service_uows: dict[int, UnitOfWork] = {}
         self._flights: dict[int, Callable[[Outcome], None]] = {}
@@ -112,6 +114,35 @@ class ConcurrentExecutor:
 
     def is_open(self, session: int) -> bool:
         return self.uows[session] is not None
+
+    def contended(self, session: int) -> list[str]:
+        """The strings named in the arguments of what the other sessions' open units of work
+        have applied, latest first (see `Ids.contended`)."""
+        out: dict[str, None] = {}
+        for other, applied in sorted(self._applied.items()):
+            if other == session:
+                continue
+            for step in reversed(applied):
+                _strings(step.get("args"), out)
+        return list(out)
+
+    def contended_operations(self, session: int) -> list[str]:
+        """The operations the other sessions' open units of work have applied, latest first."""
+        return [
+            step["op"]
+            for other, applied in sorted(self._applied.items())
+            if other != session
+            for step in reversed(applied)
+        ]
+
+    def _note_applied(self, session: int, step: dict[str, Any]) -> None:
+        action = step.get("action")
+        if action == "begin":
+            self._applied[session] = []
+        elif action == "apply" and session in self._applied:
+            self._applied[session].append(step)
+        elif action in ("commit", "rollback"):
+            self._applied.pop(session, None)
 
     def is_blocked(self, session: int) -> bool:
         return session in self.scheduler.blocked
@@ -246,6 +277,7 @@ class ConcurrentExecutor:
         if not isinstance(session, int) or not 0 <= session < self.sessions:
             raise StepError(f"step names session {session!r}; this run has {self.sessions}")
         self.steps.append(step)
+        self._note_applied(session, step)
         if self.is_blocked(session) or self.deferred.get(session):
             self.deferred.setdefault(session, []).append(step)
             return []
@@ -414,6 +446,18 @@ class AnomalyTally:
         ]
 
 
+def _strings(value: Any, out: dict[str, None]) -> None:
+    """Every string in a JSON value, into `out` (kept in order, once each)."""
+    if isinstance(value, str):
+        out.setdefault(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _strings(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, out)
+
+
 def describe_completion(step: dict[str, Any], completion: Completion) -> str:
     outcome = completion.outcome
     what = f"session {completion.session} {step.get('action')} {step.get('op') or ''}".strip()
@@ -432,6 +476,7 @@ def concurrent_machine(
 ) -> type[RuleBasedStateMachine]:
     step_ops = [op for op in target.operations if op.scope == "step"]
     transaction_ops = [op for op in target.operations if op.scope == "transaction"]
+    mirrorable = {op.name for op in step_ops}
 
     class ConcurrentMachine(RuleBasedStateMachine):
         recorded: ClassVar[RunRecorder] = recorder
@@ -442,6 +487,7 @@ def concurrent_machine(
             self.executor = ConcurrentExecutor(target, system, sessions)
             self.swarm: frozenset[str] | None = None
             self.rng = random.Random(0)
+            self.last_session = 0
 
         @initialize(
             swarm=swarms(target.operations),
@@ -476,8 +522,10 @@ def concurrent_machine(
         def step(self, data: st.DataObject, roll: int) -> None:
             raise_if_lost()
             ex = self.executor
-            session = data.draw(st.sampled_from(ex.free_sessions()), label="session")
+            session = self._next_session(data)
             state = ex.state
+            # What the other open units of work hold, for the arguments to meet them there.
+            ex.ids.contended[:] = ex.contended(session)
             if not ex.is_open(session):
                 if roll >= 8 and transaction_ops:
                     op = choose(transaction_ops, state, self.swarm, self.rng)
@@ -489,7 +537,17 @@ def concurrent_machine(
                     self._run({"session": session, "action": "begin"})
                 return
             if roll < 5 and step_ops:
-                op = choose(step_ops, state, self.swarm, self.rng)
+                # Now and then the operation another open unit of work applied last: the same
+                # change twice at once is how lost updates and write skews begin.
+                mirrored = [
+                    self.executor.operations[name]
+                    for name in ex.contended_operations(session)
+                    if name in mirrorable
+                ]
+                if mirrored and self.rng.random() < 0.5:
+                    op = mirrored[0]
+                else:
+                    op = choose(step_ops, state, self.swarm, self.rng)
                 args = draw_arguments(data.draw, op, state, ex.ids)
                 self._run({"session": session, "action": "apply", "op": op.name, "args": args})
             elif roll < 9:
@@ -498,6 +556,20 @@ def concurrent_machine(
                 self._run({"session": session, "action": "rollback"})
             if ex.conflicts:
                 event("a conflict was reported by the database or the unit of work")
+
+        def _next_session(self, data: st.DataObject) -> int:
+            """Another session than the last one two times in three, when one is free: an
+            anomaly needs units of work that overlap, and the last session acting again
+            mostly ends its own. Drawn so that shrinking leans towards the same session."""
+            free = self.executor.free_sessions()
+            others = [s for s in free if s != self.last_session]
+            if self.last_session not in free or not others:
+                session = data.draw(st.sampled_from(free), label="session")
+            else:
+                pick = data.draw(st.integers(0, 2 * len(others)), label="session")
+                session = self.last_session if pick == 0 else others[(pick - 1) % len(others)]
+            self.last_session = session
+            return session
 
         @invariant()
         def checked_after_every_step(self) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
 
 from uowstress.stateful.executor import StepError
 from uowstress.target import Ids, Operation, Query, State
@@ -56,7 +57,18 @@ def draw_arguments(
 ) -> Any:
     """The arguments of one call of `what`, drawn from its strategy: JSON, or StepError saying
     so (a reproducer must hold them, and a value it cannot write would crash the run)."""
-    args = draw(what.arguments(state, ids))
+    try:
+        args = draw(what.arguments(state, ids))
+    except HypothesisException:
+        raise  # Hypothesis's own control flow (an assumption not met, a frozen example)
+    except Exception as error:
+        # A defect of the target's strategy, not of the system: the reproducer holds the drawn
+        # arguments, so a replay would not raise it again and would look like flakiness.
+        raise StepError(
+            f"the arguments strategy of {what.name} raised {type(error).__name__}: {error};"
+            " fix the strategy (it is called with the committed state and an Ids, and returns a"
+            " Hypothesis strategy of a JSON dict)"
+        ) from error
     try:
         json.dumps(args)
     except (TypeError, ValueError) as error:
