@@ -32,6 +32,7 @@ from uowstress.options import (
     check_options,
     check_output_file,
     option_values,
+    parse_seed,
     parse_target_options,
 )
 
@@ -568,6 +569,12 @@ def replay(
     show_default=True,
     help="Hypothesis profile: bounds the examples per level (ci or nightly for a report)",
 )
+@click.option(
+    "--seed",
+    help="seed of the examples drawn, a whole number below 2**128: the same seed draws the"
+    " same examples, as far as the time budget goes (default: one chosen at random, printed"
+    " and in the JSON)",
+)
 @shared_option("allow_existing_tables")
 def isolation(
     db_url: tuple[str, ...],
@@ -576,6 +583,7 @@ def isolation(
     json_path: Path | None,
     markdown_path: Path | None,
     profile: str,
+    seed: str | None,
     allow_existing_tables: bool,
 ) -> None:
     """Search each isolation level of a database for the anomalies it really shows.
@@ -599,6 +607,7 @@ def isolation(
         )
         sys.exit(EXIT_USAGE)
     try:
+        check_options({"seed": seed}, flag=lambda _spec: "--seed")
         for option, path in (("--json", json_path), ("--markdown", markdown_path)):
             if path is not None:
                 check_output_file(option, path)
@@ -619,6 +628,7 @@ def isolation(
             profile=profile,
             progress=progress,
             allow_existing_tables=allow_existing_tables,
+            seed=parse_seed(seed) if seed is not None else None,
         )
     except (UowstressError, ValueError) as error:
         click.echo(f"uowstress: {error}", err=True)

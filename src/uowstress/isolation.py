@@ -20,11 +20,13 @@ shrinking the rest, divided among the classes observed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as Settings
 from hypothesis.errors import HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
@@ -35,6 +37,7 @@ from sqlalchemy.pool import NullPool
 from uowstress.anomalies import ALWAYS_FORBIDDEN, INCOMPATIBLE, Finding, analyse
 from uowstress.database import prepared_database
 from uowstress.errors import ConfigError, UowstressError
+from uowstress.options import random_seed
 from uowstress.profiles import get_profile, machine_settings
 from uowstress.stateful.minimize import minimize
 from uowstress.stateful.registers import (
@@ -148,12 +151,14 @@ class IsolationReport:
     budget_s: float
     levels: list[LevelSearch]
     results: list[CellResult]
+    seed: int | None = None  # what the search drew its examples with
 
     def to_json(self) -> dict[str, Any]:
         """The report as `uowstress isolation --json` writes it."""
         return {
             "backend": self.backend,
             "server_version": self.server_version,
+            "seed": self.seed,
             "results": [cell.to_json() for cell in self.results],
         }
 
@@ -328,6 +333,7 @@ def _search_level(
     budget_s: float,
     anomalies: Sequence[str],
     progress: Progress,
+    seed: int,
 ) -> tuple[LevelSearch, list[CellResult]]:
     started = time.monotonic()
     level_deadline = started + budget_s
@@ -339,10 +345,16 @@ def _search_level(
         # Hypothesis cannot be stopped early without a failure (which it would replay and
         # find inconsistent): examples after the stop do nothing, yet each still draws its
         # steps. Batches bound that waste to one batch.
+        batches = 0
         while not state.stop():
             before = state.examples
             batch = min(_BATCH, state.max_examples - state.examples)
-            run_state_machine_as_test(machine, settings=Settings(settings, max_examples=batch))
+            # Each batch a seed of its own (the same one would draw the same examples again).
+            batch_machine = hypothesis_seed(_batch_seed(seed, level, batches))(machine)
+            batches += 1
+            run_state_machine_as_test(
+                batch_machine, settings=Settings(settings, max_examples=batch)
+            )
             if state.examples == before:
                 break
     except (HypothesisException, sa_exc.SQLAlchemyError, UowstressError) as error:
@@ -399,6 +411,12 @@ def _search_level(
     return search, results
 
 
+def _batch_seed(seed: int, level: str, batch: int) -> int:
+    """The seed of one batch of one level's search, derived from the search's seed."""
+    digest = hashlib.sha256(f"{seed}/{level}/{batch}".encode()).digest()
+    return int.from_bytes(digest[:16], "big")
+
+
 def search_isolation(
     url: str,
     *,
@@ -408,8 +426,13 @@ def search_isolation(
     anomalies: Sequence[str] = ANOMALY_CLASSES,
     progress: Progress | None = None,
     allow_existing_tables: bool = False,
+    seed: int | None = None,
 ) -> IsolationReport:
     """Search every level of the database at ``url`` for every class in ``anomalies``.
+
+    ``seed`` fixes the examples drawn (None: one chosen at random, in the report): a search
+    with the same seed draws the same examples, as far as its time budget lets it go, and the
+    server's timing decides the rest (which session waits, which transaction a deadlock ends).
 
     Runs in a scratch database (see database.py); a SQLite file that holds tables is used only
     with ``allow_existing_tables``, and even then not when one of them is the register table,
@@ -433,13 +456,18 @@ def search_isolation(
         )
     # The search never fails an example, so Hypothesis would save nothing in a database.
     settings = Settings(machine_settings(chosen_profile), database=None)
+    if seed is None:
+        seed = random_seed()
     started = time.monotonic()
     # The search's own table, which it fills, empties and drops: never a user's of that name.
     with prepared_database(
         url, allow_existing_tables=allow_existing_tables, ours={registers.name}
     ) as db:
         chosen = resolve_levels(db.backend, levels)
-        say(f"{db.backend} ({db.display}, {db.server_version}): levels {', '.join(chosen)}")
+        say(
+            f"{db.backend} ({db.display}, {db.server_version}): levels {', '.join(chosen)};"
+            f" seed {seed}"
+        )
         searches: list[LevelSearch] = []
         results: list[CellResult] = []
         try:
@@ -457,6 +485,7 @@ def search_isolation(
                         budget_s=max(share, 0.0),
                         anomalies=anomalies,
                         progress=say,
+                        seed=seed,
                     )
                 finally:
                     workload.close()
@@ -484,6 +513,7 @@ def search_isolation(
             budget_s=budget_s,
             levels=searches,
             results=results,
+            seed=seed,
         )
 
 
@@ -530,11 +560,14 @@ def _script(steps: Sequence[Mapping[str, Any]]) -> str:
 def render_markdown(report: IsolationReport, *, date: str | None = None) -> str:
     """The report as Markdown: the matrix, the search per level, then each reproducer."""
     when = f", {date}" if date else ""
+    # The same seed draws the same examples again (see search_isolation).
+    seeded = f", seed {report.seed}" if report.seed is not None else ""
     out = [
         f"# Isolation anomalies: {report.server_version}",
         "",
         f"Backend `{report.backend}` ({report.server_version}{when}), profile"
-        f' {report.profile}, time budget {report.budget_s:g} s. "observed": the server'
+        f" {report.profile}, time budget {report.budget_s:g} s{seeded}."
+        ' "observed": the server'
         ' produced a history with that anomaly (reproducer below); "—": not observed in'
         " the examples tried, which proves nothing about its absence.",
         "",

@@ -89,9 +89,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "seed",
         "seed of the run's random choices, a whole number below 2**128: with the same seed (and"
-        " the same saved failures) the state machines draw the same steps and the durability"
-        " check the same workloads and kill points (default: one chosen at random, written in"
-        " the report)",
+        " the same saved failures) the state machines draw the same steps, the durability"
+        " check the same workloads and kill points and the isolation search the same examples"
+        " (default: one chosen at random, written in the report)",
     ),
     OptionSpec(
         "reproducers_dir", "where shrunk failures are written as JSON", str(REPRODUCERS_DIR)

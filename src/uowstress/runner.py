@@ -654,6 +654,7 @@ def run(
                         request.isolation_budget_s,
                         request.options["profile"],
                         allow_existing_tables=request.options["allow_existing_tables"],
+                        seed=parse_seed(request.options.get("seed")),
                     )
                 )
             except Exception as error:  # any failure: it goes into the report, which is kept
@@ -751,11 +752,15 @@ def _said(error: BaseException) -> str:
 
 
 def _isolation_matrix(
-    url: str, budget_s: float, profile: str, *, allow_existing_tables: bool
+    url: str, budget_s: float, profile: str, *, allow_existing_tables: bool, seed: int | None
 ) -> IsolationMatrix:
     from uowstress.isolation import search_isolation
 
     searched = search_isolation(
-        url, budget_s=budget_s, profile=profile, allow_existing_tables=allow_existing_tables
+        url,
+        budget_s=budget_s,
+        profile=profile,
+        allow_existing_tables=allow_existing_tables,
+        seed=seed,
     )
     return IsolationMatrix.model_validate(searched.to_json())

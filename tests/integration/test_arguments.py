@@ -108,6 +108,36 @@ class _RaisingTarget(HumanoidTarget):
 RAISING_TARGET = _RaisingTarget()
 
 
+def _invalid(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({"n": st.integers(5, 1)})
+
+
+class _InvalidTarget(HumanoidTarget):
+    """The reference target, every operation's arguments strategy built wrongly."""
+
+    operations = tuple(
+        dataclasses.replace(op, arguments=_invalid) for op in HumanoidTarget.operations
+    )
+
+
+INVALID_TARGET = _InvalidTarget()
+
+
+def test_an_arguments_strategy_built_wrongly_is_named(tmp_path: Path) -> None:
+    result = run_acid(
+        "sqlite://",
+        target_spec=f"{__name__}:INVALID_TARGET",
+        profile="dev",
+        reproducers_dir=tmp_path,
+    )
+    assert result.finding is None and result.error is not None
+    assert "is not a valid strategy" in result.error, result.error
+    assert any(
+        f"arguments strategy of {op.name} is not" in result.error
+        for op in _InvalidTarget.operations
+    )
+
+
 @pytest.mark.parametrize("machine", ["acid", "sessions"])
 def test_an_arguments_strategy_that_raises_is_an_error_of_the_target_not_flakiness(
     machine: str, tmp_path: Path

@@ -235,10 +235,13 @@ def test_replay_with_nothing_to_replay(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_run_can_put_an_isolation_matrix_in_the_report(tmp_path: Path) -> None:
-    code, out = run_machines(tmp_path, "--machine", "acid", "--kills", "0", "--isolation", "5")
+    code, out = run_machines(
+        tmp_path, "--machine", "acid", "--kills", "0", "--isolation", "5", "--seed", "7"
+    )
     assert code == 0, out
     (matrix,) = _report(tmp_path / "out")["isolation"]
     assert matrix["backend"] == "sqlite"
+    assert matrix["seed"] == 7  # the run's seed: the whole run is drawn again with it
     levels = {cell["level"] for cell in matrix["results"]}
     anomalies = {cell["anomaly"] for cell in matrix["results"]}
     assert levels and {"G0", "G2"} <= anomalies

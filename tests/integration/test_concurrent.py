@@ -279,6 +279,31 @@ def test_what_an_open_unit_of_work_applied_is_offered_to_the_other_sessions(
             system.dispose()
 
 
+def test_what_other_sessions_hold_comes_latest_first_across_sessions(tmp_path: Path) -> None:
+    def rename(session: int, robot: str, name: str) -> dict[str, Any]:
+        args = {"robot_id": robot, "name": name}
+        return {"session": session, "action": "apply", "op": "rename_robot", "args": args}
+
+    with prepared_database(f"sqlite:///{tmp_path / 'latest.db'}") as db:
+        system = TARGET.connect(db.url, {})
+        executor = ConcurrentExecutor(TARGET, system, 3)
+        try:
+            for step in LOST_UPDATE[:4]:  # r1, committed
+                executor.run(step)
+            for session in (1, 2):
+                executor.run({"session": session, "action": "begin"})
+            executor.run(rename(2, "r1", "older"))
+            executor.run(rename(1, "r1", "newer"))
+            executor.run({"session": 1, "action": "apply", "op": "assess", "args": {}})
+            # Session 1's steps came last, though session 2 is the higher number.
+            assert executor.contended(0) == ["r1", "newer", "older"]
+            assert executor.contended_operations(0) == ["assess", "rename_robot", "rename_robot"]
+            assert executor.contended(2) == ["r1", "newer"]
+        finally:
+            executor.close()
+            system.dispose()
+
+
 def test_the_machine_hands_the_arguments_what_the_other_sessions_hold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -322,7 +347,7 @@ class _Answers:
 
     def draw(self, strategy: Any, label: str | None = None) -> int:
         bounds = strategy.wrapped_strategy
-        assert (bounds.start, bounds.end) == (0, 4)  # two sessions besides the last: 0..4
+        assert (bounds.start, bounds.end) == (0, 5)  # two sessions besides the last: 0..5
         return self.values.pop(0)
 
 
@@ -334,9 +359,12 @@ def test_the_next_step_goes_to_another_session_than_the_last_two_times_in_three(
         machine = concurrent_machine(TARGET, system, RunRecorder(), sessions=3)()
         try:
             machine.last_session = 1
-            # 0 stays with the last session; 1-4 go to the others (0 and 2) in turn.
-            chosen = [machine._next_session(_Answers(v)) for v in (0, 1, 2, 3, 4)]
-            assert chosen == [1, 0, 2, 0, 2]
+            # Of 0..5, 0 and 1 stay with the last session (one third); 2-5 go to the others.
+            chosen = []
+            for value in (0, 1, 2, 3, 4, 5):
+                machine.last_session = 1
+                chosen.append(machine._next_session(_Answers(value)))
+            assert chosen == [1, 1, 0, 2, 0, 2]
             assert machine.last_session == 2  # the last one chosen
         finally:
             machine.executor.close()

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import URL
 
+import uowstress.isolation as isolation_module
 from uowstress.anomalies import analyse
 from uowstress.cli import main
 from uowstress.isolation import ANOMALY_CLASSES, normalize_level, resolve_levels
@@ -38,7 +39,8 @@ def run_matrix(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str, str]:
 
 
 def check_shape(report: dict[str, Any], backend: str, levels: list[str]) -> None:
-    assert set(report) == {"backend", "server_version", "results"}
+    assert set(report) == {"backend", "server_version", "seed", "results"}
+    assert isinstance(report["seed"], int)
     assert report["backend"] == backend and report["server_version"]
     cells = report["results"]
     assert [(c["level"], c["anomaly"]) for c in cells] == [
@@ -225,3 +227,68 @@ def test_an_interrupted_search_says_so_and_exits_2(monkeypatch: pytest.MonkeyPat
     code, out = isolation("--db-url", "sqlite://")
     assert code == 2, out
     assert "uowstress: interrupted (stopped by SIGTERM)" in out and "Aborted" not in out
+
+
+_OBSERVE = isolation_module._LevelState.observe
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch, seed: int | None) -> tuple[int, list[Any]]:
+    """The seed a SQLite search reports, and the steps of every example it ran."""
+    examples: list[Any] = []
+    observe = _OBSERVE
+
+    def recording(self: Any, run: Any) -> None:
+        examples.append([dict(step) for step in run.steps])
+        observe(self, run)
+
+    monkeypatch.setattr(isolation_module._LevelState, "observe", recording)
+    report = isolation_module.search_isolation("sqlite://", budget_s=60, profile="dev", seed=seed)
+    assert report.seed is not None
+    return report.seed, examples
+
+
+def test_the_same_seed_draws_the_same_examples_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    seed, first = _drawn(monkeypatch, None)  # a seed is chosen, and reported
+    assert len(first) > 5
+    again_seed, again = _drawn(monkeypatch, seed)
+    assert again_seed == seed and again == first
+    other_seed, other = _drawn(monkeypatch, seed + 1)
+    assert other_seed == seed + 1 and other != first
+
+
+def test_each_batch_of_each_level_draws_with_a_seed_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seeds = {isolation_module._batch_seed(7, level, n) for level in ("a", "b") for n in (0, 1)}
+    assert len(seeds) == 4
+    assert isolation_module._batch_seed(7, "a", 0) == isolation_module._batch_seed(7, "a", 0)
+    used: list[int] = []
+    seed_of = isolation_module.hypothesis_seed
+
+    def recording(value: int) -> Any:
+        used.append(value)
+        return seed_of(value)
+
+    monkeypatch.setattr(isolation_module, "hypothesis_seed", recording)
+    monkeypatch.setattr(isolation_module, "_BATCH", 5)  # several batches within dev's examples
+    isolation_module.search_isolation("sqlite://", budget_s=60, profile="dev", seed=7)
+    assert len(used) > 2 and len(set(used)) == len(used), used
+    assert used[:2] == [isolation_module._batch_seed(7, "serializable", n) for n in (0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("seed", "said"),
+    [("abc", "--seed 'abc' is not a whole number"), (str(2**128), "larger than a seed can be")],
+)
+def test_a_seed_that_is_not_one_is_a_usage_error(seed: str, said: str) -> None:
+    code, out = isolation("--db-url", "sqlite://", "--seed", seed)
+    assert code == 2 and said in out, out
+
+
+def test_the_seed_is_printed_and_in_the_markdown(tmp_path: Path) -> None:
+    report, markdown, out = run_matrix(
+        tmp_path, "--db-url", "sqlite://", "--budget-seconds", "2", "--profile", "dev",
+        "--seed", "42",
+    )  # fmt: skip
+    assert report["seed"] == 42
+    assert "seed 42" in out and ", seed 42." in markdown

@@ -308,6 +308,8 @@ class IsolationMatrix(_Model):
     backend: str
     server_version: str
     results: list[IsolationCell]
+    # The seed the search drew its examples with (absent in reports of earlier versions).
+    seed: int | None = None
 
 
 class Insight(_Model):

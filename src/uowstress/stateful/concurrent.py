@@ -99,8 +99,8 @@ class ConcurrentExecutor:
         self.aggregates: AggregateHistory | None = (
             AggregateHistory(target.guarantee) if hasattr(system, "footprints") else None
         )
-        # session -> the apply steps of its open unit of work (in the order drawn)
-        self._applied: dict[int, list[dict[str, Any]]] = {}
+        # session -> the apply steps of its open unit of work, each with its step number
+        self._applied: dict[int, list[tuple[int, dict[str, Any]]]] = {}
         self._units: dict[int, UnitRecord] = {}  # session -> its unit of work being followed
         self._service_uows: dict[int, UnitOfWork] = {}
         self._flights: dict[int, Callable[[Outcome], None]] = {}
@@ -115,32 +115,34 @@ class ConcurrentExecutor:
     def is_open(self, session: int) -> bool:
         return self.uows[session] is not None
 
+    def _held_by_others(self, session: int) -> list[dict[str, Any]]:
+        """The apply steps of the other sessions' open units of work, latest first."""
+        held = [
+            (number, step)
+            for other, applied in self._applied.items()
+            if other != session
+            for number, step in applied
+        ]
+        return [step for _number, step in sorted(held, key=lambda pair: -pair[0])]
+
     def contended(self, session: int) -> list[str]:
         """The strings named in the arguments of what the other sessions' open units of work
         have applied, latest first (see `Ids.contended`)."""
         out: dict[str, None] = {}
-        for other, applied in sorted(self._applied.items()):
-            if other == session:
-                continue
-            for step in reversed(applied):
-                _strings(step.get("args"), out)
+        for step in self._held_by_others(session):
+            _strings(step.get("args"), out)
         return list(out)
 
     def contended_operations(self, session: int) -> list[str]:
         """The operations the other sessions' open units of work have applied, latest first."""
-        return [
-            step["op"]
-            for other, applied in sorted(self._applied.items())
-            if other != session
-            for step in reversed(applied)
-        ]
+        return [step["op"] for step in self._held_by_others(session)]
 
     def _note_applied(self, session: int, step: dict[str, Any]) -> None:
         action = step.get("action")
         if action == "begin":
             self._applied[session] = []
         elif action == "apply" and session in self._applied:
-            self._applied[session].append(step)
+            self._applied[session].append((len(self.steps), step))
         elif action in ("commit", "rollback"):
             self._applied.pop(session, None)
 
@@ -566,8 +568,10 @@ def concurrent_machine(
             if self.last_session not in free or not others:
                 session = data.draw(st.sampled_from(free), label="session")
             else:
-                pick = data.draw(st.integers(0, 2 * len(others)), label="session")
-                session = self.last_session if pick == 0 else others[(pick - 1) % len(others)]
+                # The lowest third of the values (0 first) keeps the last session.
+                pick = data.draw(st.integers(0, 3 * len(others) - 1), label="session")
+                stays = pick < len(others)
+                session = self.last_session if stays else others[pick % len(others)]
             self.last_session = session
             return session
 

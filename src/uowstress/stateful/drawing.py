@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.errors import HypothesisException
+from hypothesis.errors import HypothesisException, InvalidArgument
 
 from uowstress.stateful.executor import StepError
 from uowstress.target import Ids, Operation, Query, State
@@ -49,6 +49,12 @@ def choose(
     return rng.choice(chosen)
 
 
+_FIX = (
+    " fix the strategy (it is called with the committed state and an Ids, and returns a"
+    " Hypothesis strategy of a JSON dict)"
+)
+
+
 def draw_arguments(
     draw: Callable[[st.SearchStrategy[Any]], Any],
     what: Operation | Query,
@@ -59,15 +65,18 @@ def draw_arguments(
     so (a reproducer must hold them, and a value it cannot write would crash the run)."""
     try:
         args = draw(what.arguments(state, ids))
+    except InvalidArgument as error:
+        # A strategy built wrongly (st.integers(5, 1), not a strategy at all): the target's.
+        raise StepError(
+            f"the arguments strategy of {what.name} is not a valid strategy: {error};{_FIX}"
+        ) from error
     except HypothesisException:
         raise  # Hypothesis's own control flow (an assumption not met, a frozen example)
     except Exception as error:
         # A defect of the target's strategy, not of the system: the reproducer holds the drawn
         # arguments, so a replay would not raise it again and would look like flakiness.
         raise StepError(
-            f"the arguments strategy of {what.name} raised {type(error).__name__}: {error};"
-            " fix the strategy (it is called with the committed state and an Ids, and returns a"
-            " Hypothesis strategy of a JSON dict)"
+            f"the arguments strategy of {what.name} raised {type(error).__name__}: {error};{_FIX}"
         ) from error
     try:
         json.dumps(args)
