@@ -243,33 +243,26 @@ _STAGES = st.lists(
 )
 
 
-def _one_of(draw: st.DrawFn, choices: Sequence[str], parts: int, kept: int) -> str | None:
+def _one_of(
+    draw: st.DrawFn, choices: Sequence[str], parts: int, kept: int, held: Sequence[str] = ()
+) -> str | None:
     """One of `choices` in `kept` cases out of `parts`, None otherwise, from a single draw.
 
-    Hypothesis records every choice of every example it runs (to avoid repeating one), so one
-    integer instead of a selector and an index keeps that record smaller."""
-    i = draw(st.integers(0, parts * len(choices) - 1))
-    return choices[i % len(choices)] if i < kept * len(choices) else None
-
-
-def _existing(draw: st.DrawFn, ids: Sequence[str], contended: Sequence[str] = ()) -> str:
-    """An existing id nine times in ten; now and then one that does not exist (NotFound).
-
-    When another session's open unit of work holds some of them (`Ids.contended`), one of
-    those half the time, so that concurrent units of work meet on one aggregate."""
-    if not ids:
-        return MISSING
-    choices = sorted(ids)
-    held = _held(contended, choices)
+    `held`: those of the choices another session's open unit of work holds (`Ids.contended`);
+    when there are any, one of them half the time instead, so that concurrent units of work
+    meet on one aggregate. Hypothesis records every choice of every example it runs (to avoid
+    repeating one), so one integer instead of a selector and an index keeps that record
+    smaller."""
+    span = parts * len(choices)
     if held:
-        # One draw: its lower half picks among the held ids, its upper half as below.
-        i = draw(st.integers(0, 20 * len(choices) - 1))
-        if i < 10 * len(choices):
+        # The lower half of the draw picks among the held ids, its upper half as without.
+        i = draw(st.integers(0, 2 * span - 1))
+        if i < span:
             return held[i % len(held)]
-        i -= 10 * len(choices)
-        return choices[i % len(choices)] if i < 9 * len(choices) else MISSING
-    chosen = _one_of(draw, choices, 10, 9)
-    return MISSING if chosen is None else chosen
+        i -= span
+    else:
+        i = draw(st.integers(0, span - 1))
+    return choices[i % len(choices)] if i < kept * len(choices) else None
 
 
 def _held(contended: Sequence[str], choices: Sequence[str]) -> list[str]:
@@ -278,6 +271,16 @@ def _held(contended: Sequence[str], choices: Sequence[str]) -> list[str]:
         return []
     among = set(choices)
     return [c for c in contended if c in among]
+
+
+def _existing(draw: st.DrawFn, ids: Sequence[str], contended: Sequence[str] = ()) -> str:
+    """An existing id nine times in ten (one another session holds half the time there is one);
+    now and then one that does not exist (NotFound)."""
+    if not ids:
+        return MISSING
+    choices = sorted(ids)
+    chosen = _one_of(draw, choices, 10, 9, _held(contended, choices))
+    return MISSING if chosen is None else chosen
 
 
 def _assessable(state: State, robot_id: str) -> list[str]:
@@ -298,15 +301,7 @@ def _prefer(
     """Mostly an id where the operation can succeed (one another session's open unit of work
     holds, half the time there is one); otherwise any id (or a missing one)."""
     choices = sorted(preferred)
-    held = _held(contended, choices)
-    if held:
-        i = draw(st.integers(0, 8 * len(choices) - 1))
-        if i < 4 * len(choices):
-            return held[i % len(held)]
-        i -= 4 * len(choices)
-        chosen = choices[i % len(choices)] if i < 3 * len(choices) else None
-    else:
-        chosen = _one_of(draw, choices, 4, 3) if choices else None
+    chosen = _one_of(draw, choices, 4, 3, _held(contended, choices)) if choices else None
     return chosen if chosen is not None else _existing(draw, every, contended)
 
 

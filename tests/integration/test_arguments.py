@@ -20,35 +20,42 @@ def _with_a_datetime(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]
     return st.just({"robot_id": "r1", "at": datetime(2026, 1, 1, tzinfo=UTC)})
 
 
-class _NotJsonTarget(HumanoidTarget):
-    """The reference target, every operation drawing a datetime among its arguments."""
+def _drawing_with(arguments: Any) -> HumanoidTarget:
+    """The reference target, every operation's arguments drawn by `arguments`."""
 
-    operations = tuple(
-        dataclasses.replace(op, arguments=_with_a_datetime) for op in HumanoidTarget.operations
-    )
+    class Target(HumanoidTarget):
+        operations = tuple(
+            dataclasses.replace(op, arguments=arguments) for op in HumanoidTarget.operations
+        )
+
+    return Target()
 
 
-NOT_JSON_TARGET = _NotJsonTarget()
+NOT_JSON_TARGET = _drawing_with(_with_a_datetime)  # a datetime among the arguments
 
 
-@pytest.mark.parametrize("machine", ["acid", "sessions"])
-def test_arguments_that_are_not_json_are_an_error_naming_the_operation(
-    machine: str, tmp_path: Path
-) -> None:
+def _error_of(target: str, machine: str, tmp_path: Path) -> str:
+    """The error of a run of `machine` on the target named in this module (no finding)."""
     result = run_acid(
         "sqlite://",
-        target_spec=f"{__name__}:NOT_JSON_TARGET",
+        target_spec=f"{__name__}:{target}",
         machine=machine,
         profile="dev",
         reproducers_dir=tmp_path,
     )
     assert not result.passed and result.finding is None
     assert result.error is not None
-    assert "which is not JSON" in result.error, result.error
-    assert "a datetime as an ISO string" in result.error
-    assert any(
-        f"arguments strategy of {op.name} drew" in result.error for op in _NotJsonTarget.operations
-    )
+    return result.error
+
+
+@pytest.mark.parametrize("machine", ["acid", "sessions"])
+def test_arguments_that_are_not_json_are_an_error_naming_the_operation(
+    machine: str, tmp_path: Path
+) -> None:
+    error = _error_of("NOT_JSON_TARGET", machine, tmp_path)
+    assert "which is not JSON" in error, error
+    assert "a datetime as an ISO string" in error
+    assert any(f"arguments strategy of {op.name} drew" in error for op in HumanoidTarget.operations)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -97,44 +104,21 @@ def _raising(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
     raise TypeError("_account() missing 1 required positional argument: 'ids'")
 
 
-class _RaisingTarget(HumanoidTarget):
-    """The reference target, every operation's arguments strategy raising."""
-
-    operations = tuple(
-        dataclasses.replace(op, arguments=_raising) for op in HumanoidTarget.operations
-    )
-
-
-RAISING_TARGET = _RaisingTarget()
+RAISING_TARGET = _drawing_with(_raising)
 
 
 def _invalid(state: State, ids: Ids) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries({"n": st.integers(5, 1)})
 
 
-class _InvalidTarget(HumanoidTarget):
-    """The reference target, every operation's arguments strategy built wrongly."""
-
-    operations = tuple(
-        dataclasses.replace(op, arguments=_invalid) for op in HumanoidTarget.operations
-    )
-
-
-INVALID_TARGET = _InvalidTarget()
+INVALID_TARGET = _drawing_with(_invalid)
 
 
 def test_an_arguments_strategy_built_wrongly_is_named(tmp_path: Path) -> None:
-    result = run_acid(
-        "sqlite://",
-        target_spec=f"{__name__}:INVALID_TARGET",
-        profile="dev",
-        reproducers_dir=tmp_path,
-    )
-    assert result.finding is None and result.error is not None
-    assert "is not a valid strategy" in result.error, result.error
+    error = _error_of("INVALID_TARGET", "acid", tmp_path)
+    assert "is not a valid strategy" in error, error
     assert any(
-        f"arguments strategy of {op.name} is not" in result.error
-        for op in _InvalidTarget.operations
+        f"arguments strategy of {op.name} is not" in error for op in HumanoidTarget.operations
     )
 
 
@@ -144,15 +128,8 @@ def test_an_arguments_strategy_that_raises_is_an_error_of_the_target_not_flakine
 ) -> None:
     # The reproducer holds drawn arguments, so a replay never calls the strategy: taken for a
     # failure of the system, it did not fail again and was reported as not repeatable.
-    result = run_acid(
-        "sqlite://",
-        target_spec=f"{__name__}:RAISING_TARGET",
-        machine=machine,
-        profile="dev",
-        reproducers_dir=tmp_path,
-    )
-    assert result.finding is None and result.error is not None
-    assert "raised TypeError: _account() missing 1 required" in result.error, result.error
-    assert "fix the strategy" in result.error
-    assert "answered the same steps differently" not in result.error
+    error = _error_of("RAISING_TARGET", machine, tmp_path)
+    assert "raised TypeError: _account() missing 1 required" in error, error
+    assert "fix the strategy" in error
+    assert "answered the same steps differently" not in error
     assert list(tmp_path.iterdir()) == []
