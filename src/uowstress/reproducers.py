@@ -13,6 +13,8 @@ import json
 import os
 import platform
 import reprlib
+import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -180,10 +182,25 @@ class Reproducer(_Strict):
         return problems
 
     def replay_command(self, path: Path | str | None = None) -> str:
-        # Said the way the run was started: `uv run` exists only inside a uv project, and a
-        # team running an installed uowstress from its own folder has none.
-        runner = "uv run " if os.environ.get("UV_RUN_RECURSION_DEPTH") else ""
-        return f"{runner}uowstress replay {path or self.id}"
+        return f"{uv_run()}uowstress replay {path or self.id}"
+
+
+def uv_run() -> str:
+    """How a command reaches this uowstress again, said the way the run was started: `uv run`
+    exists only inside a uv project (a team running an installed uowstress from its own folder
+    has none), and from a folder outside the project whose environment runs uowstress (a run
+    started as `uv run --project CHECKOUT uowstress ...`) it needs that project named."""
+    if not os.environ.get("UV_RUN_RECURSION_DEPTH"):
+        return ""
+    environment = Path(sys.prefix)
+    project = environment.parent
+    if environment.name != ".venv" or not (project / "pyproject.toml").is_file():
+        return "uv run "
+    try:
+        Path.cwd().resolve().relative_to(project.resolve())
+    except ValueError:
+        return f"uv run --project {shlex.quote(str(project))} "
+    return "uv run "
 
 
 _KEEP = "# uowstress: its reproducers are meant to be committed, a regression corpus"

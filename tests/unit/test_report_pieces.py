@@ -93,6 +93,28 @@ def test_the_replay_command_names_a_server_url_without_its_password(
     assert replay_command(rep, path, "sqlite://") == f"uowstress replay {path}"
 
 
+def test_the_replay_command_names_the_uv_project_when_run_from_outside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `uv run --project /opt/uowstress uowstress run` from a team's own folder: a bare
+    # `uv run uowstress replay` there fails ("Failed to spawn: uowstress").
+    checkout, own = tmp_path / "uowstress checkout", tmp_path / "own"
+    (checkout / ".venv").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    own.mkdir()
+    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")
+    monkeypatch.setattr("sys.prefix", str(checkout / ".venv"))
+    rep = _reproducer("sqlite")
+    monkeypatch.chdir(own)
+    assert rep.replay_command() == f"uv run --project '{checkout}' uowstress replay {rep.id}"
+    monkeypatch.chdir(checkout)  # inside the project (or below it): as before
+    assert rep.replay_command() == f"uv run uowstress replay {rep.id}"
+    # An environment that is not a project's .venv: nothing to name.
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "env"))
+    monkeypatch.chdir(own)
+    assert rep.replay_command() == f"uv run uowstress replay {rep.id}"
+
+
 def test_the_replay_command_leaves_out_the_default_server_however_it_is_written(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -362,10 +362,10 @@ def run_acid(
                     # error of the run, said with it.
                     result.error = "; ".join(filter(None, [result.error, str(unwritten)]))
                 if result.error is not None and result.reproducer_path is not None:
+                    where = shlex.quote(str(result.reproducer_path))
                     result.error += (
                         f". The steps as found are written to {result.reproducer_path}:"
-                        f" `uowstress replay {shlex.quote(str(result.reproducer_path))} --repeat"
-                        " 10` runs them ten"
+                        f" `{result.reproducer.replay_command(where)} --repeat 10` runs them ten"
                         " times"
                     )
         finally:
