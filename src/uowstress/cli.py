@@ -244,7 +244,7 @@ def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 
 def _print_outcome(report: Report, verbose: bool) -> None:
     from uowstress.report.compare import shown_value
-    from uowstress.report.formatting import signed_percent
+    from uowstress.report.formatting import counted, signed_percent
     from uowstress.report.model import shrunk_words
 
     summary = report.summary
@@ -278,8 +278,10 @@ def _print_outcome(report: Report, verbose: bool) -> None:
                 click.echo(f"  CRITICAL {breach}")
     for durable in report.durability:
         head = (
-            f"durability on {durable.backend} ({durable.database}): {durable.kills} kills,"
-            f" {durable.commits_acknowledged} acknowledged commits, {durable.seconds:.1f}s"
+            f"durability on {durable.backend} ({durable.database}):"
+            f" {counted(durable.kills, 'kill')},"
+            f" {counted(durable.commits_acknowledged, 'acknowledged commit')},"
+            f" {durable.seconds:.1f}s"
         )
         click.echo(f"{head}: {'PASSED' if durable.status == 'passed' else durable.status.upper()}")
     for finding in report.findings:

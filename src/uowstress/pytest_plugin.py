@@ -588,6 +588,13 @@ def perf(
             system.dispose()
 
 
+def _as_typed(name: str, value: str) -> str:
+    """An option with its value as either of its users typed it: the same fixtures serve
+    `uowstress run` and a plain pytest session."""
+    (spec,) = [spec for spec in OPTIONS if spec.name == name]
+    return f"{spec.cli_flag} {value}; under pytest {spec.pytest_flag} {value}"
+
+
 class Explorer:
     """Runs the state machines and the durability check for a test, records what they did,
     and fails the test on a finding, an error or a critical step budget."""
@@ -609,7 +616,7 @@ class Explorer:
     def machine(self, machine: str, *, shard: int = 0) -> MachineRun:
         chosen = self.options["machine"]
         if chosen not in ("both", machine):
-            pytest.skip(f"--machine {chosen} chosen")
+            pytest.skip(f"only the {chosen} machine was asked for ({_as_typed('machine', chosen)})")
         try:
             run = explore(
                 machine,
@@ -676,7 +683,9 @@ class Explorer:
         replaying = kills is None and self.options["profile"] == "replay"
         if count <= 0 and not replaying:
             # Only a --kills 0 comes here: every profile but replay sends kills.
-            pytest.skip("--kills 0: durability not checked")
+            pytest.skip(
+                f"no kills were asked for ({_as_typed('kills', '0')}): durability not checked"
+            )
         try:
             run = check_durability(
                 self.url,

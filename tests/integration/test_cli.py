@@ -862,7 +862,8 @@ def test_the_replay_profile_replays_the_written_reproducers_of_its_configuration
     assert report["options"]["seed"] is None and report["machines"][0]["seed"] is None
     assert "; seed" not in out
     (finding,) = report["findings"]
-    assert finding["replay_command"] == f"uv run uowstress replay {written}"
+    # (From outside the project, under `uv run`, the command names the project: see uv_run.)
+    assert finding["replay_command"] == f"{reproducers.uv_run()}uowstress replay {written}"
     assert list((tmp_path / "rep").glob("*.json")) == [written]  # replayed, not written again
     # The same reproducer once the failure is gone (its steps now pass): replayed, passed.
     _with_steps(written, [{"action": "begin"}, {"action": "commit"}]).replace(written)
@@ -1409,6 +1410,7 @@ def test_a_reproducer_that_cannot_be_written_leaves_the_finding_in_the_report(
     code, out = run_machines(tmp_path, *weak, "--seed", "1")
     assert code == 1, out
     (written,) = (tmp_path / "rep").glob("*.json")
+    assert json.loads(written.read_text())["seed"] == "1"  # what the run drew with
     # The same failure again, with a folder where its file goes.
     written.unlink()
     written.mkdir()

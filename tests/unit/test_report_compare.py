@@ -191,3 +191,16 @@ def test_a_scenario_run_at_other_sizes_is_shown_but_not_judged() -> None:
     )
     judged = compare_all(rf.report([base]), rf.report([same]))
     assert "regressed" in {c.verdict for c in judged}
+
+
+def test_transaction_times_of_too_few_samples_are_shown_and_never_judged() -> None:
+    # Three transactions (json_serialization's default) or a history entry (no samples): the
+    # median of so few moved +185 % between two runs of the same code.
+    old, new = _run(_draw(4, n=3)), _run([s * 3 for s in _draw(4, n=3)])
+    (latency,) = [c for c in compare_all(old, new, threshold_pct=10) if c.metric == "latency_p50_s"]
+    assert latency.verdict == "unchanged" and not latency.tested
+    assert latency.change == pytest.approx(2.0)  # shown: three times the median
+    assert "fewer than 8 samples, not judged" in latency.note
+    assert compare(old, new, threshold_pct=10) == []
+    enough = _run(_draw(4, n=8)), _run([s * 3 for s in _draw(4, n=8)])
+    assert [c.metric for c in compare(*enough, threshold_pct=10)] == ["latency_p50_s"]

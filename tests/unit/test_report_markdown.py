@@ -227,3 +227,9 @@ def test_the_histories_the_anomaly_checker_judged_are_shown() -> None:
     assert markdown.count("| histories checked for anomalies | 5,238 |") == 1
     assert "histories checked for anomalies" in render_html(report)
     assert report.model_dump()["machines"][0]["anomaly_checks"] == 5238
+
+
+def test_counts_agree_with_their_nouns() -> None:
+    assert fmt.counted(1, "SIGKILL") == "1 SIGKILL"
+    assert fmt.counted(0, "acknowledged commit") == "0 acknowledged commits"
+    assert fmt.counted(1200, "kill") == "1,200 kills"

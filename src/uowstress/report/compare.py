@@ -137,15 +137,19 @@ def _latency(
     if len(a) < MIN_SAMPLES or len(b) < MIN_SAMPLES:
         if old.latency is None or new.latency is None:
             return None
-        compared = _single(
+        # Shown, never judged: the median of a few transactions moves by tens of percent
+        # between two runs of the same code (a history entry keeps no samples at all).
+        p50_old, p50_new = old.latency.p50, new.latency.p50
+        return Comparison(
             key,
             "latency_p50_s",
-            old.latency.p50,
-            new.latency.p50,
-            threshold,
-            higher_is_better=False,
+            p50_old,
+            p50_new,
+            _relative(p50_old, p50_new),
+            "unchanged",
+            tested=False,
+            note=f"fewer than {MIN_SAMPLES} samples, not judged",
         )
-        return replace(compared, note=f"fewer than {MIN_SAMPLES} samples, not tested")
     median_old, median_new = statistics.median(a), statistics.median(b)
     change = _relative(median_old, median_new)
     p_value = float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)

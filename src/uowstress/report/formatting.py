@@ -82,6 +82,11 @@ def count(value: int | float | None) -> str:
     return f"{int(value):,}"
 
 
+def counted(value: int, word: str) -> str:
+    """``1, "kill"`` -> ``1 kill``; ``2, "kill"`` -> ``2 kills``."""
+    return f"{count(value)} {word}{'' if value == 1 else 's'}"
+
+
 def ratio(value: float | None) -> str:
     """``2.13`` -> ``2.1x``."""
     if not _finite(value):

@@ -73,6 +73,7 @@ def _environment() -> jinja2.Environment:
         megabytes=fmt.megabytes,
         number=fmt.number,
         count=fmt.count,
+        counted=fmt.counted,
     )
     env.globals.update(machine_label=views.machine_label, machine_details=views.machine_details)
     return env

@@ -525,8 +525,9 @@ def _durability_run(run: DurabilityRun) -> list[str]:
     out = [
         f"### Durability on {text(run.backend)}: {_status(run.status)}",
         "",
-        f"{fmt.count(run.kills)} SIGKILLs ({fmt.count(run.kills_in_commit)} during a commit),"
-        f" {fmt.count(run.commits_acknowledged)} acknowledged commits, {fmt.duration(run.seconds)};"
+        f"{fmt.counted(run.kills, 'SIGKILL')} ({fmt.count(run.kills_in_commit)} during a commit),"
+        f" {fmt.counted(run.commits_acknowledged, 'acknowledged commit')},"
+        f" {fmt.duration(run.seconds)};"
         f" database {code(run.database, cell=False)}"
         + (f"; seed {run.seed}" if run.seed is not None else "")
         + ".",

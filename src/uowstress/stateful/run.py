@@ -350,6 +350,8 @@ def run_acid(
                     **configuration,
                     guarantee=target.guarantee,
                     profile=profile,
+                    # What the run drew with (the steps replay without it).
+                    seed=None if seed is None else str(seed),
                     steps=[reproducers.Step(**s) for s in steps],
                     shrunk_from=len(recorder.last_steps),
                     failure=found,
