@@ -17,10 +17,7 @@ from benchmarks import (
 
 from humanoid_training.domain import HumanoidRobot
 from humanoid_training.target import TARGET
-
-postgres_only = pytest.mark.parametrize(
-    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
-)
+from tests.integration.support import postgres_only
 
 
 def test_uow_benchmark_replays_the_same_statements_on_the_raw_driver(server_url: str) -> None:

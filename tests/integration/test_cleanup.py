@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from humanoid_training.persistence.engine import normalize_url
+from tests.integration.support import on_servers, postgres_only
 from tests.integration.test_scratch import PASSWORD, _user_who_cannot_create, scratch_exists
 from uowstress.cli import main
 from uowstress.database import prepared_database
@@ -209,13 +210,7 @@ def _execute(server_url: str, *statements: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
-        pytest.param("mysql", marks=pytest.mark.mysql, id="mysql"),
-    ],
-)
+@on_servers
 def test_a_users_schema_merely_named_like_a_scratch_one_is_left_with_its_data(
     server_url: str, backend: str
 ) -> None:
@@ -242,9 +237,7 @@ def test_a_users_schema_merely_named_like_a_scratch_one_is_left_with_its_data(
         _execute(server_url, by_hand)
 
 
-@pytest.mark.parametrize(
-    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
-)
+@postgres_only
 def test_a_scratch_database_stays_kept_past_the_servers_idle_session_timeout(
     server_url: str, backend: str
 ) -> None:
@@ -258,9 +251,7 @@ def test_a_scratch_database_stays_kept_past_the_servers_idle_session_timeout(
         assert f"in use by a running uowstress, left: {name}" in out
 
 
-@pytest.mark.parametrize(
-    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
-)
+@postgres_only
 def test_a_leftover_the_urls_user_may_not_drop_is_said_to_want_its_owner(
     server_url: str, backend: str
 ) -> None:

@@ -32,11 +32,8 @@ from humanoid_training.persistence.errors import (
     translated_errors,
 )
 from tests.conftest import PG_URL
+from tests.integration.support import SERVERS
 
-SERVER_BACKENDS = [
-    pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
-    pytest.param("mysql", marks=pytest.mark.mysql, id="mysql"),
-]
 PASSWORD = "Sup3r-s3cret-pw"
 # Long enough never to fire on a healthy server, short enough to end a broken test quickly.
 THREAD_JOIN_S = 30.0
@@ -204,7 +201,7 @@ def read_isolation_level(connection: Connection, backend: str) -> str:
     return str(raw).lower().replace("-", " ")
 
 
-@pytest.mark.parametrize("backend", SERVER_BACKENDS)
+@pytest.mark.parametrize("backend", SERVERS)
 @pytest.mark.parametrize(
     ("level", "expected"),
     [
@@ -227,7 +224,7 @@ def test_isolation_level_reaches_the_server(
         engine.dispose()
 
 
-@pytest.mark.parametrize("backend", SERVER_BACKENDS)
+@pytest.mark.parametrize("backend", SERVERS)
 def test_no_isolation_level_keeps_the_server_default(db_url: URL, backend: str) -> None:
     plain = create_engine(normalize_url(db_url))
     engine = make_engine(db_url)
@@ -462,7 +459,7 @@ def _update(connection: Connection, row: int) -> Callable[[], None]:
     return update
 
 
-@pytest.mark.parametrize("backend", SERVER_BACKENDS)
+@pytest.mark.parametrize("backend", SERVERS)
 def test_real_deadlock_is_recognised(engine: Engine, backend: str) -> None:
     _two_rows(engine)
     with engine.connect() as first, engine.connect() as second:
@@ -482,7 +479,7 @@ def test_real_deadlock_is_recognised(engine: Engine, backend: str) -> None:
     assert translated.value.reason == "deadlock"
 
 
-@pytest.mark.parametrize("backend", SERVER_BACKENDS)
+@pytest.mark.parametrize("backend", SERVERS)
 def test_real_lock_timeout_is_recognised(engine: Engine, backend: str) -> None:
     _two_rows(engine)
     with engine.connect() as holder, engine.connect() as waiter:

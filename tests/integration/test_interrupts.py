@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from humanoid_training.persistence.engine import normalize_url
+from tests.integration.support import postgres_only
 
 
 def _scratch_schemas(url: URL) -> set[str]:
@@ -47,9 +48,7 @@ def own_database(server_url: str) -> Iterator[URL]:
         admin.dispose()
 
 
-@pytest.mark.parametrize(
-    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
-)
+@postgres_only
 @pytest.mark.parametrize(
     "workers",
     [

@@ -13,6 +13,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import URL
 
+from tests.integration.support import MYSQL, POSTGRES
 from uowstress.anomalies import analyse
 from uowstress.errors import ReproducerError
 from uowstress.history import EventType, Op, Transaction, to_json
@@ -102,10 +103,6 @@ def _value(engine: Engine, key: int) -> int | None:
     with engine.connect() as connection:
         value = connection.execute(select(registers.c.v).where(registers.c.k == key)).scalar()
     return None if value is None else int(value)
-
-
-POSTGRES = pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")
-MYSQL = pytest.param("mysql", marks=pytest.mark.mysql, id="mysql")
 
 
 @pytest.mark.parametrize("backend", [POSTGRES], indirect=True)

@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from humanoid_training.persistence.engine import normalize_url
+from tests.integration.support import on_servers, postgres_only
 from uowstress.cli import main
 from uowstress.errors import DatabaseUnreachable, UowstressError
 from uowstress.scratch import (
@@ -31,9 +32,6 @@ from uowstress.scratch import (
 
 PASSWORD = "Sup3r-s3cret-pw"
 T = TypeVar("T")
-postgres_only = pytest.mark.parametrize(
-    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
-)
 
 
 def closed_port() -> int:
@@ -300,13 +298,7 @@ def _user_who_cannot_create(server_url: str, backend: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
-        pytest.param("mysql", marks=pytest.mark.mysql, id="mysql"),
-    ],
-)
+@on_servers
 def test_a_user_who_may_not_create_the_scratch_database_is_told_what_to_grant(
     server_url: str, backend: str
 ) -> None:

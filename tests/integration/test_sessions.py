@@ -13,12 +13,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool, QueuePool
 
 from humanoid_training.persistence.engine import EngineOptions, make_engine
+from tests.integration.support import SERVERS
 from uowstress.sessions import Completion, Scheduler, _make_detector, current_session
 
-SERVERS = [
-    pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
-    pytest.param("mysql", marks=pytest.mark.mysql, id="mysql"),
-]
 ROWS = (1, 2, 3)
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from examples import ledger
 from hypothesis import settings
 
-from tests.integration.test_sessions import SERVERS
+from tests.integration.support import SERVERS
 from uowstress.database import prepared_database
 from uowstress.profiles import machine_settings
 from uowstress.stateful.executor import Finding, SingleSessionExecutor
