@@ -201,3 +201,17 @@ def test_a_replayed_durability_reproducer_with_misfit_arguments_is_an_error(
     assert "the arguments of step 2 do not fit register_robot: the model raised KeyError" in (
         again.detail
     )
+
+
+def test_a_single_kill_is_drawn_from_the_seed() -> None:
+    # Hypothesis tries the simplest plan first whatever its seed; a run of one kill must still
+    # kill where its seed says, not at the same point in every run.
+    kills = [
+        run_durability("sqlite://", target_spec=TARGET, options={}, kills=1, seed=seed).kills
+        for seed in (1, 2, 3)
+    ]
+    assert all(len(k) == 1 for k in kills), kills
+    drawn = {
+        (k[0].commits, k[0].kill_after_acks, k[0].extra_steps, k[0].kill_delay_s) for k in kills
+    }
+    assert len(drawn) > 1, kills
