@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, select
 
-from uowstress.target import Ids, Operation, Query, State, Target
+from uowstress import Ids, Operation, Query, State, Target
 
 # --- the system: schema, errors, Unit of Work ------------------------------------------------
 

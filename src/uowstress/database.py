@@ -49,7 +49,7 @@ from uowstress.scratch import (
     sqlite_file,
     try_keep_file,
 )
-from uowstress.target import Target
+from uowstress.target import Target, connect_system
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def _made_by(
     with scratch_database("sqlite://" if backend == "sqlite" else url) as scratch:
         trial = scratch.render_as_string(hide_password=False)
         try:
-            system = target.connect(trial, options, isolation_level=isolation_level)
+            system = connect_system(target, trial, options, isolation_level)
         except ValueError as error:
             raise ConfigError(
                 f"target {target.name} refused its options on {redacted(url)}: {error}"

@@ -61,7 +61,14 @@ from uowstress.scratch import (
     reachable,
     redacted,
 )
-from uowstress.target import DEFAULT_TARGET, Target, check_target_options, load_target
+from uowstress.target import (
+    DEFAULT_TARGET,
+    Target,
+    TargetError,
+    check_target_options,
+    connect_system,
+    load_target,
+)
 from uowstress.workload import workload_of
 
 __all__ = [
@@ -549,11 +556,14 @@ def perf(
         )
         pytest.skip(reason)
     try:
-        system = uowstress_target.connect(
+        system = connect_system(
+            uowstress_target,
             uowstress_database.url,
             uowstress_options["target_options"],
-            isolation_level=uowstress_options["isolation_level"],
+            uowstress_options["isolation_level"],
         )
+    except TargetError as error:
+        pytest.fail(str(error), pytrace=False)
     except ValueError as error:
         pytest.fail(
             f"target {uowstress_options['target']} refused its options: {error}", pytrace=False

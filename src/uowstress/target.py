@@ -264,10 +264,137 @@ def check_target(target: object, where: str) -> Target:
         raise TargetError(
             f"{where} declares guarantee {guarantee!r}; use one of {', '.join(GUARANTEES)}"
         )
+    for field_name, kind, parts in (
+        ("operations", "Operation", ("name", "arguments", "apply", "scope")),
+        ("queries", "Query", ("name", "arguments", "run")),
+    ):
+        for i, entry in enumerate(getattr(candidate, field_name)):
+            lacking = [part for part in parts if not hasattr(entry, part)]
+            if lacking:
+                raise TargetError(
+                    f"{where}: {field_name}[{i}] is {_shown(entry)}, not a uowstress.{kind}"
+                    f" (it lacks {', '.join(lacking)}); build each with uowstress.{kind}(...)"
+                )
     names = [op.name for op in candidate.operations]
     if len(set(names)) != len(names):
         raise TargetError(f"{where} has two operations with one name: {sorted(names)}")
+    if not _takes_keyword(candidate.connect, "isolation_level"):
+        raise TargetError(
+            f"{where}: its connect() takes no isolation_level; define it as"
+            " connect(self, url, options, *, isolation_level=None) (None: the backend's"
+            " default level)"
+        )
     return candidate  # type: ignore[no-any-return]
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _takes_keyword(function: Any, name: str) -> bool:
+    """Whether `function` accepts the keyword argument `name` (True when it cannot be told)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C function without a signature
+        return True
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        for p in parameters
+    )
+
+
+_SYSTEM_METHODS = (
+    "unit_of_work",
+    "new_model",
+    "committed_state",
+    "invariants",
+    "reset",
+    "dispose",
+)
+
+
+def connect_system(
+    target: Target, url: str, options: Mapping[str, str], isolation_level: str | None = None
+) -> System:
+    """`target.connect(...)`, with the System it returns checked against the protocol.
+
+    A ValueError (options the target refuses) and SQLAlchemy's errors (a server that fails)
+    are the callers' to word; any other exception of `connect` is a TargetError naming it.
+    Raises TargetError for a System or Model that lacks part of the protocol, so that a
+    missing method is named before the run rather than reported as a finding of each step.
+    """
+    from sqlalchemy.exc import SQLAlchemyError  # not at import: see TYPE_CHECKING above
+
+    try:
+        system = target.connect(url, options, isolation_level=isolation_level)
+    except (ValueError, SQLAlchemyError):
+        raise
+    except Exception as error:
+        raise TargetError(
+            f"target {target.name}: connect() failed: {described(error)}. Fix connect, or"
+            " check the options given with --target-option"
+        ) from None
+    try:
+        check_system(system, f"target {target.name}")
+    except TargetError:
+        dispose = getattr(system, "dispose", None)
+        if callable(dispose):
+            dispose()
+        raise
+    return system
+
+
+def check_system(system: object, where: str) -> None:
+    """Refuse a System (and the Model it makes) that does not keep the protocol."""
+    from sqlalchemy import Engine  # not at import: see TYPE_CHECKING above
+
+    lacking = [name for name in _SYSTEM_METHODS if not callable(getattr(system, name, None))]
+    if lacking:
+        raise TargetError(
+            f"{where}: the System its connect() returned ({type(system).__name__}) lacks"
+            f" {', '.join(lacking)}; see uowstress.System for the protocol"
+        )
+    candidate: Any = system
+    if not isinstance(getattr(candidate, "engine", None), Engine):
+        raise TargetError(
+            f"{where}: the System its connect() returned ({type(system).__name__}) has no"
+            " `engine` (the SQLAlchemy Engine its Unit of Work runs on); uowstress times"
+            " statements and watches connections through it"
+        )
+    if not _takes_keyword(candidate.unit_of_work, "fault_hook"):
+        raise TargetError(
+            f"{where}: {type(system).__name__}.unit_of_work() takes no fault_hook; define it as"
+            " unit_of_work(self, fault_hook=None) and call fault_hook(point, connection) at"
+            f" {', '.join(FAULT_HOOK_POINTS)} (see examples/README.md)"
+        )
+    uow = candidate.unit_of_work()  # made, not entered: nothing runs on the database
+    if not isinstance(uow, UnitOfWork):
+        parts = ("__enter__", "__exit__", "commit", "rollback")
+        lacking = [name for name in parts if not hasattr(uow, name)]
+        raise TargetError(
+            f"{where}: {type(system).__name__}.unit_of_work() returned {_shown(uow)}, which is not"
+            f" a Unit of Work (it lacks {', '.join(lacking)}); see uowstress.UnitOfWork"
+        )
+    try:
+        model = candidate.new_model()
+    except Exception as error:
+        raise TargetError(f"{where}: new_model() failed: {described(error)}") from None
+    lacking = [
+        name for name in ("unit_of_work", "state") if not callable(getattr(model, name, None))
+    ]
+    if lacking:
+        raise TargetError(
+            f"{where}: the Model its new_model() returned ({type(model).__name__}) lacks"
+            f" {', '.join(lacking)}; see uowstress.Model for the protocol"
+        )
+    state = model.state()
+    if not isinstance(state, dict):
+        raise TargetError(
+            f"{where}: the Model's state() returned {type(state).__name__}; it must return the"
+            " committed state as a dict of JSON values"
+        )
 
 
 def check_target_options(target: Target, spec: str, chosen: Mapping[str, str]) -> None:
@@ -279,7 +406,7 @@ def check_target_options(target: Target, spec: str, chosen: Mapping[str, str]) -
         raise TargetError(f"target {spec} has no option {', '.join(unknown)}; its options: {known}")
 
 
-def _described(error: BaseException) -> str:
+def described(error: BaseException) -> str:
     """The exception, its message and where it was raised: a line instead of a traceback."""
     # A target's own message may quote its database URL: its password is hidden.
     said = hide_passwords(str(error))
@@ -314,13 +441,18 @@ def load_target(spec: str) -> Target:
         ) from None
     except (Exception, SystemExit) as error:  # SystemExit: a script that exits at import
         raise TargetError(
-            f"cannot import target module {module_name!r}: {_described(error)}. Fix the module"
+            f"cannot import target module {module_name!r}: {described(error)}. Fix the module"
             " so that it imports, or name another target."
         ) from None
     try:
         obj = getattr(module, attribute)
     except AttributeError:
         raise TargetError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if inspect.isclass(obj):
+        raise TargetError(
+            f"target {spec!r} is a class, not a Target object: name an instance of it (e.g."
+            f" TARGET = {obj.__name__}() in {module_name}, then {module_name}:TARGET)"
+        )
     if inspect.isfunction(obj):  # a factory
         required = [
             p.name
@@ -337,7 +469,7 @@ def load_target(spec: str) -> Target:
             obj = obj()
         except Exception as error:
             raise TargetError(
-                f"target factory {spec!r} failed: {_described(error)}. Fix the factory, or name"
+                f"target factory {spec!r} failed: {described(error)}. Fix the factory, or name"
                 " a Target object instead."
             ) from None
     return check_target(obj, f"target {spec!r}")

@@ -25,7 +25,8 @@ def test_the_reference_target_loads_and_keeps_the_protocol() -> None:
         ("humanoid_training.target", "not of the form"),
         ("no_such_module_xyz:TARGET", "cannot import"),
         ("humanoid_training.target:NOPE", "has no attribute 'NOPE'"),
-        ("humanoid_training.domain:SkillType", "is not a uowstress Target"),
+        ("humanoid_training.target:OPERATIONS", "is not a uowstress Target"),
+        ("humanoid_training.domain:SkillType", "is a class, not a Target object"),
     ],
 )
 def test_bad_target_specs_say_what_is_wrong(spec: str, message: str) -> None:
@@ -96,3 +97,18 @@ def test_a_factory_that_raises_is_named_with_its_error(
         "target factory 'uows_failing_factory:make' failed: ValueError: no database"
         " (uows_failing_factory.py, line 2)" in str(caught.value)
     )
+
+
+def test_the_public_api_holds_what_a_target_is_made_of() -> None:
+    import uowstress
+    from uowstress import target as protocol
+
+    for name in uowstress.__all__:
+        assert getattr(uowstress, name) is not None, name
+    # The same objects as the protocol module's, so that either import path keeps working.
+    assert uowstress.Operation is protocol.Operation and uowstress.Target is protocol.Target
+    from uowstress.workload import Workload
+
+    assert uowstress.Workload is Workload
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = uowstress.Nope  # type: ignore[attr-defined]

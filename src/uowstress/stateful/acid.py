@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 from uowstress.faults import FAULT_POINTS, KILL_AT
 from uowstress.interrupts import raise_if_lost
 from uowstress.stateful.drawing import choose, draw_arguments, swarms
-from uowstress.stateful.executor import SingleSessionExecutor
+from uowstress.stateful.executor import SingleSessionExecutor, reset_for_example
 from uowstress.target import Operation, Query, System, Target
 
 
@@ -103,7 +103,7 @@ def acid_machine(
 
         def __init__(self) -> None:
             super().__init__()
-            system.reset()
+            reset_for_example(system, first=recorder.examples == 0)
             self.executor = SingleSessionExecutor(target, system)
             self._tracing = trace_memory and not tracemalloc.is_tracing()
             self.swarm: frozenset[str] | None = None

@@ -39,7 +39,7 @@ from uowstress.interrupts import raise_if_lost
 from uowstress.sessions import Completion, Outcome, Scheduler
 from uowstress.stateful.acid import RunRecorder
 from uowstress.stateful.drawing import choose, draw_arguments, swarms
-from uowstress.stateful.executor import Finding, StepError, checked_state
+from uowstress.stateful.executor import Finding, StepError, checked_state, reset_for_example
 from uowstress.target import (
     Footprint,
     FootprintSource,
@@ -485,7 +485,7 @@ def concurrent_machine(
 
         def __init__(self) -> None:
             super().__init__()
-            system.reset()
+            reset_for_example(system, first=recorder.examples == 0)
             self.executor = ConcurrentExecutor(target, system, sessions)
             self.swarm: frozenset[str] | None = None
             self.rng = random.Random(0)

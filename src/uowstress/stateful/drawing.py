@@ -64,7 +64,19 @@ def draw_arguments(
     """The arguments of one call of `what`, drawn from its strategy: JSON, or StepError saying
     so (a reproducer must hold them, and a value it cannot write would crash the run)."""
     try:
-        args = draw(what.arguments(state, ids))
+        strategy = what.arguments(state, ids)
+        if getattr(strategy, "is_empty", False):
+            # Hypothesis would set the example aside without a word: the operation would never
+            # run, in the whole run. (Known before drawing: an error raised once the draw has
+            # stopped the example is not reported by Hypothesis.)
+            raise StepError(
+                f"the arguments strategy of {what.name} can draw nothing (it is st.nothing(), or"
+                " made of it); to keep an operation out of a state, give it `enabled`"
+                " instead;" + _FIX
+            )
+        args = draw(strategy)
+    except StepError:
+        raise
     except InvalidArgument as error:
         # A strategy built wrongly (st.integers(5, 1), not a strategy at all): the target's.
         raise StepError(
@@ -78,6 +90,14 @@ def draw_arguments(
         raise StepError(
             f"the arguments strategy of {what.name} raised {type(error).__name__}: {error};{_FIX}"
         ) from error
+    if not isinstance(args, dict):
+        shown = repr(args)
+        raise StepError(
+            f"the arguments strategy of {what.name} drew"
+            f" {shown if len(shown) <= 200 else shown[:200] + '...'}, not a dict; draw a dict of"
+            " the operation's arguments (e.g. st.fixed_dictionaries({...}), or st.just({}) for"
+            " none)"
+        )
     try:
         json.dumps(args)
     except (TypeError, ValueError) as error:

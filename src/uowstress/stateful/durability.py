@@ -57,6 +57,7 @@ from uowstress.target import (
     State,
     System,
     Target,
+    connect_system,
     load_target,
 )
 
@@ -653,7 +654,7 @@ def replay_kill(
     with _durable_database(
         url, allow_existing_tables, lambda: objects_of(target, options, level, url)
     ) as db:
-        system = target.connect(db.url, options, isolation_level=level)
+        system = connect_system(target, db.url, options, level)
         try:
             steps = [s.as_dict() for s in reproducer.steps]
             plan = plan_of(target, system.new_model, steps, reproducer.kill, from_file=True)
@@ -910,7 +911,7 @@ def run_durability(
             kills = result.kills_requested = len(saved)
             budget_s = timeout_s if timeout_s is not None else 60.0 + 30.0 * kills
         try:
-            system = target.connect(db.url, chosen, isolation_level=isolation_level)
+            system = connect_system(target, db.url, chosen, isolation_level)
         except ValueError as error:
             raise UowstressError(f"target {target_spec} refused its options: {error}") from None
         started = time.perf_counter()

@@ -30,7 +30,17 @@ from uowstress.errors import UowstressError
 from uowstress.faults import Fault, InjectedFault
 from uowstress.stalls import StallWatch
 from uowstress.stateful.commits import AlwaysChanged, CommitWatcher, watch
-from uowstress.target import Ids, Model, Operation, Query, State, System, Target, UnitOfWork
+from uowstress.target import (
+    Ids,
+    Model,
+    Operation,
+    Query,
+    State,
+    System,
+    Target,
+    UnitOfWork,
+    described,
+)
 
 
 class _ResidentMemory:
@@ -174,6 +184,20 @@ def diff_states(expected: State, actual: State, limit: int = 6) -> list[str]:
     return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
 
 
+def reset_for_example(system: System, first: bool) -> None:
+    """`system.reset()` before an example. Failing before the run's first example, it is
+    broken itself: an error naming it, not a finding of steps that never ran."""
+    try:
+        system.reset()
+    except Exception as error:
+        if first:
+            raise StepError(
+                f"{type(system).__name__}.reset() failed before the first example:"
+                f" {described(error)}; reset() must empty the database for each example"
+            ) from error
+        raise
+
+
 def checked_state(system: System) -> State:
     """The committed state, after checking every invariant of it."""
     try:
@@ -182,7 +206,20 @@ def checked_state(system: System) -> State:
         raise Finding(
             "error", f"reading the committed state failed: {type(error).__name__}: {error}"
         ) from error
+    if not isinstance(state, dict):
+        raise StepError(
+            f"{type(system).__name__}.committed_state() returned {type(state).__name__}; it must"
+            " return the committed state as a dict of JSON values (as Model.state() does)"
+        )
     violations = system.invariants(state)
+    # A forgotten `return` (None) would pass every state; a string, name each letter.
+    if not isinstance(violations, list | tuple) or not all(isinstance(v, str) for v in violations):
+        shown = repr(violations)
+        raise StepError(
+            f"{type(system).__name__}.invariants() returned"
+            f" {shown if len(shown) <= 80 else shown[:80] + '...'}; it must return a list of"
+            " strings, each a violated invariant in words (an empty list when all hold)"
+        )
     if violations:
         raise Finding("invariant", "; ".join(violations))
     return state

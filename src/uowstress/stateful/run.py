@@ -30,7 +30,14 @@ from uowstress.stateful.durability import replay_kill
 from uowstress.stateful.example_cache import bounded_example_cache
 from uowstress.stateful.executor import Finding, SingleSessionExecutor, StepError
 from uowstress.stateful.minimize import minimize
-from uowstress.target import DEFAULT_TARGET, System, Target, check_target_options, load_target
+from uowstress.target import (
+    DEFAULT_TARGET,
+    System,
+    Target,
+    check_target_options,
+    connect_system,
+    load_target,
+)
 
 
 @dataclass
@@ -251,7 +258,7 @@ def run_acid(
             machine=machine,
         )
         try:
-            system = target.connect(db.url, chosen, isolation_level=isolation_level)
+            system = connect_system(target, db.url, chosen, isolation_level)
         except ValueError as error:
             raise UowstressError(f"target {target_spec} refused its options: {error}") from None
         recorder = RunRecorder()
@@ -507,7 +514,7 @@ def _replay_once(
         allow_existing_tables=allow_existing_tables,
         ours=lambda: objects_of(target, options, reproducer.isolation_level, url),
     ) as db:
-        system = target.connect(db.url, options, isolation_level=reproducer.isolation_level)
+        system = connect_system(target, db.url, options, reproducer.isolation_level)
         executor = new_executor(
             reproducer.machine, target, system, reproducer.sessions, replaying=True
         )

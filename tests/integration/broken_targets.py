@@ -1,0 +1,85 @@
+"""The ledger example with one part of the protocol broken each: what a team writing its first
+target gets wrong, for the tests that uowstress names the mistake instead of blaming the
+system (or passing)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from examples import ledger
+from hypothesis import strategies as st
+
+from uowstress.target import Operation
+
+
+class _Target(ledger.LedgerTarget):
+    system_class: type = ledger.LedgerSystem
+
+    def connect(
+        self, url: str, options: Mapping[str, str], *, isolation_level: str | None = None
+    ) -> Any:
+        made = super().connect(url, options, isolation_level=isolation_level)
+        return self.system_class(made.engine, made.unsafe)
+
+
+def _with_system(**methods: Any) -> _Target:
+    target = _Target()
+    target.system_class = type("System", (ledger.LedgerSystem,), methods)
+    return target
+
+
+def _raise(*_: Any, **__: Any) -> Any:
+    raise RuntimeError("cannot truncate")
+
+
+class _ConnectRaises(ledger.LedgerTarget):
+    def connect(self, *_: Any, **__: Any) -> Any:
+        raise RuntimeError("misconfigured engine")
+
+
+class _OldConnect(ledger.LedgerTarget):
+    def connect(self, url: str, options: Mapping[str, str]) -> Any:  # type: ignore[override]
+        return super().connect(url, options)
+
+
+class _NoDispose:
+    def __init__(self, engine: Any, unsafe: bool) -> None:
+        self.engine = engine
+        self._inner = ledger.LedgerSystem(engine, unsafe)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dispose":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+class _ModelWithoutState:
+    def unit_of_work(self) -> Any:
+        return ledger.MemoryLedger().unit_of_work()
+
+
+def _operations(**arguments: Any) -> tuple[Operation, ...]:
+    return tuple(
+        Operation(op.name, arguments.get(op.name, op.arguments), op.apply, op.scope, op.enabled)
+        for op in ledger.OPERATIONS
+    )
+
+
+CONNECT_RAISES = _ConnectRaises()
+OLD_CONNECT = _OldConnect()
+NO_DISPOSE = _Target()
+NO_DISPOSE.system_class = _NoDispose
+UOW_WITHOUT_HOOK = _with_system(unit_of_work=lambda self: ledger.SqlWork(self.engine, False))
+UOW_NOT_A_UOW = _with_system(unit_of_work=lambda self, fault_hook=None: object())
+MODEL_WITHOUT_STATE = _with_system(new_model=lambda self: _ModelWithoutState())
+INVARIANTS_NONE = _with_system(invariants=lambda self, state: None)
+INVARIANTS_TEXT = _with_system(invariants=lambda self, state: "all good")
+STATE_A_LIST = _with_system(committed_state=lambda self: [])
+RESET_RAISES = _with_system(reset=_raise)
+ARGUMENTS_INT = _Target()
+ARGUMENTS_INT.operations = _operations(open_account=lambda s, ids: st.integers())
+ARGUMENTS_NOTHING = _Target()
+ARGUMENTS_NOTHING.operations = _operations(open_account=lambda s, ids: st.nothing())
+OPERATION_A_DICT = _Target()
+OPERATION_A_DICT.operations = ({"name": "open_account"},)  # type: ignore[assignment]

@@ -1,0 +1,96 @@
+"""A target that breaks the protocol is named with its mistake, before the run where it can
+be told then and as an error of the run otherwise: never a finding against the system, never a
+run that passes having tested nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+from uowstress.stateful.run import run_acid
+from uowstress.target import TargetError, load_target
+
+SPEC = "tests.integration.broken_targets:"
+
+
+def _settings() -> settings:
+    return settings(
+        max_examples=10,
+        stateful_step_count=10,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "CONNECT_RAISES",
+            "target ledger: connect() failed: RuntimeError: misconfigured engine"
+            " (broken_targets.py, line",
+        ),
+        ("NO_DISPOSE", "the System its connect() returned (_NoDispose) lacks dispose"),
+        ("UOW_WITHOUT_HOOK", "System.unit_of_work() takes no fault_hook"),
+        ("UOW_NOT_A_UOW", "System.unit_of_work() returned <object object"),
+        ("MODEL_WITHOUT_STATE", "the Model its new_model() returned (_ModelWithoutState) lacks"),
+    ],
+)
+def test_a_system_that_breaks_the_protocol_stops_the_run_before_it_starts(
+    name: str, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(TargetError) as caught:
+        run_acid(
+            "sqlite://", target_spec=SPEC + name, settings=_settings(), reproducers_dir=tmp_path
+        )
+    assert message in str(caught.value)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("OLD_CONNECT", "its connect() takes no isolation_level"),
+        (
+            "OPERATION_A_DICT",
+            "operations[0] is {'name': 'open_account'}, not a uowstress.Operation",
+        ),
+    ],
+)
+def test_a_target_that_breaks_the_protocol_is_refused_when_loaded(name: str, message: str) -> None:
+    with pytest.raises(TargetError) as caught:
+        load_target(SPEC + name)
+    assert message in str(caught.value)
+
+
+def test_a_class_is_not_taken_for_a_target() -> None:
+    with pytest.raises(TargetError, match=r"is a class, not a Target object: name an instance"):
+        load_target("examples.ledger:LedgerTarget")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        # A forgotten return would pass every state; a string would name each of its letters.
+        ("INVARIANTS_NONE", "System.invariants() returned None; it must return a list of strings"),
+        ("INVARIANTS_TEXT", "System.invariants() returned 'all good'; it must return a list"),
+        ("STATE_A_LIST", "System.committed_state() returned list; it must return"),
+        ("ARGUMENTS_INT", "the arguments strategy of open_account drew 0, not a dict"),
+        ("ARGUMENTS_NOTHING", "the arguments strategy of open_account can draw nothing"),
+        ("RESET_RAISES", "System.reset() failed before the first example: RuntimeError: cannot"),
+    ],
+)
+def test_a_part_that_answers_wrongly_is_an_error_of_the_run(
+    name: str, message: str, tmp_path: Path
+) -> None:
+    result = run_acid(
+        "sqlite://", target_spec=SPEC + name, settings=_settings(), reproducers_dir=tmp_path
+    )
+    assert result.finding is None, result.finding
+    assert result.error is not None and message in result.error, result.error
+    assert not list(tmp_path.iterdir())  # nothing to replay: the system was not at fault
