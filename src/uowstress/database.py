@@ -328,7 +328,7 @@ def prepared_database(
             # The run's own error is the one to report.
             if before is not None:
                 try:
-                    _restore_file_settings(path, before)
+                    _restore_file_settings(path, before)  # the space note is not urgent
                 except UowstressError as error:
                     # No report follows an interrupted run: what is left to do is said now.
                     log.warning("%s", error)
@@ -342,12 +342,15 @@ def prepared_database(
                 remove_sqlite_file(path)
         if before is not None:
             try:
-                _restore_file_settings(path, before)
+                note = _restore_file_settings(path, before)
             except UowstressError as error:
                 # The run's results stand; what is left to do by hand is said, on the console
                 # and in the report (see runner._Collector).
                 log.warning("%s", error)
                 warnings.warn(str(error), LeftUndone, stacklevel=3)
+            else:
+                if note is not None:
+                    warnings.warn(note, LeftUndone, stacklevel=3)
         return
     with scratch_database(url) as scratch:
         full = scratch.render_as_string(hide_password=False)
@@ -358,6 +361,7 @@ def prepared_database(
 class _FileSettings:
     journal_mode: str
     statistics: frozenset[str]  # the sqlite_stat tables the file holds
+    free_pages: int  # pages on the file's free list
 
 
 def _statistics_tables(conn: sqlite3.Connection) -> frozenset[str]:
@@ -372,14 +376,19 @@ def _file_settings(path: str) -> _FileSettings:
     conn = sqlite3.connect(path)
     try:
         (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-        return _FileSettings(str(mode).lower(), _statistics_tables(conn))
+        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+        return _FileSettings(str(mode).lower(), _statistics_tables(conn), int(free))
     finally:
         conn.close()
 
 
-def _restore_file_settings(path: str, before: _FileSettings) -> None:
+def _restore_file_settings(path: str, before: _FileSettings) -> str | None:
     """Put back the journal mode of a SQLite file the run used but did not create, and drop
-    the statistics tables the run added (their rows were the run's tables', dropped with them)."""
+    the statistics tables the run added (their rows were the run's tables', dropped with them).
+
+    Returns what is left to do by hand, or None: the pages the run's tables used stay in the
+    file as free pages. Not reclaimed here: VACUUM may renumber the rows of the user's tables
+    that have no INTEGER PRIMARY KEY, which a run must not do to data that is not its own."""
     restore = f"PRAGMA journal_mode = {before.journal_mode.upper()}"
     try:
         conn = sqlite3.connect(path, timeout=5)
@@ -393,6 +402,8 @@ def _restore_file_settings(path: str, before: _FileSettings) -> None:
                 (mode,) = conn.execute(restore).fetchone()
                 if str(mode).lower() != before.journal_mode:
                     raise sqlite3.OperationalError(f"the journal mode stayed {mode}")
+            (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+            (page_size,) = conn.execute("PRAGMA page_size").fetchone()
         finally:
             conn.close()
     except sqlite3.Error as error:
@@ -407,3 +418,12 @@ def _restore_file_settings(path: str, before: _FileSettings) -> None:
             f" else has the file open, then run: sqlite3 {shlex.quote(path)}"
             f" {shlex.quote('; '.join(by_hand))}"
         ) from error
+    grown = int(free) - before.free_pages
+    if grown <= 0:
+        return None
+    return (
+        f"{path} keeps the {grown} pages ({grown * int(page_size):,} bytes) the run's tables used,"
+        " as free pages: SQLite does not shrink a file by itself. To give the space back, run:"
+        f" sqlite3 {shlex.quote(path)} VACUUM (VACUUM may renumber the rowids of tables without"
+        " an INTEGER PRIMARY KEY, so the run leaves that choice to you)"
+    )

@@ -271,10 +271,25 @@ def _refused_parameter(url: URL) -> str | None:
     return hide_secrets(f"cannot connect to {_redacted(url)}: {what}; fix the URL", url)
 
 
+_AT_EXAMPLE = {
+    "postgresql": "postgresql://user:p%40ss@host:5432/dbname",
+    "mysql": "mysql://user:p%40ss@host:3306/dbname",
+}
+
+
 def check_url(url: str | URL) -> Backend:
     """The backend of a URL uowstress can use, decided without connecting. ValueError names
     what is wrong and the accepted forms; it never holds the password."""
     backend, normalized = normalize(url)
+    if "@" in (normalized.host or ""):
+        # An '@' written as it is in a password: the URL splits at the first one, and the
+        # password's tail would be taken for the host, shown in every message about it.
+        raise ValueError(
+            f"the {backend} URL holds an '@' after the one that ends its user and password: a"
+            " password (or user) with an '@' in it must be written percent-encoded, as %40"
+            f" (e.g. {_AT_EXAMPLE.get(backend, _AT_EXAMPLE['postgresql'])}). The URL is not"
+            " shown here: it holds part of a password"
+        )
     if backend == "sqlite":
         parts = [
             part

@@ -70,10 +70,23 @@ def test_a_users_file_gets_its_journal_mode_and_statistics_back(
     path = _users_file(tmp_path / "theirs.db", with_statistics=with_statistics)
     before = _state(path)
     assert before[0] == "delete"
-    with prepared_database(f"sqlite:///{path}", allow_existing_tables=True) as db:
+    with (
+        pytest.warns(LeftUndone) as caught,
+        prepared_database(f"sqlite:///{path}", allow_existing_tables=True) as db,
+    ):
         _use_like_a_run(db.url)
         assert _state(path)[0] == "wal"  # the run did change it
     assert _state(path) == before
+    # The pages of the run's table stay free in the file: said, with what gives them back.
+    (warned,) = caught.list
+    with sqlite3.connect(path) as conn:
+        (free,) = conn.execute("pragma freelist_count").fetchone()
+        assert free > 0
+        said = f"{path} keeps the {free} pages ({free * 4096:,} bytes) the run's tables used"
+        assert said in str(warned.message)
+        assert f"sqlite3 {path} VACUUM" in str(warned.message)
+        conn.execute("vacuum")
+        assert conn.execute("pragma freelist_count").fetchone() == (0,)
 
 
 def test_a_file_that_cannot_be_put_back_is_named_with_what_to_run(tmp_path: Path) -> None:

@@ -385,3 +385,24 @@ def test_a_sqlite_url_naming_a_server_is_refused_with_the_forms_it_takes(
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///lab.db", "sqlite:////tmp/lab.db"])
 def test_the_sqlite_forms_are_accepted(url: str) -> None:
     assert check_url(url) == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("url", "example"),
+    [
+        ("postgresql://root:Secr3t@Word@127.0.0.1:5432/test", "postgresql://user:p%40ss@host:5432"),
+        ("mysql://root:p@ssW0rdX@127.0.0.1:3306/test", "mysql://user:p%40ss@host:3306"),
+    ],
+)
+def test_a_password_with_a_bare_at_sign_is_refused_without_showing_any_of_it(
+    url: str, example: str
+) -> None:
+    # The URL splits at the first '@': the password's tail would be taken for the host.
+    with pytest.raises(ValueError) as info:
+        check_url(url)
+    message = str(info.value)
+    assert "must be written percent-encoded, as %40" in message and example in message
+    for part in ("Secr3t", "Word", "p@ss", "ssW0rdX", "127.0.0.1"):
+        assert part not in message
+    ok, reason = reachable(url)
+    assert not ok and reason == message
