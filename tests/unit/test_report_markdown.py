@@ -233,3 +233,22 @@ def test_counts_agree_with_their_nouns() -> None:
     assert fmt.counted(1, "SIGKILL") == "1 SIGKILL"
     assert fmt.counted(0, "acknowledged commit") == "0 acknowledged commits"
     assert fmt.counted(1200, "kill") == "1,200 kills"
+
+
+def test_two_databases_of_one_backend_are_told_apart_in_titles_and_tables() -> None:
+    first = rf.scenario("basic", backend="postgresql")
+    second = rf.scenario(
+        "basic",
+        backend="postgresql",
+        samples=[s * 2 for s in first.latency_samples],
+        id="tests/performance/test_synthetic_suite.py::test_basic[postgresql1]",
+    )
+    run = rf.report([first, second])
+    markdown = render_markdown(run)
+    for where in ("postgresql", "postgresql1"):
+        assert markdown.count(f"/ basic on {where}: ") == 1, where
+        # One suites row each, not the two merged into one.
+        assert re.search(rf"\| synthetic\\_suite \| {where} \| 1 \|", markdown), where
+    html = render_html(run)
+    assert html.count("/ basic on postgresql1: ") == 1
+    assert html.count("/ basic on postgresql: ") == 1

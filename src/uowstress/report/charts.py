@@ -25,7 +25,7 @@ import numpy as np
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 import plotly.io as pio  # type: ignore[import-untyped]
 
-from uowstress.report.history import scenario_name
+from uowstress.report.history import database_id, scenario_name
 from uowstress.report.model import Report, ScenarioResult
 
 __all__ = [
@@ -71,7 +71,7 @@ def scenario_labels(scenarios: Sequence[ScenarioResult]) -> dict[str, str]:
     """A short, unique, escaped label per scenario id: ``name[params] [backend]``, with the
     suite when two suites share a scenario name. Unique because Plotly draws the traces of one
     label as one category: two scenarios under one label would show as one, summed."""
-    short = {s.id: f"{scenario_name(s)} [{s.backend}]" for s in scenarios}
+    short = {s.id: f"{scenario_name(s)} [{database_id(s)}]" for s in scenarios}
     counts = Counter(short.values())
     labels: dict[str, str] = {}
     for s in scenarios:

@@ -19,7 +19,7 @@ from markupsafe import Markup
 
 from uowstress.report import charts, views
 from uowstress.report import formatting as fmt
-from uowstress.report.history import History, scenario_key, scenario_name, trend
+from uowstress.report.history import History, database_id, scenario_key, scenario_name, trend
 from uowstress.report.model import MachineRun, Report, ScenarioResult
 
 __all__ = ["TREND_METRICS", "render_html"]
@@ -38,6 +38,7 @@ class _Figure:
 class _ScenarioSection:
     result: ScenarioResult
     name: str  # the scenario with its parameters
+    where: str  # its database: the backend, numbered for a run's second one of a backend
     anchor: str
     rows: list[views.MetricRow]
     scans: list[Any]
@@ -116,6 +117,7 @@ def _scenario_sections(report: Report) -> list[_ScenarioSection]:
             _ScenarioSection(
                 result=result,
                 name=scenario_name(result),
+                where=database_id(result),
                 anchor=anchor,
                 rows=views.metric_rows(result),
                 scans=views.full_scans(result),

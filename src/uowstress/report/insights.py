@@ -14,7 +14,7 @@ from typing import Final
 import numpy as np
 
 from uowstress.report import formatting as fmt
-from uowstress.report.history import scenario_name
+from uowstress.report.history import database_id, scenario_name
 from uowstress.report.model import Insight, Outcomes, Recommendation, Report, ScenarioResult
 
 __all__ = [
@@ -73,7 +73,7 @@ def _measured(report: Report) -> Iterator[ScenarioResult]:
 
 
 def _name(result: ScenarioResult) -> str:
-    return f"{scenario_name(result)} on {result.backend}"
+    return f"{scenario_name(result)} on {database_id(result)}"
 
 
 def outliers(samples: list[float]) -> tuple[int, float]:

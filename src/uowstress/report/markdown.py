@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from uowstress.report import formatting as fmt
 from uowstress.report import views
-from uowstress.report.history import scenario_name
+from uowstress.report.history import database_id, scenario_name
 from uowstress.report.model import (
     DurabilityRun,
     Finding,
@@ -357,7 +357,7 @@ def _scenarios(report: Report) -> list[str]:
 
 def _scenario(result: ScenarioResult) -> list[str]:
     out = [
-        f"### {text(result.suite)} / {text(scenario_name(result))} on {text(result.backend)}:"
+        f"### {text(result.suite)} / {text(scenario_name(result))} on {text(database_id(result))}:"
         f" {_status(result.status)}",
         "",
     ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from uowstress.report import formatting as fmt
 from uowstress.report.compare import shown_value
-from uowstress.report.history import scenario_name
+from uowstress.report.history import database_id, scenario_name
 from uowstress.report.model import (
     Distribution,
     IndexCheck,
@@ -71,17 +71,16 @@ class SuiteRow:
 
 def scenario_label(result: ScenarioResult) -> str:
     """``basic_transaction_performance on sqlite``; ``hot_rows[10] on sqlite`` with
-    parameters."""
-    return f"{scenario_name(result)} on {result.backend}"
+    parameters; ``... on postgresql1`` on a run's second database of one backend."""
+    return f"{scenario_name(result)} on {database_id(result)}"
 
 
 def suite_rows(report: Report) -> list[SuiteRow]:
     """Scenario outcomes per suite and backend, in the order the run met them."""
     rows: dict[tuple[str, str], SuiteRow] = {}
     for result in report.scenarios:
-        row = rows.setdefault(
-            (result.suite, result.backend), SuiteRow(result.suite, result.backend)
-        )
+        where = database_id(result)  # two databases of one backend: two rows
+        row = rows.setdefault((result.suite, where), SuiteRow(result.suite, where))
         row.counts[result.status] = row.counts.get(result.status, 0) + 1
         row.seconds += result.seconds
     return list(rows.values())
