@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +41,18 @@ if TYPE_CHECKING:
     from uowstress.report.model import Report
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+
+
+class Number(click.FloatRange):
+    """A number within a range, as every number option of every command takes it: click's
+    FloatRange takes "nan" (no comparison refuses it) and "inf" (when no maximum is set), which
+    would only fail in the middle of the work, judge nothing or write what JSON cannot hold."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _click_option(spec: OptionSpec) -> Callable[[Any], Any]:
@@ -137,14 +150,14 @@ def main() -> None:
 )
 @click.option(
     "--fail-on-regression",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     metavar="PCT",
     help="exit 1 when a metric got significantly worse than the --baseline by more than PCT %",
 )
 @click.option(
     "--isolation",
     "isolation_budget",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     metavar="SECONDS",
     help="also search each database's isolation levels for anomalies, in SECONDS per database,"
     " and put the matrix in the report (see uowstress isolation)",
@@ -550,7 +563,7 @@ def replay(
 )
 @click.option(
     "--budget-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     default=120.0,
     show_default=True,
     help="time for the whole matrix, split across the levels",
@@ -674,7 +687,7 @@ def isolation(
 @click.option(
     "--fail-on-regression",
     "threshold_pct",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=10.0,
     show_default=True,
     metavar="PCT",
@@ -683,14 +696,14 @@ def isolation(
 )
 @click.option(
     "--alpha",
-    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    type=Number(min=0, max=1, min_open=True, max_open=True),
     default=0.01,
     show_default=True,
     help="significance level of the Mann-Whitney U test on transaction times",
 )
 @click.option(
     "--min-effect",
-    type=click.FloatRange(min=0, max=1),
+    type=Number(min=0, max=1),
     default=0.147,
     show_default=True,
     help="smallest |Cliff's delta| of transaction times that counts (0.147: a small effect)",

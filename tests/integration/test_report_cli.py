@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -105,6 +106,40 @@ def test_an_unreadable_report_exits_2_naming_the_file(
 def test_bad_options_are_usage_errors(baseline: Path) -> None:
     code, _, err = _invoke("compare", str(baseline), str(baseline), "--alpha", "2")
     assert code == 2 and "--alpha" in err
+
+
+def _float_options() -> list[tuple[str, str]]:
+    return [
+        (command.name, option.opts[0])
+        for command in main.commands.values()
+        for option in command.params
+        if command.name and isinstance(option.type, click.types.FloatParamType)
+    ]
+
+
+def test_the_float_options_are_the_ones_checked_below() -> None:
+    assert sorted(_float_options()) == sorted(
+        [
+            ("run", "--fail-on-regression"),
+            ("run", "--isolation"),
+            ("isolation", "--budget-seconds"),
+            ("compare", "--fail-on-regression"),
+            ("compare", "--alpha"),
+            ("compare", "--min-effect"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity"])
+@pytest.mark.parametrize(("command", "option"), _float_options())
+def test_a_number_option_refuses_nan_and_infinity_before_anything_runs(
+    baseline: Path, command: str, option: str, value: str
+) -> None:
+    args = {"compare": [str(baseline), str(baseline)], "isolation": ["--db-url", "sqlite://"]}
+    code, out, err = _invoke(command, *args.get(command, []), f"{option}={value}")
+    assert code == 2, out + err
+    assert f"Invalid value for '{option}'" in err, err
+    assert "Traceback" not in out + err
 
 
 @pytest.mark.parametrize(

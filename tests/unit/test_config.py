@@ -212,6 +212,10 @@ def test_text_that_is_no_number_gets_no_hint(tmp_path: Path) -> None:
             "thresholds:\n  critical:\n    avg_transaction_s: .inf\n",
             "thresholds.critical.avg_transaction_s: found inf (float)",
         ),
+        (
+            "thresholds:\n  critical:\n    deadlock_rate: .nan\n",
+            "thresholds.critical.deadlock_rate: found nan (float)",
+        ),
     ],
 )
 def test_out_of_range(tmp_path: Path, text: str, expected: str) -> None:
