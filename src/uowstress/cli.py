@@ -13,7 +13,7 @@ import logging
 import math
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -215,7 +215,7 @@ def run(
         click.echo(f"uowstress: {error}", err=True)
         sys.exit(EXIT_USAGE)
     _print_outcome(outcome.report, verbose)
-    warning = skipped_warning(outcome.report, outcome.pytest_outcomes)
+    warning = skipped_warning(outcome.report, outcome.pytest_outcomes, outcome.skip_reasons)
     for line in [*outcome.warnings, *([] if warning is None else [warning])]:
         click.echo(line)
     for kind, written in sorted(outcome.written.items()):
@@ -341,9 +341,11 @@ def _print_outcome(report: Report, verbose: bool) -> None:
     )
 
 
-def skipped_warning(report: Report, outcomes: Mapping[str, int]) -> str | None:
+def skipped_warning(
+    report: Report, outcomes: Mapping[str, int], reasons: Sequence[str] = ()
+) -> str | None:
     """A warning when everything was skipped: a run that measured or checked nothing must not
-    pass unnoticed."""
+    pass unnoticed. `reasons`: why the tests were skipped, as pytest said."""
     scenarios = report.scenarios
     if scenarios and all(s.status == "skipped" for s in scenarios):
         reasons = sorted({s.message for s in scenarios if s.message})
@@ -354,10 +356,11 @@ def skipped_warning(report: Report, outcomes: Mapping[str, int]) -> str | None:
         )
     skipped = outcomes.get("skipped", 0)
     if skipped and not any(n for kind, n in outcomes.items() if kind != "skipped"):
-        return (
-            f"WARNING: every collected test ({skipped}) was skipped, so nothing was checked;"
-            " run with --verbose to see why"
-        )
+        head = f"WARNING: every collected test ({skipped}) was skipped, so nothing was checked"
+        distinct = list(dict.fromkeys(reason for reason in reasons if reason))
+        if not distinct:
+            return f"{head}; run with --verbose to see which tests"
+        return f"{head}:" + "".join(f"\n  {reason}" for reason in distinct)
     return None
 
 

@@ -128,6 +128,7 @@ class RunOutcome:
     written: dict[str, Path] = field(default_factory=dict)
     pytest_outcomes: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # for the console, after the outcome
+    skip_reasons: list[str] = field(default_factory=list)  # why tests were skipped, each once
 
 
 def _versions() -> dict[str, str]:
@@ -363,6 +364,7 @@ class _Collector:
         self.workers_down: dict[str, str] = {}  # worker id -> why it went down
         self.left_undone: list[str] = []  # LeftUndone warnings, each once
         self.crashed_in: dict[str, str] = {}  # worker id -> the test it crashed in
+        self.skip_reasons: list[str] = []  # why tests were skipped, each once
 
     @property
     def done(self) -> int:
@@ -455,6 +457,8 @@ class _Collector:
             message = f"{report.nodeid}: error in {report.when}{said}"
             self.test_errors.append((report.nodeid, report.when, message))
             self.outcomes["error"] += 1
+        if report.skipped:
+            self._skipped_because(report)
         if report.when == "call":
             self.outcomes[report.outcome] += 1
             if report.failed:
@@ -467,6 +471,14 @@ class _Collector:
         else:
             return
         self._finished(report.nodeid)
+
+    def _skipped_because(self, report: pytest.TestReport) -> None:
+        # pytest keeps a skip's reason as (file, line, "Skipped: reason").
+        longrepr = report.longrepr
+        said = longrepr[2] if isinstance(longrepr, tuple | list) and len(longrepr) == 3 else ""
+        reason = hide_passwords(str(said).removeprefix("Skipped: ").strip())
+        if reason and reason not in self.skip_reasons:
+            self.skip_reasons.append(reason)
 
     def _finished(self, nodeid: str) -> None:
         self.finished.add(nodeid)
@@ -737,7 +749,12 @@ def run(
         report.summary.exit_status = EXIT_USAGE
         written = {}
     return RunOutcome(
-        report, report.summary.exit_status, written, dict(collector.outcomes), warnings
+        report,
+        report.summary.exit_status,
+        written,
+        dict(collector.outcomes),
+        warnings,
+        collector.skip_reasons,
     )
 
 

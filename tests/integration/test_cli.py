@@ -819,6 +819,21 @@ def test_the_skipped_durability_check_of_the_replay_profile_says_why(
     assert "--kills 0" not in out
 
 
+def test_a_run_where_every_test_was_skipped_says_why_without_verbose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing saved: the replay profile skips every test
+    code, out = run_machines(tmp_path, "--profile", "replay")
+    assert code == 0, out
+    warning = out[out.index("WARNING: every collected test (3) was skipped") :]
+    reasons = warning.splitlines()[1:4]
+    assert all(line.startswith("  ") for line in reasons), warning
+    assert "nothing saved to replay for the acid machine" in reasons[0]
+    assert "nothing saved to replay for the sessions machine" in reasons[1]
+    assert "holds no durability reproducer" in reasons[2]
+    assert "--verbose" not in warning
+
+
 def test_the_replay_profile_replays_the_written_durability_reproducers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,3 +27,13 @@ def test_every_collected_test_skipped_is_a_warning() -> None:
     warning = skipped_warning(rf.report([]), {"skipped": 2})
     assert warning is not None
     assert warning.startswith("WARNING: every collected test (2) was skipped")
+
+
+def test_every_collected_test_skipped_says_each_reason_once() -> None:
+    reasons = ["nothing saved to replay", "no durability reproducer", "nothing saved to replay"]
+    warning = skipped_warning(rf.report([]), {"skipped": 3}, reasons)
+    assert warning == (
+        "WARNING: every collected test (3) was skipped, so nothing was checked:"
+        "\n  nothing saved to replay"
+        "\n  no durability reproducer"
+    )
