@@ -22,6 +22,7 @@ import re
 import shlex
 import socket
 import sys
+import tempfile
 import textwrap
 import time
 from collections import Counter
@@ -641,7 +642,14 @@ def run(
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     plugins: list[object] = [collector] if request.workers > 1 else [collector, _OneProcess()]
-    status = pytest.main(_pytest_args(request, urls, config_path), plugins=plugins)
+    # pytest's temporary folders (pytest-of-<user>/pytest-N, which pytest-xdist makes for its
+    # workers whether a test asks for one or not) go into a folder of the run's own, removed
+    # when the suites are done: a run leaves nothing behind in the temporary folder.
+    with tempfile.TemporaryDirectory(
+        prefix="uowstress-pytest-", ignore_cleanup_errors=True
+    ) as scratch:
+        args = [*_pytest_args(request, urls, config_path), "--basetemp", str(Path(scratch, "tmp"))]
+        status = pytest.main(args, plugins=plugins)
     seconds = time.perf_counter() - started
     if collector.collect_errors:
         raise _collection_error(collector.collect_errors)

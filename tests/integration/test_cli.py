@@ -248,6 +248,21 @@ def test_run_can_put_an_isolation_matrix_in_the_report(tmp_path: Path) -> None:
     assert all(cell["examples"] > 0 for cell in matrix["results"])
 
 
+def test_a_run_with_workers_leaves_nothing_in_the_temporary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr("tempfile.tempdir", str(temporary))
+    code, out = run_suite(
+        tmp_path, "test_two", "def test_one():\n    pass\ndef test_two():\n    pass\n",
+        "--workers", "2",
+    )  # fmt: skip
+    assert code == 0, out
+    assert sorted(p.name for p in temporary.iterdir()) == []
+
+
 def test_run_splits_exploration_across_workers(tmp_path: Path) -> None:
     code, out = run_machines(tmp_path, "--machine", "sessions", "--kills", "0", "--workers", "2")
     assert code == 0, out
