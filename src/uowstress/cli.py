@@ -399,7 +399,8 @@ _FATES = {
 )
 @click.option("--dry-run", is_flag=True, help="list what would be dropped, drop nothing")
 def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> None:
-    """Drop the scratch databases that killed runs left behind (NAMES: only these).
+    """Drop the scratch databases that killed runs left behind (NAMES: only these; a name
+    that matches none is said).
 
     A run drops its scratch schemas, databases and files on the way out, after Ctrl-C and
     SIGTERM too; a SIGKILL leaves them. Each is kept by a lock while its run lives: those
@@ -408,7 +409,7 @@ def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> 
     said, with how to remove it by hand. Exit status: 0, or 2 when a database cannot be
     reached or a leftover could not be dropped.
     """
-    from uowstress.leftovers import clean, places
+    from uowstress.leftovers import clean, not_found, places
 
     urls = list(db_urls) or ["sqlite://"]
     try:
@@ -419,7 +420,14 @@ def cleanup(names: tuple[str, ...], db_urls: tuple[str, ...], dry_run: bool) -> 
         sys.exit(EXIT_USAGE)
     # One error entry per server that did not answer.
     unreachable = sum(f.fate == "error" for f in found)
-    if not any(f.fate != "error" for f in found):
+    if names and unreachable < looked_at:
+        # Said of each name, not as "nothing left behind": the name may be mistyped.
+        others = " on the others" if unreachable else ""
+        for name in not_found(names, found):
+            click.echo(
+                f"not found: {name} (no scratch database, schema or file by that name{others})"
+            )
+    elif not any(f.fate != "error" for f in found):
         # Said only of what could be looked at: a server that did not answer may hold some.
         if not unreachable:
             click.echo("no scratch database left behind")

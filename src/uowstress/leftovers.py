@@ -253,6 +253,20 @@ def _servers(urls: list[str]) -> list[str]:
     return list(distinct.values())
 
 
+def not_found(names: Collection[str], found: Collection[Leftover]) -> list[str]:
+    """The `names` given to `clean` that none of what it found answers to (a SQLite scratch
+    folder answers to its name and to the scratch name in it)."""
+    seen: set[str] = set()
+    for leftover in found:
+        if leftover.fate == "error":
+            continue
+        seen.add(leftover.name)
+        match = _FOLDER.fullmatch(leftover.name)
+        if match is not None:
+            seen.add(match.group(1))
+    return [name for name in dict.fromkeys(names) if name not in seen]
+
+
 def places(urls: list[str]) -> int:
     """How many places `clean(urls)` looks at: each server database, and the SQLite folders
     (which are always reached) as one."""

@@ -6,6 +6,7 @@ SQLAlchemy, Hypothesis, pytest), so that `uowstress --help` answers at once.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import reprlib
@@ -196,16 +197,34 @@ def random_seed() -> int:
     return random.SystemRandom().randrange(2**32)
 
 
-def check_directory(option: str, path: Path) -> None:
+def check_directory(option: str, path: Path, given: Path | None = None) -> None:
     """Refuse a folder a run would write into only at its end, when it cannot be written: a
-    file by that name, or a place where no folder can be made. Nothing is left behind."""
+    file by that name, or a place where no folder can be made. Nothing is left behind.
+    `given`: the path the user gave, when `path` is the folder of that file."""
+    shown = path if given is None else given
     try:
-        _probe_directory(option, path)
+        _probe_directory(option, path, shown)
     except OSError as error:  # e.g. a parent folder that cannot be read
         raise ConfigError(
-            f"{option} {path}: cannot write there ({error.strerror or error}); give a folder"
-            " you can write to"
+            f"{option} {shown}: cannot write there ({error.strerror or error}); give a"
+            f" {'folder' if given is None else 'path'} you can write to"
         ) from None
+
+
+def _unwritable(where: Path, error: OSError) -> str:
+    """Why nothing can be made in the existing folder `where`, in words: the error's own
+    (ENOENT from /proc, for one) would name a file that does not exist, not the cause."""
+    said = error.strerror or str(error)
+    if error.errno == errno.ENOENT:
+        return (
+            f"{where} takes no new files or folders (a virtual file system such as /proc or"
+            f" /sys; making one there fails with: {said})"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to make files or folders in {where}"
+    if error.errno == errno.EROFS:
+        return f"{where} is on a read-only file system"
+    return f"cannot make files or folders in {where} ({said})"
 
 
 def check_output_file(option: str, path: Path) -> None:
@@ -221,22 +240,31 @@ def check_output_file(option: str, path: Path) -> None:
         raise ConfigError(
             f"{option} {path}: {where} is a file, so no folder can be made there; give another path"
         )
-    check_directory(option, path.parent)
+    check_directory(option, path.parent, given=path)
     if os.path.lexists(path) and not os.access(path, os.W_OK):
         raise ConfigError(f"{option} {path}: that file cannot be written; give another path")
 
 
-def _probe_directory(option: str, path: Path) -> None:
+def _probe_directory(option: str, path: Path, shown: Path) -> None:
     if path.is_dir():
         where = path
     elif os.path.lexists(path):
         kind = "a link to nothing" if path.is_symlink() else "a file"
-        raise ConfigError(f"{option} {path}: that is {kind}; give a folder (made if missing)")
+        that = "that" if shown == path else str(path)
+        raise ConfigError(f"{option} {shown}: {that} is {kind}; give a folder (made if missing)")
     else:
         where = path.parent
         while not os.path.lexists(where):
             where = where.parent
         if not where.is_dir():
-            raise ConfigError(f"{option} {path}: {where} is a file, so no folder can be made there")
+            raise ConfigError(
+                f"{option} {shown}: {where} is a file, so no folder can be made there"
+            )
     # A real attempt: permission bits say little for root, or on read-only mounts.
-    os.rmdir(tempfile.mkdtemp(prefix=".uowstress-probe-", dir=where))
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".uowstress-probe-", dir=where))
+    except OSError as error:
+        what = "folder" if shown == path else "path"
+        raise ConfigError(
+            f"{option} {shown}: {_unwritable(where, error)}; give a {what} you can write to"
+        ) from None

@@ -593,6 +593,7 @@ def build_report(
             seconds=round(seconds, 3),
             scenarios=dict(Counter(s.status for s in store.scenarios)),
             machines=dict(Counter(m.status for m in store.machines)),
+            durability=dict(Counter(d.status for d in store.durability)),
             findings=len(findings),
             critical=critical,
             warnings=warnings,

@@ -196,6 +196,23 @@ def test_only_scratch_folders_of_uowstress_are_removed(
     assert (theirs / "uows_0123456789ac.db").exists()
 
 
+def test_a_name_given_that_matches_nothing_is_said_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UOWSTRESS_SQLITE_DIR", str(tmp_path))
+    left = _sqlite_leftover(tmp_path, "uows_0123456789ab_x")
+    code, out = _invoke("--dry-run", "uows_nonexist")
+    assert code == 0, out
+    assert out == "not found: uows_nonexist (no scratch database, schema or file by that name)\n"
+    # A folder answers to its scratch name: only the name that matched nothing is said.
+    code, out = _invoke("--dry-run", "uows_0123456789ab", "uows_nonexist")
+    assert code == 0, out
+    assert out.splitlines() == [
+        "not found: uows_nonexist (no scratch database, schema or file by that name)",
+        f"would drop: {left.name} ({tmp_path})",
+    ]
+
+
 def _execute(server_url: str, *statements: str) -> list[tuple[object, ...]]:
     """The rows of the last statement, all run in one transaction on the server's database."""
     engine = create_engine(normalize_url(server_url), poolclass=NullPool)

@@ -167,6 +167,13 @@ def test_a_report_path_that_cannot_be_written_is_refused_before_searching(
     assert (tmp_path / "a-file").read_text() == "x"
 
 
+def test_a_report_path_in_a_folder_that_takes_no_files_says_so() -> None:
+    code, out = isolation("--db-url", "sqlite://", "--json", "/proc/x.json")
+    assert code == 2, out
+    assert "--json /proc/x.json: /proc takes no new files or folders" in out
+    assert "G0" not in out  # nothing was searched
+
+
 def _contents(path: Path) -> dict[str, list[tuple[object, ...]]]:
     with sqlite3.connect(path) as conn:
         names = [row[0] for row in conn.execute("select name from sqlite_master")]

@@ -11,6 +11,7 @@ from uowstress.options import (
     MAX_SEED,
     check_directory,
     check_options,
+    check_output_file,
     parse_seed,
     parse_target_options,
 )
@@ -62,8 +63,19 @@ def test_a_folder_below_a_file_is_refused(tmp_path: Path) -> None:
 
 def test_a_folder_that_cannot_be_made_is_refused() -> None:
     # /proc takes no new directories, not even from root.
-    with pytest.raises(ConfigError, match="--output-dir /proc/nope: cannot write there"):
+    with pytest.raises(
+        ConfigError, match=r"^--output-dir /proc/nope: /proc takes no new files or folders"
+    ):
         check_directory("--output-dir", Path("/proc/nope"))
+
+
+def test_a_file_that_cannot_be_made_names_the_path_given_and_why() -> None:
+    # Creating anything in /proc fails with "No such file or directory", though /proc exists.
+    with pytest.raises(ConfigError) as refused:
+        check_output_file("--json", Path("/proc/x.json"))
+    message = str(refused.value)
+    assert message.startswith("--json /proc/x.json: /proc takes no new files or folders"), message
+    assert "--json /proc:" not in message
 
 
 def test_a_missing_folder_that_can_be_made_is_taken_and_not_made(tmp_path: Path) -> None:

@@ -98,6 +98,8 @@ def test_scalability_efficiency() -> None:
     peaked = _swept([(1, 100.0), (2, 120.0), (4, 90.0), (8, 60.0)])
     assert "Throughput peaks at 2 threads" in _insights(peaked)["Scalability"]
     assert "best at 2 threads" in rules.recommendations(rf.report([peaked]))[0].text
+    alone = _swept([(1, 100.0), (2, 80.0), (4, 60.0)])
+    assert "Throughput peaks at 1 thread (" in _insights(alone)["Scalability"]
 
 
 def test_memory_growth() -> None:

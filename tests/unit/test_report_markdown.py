@@ -252,3 +252,26 @@ def test_two_databases_of_one_backend_are_told_apart_in_titles_and_tables() -> N
     html = render_html(run)
     assert html.count("/ basic on postgresql1: ") == 1
     assert html.count("/ basic on postgresql: ") == 1
+
+
+def test_the_summary_counts_the_durability_checks_with_the_state_machines() -> None:
+    from collections import Counter
+
+    from uowstress.options import option_values
+    from uowstress.pytest_plugin import ResultStore
+    from uowstress.runner import RunRequest, build_report
+
+    store = ResultStore(
+        machines=[rf.machine_run(id="acid-sqlite", machine="acid", status="failed")],
+        durability=[rf.durability_run(status="failed")],
+    )
+    request = RunRequest(options=option_values({}), path=".")
+    report = build_report(request, store, [], None, 1.0, 1, Counter({"failed": 2}))
+    assert report.summary.machines == {"failed": 1}
+    assert report.summary.durability == {"failed": 1}
+    assert report.model_dump(mode="json")["summary"]["durability"] == {"failed": 1}
+    markdown = render_markdown(report)
+    assert "- state-machine runs: 1 failed\n- durability checks: 1 failed\n" in markdown
+    assert "durability checks: 1 failed;" in render_html(report)
+    nothing = build_report(request, ResultStore(), [], None, 1.0, 0, Counter())
+    assert "- durability checks: none\n" in render_markdown(nothing)

@@ -149,7 +149,7 @@ def _scalability_insights(result: ScenarioResult) -> list[Insight]:
     )
     if best.threads != most.threads:
         text += (
-            f" Throughput peaks at {best.threads} threads"
+            f" Throughput peaks at {fmt.counted(best.threads, 'thread')}"
             f" ({fmt.number(best.ops_per_second)} ops/s)."
         )
     return [Insight(title="Scalability", text=text, scenario=result.id)]
@@ -409,8 +409,8 @@ def _scalability_advice(result: ScenarioResult) -> list[Recommendation]:
             "scalability_efficiency",
             most.efficiency,
             f"{_name(result)}: {most.threads} threads reach {fmt.percent(most.efficiency, 0)}"
-            f" efficiency ({limit}); throughput is best at {best.threads} thread"
-            f"{'s' if best.threads != 1 else ''} ({fmt.number(best.ops_per_second)} ops/s):"
+            f" efficiency ({limit}); throughput is best at {fmt.counted(best.threads, 'thread')}"
+            f" ({fmt.number(best.ops_per_second)} ops/s):"
             " size the workers to that, not to the core count.",
         )
     ]

@@ -99,6 +99,7 @@ def _header(report: Report) -> list[str]:
     s = report.summary
     scenario_counts = ", ".join(f"{n} {status}" for status, n in s.scenarios.items() if n)
     machine_counts = ", ".join(f"{n} {status}" for status, n in s.machines.items() if n)
+    durability_counts = ", ".join(f"{n} {status}" for status, n in s.durability.items() if n)
     return [
         f"# uowstress report: {s.status.upper()}",
         "",
@@ -108,6 +109,7 @@ def _header(report: Report) -> list[str]:
         "",
         f"- scenarios: {scenario_counts or 'none'}",
         f"- state-machine runs: {machine_counts or 'none'}",
+        f"- durability checks: {durability_counts or 'none'}",
         f"- findings: {s.findings}; critical figures: {s.critical}; warnings: {s.warnings};"
         f" regressions: {s.regressions}",
         "",

@@ -378,7 +378,8 @@ class Summary(_Model):
     exit_status: int
     seconds: float
     scenarios: dict[str, int] = Field(default_factory=dict)  # status -> count
-    machines: dict[str, int] = Field(default_factory=dict)
+    machines: dict[str, int] = Field(default_factory=dict)  # state-machine runs: status -> count
+    durability: dict[str, int] = Field(default_factory=dict)  # durability checks: status -> count
     findings: int = 0
     critical: int = 0
     warnings: int = 0
