@@ -52,6 +52,7 @@ from uowstress.stateful.registers import (
     register_engine,
     register_machine,
     registers,
+    replay_steps,
     step_sessions,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "normalize_level",
     "render_markdown",
     "render_matrix",
+    "replay_reproducer",
     "resolve_levels",
     "search_isolation",
     "shows",
@@ -517,6 +519,34 @@ def search_isolation(
         )
 
 
+def replay_reproducer(
+    url: str,
+    level: str,
+    steps: Sequence[Mapping[str, Any]],
+    *,
+    allow_existing_tables: bool = False,
+) -> RegisterRun:
+    """Replay a reproducer of the isolation search (the ``reproducer`` steps of a cell of the
+    JSON report) on ``url`` at isolation ``level`` (as the report names it, e.g. ``"read
+    committed"``), as the search ran it: the register table is made, in a scratch schema or
+    database on a server, the steps run on it, and it is dropped. Returns the run;
+    ``analyse(run.history.transactions(), PREDICATES)`` (uowstress.anomalies,
+    uowstress.stateful.registers) names the anomalies its history shows."""
+    with prepared_database(
+        url, allow_existing_tables=allow_existing_tables, ours={registers.name}
+    ) as db:
+        chosen = resolve_levels(db.backend, [level])
+        if len(chosen) != 1:
+            raise ConfigError(f"give one isolation level to replay at, not {level!r}")
+        engine = register_engine(db.url, chosen[0])
+        try:
+            create_table(engine)
+            return replay_steps(engine, steps)
+        finally:
+            engine.dispose()
+            _drop_register_table(db.url)
+
+
 def _drop_register_table(url: str) -> None:
     # A SQLite file the user named outlives the search: nothing of the search stays in it.
     engine = create_engine(url, poolclass=NullPool)
@@ -599,8 +629,13 @@ def render_markdown(report: IsolationReport, *, date: str | None = None) -> str:
             "",
             "Registers k0..k3 start at 0 (written by T0); every write carries its own value."
             " `rmw` reads the key then writes it in one step; `pread even` / `pread all` read"
-            " the rows with an even value / every row. Replay the JSON steps with"
-            " `uowstress.stateful.registers.replay_steps`.",
+            " the rows with an even value / every row. Replay a reproducer (the `reproducer`"
+            " steps of its cell in the JSON) with"
+            " `uowstress.isolation.replay_reproducer(url, level, steps)`: it makes the register"
+            " table, runs the steps at that isolation level and drops the table; then"
+            " `uowstress.anomalies.analyse(run.history.transactions(),"
+            " uowstress.stateful.registers.PREDICATES)` names the anomalies of the returned"
+            " run.",
         ]
     for cell in observed:
         assert cell.reproducer is not None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,6 @@ from uowstress.cli import main
 from uowstress.isolation import ANOMALY_CLASSES, normalize_level, resolve_levels
 from uowstress.stateful.registers import (
     PREDICATES,
-    create_table,
-    register_engine,
-    replay_steps,
     validate_steps,
 )
 
@@ -92,17 +91,40 @@ def test_postgresql_read_committed_loses_updates_and_serializable_does_not(
     assert "P4" in observed(report, "read committed")
     assert observed(report, "serializable") == set()
     assert "### P4 at read committed" in markdown
-    # The shrunk reproducer, replayed on a fresh database, still loses an update.
+    # The shrunk reproducer, replayed on a fresh database as the Markdown says, still loses an
+    # update.
     lost = next(
         c for c in report["results"] if c["level"] == "read committed" and c["anomaly"] == "P4"
     )
-    engine = register_engine(db_url, "read committed")
-    try:
-        create_table(engine)
-        run = replay_steps(engine, lost["reproducer"])
-    finally:
-        engine.dispose()
+    replay = _replay_the_markdown_names(markdown)
+    run = replay(server_url, "read committed", lost["reproducer"])
     assert "P4" in {f.anomaly for f in analyse(run.history.transactions(), PREDICATES)}
+
+
+def _replay_the_markdown_names(markdown: str) -> Any:
+    """The function the Markdown report says replays a reproducer, called as it says."""
+    found = re.search(r"`uowstress\.([\w.]+)\.(\w+)\(url, level, steps\)`", markdown)
+    assert found, markdown
+    return getattr(importlib.import_module(f"uowstress.{found[1]}"), found[2])
+
+
+def test_a_reproducer_replays_in_one_call_on_a_fresh_database(tmp_path: Path) -> None:
+    database = tmp_path / "fresh.db"
+    lost_update = [
+        {"session": 0, "action": "begin"},
+        {"session": 1, "action": "begin"},
+        {"session": 0, "action": "read", "key": 0},
+        {"session": 1, "action": "read", "key": 0},
+        {"session": 0, "action": "write", "key": 0, "value": 1},
+        {"session": 1, "action": "write", "key": 0, "value": 2},
+        {"session": 0, "action": "commit"},
+        {"session": 1, "action": "commit"},
+    ]
+    run = isolation_module.replay_reproducer(f"sqlite:///{database}", "SERIALIZABLE", lost_update)
+    # SQLite refuses the second writer: one commits, the other is aborted.
+    statuses = sorted(t.status for t in run.history.transactions() if t.id)
+    assert statuses == ["aborted", "committed"], statuses
+    assert not database.exists()  # made for the replay, and removed with its table
 
 
 @pytest.mark.mysql
