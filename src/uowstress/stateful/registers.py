@@ -784,6 +784,10 @@ def _update(connection: Connection, k: int, value: int) -> Op:
 def replay_steps(engine: Engine, steps: Sequence[Mapping[str, Any]]) -> RegisterRun:
     """Reset the table and run ``steps`` in a new run; returns the finished run (its history).
 
+    The engine must be one of `register_engine(url, level)` (it runs every transaction at that
+    isolation level) whose database holds the table (`create_table(engine)`); to replay a
+    reproducer of the isolation search in one call, use
+    `uowstress.isolation.replay_reproducer(url, level, steps)`, which does both.
     Use a :class:`RegisterWorkload` to replay many step lists: it keeps its scheduler."""
     with RegisterWorkload(engine, max_sessions=1) as workload:
         return workload.replay(steps)
