@@ -722,15 +722,18 @@ class Explorer:
         if run.error:
             pytest.fail(f"durability on {run.backend}: could not run: {run.error}", pytrace=False)
         if run.findings:
-            pytest.fail(
-                f"durability on {run.backend}: "
-                + "; ".join(
-                    f"[{f.kind}] {f.message}"
-                    + (f" (replay: {f.replay_command})" if f.replay_command else "")
-                    for f in run.findings
-                ),
-                pytrace=False,
-            )
+            # As a machine's finding: what was found, then how far it was shrunk and its replay.
+            found = []
+            for finding in run.findings:
+                said = f"FINDING [{finding.kind}] {finding.message}"
+                if finding.replay_command:
+                    steps = sum(len(s) for s in finding.steps_by_session)
+                    said += (
+                        f"\n  {shrunk_words(steps, finding.shrunk_from)};"
+                        f" replay: {finding.replay_command}"
+                    )
+                found.append(said)
+            pytest.fail(f"durability on {run.backend}: " + "\n".join(found), pytrace=False)
         return run
 
 

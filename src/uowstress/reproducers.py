@@ -50,13 +50,17 @@ class Step(_Strict):
         return self.model_dump(exclude_none=True)
 
 
+# The longest delay a kill point may have.
+KILL_DELAY_LIMIT_US = 1_000_000
+
+
 class KillPoint(_Strict):
     """Where the durability check killed its worker: after `after_acks` acknowledged commits,
     `extra_steps` steps into the next transaction (its commit last), and `delay_us` later."""
 
     after_acks: int = Field(ge=0)
     extra_steps: int = Field(0, ge=0)
-    delay_us: int = Field(0, ge=0, le=1_000_000)
+    delay_us: int = Field(0, ge=0, le=KILL_DELAY_LIMIT_US)
 
 
 def steps_after_acks(actions: Sequence[str], acks: int) -> int:

@@ -4,18 +4,25 @@ points never loses an acknowledged commit, and the check does report one that is
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+import sqlalchemy as sa
+from examples import ledger
+from hypothesis import strategies as st
 
 from humanoid_training.target import do_register
 from tests.integration.support import REGISTER, register_then_kill
 from uowstress import reproducers
 from uowstress.explore import check_durability
+from uowstress.stateful import durability
 from uowstress.stateful._durability_child import ACK_EARLY_ENV
 from uowstress.stateful.durability import CHILD_MODULE, DurabilityResult, run_durability
 from uowstress.stateful.run import replay
+from uowstress.target import Operation, Target
 
 TARGET = "humanoid_training.target:TARGET"
 KILLS = 5
@@ -44,6 +51,10 @@ def _assert_sound(result: DurabilityResult) -> None:
     for kill in result.kills:
         # The kill is never sent before the drawn point, and nothing past the workload is acked.
         assert kill.kill_after_acks <= kill.acknowledged <= kill.commits, kill
+        # Where it landed is recorded: the acknowledgements, then the steps reported after them.
+        landed = kill.killed_at
+        assert landed.after_acks == kill.acknowledged, kill
+        assert (landed.after_acks, landed.extra_steps) >= (kill.kill_after_acks, kill.extra_steps)
         assert kill.landed in (kill.acknowledged, kill.acknowledged + 1), kill
     summary = result.summary()
     assert summary["commits_acknowledged"] == sum(k.acknowledged for k in result.kills)
@@ -100,7 +111,14 @@ def test_the_check_reports_a_commit_acknowledged_before_it_was_made(
     for kill in lost:
         written, path = result.reproducers[kill.index]
         assert written.machine == "durability" and written.kill is not None
-        assert written.kill.after_acks <= kill.kill_after_acks
+        # Each kill records where it landed, never before its planned point; the reproducer
+        # kills where the kill of its (shrunk) steps landed, within reach of those steps.
+        assert kill.killed_at.after_acks == kill.acknowledged
+        assert (kill.killed_at.after_acks, kill.killed_at.extra_steps) >= (
+            kill.kill_after_acks,
+            kill.extra_steps,
+        )
+        assert written.step_problems() == []
         assert written.failure.kind == "lost" and path.name == f"{written.id}.json"
         # Made smaller where it could be: never more commits than the kill's workload had.
         commits = [s.action for s in written.steps].count("commit")
@@ -215,3 +233,103 @@ def test_a_single_kill_is_drawn_from_the_seed() -> None:
         (k[0].commits, k[0].kill_after_acks, k[0].extra_steps, k[0].kill_delay_s) for k in kills
     }
     assert len(drawn) > 1, kills
+
+
+# -- a kill that lands later than planned --------------------------------------------------------
+
+
+def open_at_once(uow: Any, a: dict[str, Any]) -> Any:
+    """Opens an account with a deposit, the account committed at once, apart from its unit of
+    work (deliberately wrong): a kill before the commit leaves the account without its
+    deposit."""
+    if isinstance(uow, ledger.SqlWork):
+        with uow.engine.begin() as conn:
+            conn.execute(sa.insert(ledger.accounts).values(id=a["account"], balance=0, version=0))
+        uow.balances[a["account"]], uow.versions[a["account"]] = 0, 0
+    else:
+        uow.open(a["account"])
+    uow.post(a["entry"], a["account"], a["initial"])
+    return a["account"]
+
+
+def pause(uow: Any, a: dict[str, Any]) -> Any:
+    """A step the system takes its time over (the model does not)."""
+    if isinstance(uow, ledger.SqlWork):
+        time.sleep(a["seconds"])
+    return None
+
+
+class _HastyLedger(ledger.LedgerTarget):
+    name = "hasty ledger"
+    operations = (
+        *ledger.OPERATIONS,
+        Operation("open_at_once", ledger.open_args, open_at_once),
+        Operation("pause", lambda s, i: st.just({"seconds": 5.0}), pause),
+    )
+
+
+HASTY_LEDGER: Target = _HastyLedger()
+HASTY_SPEC = f"{__name__}:HASTY_LEDGER"
+
+
+def _opening(op: str, account: str, initial: int) -> dict[str, Any]:
+    args = {"account": account, "initial": initial, "entry": f"d{account}"}
+    return {"action": "apply", "op": op, "args": args}
+
+
+# A committed transaction, then one whose account is committed at its first operation, and
+# whose second operation keeps the worker busy for far longer than any kill takes to land.
+HASTY_STEPS: list[dict[str, Any]] = [
+    {"action": "begin"},
+    _opening("open_account", "a1", 10),
+    {"action": "commit"},
+    {"action": "begin"},
+    _opening("open_at_once", "a2", 5),
+    {"action": "apply", "op": "pause", "args": {"seconds": 5.0}},
+    {"action": "commit"},
+]
+# How long the parent takes to send a kill once it is due, made long (a busy machine).
+LAG_S = 0.5
+
+
+def test_a_kill_that_lands_later_than_planned_is_written_and_replayed_where_it_landed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with monkeypatch.context() as patched:
+        # Every kill is planned right after the worker connects; the parent is slow to send
+        # it, and the worker gets to the pause first: the second account is committed alone.
+        kill = durability._kill
+
+        def late(pid: int) -> None:
+            time.sleep(LAG_S)
+            kill(pid)
+
+        def right_after_connecting(target: Target, new_model: Any) -> Any:
+            point = reproducers.KillPoint(after_acks=0)
+            plan = durability.plan_of(target, new_model, HASTY_STEPS, point)
+            return st.integers(0, 1000).map(lambda _: plan)
+
+        patched.setattr(durability, "_kill", late)
+        patched.setattr(durability, "kill_plans", right_after_connecting)
+        result = run_durability(
+            "sqlite://", target_spec=HASTY_SPEC, options={}, kills=1, reproducers_dir=tmp_path
+        )
+    assert result.error is None, result.error
+    [found] = result.kills
+    assert (found.kill_after_acks, found.extra_steps) == (0, 0)
+    assert found.finding is not None and found.finding.kind == "partial", found
+    # It landed after the first commit and the second transaction's begin and open_at_once.
+    assert found.acknowledged == 1
+    assert (found.killed_at.after_acks, found.killed_at.extra_steps) == (1, 2)
+    # Shrunk, and written with the point where the kill of the shrunk workload landed.
+    written, path = result.reproducers[found.index]
+    assert written.kill is not None and written.failure.kind == "partial"
+    ops = [step.op for step in written.steps if step.action == "apply"]
+    assert ops[-2:] == ["open_at_once", "pause"], written.steps
+    commits_before = [step.action for step in written.steps].count("commit") - 1
+    assert (written.kill.after_acks, written.kill.extra_steps) == (commits_before, 2)
+    # Replayed without the lag, the kill lands where it did: during the pause.
+    again = replay(path, repeat=2)
+    assert again.verdict == "FAILED", again.detail
+    assert "[partial]" in again.detail and "this differs" not in again.detail
+    assert not _children_left()

@@ -632,8 +632,12 @@ def test_durability(uowstress_explorer: Explorer) -> None:
         "-p", "no:cacheprovider", "--uowstress-db-url", "sqlite://", "--uowstress-kills", "8",
     )  # fmt: skip
     result.assert_outcomes(failed=1)
+    # Said as a machine's finding is: how far its steps were shrunk, then its replay command.
     result.stdout.fnmatch_lines(
-        ["*durability on sqlite: [[]lost[]] commit * (replay: *uowstress replay *)*"]
+        [
+            "*durability on sqlite: FINDING [[]lost[]] commit *",
+            "*  *shrunk * step*; replay: *uowstress replay *",
+        ]
     )
     written = list((pytester.path / ".hypothesis" / "reproducers").glob("*.json"))
     assert written and all('"machine": "durability"' in p.read_text() for p in written)

@@ -4,10 +4,21 @@ kill counted again, the steps into the killed transaction moved with what is tak
 from __future__ import annotations
 
 import itertools
+import time
+from types import SimpleNamespace
 from typing import Any
 
+from hypothesis import strategies as st
+
 from uowstress.reproducers import Failure, KillPoint, Reproducer, Step, steps_after_acks
-from uowstress.stateful.durability import KillPlan, smaller_workloads
+from uowstress.stateful.durability import (
+    DurabilityFinding,
+    KillPlan,
+    KillResult,
+    shrink_kill,
+    smaller_workloads,
+)
+from uowstress.target import Operation
 
 
 def _tx(*ops: str) -> list[dict[str, Any]]:
@@ -111,3 +122,93 @@ def test_every_workload_tried_can_be_written_as_a_reproducer_that_loads() -> Non
                     where = (sizes, acks, extra, _ops(tried), after_acks, extra_steps)
                     assert reproducer.step_problems() == [], where
                     assert len(tried) < len(steps), where
+
+
+# -- kills that land later than planned ----------------------------------------------------------
+
+
+class _Work:
+    """A model's Unit of Work that keeps nothing: only the steps matter here."""
+
+    def __enter__(self) -> _Work:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+
+class _Model:
+    def unit_of_work(self) -> _Work:
+        return _Work()
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+
+_MODEL_TARGET: Any = SimpleNamespace(
+    name="t",
+    operations=[Operation(op, lambda s, i: st.just({}), lambda uow, a: None) for op in "abcx"],
+)
+
+
+def _landed(plan: KillPlan, point: KillPoint, kind: str | None) -> KillResult:
+    return KillResult(
+        index=1,
+        commits=plan.commits,
+        kill_after_acks=plan.kill_after_acks,
+        extra_steps=plan.extra_steps,
+        kill_delay_s=plan.kill_delay_s,
+        acknowledged=point.after_acks,
+        in_commit=False,
+        landed=None,
+        seconds=0.0,
+        finding=None if kind is None else DurabilityFinding(kind, "found"),
+        killed_at=point,
+    )
+
+
+def test_shrinking_starts_from_where_the_kill_landed_and_keeps_each_trials_landing() -> None:
+    # Planned after the first commit's begin, the kill landed 2 steps into the second
+    # transaction (its begin and "x" had run): the problem is there, not where it was planned.
+    steps = _tx("a") + _tx("x", "b") + _tx("c")
+    planned = _plan(steps, 0, 1)
+    found = _landed(planned, KillPoint(after_acks=1, extra_steps=2, delay_us=300), "partial")
+    tried: list[tuple[list[str], KillPoint]] = []
+
+    def kill_at(candidate: KillPlan) -> KillResult:
+        tried.append((_ops(candidate.steps), candidate.point))
+        if "x" not in _ops(candidate.steps):
+            return _landed(candidate, candidate.point, None)
+        # Each trial's kill lands one step further than it was planned, where it can.
+        reach = steps_after_acks([s["action"] for s in candidate.steps], candidate.kill_after_acks)
+        later = candidate.point.model_copy(
+            update={"extra_steps": min(candidate.extra_steps + 1, reach), "delay_us": 0}
+        )
+        return _landed(candidate, later, "partial")
+
+    small, kill = shrink_kill(
+        planned, found, kill_at, _MODEL_TARGET, _Model, time.perf_counter() + 60
+    )
+    # The first workload tried keeps the transaction the kill landed in (the second), at the
+    # landed point, where one made from the planned point would have kept the first alone.
+    assert tried[0] == (
+        ["B", "a", "C", "B", "x", "b", "C"],
+        KillPoint(after_acks=1, extra_steps=2, delay_us=300),
+    )
+    # What is returned kills where its own kill landed: a reproducer of it replays that point.
+    assert kill.finding is not None and kill.finding.kind == "partial"
+    assert small.point == kill.killed_at
+    assert "x" in _ops(small.steps) and len(small.steps) < len(steps)
+    reproducer = Reproducer(
+        machine="durability",
+        target="t:T",
+        backend="sqlite",
+        guarantee="serializable",
+        steps=[Step(**step) for step in small.steps],
+        failure=Failure(kind="partial", message="found"),
+        kill=kill.killed_at,
+    )
+    assert reproducer.step_problems() == []

@@ -10,14 +10,17 @@ worker; this process reaps it and waits for the next line. End of input: it leav
 Protocol lines on stdout (the worker and this process share the stream, never at once):
 
     pid <n>                the worker of this request is process n (sent before it starts)
-    ready                  the worker connected; about to run the first step
-    step <i> ok            step i ("begin" or "apply") returned
-    step <i> raised <T>    step i raised an exception of type T (the model may expect that)
-    step <i> commit        step i, a "commit", starts: the Unit of Work's commit() is called
-    ack <k>                the k-th commit returned: the Unit of Work acknowledged it
+    ready @<t>             the worker connected; about to run the first step
+    step <i> ok @<t>       step i ("begin" or "apply") returned
+    step <i> raised <T> @<t>   step i raised an exception of type T (the model may expect that)
+    step <i> commit @<t>   step i, a "commit", starts: the Unit of Work's commit() is called
+    ack <k> @<t>           the k-th commit returned: the Unit of Work acknowledged it
     done                   every step ran; the worker waits to be killed
     error <json text>      the worker cannot go on; it waits to be killed
     reaped <n> <status>    process n is gone: "killed <signal number>" or "exited <code>"
+
+<t> is when the worker wrote the line, by `clock_ns`: the parent times its kill from it, and
+records how long after the worker's last report the kill was sent.
 
 Neither process ever disposes the System (that would drop the schema the parent owns) or runs
 interpreter shutdown: they leave with os._exit.
@@ -63,6 +66,12 @@ class _Channel:
             data = data[written:]
 
 
+def clock_ns() -> int:
+    """The system's monotonic clock, in nanoseconds: one clock for every process (the
+    parent compares the worker's readings with its own)."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
 def _die_with_parent() -> None:
     # A parent that dies without killing us (itself SIGKILLed) must not leave us running.
     if sys.platform.startswith("linux"):
@@ -89,7 +98,7 @@ def _run(channel: _Channel, request: dict[str, Any]) -> None:
     )
     operations = {op.name: op for op in target.operations}
     ack_early = os.environ.get(ACK_EARLY_ENV) == "1"
-    channel.send("ready")
+    channel.send(f"ready @{clock_ns()}")
     uow: Any = None
     commits = 0
     for index, step in enumerate(request["steps"]):
@@ -97,26 +106,26 @@ def _run(channel: _Channel, request: dict[str, Any]) -> None:
         if action == "begin":
             uow = system.unit_of_work()
             uow.__enter__()
-            channel.send(f"step {index} ok")
+            channel.send(f"step {index} ok @{clock_ns()}")
         elif action == "apply":
             try:
                 operations[step["op"]].apply(uow, step.get("args", {}))
             except Exception as error:
                 # A refusal the model also makes: the transaction goes on, as in the executor.
-                channel.send(f"step {index} raised {type(error).__name__}")
+                channel.send(f"step {index} raised {type(error).__name__} @{clock_ns()}")
             else:
-                channel.send(f"step {index} ok")
+                channel.send(f"step {index} ok @{clock_ns()}")
         elif action == "commit":
             commits += 1
-            channel.send(f"step {index} commit")
+            channel.send(f"step {index} commit @{clock_ns()}")
             if ack_early:
-                channel.send(f"ack {commits}")
+                channel.send(f"ack {commits} @{clock_ns()}")
                 time.sleep(ACK_EARLY_PAUSE_S)
             uow.commit()
             uow.__exit__(None, None, None)
             uow = None
             if not ack_early:
-                channel.send(f"ack {commits}")
+                channel.send(f"ack {commits} @{clock_ns()}")
         else:
             raise ValueError(f"step {index}: the durability child cannot run action {action!r}")
     channel.send("done")

@@ -5,10 +5,14 @@ point, and the parent computes with the model alone the committed state after ea
 commits. A worker process (`_durability_child`, one per kill, forked by a child server that has
 imported the target once) runs the transactions on the prepared database and acknowledges each
 commit. The parent SIGKILLs it after a drawn number of acknowledgements, a drawn number of the
-next transaction's steps (its commit last) and a drawn delay of a few milliseconds, so that
-kills land anywhere in a transaction, commits included. Then it reads what is committed through
-a fresh engine (for SQLite the first connection to the file since the kill, which recovers the
-write-ahead log the worker left) and checks:
+next transaction's steps (its commit last) and a drawn delay of a few milliseconds after the
+worker reported the last of them, so that kills land anywhere in a transaction, commits
+included. The worker may get further before the kill lands (the parent reads its reports late,
+the delay outlasts a step): each kill records where it landed, the acknowledgements and steps
+the worker reported before it died and how long after the last of them the kill was sent, and
+a reproducer replays that point, not the drawn one. Then the parent reads what is committed
+through a fresh engine (for SQLite the first connection to the file since the kill, which
+recovers the write-ahead log the worker left) and checks:
 
 * every acknowledged commit is there: the state is the one after the a acknowledged commits, or
   after a + 1 when the commit in flight landed before the kill, and never anything in between;
@@ -47,6 +51,7 @@ from uowstress.options import random_seed
 from uowstress.profiles import REPRODUCERS_DIR
 from uowstress.reproducers import KillPoint
 from uowstress.scratch import hide_secrets, redacted, scratch_database
+from uowstress.stateful._durability_child import clock_ns
 from uowstress.stateful.drawing import draw_arguments
 from uowstress.stateful.executor import MISFIT_ERRORS, call, diff_states
 from uowstress.target import (
@@ -93,8 +98,9 @@ class KillPlan:
     # ... and this many steps of the next transaction have started: its "begin", its "apply"s
     # and, last, its "commit" (the kill then lands inside the commit)
     extra_steps: int
-    # ... and then this long: the parent reacts within a fraction of a millisecond, faster than
-    # a commit runs, so without a delay the kill would always land at a commit's first statement
+    # ... and then this long after the worker reported that step: the parent reacts within a
+    # fraction of a millisecond, faster than a commit runs, so without a delay the kill would
+    # always land at a commit's first statement
     kill_delay_s: float = 0.0
 
     @property
@@ -103,11 +109,20 @@ class KillPlan:
 
     @property
     def point(self) -> KillPoint:
-        """The kill point, as a reproducer records it."""
+        """The planned kill point, in a reproducer's terms."""
         return KillPoint(
             after_acks=self.kill_after_acks,
             extra_steps=self.extra_steps,
             delay_us=round(self.kill_delay_s * 1e6),
+        )
+
+    def at(self, point: KillPoint) -> KillPlan:
+        """The same workload, killed at `point`."""
+        return replace(
+            self,
+            kill_after_acks=point.after_acks,
+            extra_steps=point.extra_steps,
+            kill_delay_s=point.delay_us / 1e6,
         )
 
 
@@ -123,12 +138,17 @@ class KillResult:
 
     index: int  # 1-based, within the run
     commits: int  # transactions in the child's workload
+    # The planned kill point (the plan's): where the kill was due
     kill_after_acks: int
     extra_steps: int
     kill_delay_s: float
     acknowledged: int  # commits the child acknowledged before it died
     in_commit: bool  # the kill landed inside a commit (started, not acknowledged)
     landed: int | None  # commits found committed after the kill; None when no prefix matches
+    # Where the kill landed, as a reproducer records it: `acknowledged`, the steps of the next
+    # transaction the worker had reported, and the delay after the last of them. Never before
+    # the planned point; later when the worker got further before it died.
+    killed_at: KillPoint
     seconds: float
     finding: DurabilityFinding | None = None
 
@@ -193,7 +213,12 @@ class DurabilityResult:
             "seconds": round(self.seconds, 3),
             "seconds_per_kill": round(self.seconds / done, 3) if done else None,
             "findings": [
-                {"kill": k.index, "kind": k.finding.kind, "message": k.finding.message}
+                {
+                    "kill": k.index,
+                    "kind": k.finding.kind,
+                    "message": k.finding.message,
+                    "killed_at": k.killed_at.model_dump(),  # where the kill landed
+                }
                 for k in self.findings
                 if k.finding is not None
             ],
@@ -436,9 +461,24 @@ class _Watch:
     done: bool = False
     committing: bool = False  # a commit has started and not been acknowledged
     mismatch: str | None = None
+    # When the worker wrote its last "ready", "step" or "ack" (`clock_ns`, the worker's stamp)
+    progressed_ns: int = 0
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """How far the worker has reported: acknowledged commits, steps of the next
+        transaction (a kill point's after_acks and extra_steps)."""
+        return self.acknowledged, self.steps_since_ack
 
     def take(self, line: str, plan: KillPlan) -> None:
+        body, marker, stamp = line.rpartition(" @")
+        if marker and stamp.isdigit():
+            line, written_ns = body, int(stamp)
+        else:
+            written_ns = clock_ns()  # unstamped: when it was read
         kind, _, rest = line.partition(" ")
+        if kind in ("ready", "step", "ack"):
+            self.progressed_ns = written_ns
         if kind == "ready":
             self.ready = True
         elif kind == "step":
@@ -552,6 +592,16 @@ class ChildReport:
     acknowledged: int  # commits the worker acknowledged before it died
     in_commit: bool  # it died inside a commit (started, not acknowledged)
     mismatch: str | None  # a step whose outcome differed from the model's
+    killed_at: KillPoint  # where the kill landed (see `landed_point`)
+
+
+def landed_point(progress: tuple[int, int], sent_after_ns: int) -> KillPoint:
+    """Where a kill landed, as a kill point that replays it: `progress`, the acknowledged
+    commits and steps of the next transaction the worker reported before it died, and the time
+    from its last report to the kill (none when the report was written after the kill was sent,
+    before the signal reached the worker)."""
+    delay_us = min(max(round(sent_after_ns / 1e3), 0), reproducers.KILL_DELAY_LIMIT_US)
+    return KillPoint(after_acks=progress[0], extra_steps=progress[1], delay_us=delay_us)
 
 
 def _kill(pid: int) -> None:
@@ -573,9 +623,9 @@ def run_child(
     """Run the plan's steps in a fresh worker of `server` and SIGKILL it at the plan's kill
     point.
 
-    Returns what the worker reported once it is dead and reaped. Raises DurabilityError when
-    it fails or hangs before its kill point; the server is then in an unknown state and must be
-    closed.
+    Returns what the worker reported once it is dead and reaped, and where the kill landed.
+    Raises DurabilityError when it fails or hangs before its kill point; the server is then in
+    an unknown state and must be closed.
     """
     scrub = _Scrubber(url)
     watch = _Watch()
@@ -620,8 +670,13 @@ def run_child(
             raise failure(f"worker ended by itself before its kill point ({rest})")
         else:
             watch.take(line, plan)
-    if plan.kill_delay_s:
-        time.sleep(plan.kill_delay_s)
+    # The delay counts from when the worker wrote the report the kill is due at, not from when
+    # the parent read it: a replay's kill then lands as far into the step, however late either
+    # parent reads.
+    left_ns = watch.progressed_ns + round(plan.kill_delay_s * 1e9) - clock_ns()
+    if left_ns > 0:
+        time.sleep(left_ns / 1e9)
+    sent_ns = clock_ns()
     _kill(pid)
     # Acknowledgements written before the worker died count, even if read only now.
     while True:
@@ -635,7 +690,13 @@ def run_child(
         if kind == "reaped":
             if rest != f"{pid} killed {int(signal.SIGKILL)}":
                 raise failure(f"worker was not ended by the SIGKILL: reaped {rest}")
-            return ChildReport(watch.acknowledged, watch.committing, watch.mismatch)
+            return ChildReport(
+                watch.acknowledged,
+                watch.committing,
+                watch.mismatch,
+                # Reports read after the kill count too: the worker got that far before it died.
+                landed_point(watch.progress, sent_ns - watch.progressed_ns),
+            )
         if kind != "error":  # a failure after the kill point changes nothing of the check
             watch.take(line, plan)
 
@@ -728,6 +789,41 @@ def _smaller_workloads(plan: KillPlan) -> Iterator[tuple[list[dict[str, Any]], i
             yield flat([*before, killed[:k] + killed[k + 1 :], *after]), acks, moved
 
 
+def shrink_kill(
+    plan: KillPlan,
+    kill: KillResult,
+    kill_at: Callable[[KillPlan], KillResult],
+    target: Target,
+    new_model: Callable[[], Model],
+    until: float,
+) -> tuple[KillPlan, KillResult]:
+    """The smallest workload found before `until` (a time.perf_counter() reading) whose kill,
+    by `kill_at`, finds the same kind of problem as `kill` did, with that kill. Workloads are
+    made smaller around where each kill landed, not where it was planned (the steps after it
+    never ran), and the plan returned is killed where its kill landed: a reproducer of it kills
+    where the finding was made. A kill inside a commit races with it: a smaller workload that
+    happened to pass is only not taken. A DurabilityError of `kill_at` ends the search."""
+    assert kill.finding is not None
+    kind = kill.finding.kind
+    plan = plan.at(kill.killed_at)
+    shrinking = True
+    while shrinking and time.perf_counter() < until:
+        shrinking = False
+        for steps, acks, extra in smaller_workloads(plan):
+            if time.perf_counter() >= until:
+                break
+            point = plan.point.model_copy(update={"after_acks": acks, "extra_steps": extra})
+            candidate = plan_of(target, new_model, steps, point)
+            try:
+                trial = kill_at(candidate)
+            except DurabilityError:
+                return plan, kill
+            if trial.finding is not None and trial.finding.kind == kind:
+                plan, kill, shrinking = candidate.at(trial.killed_at), trial, True
+                break
+    return plan, kill
+
+
 def _reproducer_of(
     plan: KillPlan,
     kill: KillResult,
@@ -735,6 +831,7 @@ def _reproducer_of(
     target: Target,
     shrunk_from: int | None = None,
 ) -> reproducers.Reproducer:
+    """The reproducer of `kill`, a kill of `plan`'s steps: killed where the kill landed."""
     assert kill.finding is not None
     return reproducers.make_reproducer(
         machine="durability",
@@ -747,7 +844,7 @@ def _reproducer_of(
         steps=[reproducers.Step(**step) for step in plan.steps],
         shrunk_from=len(plan.steps) if shrunk_from is None else shrunk_from,
         failure=reproducers.Failure(kind=kill.finding.kind, message=kill.finding.message),
-        kill=plan.point,
+        kill=kill.killed_at,
         versions=reproducers.versions(result.server_version),
     )
 
@@ -819,6 +916,7 @@ def kill_once(
         acknowledged=report.acknowledged,
         in_commit=report.in_commit,
         landed=landed,
+        killed_at=report.killed_at,
         seconds=time.perf_counter() - started,
         finding=finding,
     )
@@ -944,7 +1042,7 @@ def run_durability(
                 result.reproducers[kill.index] = written
             elif reproducers_dir is not None:
                 try:
-                    small, found = shrink_kill(plan, kill)
+                    small, found = shrink(plan, kill)
                 except Exception:
                     # Shrinking is a nicety: the finding stands, with its steps as found.
                     small, found = plan, kill
@@ -958,31 +1056,19 @@ def run_durability(
                     # The kill's finding stands; the missing file is an error of the run.
                     result.error = "; ".join(filter(None, [result.error, str(unwritten)]))
 
-        def shrink_kill(plan: KillPlan, kill: KillResult) -> tuple[KillPlan, KillResult]:
-            """The smallest workload found, within SHRINK_BUDGET_S and the run's budget, whose
-            kill at the same point finds the same kind of problem. A kill inside a commit races
-            with it: a smaller workload that happened to pass is only not taken."""
-            assert kill.finding is not None
-            kind = kill.finding.kind
+        def shrink(plan: KillPlan, kill: KillResult) -> tuple[KillPlan, KillResult]:
+            """`shrink_kill` within SHRINK_BUDGET_S and the run's budget."""
+
+            def trial(candidate: KillPlan) -> KillResult:
+                try:
+                    return kill_at(candidate, kill.index)
+                except DurabilityError:
+                    # The child server is in an unknown state: the next kill starts anew.
+                    server.pop().close()
+                    raise
+
             until = min(time.perf_counter() + SHRINK_BUDGET_S, started + budget_s)
-            shrinking = True
-            while shrinking and time.perf_counter() < until:
-                shrinking = False
-                for steps, acks, extra in smaller_workloads(plan):
-                    if time.perf_counter() >= until:
-                        break
-                    point = plan.point.model_copy(update={"after_acks": acks, "extra_steps": extra})
-                    candidate = plan_of(target, system.new_model, steps, point)
-                    try:
-                        trial = kill_at(candidate, kill.index)
-                    except DurabilityError:
-                        # The child server is in an unknown state: the next kill starts anew.
-                        server.pop().close()
-                        return plan, kill
-                    if trial.finding is not None and trial.finding.kind == kind:
-                        plan, kill, shrinking = candidate, trial, True
-                        break
-            return plan, kill
+            return shrink_kill(plan, kill, trial, target, system.new_model, until)
 
         drawn: list[KillPlan] = []
 
