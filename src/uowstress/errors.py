@@ -30,5 +30,10 @@ class LeftUndone(UserWarning):
     mode, say); the message says what to run to do it by hand."""
 
 
+class FaultsNotInjected(UserWarning):
+    """A state machine drew faults it could not inject: the system's Unit of Work never called
+    the fault hook at their points. The message says how many and what to do."""
+
+
 class NothingToReplay(UowstressError):
     """A run that only replays saved failures (the replay profile) found none saved."""

@@ -197,6 +197,7 @@ def explore(
         },
         example_memory_mb=growth,
         fault_counts=dict(result.fault_counts),
+        warnings=list(result.warnings),
         permitted_anomalies={
             entry["anomaly"]: int(entry["examples"]) for entry in result.permitted_anomalies
         },

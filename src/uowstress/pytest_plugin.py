@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ import pytest
 
 from uowstress.config import DEFAULT_CONFIG_FILE, PerformanceConfig, Tier, load_config
 from uowstress.database import PreparedDatabase, default_url, objects_of, prepared_database
-from uowstress.errors import ConfigError, NothingToReplay, UowstressError
+from uowstress.errors import ConfigError, FaultsNotInjected, NothingToReplay, UowstressError
 from uowstress.explore import check_durability, explore
 from uowstress.interrupts import (
     acknowledge,
@@ -667,6 +668,10 @@ class Explorer:
             pytest.fail(f"{machine} machine: {error}", pytrace=False)
         self.results.machines.append(run)
         head = f"{machine} machine on {run.backend}, {run.examples} examples"
+        for said in run.warnings:
+            # In pytest's warnings summary; `uowstress run` prints the run's own (its report
+            # has them too).
+            warnings.warn(f"{head}: {said}", FaultsNotInjected, stacklevel=2)
         if run.error:
             pytest.fail(f"{head}: could not run: {run.error}", pytrace=False)
         if run.finding is not None:

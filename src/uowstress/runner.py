@@ -717,7 +717,7 @@ def run(
             else request.fail_on_regression
         ),
     )
-    warnings = []
+    warnings = machine_warnings(report)
     if baseline is not None:
         differ = other_sizes(baseline, report)
         if differ:
@@ -765,6 +765,21 @@ def run(
         warnings,
         collector.skip_reasons,
     )
+
+
+def machine_warnings(report: Report) -> list[str]:
+    """The warnings of the report's machine runs, for the console (a run that passed may have
+    injected fewer faults than it drew: it must say so, not only in the report's files)."""
+    out = []
+    for machine in report.machines:
+        shard = (
+            f", shard {machine.shard + 1} of {machine.shards}"
+            if machine.shard is not None and machine.shards is not None
+            else ""
+        )
+        for said in machine.warnings:
+            out.append(f"WARNING: {machine.machine} machine on {machine.backend}{shard}: {said}")
+    return out
 
 
 def _said(error: BaseException) -> str:

@@ -552,6 +552,24 @@ def test_a_refused_option_value_fails_the_machine_test_with_the_targets_message(
     assert "Traceback" not in result.stdout.str()
 
 
+def test_faults_a_machine_could_not_inject_are_a_warning_of_the_session(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_both=MACHINE_TEST)
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--uowstress-target", "tests.integration.hookless_ledger:TARGET",
+        "--uowstress-db-url", "sqlite://",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*FaultsNotInjected: acid machine on sqlite, * examples: the Unit of Work never called"
+            " fault_hook: * faults drawn at before_flush/after_flush/before_commit and kills were"
+            " not injected*"
+        ]
+    )
+
+
 def test_the_machines_budget_breaches_are_listed_at_the_end(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_both=MACHINE_TEST)
     pytester.makefile(

@@ -485,6 +485,8 @@ def _machine(run: MachineRun) -> list[str]:
             f"Finding: {text(run.finding.kind)}: {text(run.finding.message)} (see Findings).",
             "",
         ]
+    for said in run.warnings:
+        out += [f"**Warning**: {text(said)}", ""]
     out += _table(
         ("metric", "value", "tier", "note"),
         (

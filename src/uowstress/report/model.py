@@ -271,6 +271,9 @@ class MachineRun(_Model):
     step_latency: dict[str, Distribution] = Field(default_factory=dict)  # per rule / action
     example_memory_mb: list[float] = Field(default_factory=list)  # per example
     fault_counts: dict[str, int] = Field(default_factory=dict)
+    # What the run must say though it may have passed, in plain words: faults it drew that it
+    # could not inject (the Unit of Work never called the fault hook at their points).
+    warnings: list[str] = Field(default_factory=list)
     # Anomalies observed that the declared guarantee permits: class -> count.
     permitted_anomalies: dict[str, int] = Field(default_factory=dict)
     # Histories of units of work the anomaly checker judged (the sessions machine, for a

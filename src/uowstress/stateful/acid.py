@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from uowstress.faults import FAULT_POINTS, KILL_AT
+from uowstress.faults import FAULT_POINTS, KILL_AT, HookUse, unreached_warning
 from uowstress.interrupts import raise_if_lost
 from uowstress.stateful.drawing import choose, draw_arguments, swarms
 from uowstress.stateful.executor import SingleSessionExecutor, reset_for_example
@@ -59,6 +59,11 @@ class RunRecorder:
         # objects would cost four times the memory.
         self.step_ns: dict[str, array[int]] = {}
         self.fault_counts: dict[str, int] = {}
+        # Where the system's Unit of Work calls the fault hook, learnt over every example (and
+        # shared with the executors that shrink and replay for this run), and the faults at hook
+        # points that did not fire.
+        self.hook_use = HookUse()
+        self.unreached: dict[str, int] = {}
         # Per example: the Python heap peak (tracemalloc) when traced, else the process's
         # resident peak observed after each step; and the growth, that peak less the size when
         # the example began (tracemalloc's peak is already relative to its start).
@@ -74,10 +79,18 @@ class RunRecorder:
             self.step_ns.setdefault(label, array("q")).extend(samples)
         for point, count in executor.fault_counts.items():
             self.fault_counts[point] = self.fault_counts.get(point, 0) + count
+        for what, count in executor.unreached.items():
+            self.unreached[what] = self.unreached.get(what, 0) + count
         if memory_peak is not None:
             self.memory_peaks.append(memory_peak)
         if growth is not None:
             self.memory_growth.append(growth)
+
+    def warnings(self) -> list[str]:
+        """What the run must say besides its outcome: faults drawn at hook points the system's
+        Unit of Work never called the hook at, which were not injected."""
+        said = unreached_warning(self.hook_use.points, self.unreached)
+        return [] if said is None else [said]
 
 
 def acid_machine(
@@ -104,7 +117,7 @@ def acid_machine(
         def __init__(self) -> None:
             super().__init__()
             reset_for_example(system, first=recorder.examples == 0)
-            self.executor = SingleSessionExecutor(target, system)
+            self.executor = SingleSessionExecutor(target, system, hook_use=recorder.hook_use)
             self._tracing = trace_memory and not tracemalloc.is_tracing()
             self.swarm: frozenset[str] | None = None
             self.rng = random.Random(0)

@@ -27,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from uowstress.errors import UowstressError
-from uowstress.faults import Fault, InjectedFault
+from uowstress.faults import Fault, HookUse, InjectedFault
 from uowstress.stalls import StallWatch
 from uowstress.stateful.commits import AlwaysChanged, CommitWatcher, watch
 from uowstress.target import (
@@ -243,6 +243,7 @@ class SingleSessionExecutor:
         *,
         check_every_step: bool = True,
         replaying: bool = False,
+        hook_use: HookUse | None = None,
     ) -> None:
         self.target = target
         self.system = system
@@ -262,6 +263,13 @@ class SingleSessionExecutor:
         self.ids = Ids()
         self.timings = StepTimings()
         self.fault_counts: Counter[str] = Counter()
+        # Faults at a hook point that did not fire, by what they were ("after_flush", "kill at
+        # before_commit"): the run warns of those at points the hook was never called at.
+        self.unreached: Counter[str] = Counter()
+        # Where the system's Unit of Work calls the hook: the run's when it shares one across
+        # its examples, learnt afresh otherwise.
+        self.hook_use = HookUse() if hook_use is None else hook_use
+        self._hook_points = self.hook_use.points
         self.rss_start = _RESIDENT.bytes()
         self.rss_peak = self.rss_start
         self._fault: Fault | None = None
@@ -283,6 +291,9 @@ class SingleSessionExecutor:
         self._checked_out: set[ConnectionPoolEntry] = set()
         self._pool_engine: Engine | None = None
         engine = getattr(system, "engine", None)
+        # Where statement and commit faults are armed for a Unit of Work that does not call
+        # the hook (None: not a SQLAlchemy Engine, they are armed only through the hook).
+        self._fault_engine = engine if isinstance(engine, Engine) else None
         if isinstance(engine, Engine):
             event.listen(engine, "checkout", self._on_checkout)
             event.listen(engine, "checkin", self._on_checkin)
@@ -356,6 +367,7 @@ class SingleSessionExecutor:
             self.check()
 
     def _hook(self, point: str, connection: Any) -> None:
+        self._hook_points.add(point)
         if self._fault is not None:
             self._fault.hook(point, connection)
 
@@ -480,6 +492,15 @@ class SingleSessionExecutor:
         sut, mirror = self._close()
         self._fault = fault
         try:
+            if (
+                fault.point in ("statement", "commit")
+                and self._fault_engine is not None
+                and not self.hook_use.flushes
+            ):
+                # Not known to call the hook at "before_flush", where the fault would be armed
+                # on its connection: armed on the engine from the start of the commit, and
+                # moved to the connection if the hook is called there after all.
+                fault.arm_on_engine(self._fault_engine)
             committed = call(sut.commit)
             exc = None if committed.ok else InjectedFault(committed.error or "")
             exited = call(sut.__exit__, None if exc is None else type(exc), exc, None)
@@ -487,6 +508,9 @@ class SingleSessionExecutor:
             fault.disarm()
             self._fault = None
         self.fault_counts[fault.point if fault.fired else f"{fault.point} (not reached)"] += 1
+        if not fault.fired and fault.hook_point is not None:
+            point = fault.hook_point
+            self.unreached[fault.point if fault.point != "kill" else f"kill at {point}"] += 1
         if committed.ok:
             if fault.fired and fault.point != "kill":
                 raise Finding(

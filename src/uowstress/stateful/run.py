@@ -22,6 +22,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from uowstress import reproducers
 from uowstress.database import default_url, objects_of, prepared_database
 from uowstress.errors import NothingToReplay, ReproducerError, UowstressError
+from uowstress.faults import HookUse
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
@@ -67,6 +68,9 @@ class AcidResult:
     permitted_anomalies: list[dict[str, Any]] = field(default_factory=list)
     anomaly_checks: int = 0  # histories of units of work the checker judged
     machine_steps: int = 0  # Hypothesis steps of the ACID machine (its rules and initialize)
+    # What the run must say though it passed, in plain words: faults it drew that it could not
+    # inject (the Unit of Work never called the fault hook at their points).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -99,11 +103,19 @@ def _failure_from(error: BaseException, recorder: RunRecorder) -> reproducers.Fa
 
 
 def new_executor(
-    machine: str, target: Target, system: System, sessions: int, *, replaying: bool = False
+    machine: str,
+    target: Target,
+    system: System,
+    sessions: int,
+    *,
+    replaying: bool = False,
+    hook_use: HookUse | None = None,
 ) -> SingleSessionExecutor | ConcurrentExecutor:
+    """`hook_use`: what the run has learnt of where the system's Unit of Work calls the fault
+    hook (see HookUse); None, for a run of its own, learns it afresh."""
     if machine == "sessions":
         return ConcurrentExecutor(target, system, sessions)
-    return SingleSessionExecutor(target, system, replaying=replaying)
+    return SingleSessionExecutor(target, system, replaying=replaying, hook_use=hook_use)
 
 
 def _describe(failure: reproducers.Failure | None, steps: int) -> str:
@@ -150,6 +162,7 @@ def shrink(
     budget_s: float = 60.0,
     machine: str = "acid",
     sessions: int = 1,
+    hook_use: HookUse | None = None,
 ) -> tuple[list[dict[str, Any]], reproducers.Failure, int]:
     """Delete steps while the run still fails with the same kind of finding.
 
@@ -166,7 +179,7 @@ def shrink(
             system.reset()
         except Exception as error:
             raise _ResetFailed from error
-        executor = new_executor(machine, target, system, sessions)
+        executor = new_executor(machine, target, system, sessions, hook_use=hook_use)
         try:
             found = _first_failure(executor, candidate)
         except Exception as error:
@@ -323,7 +336,15 @@ def run_acid(
                         " its options and this backend); run with another profile to explore"
                     )
                 if result.error is None:
-                    _replay_written(result, written, target, system, machine, used_sessions)
+                    _replay_written(
+                        result,
+                        written,
+                        target,
+                        system,
+                        machine,
+                        used_sessions,
+                        recorder.hook_use,
+                    )
         except NothingToReplay:
             raise
         except (Finding, Exception) as error:
@@ -346,6 +367,7 @@ def run_acid(
                         budget_s=shrink_budget_s,
                         machine=machine,
                         sessions=used_sessions,
+                        hook_use=recorder.hook_use,
                     )
                 except NotRepeatable as differing:
                     # An error, not a finding: which step fails, if any, is left to chance. The
@@ -387,6 +409,7 @@ def run_acid(
             result.permitted_anomalies = permitted.as_json()
             result.anomaly_checks = permitted.checks
             result.machine_steps = recorder.machine_steps
+            result.warnings = recorder.warnings()
             system.dispose()
     return result
 
@@ -398,13 +421,16 @@ def _replay_written(
     system: System,
     machine: str,
     sessions: int,
+    hook_use: HookUse | None = None,
 ) -> None:
     """Run each written reproducer's steps on a reset system; the first that fails again is
     the run's finding (its reproducer is the file it came from). Each counts as an example."""
     for path, saved in written:
         result.examples += 1
         system.reset()
-        executor = new_executor(machine, target, system, sessions, replaying=True)
+        executor = new_executor(
+            machine, target, system, sessions, replaying=True, hook_use=hook_use
+        )
         try:
             found = _first_failure(executor, (step.as_dict() for step in saved.steps))
         except Exception as error:
@@ -549,6 +575,7 @@ def result_summary(result: AcidResult) -> dict[str, Any]:
         "anomaly_checks": result.anomaly_checks,
         "permitted_anomalies": result.permitted_anomalies,
         "fault_counts": result.fault_counts,
+        "warnings": result.warnings,
         "step_seconds": {
             label: {
                 "count": stats.count,
