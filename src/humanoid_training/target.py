@@ -588,6 +588,108 @@ def do_teach(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
     return [x.id for x in taught]
 
 
+# ---------------------------------------------------------------------------------------------
+# The JSON types of the arguments, checked before an operation reads them
+# ---------------------------------------------------------------------------------------------
+
+# What each operation takes, as its strategy draws it: an object is a dict of its arguments'
+# kinds, an array a list of one kind, a scalar a Python type (`float` takes any number, `int`
+# a whole one; neither takes a bool) or a tuple of those (None for null). A reproducer edited
+# by hand may hold something else: the operation then fails as a Python function fails on
+# arguments that do not fit it, a KeyError for one that is missing and a TypeError for one it
+# does not take or of another type, on the model as on the system. uowstress tells such a
+# step from a refusal of the domain's rules by these errors (the domain refuses a value of
+# another type as it refuses any other value, with InvalidValue: a step that fits no operation
+# would otherwise replay as passing, the model and the system refusing it alike).
+_ASSESSMENT_ARGS = {
+    "id": str,
+    "skill": str,
+    "score": float,
+    "confidence": float,
+    "evidence": float,
+    "at": int,
+}
+_SESSION_ARGS = {"session_id": str}
+_FINISH_ARGS = {
+    "session_id": str,
+    "outcome": str,
+    "reward": float,
+    "success_rate": float,
+    "assessments": [_ASSESSMENT_ARGS],
+}
+_TEACH_ARGS = {"source": str, "target": str, "ratio": float, "ids": [str], "at": int}
+_OPEN_SESSION_ARGS = {"session_id": str, "robot_id": str, "plan_id": (str, None)}
+_CHANGE_ARGS = {"session_ids": [str], "change": str}
+_ROBOT_QUERY_ARGS = {"robot_id": str, "open_only": bool}
+
+
+def _json_kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return names.get(type(value), type(value).__name__)
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    if isinstance(kind, tuple):
+        return any(_fits(value, one) for one in kind)
+    if kind is None:
+        return value is None
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
+
+
+def check_arguments(value: Any, kind: Any, path: str = "") -> None:
+    """Refuse `value` unless it has the JSON shape `kind` describes (see above): KeyError
+    for a missing argument, TypeError for an argument not taken or a value of another type.
+    `path` names `value` among the arguments ("" for all of them)."""
+    what = f"argument {path}" if path else "the arguments"
+    if isinstance(kind, dict):
+        if not isinstance(value, dict):
+            raise TypeError(f"{what} must be an object, got {_json_kind(value)}")
+        for name, inner in kind.items():
+            if name not in value:
+                raise KeyError(f"{path}.{name}" if path else name)
+            check_arguments(value[name], inner, f"{path}.{name}" if path else name)
+        unknown = sorted(set(value) - set(kind))
+        if unknown:
+            extra = f"{path}.{unknown[0]}" if path else unknown[0]
+            raise TypeError(f"unexpected argument {extra!r}")
+    elif isinstance(kind, list):
+        if not isinstance(value, list):
+            raise TypeError(f"{what} must be an array, got {_json_kind(value)}")
+        for index, item in enumerate(value):
+            check_arguments(item, kind[0], f"{path}[{index}]")
+    elif not _fits(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        wanted = " or ".join(
+            {None: "null", bool: "a boolean", int: "a whole number", float: "a number"}.get(
+                k, "a string"
+            )
+            for k in kinds
+        )
+        raise TypeError(f"{what} must be {wanted}, got {_json_kind(value)} {value!r:.80}")
+
+
+def _typed(
+    takes: dict[str, Any], run: Callable[[AbstractUnitOfWork, dict[str, Any]], Any]
+) -> Callable[[AbstractUnitOfWork, dict[str, Any]], Any]:
+    """`run`, its arguments checked first (see `check_arguments`)."""
+
+    def typed(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
+        check_arguments(a, takes)
+        return run(uow, a)
+
+    return typed
+
+
 def _as_transaction(step: Callable[[AbstractUnitOfWork, dict[str, Any]], Any]) -> Any:
     def run(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
         with uow:
@@ -632,33 +734,118 @@ def _op(
     step: Callable[[AbstractUnitOfWork, dict[str, Any]], Any],
     enabled: Callable[[State], bool] | None,
     *,
+    takes: dict[str, Any],
     service: bool = False,
 ) -> Operation:
+    typed = _typed(takes, step)
     if service:
-        return Operation(name, arguments, _as_transaction(step), "transaction", enabled)
-    return Operation(name, arguments, step, "step", enabled)
+        return Operation(name, arguments, _as_transaction(typed), "transaction", enabled)
+    return Operation(name, arguments, typed, "step", enabled)
 
 
 OPERATIONS: tuple[Operation, ...] = (
     # A few robots only, so that sessions contend for the same ones; more are still drawn now
     # and then (an operation that is not enabled is drawn one time in ten).
-    _op("register_robot", robot_args, do_register, lambda s: len(s["robots"]) < 3),
-    _op("assess", assess_args, do_assess, _has_robots),
-    _op("rename_robot", rename_args, do_rename, _has_robots),
-    _op("create_plan", plan_args, do_create_plan, lambda s: _has_robots(s) and len(s["plans"]) < 3),
-    _op("activate_plan", plan_id_args, do_activate, lambda s: bool(_draft_plans(s))),
-    _op("open_session", open_session_args, do_open_session, _can_open),
-    _op("change_sessions", sessions_change_args, do_change_sessions, _has_open_sessions),
-    _op("new_episode", new_episode_args, do_new_episode, _can_add_episode),
-    _op("start_episode", pending_episode_args, do_start_episode, _has_pending),
-    _op("fail_episode", running_episode_args, do_fail_episode, _has_running),
-    _op("finish_episode", finish_args, do_finish, _has_running),
-    _op("teach", teach_args, do_teach, _two_robots),
+    _op(
+        "register_robot",
+        robot_args,
+        do_register,
+        lambda s: len(s["robots"]) < 3,
+        takes={
+            "robot_id": str,
+            "name": str,
+            "robot_type": str,
+            "joint_count": int,
+            "height_m": float,
+        },
+    ),
+    _op(
+        "assess",
+        assess_args,
+        do_assess,
+        _has_robots,
+        takes={"robot_id": str, "assessments": [_ASSESSMENT_ARGS]},
+    ),
+    _op("rename_robot", rename_args, do_rename, _has_robots, takes={"robot_id": str, "name": str}),
+    _op(
+        "create_plan",
+        plan_args,
+        do_create_plan,
+        lambda s: _has_robots(s) and len(s["plans"]) < 3,
+        takes={
+            "plan_id": str,
+            "robot_id": str,
+            "name": str,
+            "stages": [
+                {
+                    "name": str,
+                    "targets": [str],
+                    "prerequisites": [str],
+                    "min_episodes": int,
+                    "rate": float,
+                }
+            ],
+            "activate": bool,
+        },
+    ),
+    _op(
+        "activate_plan",
+        plan_id_args,
+        do_activate,
+        lambda s: bool(_draft_plans(s)),
+        takes={"plan_id": str},
+    ),
+    _op("open_session", open_session_args, do_open_session, _can_open, takes=_OPEN_SESSION_ARGS),
+    _op(
+        "change_sessions",
+        sessions_change_args,
+        do_change_sessions,
+        _has_open_sessions,
+        takes=_CHANGE_ARGS,
+    ),
+    _op(
+        "new_episode",
+        new_episode_args,
+        do_new_episode,
+        _can_add_episode,
+        takes={"session_id": str, "episode_id": str, "start": bool},
+    ),
+    _op(
+        "start_episode",
+        pending_episode_args,
+        do_start_episode,
+        _has_pending,
+        takes=_SESSION_ARGS,
+    ),
+    _op("fail_episode", running_episode_args, do_fail_episode, _has_running, takes=_SESSION_ARGS),
+    _op("finish_episode", finish_args, do_finish, _has_running, takes=_FINISH_ARGS),
+    _op("teach", teach_args, do_teach, _two_robots, takes=_TEACH_ARGS),
     # The application services, each its own unit of work.
-    _op("start_session", open_session_args, do_open_session, _can_open, service=True),
-    _op("complete_episode", finish_args, do_finish, _has_running, service=True),
-    _op("transfer_skills", teach_args, do_teach, _two_robots, service=True),
-    _op("batch_update", sessions_change_args, do_change_sessions, _has_open_sessions, service=True),
+    _op(
+        "start_session",
+        open_session_args,
+        do_open_session,
+        _can_open,
+        takes=_OPEN_SESSION_ARGS,
+        service=True,
+    ),
+    _op(
+        "complete_episode",
+        finish_args,
+        do_finish,
+        _has_running,
+        takes=_FINISH_ARGS,
+        service=True,
+    ),
+    _op("transfer_skills", teach_args, do_teach, _two_robots, takes=_TEACH_ARGS, service=True),
+    _op(
+        "batch_update",
+        sessions_change_args,
+        do_change_sessions,
+        _has_open_sessions,
+        takes=_CHANGE_ARGS,
+        service=True,
+    ),
 )
 
 
@@ -693,10 +880,14 @@ def _aggregate_args(draw: st.DrawFn, state: State, ids: Ids) -> dict[str, Any]:
     return {"aggregate_id": _existing(draw, every, ids.contended)}
 
 
-def _in_uow(read: Callable[[AbstractUnitOfWork, dict[str, Any]], Any]) -> Any:
+def _in_uow(
+    takes: dict[str, Any], read: Callable[[AbstractUnitOfWork, dict[str, Any]], Any]
+) -> Any:
+    typed = _typed(takes, read)
+
     def run(uow: AbstractUnitOfWork, a: dict[str, Any]) -> Any:
         with uow:
-            return read(uow, a)
+            return typed(uow, a)
 
     return run
 
@@ -705,42 +896,53 @@ QUERIES: tuple[Query, ...] = (
     Query(
         "get_robot",
         _robot_query_args,
-        _in_uow(lambda u, a: canonical_robot(u.robots.get(a["robot_id"]))),
+        _in_uow(
+            _ROBOT_QUERY_ARGS,
+            lambda u, a: canonical_robot(u.robots.get(a["robot_id"])),
+        ),
     ),
     Query(
         "find_active_sessions",
         _none,
-        _in_uow(lambda u, a: [s.id for s in u.sessions.find_active_sessions()]),
+        _in_uow(
+            {},
+            lambda u, a: [s.id for s in u.sessions.find_active_sessions()],
+        ),
     ),
     Query(
         "find_sessions_by_robot",
         _robot_query_args,
         _in_uow(
+            _ROBOT_QUERY_ARGS,
             lambda u, a: sorted(
                 s.id
                 for s in u.sessions.find_sessions_by_robot(a["robot_id"], open_only=a["open_only"])
-            )
+            ),
         ),
     ),
     Query(
         "find_robots_by_skill",
         _skill_query_args,
         _in_uow(
+            {"skill": str, "min_score": float},
             lambda u, a: sorted(
                 r.id for r in u.robots.find_robots_by_skill(SkillType(a["skill"]), a["min_score"])
-            )
+            ),
         ),
     ),
     Query(
         "find_active_plans",
         _none,
-        _in_uow(lambda u, a: [p.id for p in u.plans.find_active_plans()]),
+        _in_uow({}, lambda u, a: [p.id for p in u.plans.find_active_plans()]),
     ),
     Query(
         "events_for",
         _aggregate_args,
         _in_uow(
-            lambda u, a: [[e.event_type, e.payload] for e in u.events.events_for(a["aggregate_id"])]
+            {"aggregate_id": str},
+            lambda u, a: [
+                [e.event_type, e.payload] for e in u.events.events_for(a["aggregate_id"])
+            ],
         ),
     ),
 )

@@ -19,7 +19,9 @@ def parse_json(text: str) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise NotJson(f"{error.msg} at line {error.lineno}, column {error.colno}") from None
+        # Some of json's messages end with "at" already ("Unterminated string starting at").
+        said = error.msg.removesuffix(" at")
+        raise NotJson(f"{said} at line {error.lineno}, column {error.colno}") from None
     except RecursionError:
         # The parser recurses once per level: no file uowstress writes comes near the limit.
         raise NotJson("arrays or objects nested too deeply to read") from None

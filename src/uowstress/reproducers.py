@@ -125,7 +125,8 @@ class Reproducer(_Strict):
     def step_problems(self) -> list[str]:
         """What the schema cannot see: a step on a session the reproducer does not declare, or
         a fault that would crash the replay or inject some other fault than the run did; no
-        step at all (it would replay as FIXED, having checked nothing)."""
+        step at all (it would replay as FIXED, having checked nothing); a failure recorded at a
+        step it does not have."""
         problems = [] if self.steps else ["it has no steps; a reproducer lists the steps to run"]
         for index, step in enumerate(self.steps, 1):
             if step.session >= self.sessions:
@@ -141,6 +142,12 @@ class Reproducer(_Strict):
             problem = None if step.fault is None else spec_problem(step.fault)
             if problem is not None:
                 problems.append(f"step {index}: {problem}")
+        failed_at = self.failure.step
+        if failed_at is not None and not 1 <= failed_at <= len(self.steps):
+            problems.append(
+                f"failure.step is {failed_at}, but the reproducer has {len(self.steps)} step(s)"
+                " (the failing step is counted from 1)"
+            )
         return problems + self._kill_problems()
 
     def _kill_problems(self) -> list[str]:

@@ -91,7 +91,10 @@ class Operation:
     scope "step": `apply(uow, args)` runs inside a Unit of Work the tester has opened (the tester
     decides when to commit, roll back or leave). scope "transaction": `apply(uow, args)` gets a
     fresh, unopened Unit of Work and opens and commits it itself (an application service).
-    `apply` returns a JSON value or raises; the same call on the model must do the same.
+    `apply` returns a JSON value or raises; the same call on the model must do the same. On
+    arguments that do not fit it (read from a hand-edited reproducer: one missing or misspelt, a
+    value of another type) it should fail as code fails, with a KeyError, TypeError,
+    AttributeError or IndexError: a replay then names the step rather than passing it.
     """
 
     name: str

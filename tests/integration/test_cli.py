@@ -214,7 +214,7 @@ def test_replay_of_a_hostile_file_is_an_error_and_the_others_are_replayed(
     hostile.write_text(content)
     code, out = invoke("replay", str(hostile))
     assert code == 2, out
-    assert out.startswith(f"ERROR  {hostile}: {hostile}: not valid JSON"), out
+    assert out.startswith(f"ERROR  {hostile}: not valid JSON"), out
     # Named to sort after the hostile file: it must be replayed all the same.
     good_path = _fixed_reproducer(tmp_path).rename(tmp_path / "b.json")
     code, out = invoke("replay", "--dir", str(tmp_path))
@@ -764,7 +764,7 @@ def test_a_fault_without_a_point_is_malformed_and_the_batch_goes_on(tmp_path: Pa
     assert code == 2, out
     assert "Traceback" not in out
     lines = out.splitlines()
-    assert lines[0].startswith(f"ERROR  {bad}: {bad}: malformed reproducer: step 2:")
+    assert lines[0].startswith(f"ERROR  {bad}: malformed reproducer: step 2:")
     assert "a fault needs 'point' (one of before_flush" in lines[0]
     assert lines[1].startswith(f"FIXED  {good}")
     assert bad.read_text() == content
@@ -896,7 +896,10 @@ def test_the_replay_profile_replays_the_written_reproducers_of_its_configuration
     assert finding["replay_command"] == f"{reproducers.uv_run()}uowstress replay {written}"
     assert list((tmp_path / "rep").glob("*.json")) == [written]  # replayed, not written again
     # The same reproducer once the failure is gone (its steps now pass): replayed, passed.
-    _with_steps(written, [{"action": "begin"}, {"action": "commit"}]).replace(written)
+    recorded = json.loads(written.read_text())["failure"]
+    _with_steps(
+        written, [{"action": "begin"}, {"action": "commit"}], failure={**recorded, "step": 2}
+    ).replace(written)
     code, out = run_machines(tmp_path, *weak, "--profile", "replay")
     assert code == 0, out
     (acid,) = _report(tmp_path / "out")["machines"]
@@ -1170,6 +1173,10 @@ def test_a_reproducer_without_steps_is_an_error_not_fixed(tmp_path: Path) -> Non
         ({"robot_id": "r1", "name": "Atlas"}, "FIXED"),  # the arguments as drawn
         ({"robot_idd": "r1", "name": "Atlas"}, "ERROR"),  # a misspelt name
         ({"robot_id": ["r1"], "name": "Atlas"}, "ERROR"),  # a value of another type
+        # A value of another type that the domain refuses as it refuses a wrong value, on the
+        # model as on the system; an argument the operation does not take.
+        ({"robot_id": "r1", "name": 7}, "ERROR"),
+        ({"robot_id": "r1", "name": "Atlas", "nickname": "A"}, "ERROR"),
     ],
 )
 def test_a_step_whose_arguments_fit_no_operation_is_an_error_not_fixed(
@@ -1192,6 +1199,50 @@ def test_a_step_whose_arguments_fit_no_operation_is_an_error_not_fixed(
         assert "was the reproducer edited?" in out
     else:
         assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("many", "argument joint_count must be a whole number, got a string 'many'"),
+        (3.5, "argument joint_count must be a whole number, got a number 3.5"),
+        (True, "argument joint_count must be a whole number, got a boolean True"),
+    ],
+)
+def test_a_value_of_another_type_the_model_refuses_by_its_rules_is_an_error_naming_the_step(
+    tmp_path: Path, value: Any, said: str
+) -> None:
+    register = {**REGISTER, "args": {**REGISTER["args"], "joint_count": value}}
+    steps = [{"action": "begin"}, register, {"action": "commit"}]
+    edited = _with_steps(_fixed_reproducer(tmp_path), steps)
+    code, out = invoke("replay", str(edited))
+    assert code == 2, out
+    assert out.startswith(
+        f"ERROR  {edited}: the arguments of step 2 do not fit register_robot: the model raised"
+        f" TypeError: {said}"
+    ), out
+
+
+def test_a_replay_error_names_the_file_once(tmp_path: Path) -> None:
+    edited = _with_steps(
+        _fixed_reproducer(tmp_path),
+        [{"action": "begin"}, {"action": "commit"}],
+        failure={"kind": "state", "message": "old", "step": 99},
+    )
+    code, out = invoke("replay", str(edited))
+    assert code == 2, out
+    assert out == (
+        f"ERROR  {edited}: malformed reproducer: failure.step is 99, but the reproducer has 2"
+        " step(s) (the failing step is counted from 1)\n"
+    ), out
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"format": "uowstress.reproducer", "target": "unterminated')
+    code, out = invoke("replay", str(damaged))
+    assert code == 2, out
+    assert out.startswith(
+        f"ERROR  {damaged}: not valid JSON (Unterminated string starting at line 1, column 46)"
+    ), out
+    assert out.count(str(damaged)) == 1
 
 
 def test_replay_takes_allow_existing_tables_as_its_advice_says(tmp_path: Path) -> None:

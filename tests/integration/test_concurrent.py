@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 
 from humanoid_training.target import TARGET
+from uowstress import reproducers
 from uowstress.database import prepared_database
 from uowstress.profiles import machine_settings
 from uowstress.stateful.acid import RunRecorder
@@ -224,6 +225,68 @@ def test_a_lost_update_is_caught_only_without_the_version_check(
         finally:
             executor.close()
             system.dispose()
+
+
+def _edited(step: int, edit: Any) -> list[dict[str, Any]]:
+    """LOST_UPDATE with step `step` (1-based) changed by `edit`, as a hand edit would."""
+    steps = json.loads(json.dumps(LOST_UPDATE))
+    edit(steps[step - 1])
+    return cast(list[dict[str, Any]], steps)
+
+
+def _misspelt(step: dict[str, Any]) -> None:
+    step["args"]["robot_idd"] = step["args"].pop("robot_id")
+
+
+def _many_joints(step: dict[str, Any]) -> None:
+    step["args"]["joint_count"] = "many"
+
+
+def _no_args(step: dict[str, Any]) -> None:
+    step["args"] = None
+
+
+def _a_word_for_a_score(step: dict[str, Any]) -> None:
+    step["args"]["assessments"][0]["score"] = "high"
+
+
+@pytest.mark.parametrize(
+    ("step", "edit", "raised"),
+    [
+        (2, _misspelt, "KeyError: 'robot_id'"),
+        (2, _many_joints, "TypeError: argument joint_count must be a whole number"),
+        (2, _no_args, "KeyError: 'robot_id'"),
+        # A step of the second session, after the other has begun.
+        (7, _a_word_for_a_score, "TypeError: argument assessments[0].score must be a number"),
+    ],
+)
+def test_a_sessions_reproducer_whose_arguments_fit_no_operation_is_an_error_naming_the_step(
+    tmp_path: Path, step: int, edit: Any, raised: str
+) -> None:
+    # The machine has no model to compare the system with, and the system failing on such a
+    # step is no finding: the steps would pass, the reproducer edited or damaged.
+    def written(steps: list[dict[str, Any]]) -> Path:
+        return reproducers.write(
+            reproducers.make_reproducer(
+                machine="sessions",
+                sessions=2,
+                target=SPEC,
+                backend="sqlite",
+                guarantee="serializable",
+                steps=[reproducers.Step(**s) for s in steps],
+                failure=reproducers.Failure(kind="anomaly", message="old", step=9),
+            ),
+            tmp_path,
+        )
+
+    assert replay(written(LOST_UPDATE)).verdict == "FIXED"
+    again = replay(written(_edited(step, edit)))
+    assert again.verdict == "ERROR", again.detail
+    assert again.detail.startswith(
+        f"the arguments of step {step} do not fit {LOST_UPDATE[step - 1]['op']}: the model"
+        f" raised {raised}"
+    ), again.detail
+    assert "was the reproducer edited?" in again.detail
 
 
 class _VersionsOnly:

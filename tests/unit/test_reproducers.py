@@ -105,6 +105,47 @@ def test_malformed_or_foreign_files_are_refused_and_left_alone(
     assert path.read_text() == content
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (
+            '{\n  "format": "uowstress.reproducer",\n  "target": "humanoid',
+            "(Unterminated string starting at line 3, column 13)",
+        ),
+        ('{\n  "target": "humanoid\n"}', "(Invalid control character at line 2, column 22)"),
+    ],
+)
+def test_a_json_error_is_said_in_plain_words(tmp_path: Path, content: str, said: str) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(content)
+    with pytest.raises(ReproducerError) as raised:
+        reproducers.load(path)
+    assert said in str(raised.value), str(raised.value)
+    assert " at at " not in str(raised.value)
+
+
+@pytest.mark.parametrize("step", [0, 3, 99])
+def test_a_failure_at_a_step_the_reproducer_does_not_have_is_refused(
+    tmp_path: Path, step: int
+) -> None:
+    path = _write_raw(
+        tmp_path / "x.json",
+        [{"action": "begin"}, {"action": "commit"}],
+        failure={"kind": "state", "message": "m", "step": step},
+    )
+    with pytest.raises(ReproducerError, match="malformed reproducer") as raised:
+        reproducers.load(path)
+    assert f"failure.step is {step}, but the reproducer has 2 step(s)" in str(raised.value)
+
+
+def test_a_failure_at_the_last_step_or_at_none_loads(tmp_path: Path) -> None:
+    steps: list[dict[str, object]] = [{"action": "begin"}, {"action": "commit"}]
+    for step in (1, 2, None):
+        failure = {"kind": "state", "message": "m", "step": step}
+        path = _write_raw(tmp_path / f"{step}.json", steps, failure=failure)
+        assert reproducers.load(path).failure.step == step
+
+
 def test_a_reproducer_too_deep_for_its_checks_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

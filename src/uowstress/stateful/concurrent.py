@@ -39,11 +39,19 @@ from uowstress.interrupts import raise_if_lost
 from uowstress.sessions import Completion, Outcome, Scheduler
 from uowstress.stateful.acid import RunRecorder
 from uowstress.stateful.drawing import choose, draw_arguments, swarms
-from uowstress.stateful.executor import Finding, StepError, checked_state, reset_for_example
+from uowstress.stateful.executor import (
+    Finding,
+    StepError,
+    call,
+    checked_state,
+    refuse_misfit,
+    reset_for_example,
+)
 from uowstress.target import (
     Footprint,
     FootprintSource,
     Ids,
+    Model,
     Operation,
     State,
     System,
@@ -73,14 +81,58 @@ def prepare_engine_for_scheduler(engine: Engine) -> None:
     engine.dispose()  # pooled connections were made with the system's own timeout
 
 
-class ConcurrentExecutor:
-    """Runs multi-session steps through the scheduler and checks committed state after each."""
+class ArgumentsCheck:
+    """Steps read from a file, run on a model of their own in the file's order, each session
+    with its own unit of work on it: a step whose arguments fit no operation (the model fails
+    on them as code fails, see `refuse_misfit`) is a StepError naming it, before the system
+    sees it. The concurrent machine has no model to compare the system with, and the system
+    failing on such a step is no finding: without this, an edited or damaged reproducer would
+    replay as passing.
 
-    def __init__(self, target: Target, system: System, sessions: int) -> None:
+    Which serial order the database chose is not known, so this model's state may differ from
+    what is committed: an operation that it refuses for another reason (an aggregate it does
+    not have) before reading all its arguments is not checked further."""
+
+    def __init__(self, model: Model, operations: dict[str, Operation]) -> None:
+        self.model = model
+        self.operations = operations
+        self.uows: dict[int, UnitOfWork] = {}
+
+    def follow(self, number: int, step: dict[str, Any]) -> None:
+        session, action = step["session"], step.get("action")
+        op = self.operations.get(step.get("op") or "")
+        if action == "begin":
+            uow = self.model.unit_of_work()
+            if call(uow.__enter__).ok:
+                self.uows[session] = uow
+        elif action in ("apply", "transaction") and op is not None:
+            args = step.get("args", {})
+            uow_or_none = self.uows.get(session) if action == "apply" else None
+            if action == "apply" and uow_or_none is None:
+                return  # no unit of work open: the executor says so
+            on = uow_or_none if uow_or_none is not None else self.model.unit_of_work()
+            refuse_misfit(number, op.name, args, call(op.apply, on, args))
+        elif action in ("commit", "rollback"):
+            uow_or_none = self.uows.pop(session, None)
+            if uow_or_none is not None:
+                call(uow_or_none.commit if action == "commit" else uow_or_none.rollback)
+                call(uow_or_none.__exit__, None, None, None)
+
+
+class ConcurrentExecutor:
+    """Runs multi-session steps through the scheduler and checks committed state after each.
+
+    `replaying`: the steps are read from a file, and their arguments are checked first (see
+    `ArgumentsCheck`)."""
+
+    def __init__(
+        self, target: Target, system: System, sessions: int, *, replaying: bool = False
+    ) -> None:
         self.target = target
         self.system = system
         self.sessions = sessions
         self.operations: dict[str, Operation] = {op.name: op for op in target.operations}
+        self._arguments = ArgumentsCheck(system.new_model(), self.operations) if replaying else None
         prepare_engine_for_scheduler(system.engine)
         self.scheduler = Scheduler(system.engine, sessions)
         self.uows: dict[int, UnitOfWork | None] = dict.fromkeys(range(sessions))
@@ -279,6 +331,8 @@ class ConcurrentExecutor:
         if not isinstance(session, int) or not 0 <= session < self.sessions:
             raise StepError(f"step names session {session!r}; this run has {self.sessions}")
         self.steps.append(step)
+        if self._arguments is not None:
+            self._arguments.follow(len(self.steps), step)
         self._note_applied(session, step)
         if self.is_blocked(session) or self.deferred.get(session):
             self.deferred.setdefault(session, []).append(step)

@@ -53,7 +53,7 @@ from uowstress.reproducers import KillPoint
 from uowstress.scratch import hide_secrets, redacted, scratch_database
 from uowstress.stateful._durability_child import clock_ns
 from uowstress.stateful.drawing import draw_arguments
-from uowstress.stateful.executor import MISFIT_ERRORS, call, diff_states
+from uowstress.stateful.executor import call, diff_states, refuse_misfit
 from uowstress.target import (
     DEFAULT_TARGET,
     Ids,
@@ -292,7 +292,7 @@ def plan_of(
     """The plan a durability reproducer describes: its steps run once on a fresh model, for
     the state after each commit and each step's outcome, as `kill_plans` computes them.
     `from_file`: steps read from a file, whose arguments may fit no operation (see
-    `MISFIT_ERRORS`): UowstressError names such a step."""
+    `refuse_misfit`): StepError, a UowstressError, names such a step."""
     ops = {op.name: op for op in target.operations if op.scope == "step"}
     model = new_model()
     states = [model.state()]
@@ -311,13 +311,10 @@ def plan_of(
                     f"step {index}: target {target.name} has no operation {step.get('op')!r} of"
                     f" scope 'step'; it has {', '.join(sorted(ops))}"
                 )
-            outcome = call(op.apply, mirror, step.get("args", {}))
-            if from_file and outcome.error_type in MISFIT_ERRORS:
-                raise UowstressError(
-                    f"the arguments of step {index} do not fit {op.name}: the model raised"
-                    f" {outcome.error_type}: {outcome.error}; was the reproducer edited? Give"
-                    " the arguments the target's strategies draw for it"
-                )
+            args = step.get("args", {})
+            outcome = call(op.apply, mirror, args)
+            if from_file:
+                refuse_misfit(index, op.name, args, outcome)
             outcomes.append(None if outcome.ok else outcome.error_type)
         else:
             mirror.commit()

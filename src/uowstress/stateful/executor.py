@@ -129,6 +129,19 @@ def call(fn: Any, *args: Any) -> Outcome:
         return Outcome(False, error_type=type(error).__name__, error=str(error))
 
 
+def refuse_misfit(number: int, name: str, args: Any, expected: Outcome) -> None:
+    """StepError when the model's outcome `expected` of step `number` (1-based), read from a
+    file, says that its arguments fit no operation: the model failed as code fails on input it
+    was never meant to take (a missing or misspelt argument, a value of another type)."""
+    if expected.error_type in MISFIT_ERRORS:
+        raise StepError(
+            f"the arguments of step {number} do not fit {name}: the model raised"
+            f" {expected.error_type}: {expected.error} on {json.dumps(args, default=str)};"
+            " was the reproducer edited? Give the arguments the target's strategies draw"
+            " for it (a reproducer written by a run has them)"
+        )
+
+
 def _field_difference(name: str, expected: dict[str, Any], actual: dict[str, Any]) -> str:
     if name not in expected:
         # Often a value the model cannot predict (a clock, a generated key) read into the
@@ -394,13 +407,8 @@ class SingleSessionExecutor:
         it was never meant to take (a missing or misspelt argument, a value of another type)
         says the step's arguments do not fit; a drawn step's arguments always do."""
         expected = call(fn, uow, args)
-        if self.replaying and expected.error_type in MISFIT_ERRORS:
-            raise StepError(
-                f"the arguments of step {len(self.steps)} do not fit {name}: the model raised"
-                f" {expected.error_type}: {expected.error} on {json.dumps(args, default=str)};"
-                " was the reproducer edited? Give the arguments the target's strategies draw"
-                " for it (a reproducer written by a run has them)"
-            )
+        if self.replaying:
+            refuse_misfit(len(self.steps), name, args, expected)
         return expected
 
     def _compare(self, name: str, args: Any, expected: Outcome, actual: Outcome) -> None:

@@ -114,7 +114,7 @@ def new_executor(
     """`hook_use`: what the run has learnt of where the system's Unit of Work calls the fault
     hook (see HookUse); None, for a run of its own, learns it afresh."""
     if machine == "sessions":
-        return ConcurrentExecutor(target, system, sessions)
+        return ConcurrentExecutor(target, system, sessions, replaying=replaying)
     return SingleSessionExecutor(target, system, replaying=replaying, hook_use=hook_use)
 
 
@@ -471,7 +471,8 @@ def replay(
     try:
         reproducer = reproducers.load(path)
     except UowstressError as error:
-        return ReplayResult(path, "ERROR", str(error))
+        # The result names its file: the detail says what is wrong with it, once.
+        return ReplayResult(path, "ERROR", str(error).removeprefix(f"{path}: "))
     steps = len(reproducer.steps)
     recorded = reproducer.failure
     try:
