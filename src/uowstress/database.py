@@ -34,6 +34,7 @@ from uowstress.errors import (
     UnsafeDatabase,
     UowstressError,
 )
+from uowstress.report import formatting as fmt
 from uowstress.scratch import (
     backend_name,
     check_url,
@@ -422,7 +423,8 @@ def _restore_file_settings(path: str, before: _FileSettings) -> str | None:
     if grown <= 0:
         return None
     return (
-        f"{path} keeps the {grown} pages ({grown * int(page_size):,} bytes) the run's tables used,"
+        f"{path} keeps the {fmt.counted(grown, 'page')} ({grown * int(page_size):,} bytes) the"
+        " run's tables used,"
         " as free pages: SQLite does not shrink a file by itself. To give the space back, run:"
         f" sqlite3 {shlex.quote(path)} VACUUM (VACUUM may renumber the rowids of tables without"
         " an INTEGER PRIMARY KEY, so the run leaves that choice to you)"

@@ -82,7 +82,8 @@ def test_a_users_file_gets_its_journal_mode_and_statistics_back(
     with sqlite3.connect(path) as conn:
         (free,) = conn.execute("pragma freelist_count").fetchone()
         assert free > 0
-        said = f"{path} keeps the {free} pages ({free * 4096:,} bytes) the run's tables used"
+        pages = "1 page" if free == 1 else f"{free} pages"
+        said = f"{path} keeps the {pages} ({free * 4096:,} bytes) the run's tables used"
         assert said in str(warned.message)
         assert f"sqlite3 {path} VACUUM" in str(warned.message)
         conn.execute("vacuum")
