@@ -152,7 +152,7 @@ def main() -> None:
     "--fail-on-regression",
     type=Number(min=0),
     metavar="PCT",
-    help="exit 1 when a metric got significantly worse than the --baseline by more than PCT %",
+    help="exit 1 when a metric got significantly worse than the --baseline by PCT % or more",
 )
 @click.option(
     "--isolation",
@@ -703,7 +703,7 @@ def isolation(
     show_default=True,
     metavar="PCT",
     help="a change counts when the median transaction time (or ops/s, memory peak) moved by"
-    " more than PCT percent; exit 1 when one got worse",
+    " PCT percent or more; exit 1 when one got worse",
 )
 @click.option(
     "--alpha",

@@ -157,6 +157,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("uowstress_config", "the performance_config.yaml to use", default="")
     group.addoption(
+        "--uowstress-builtin-config",
+        dest="uowstress_builtin_config",
+        action="store_true",
+        default=False,
+        help="judge by the built-in thresholds, not a performance_config.yaml of pytest's"
+        " rootdir (uowstress run passes it when the working directory has none)",
+    )
+    group.addoption(
         "--uowstress-shards",
         dest="uowstress_shards",
         type=int,
@@ -177,6 +185,8 @@ def _config_file(config: pytest.Config) -> Path | None:
     given = config.getoption("uowstress_config")
     if given:
         return Path(given)
+    if config.getoption("uowstress_builtin_config"):
+        return None
     in_ini = str(config.getini("uowstress_config")).strip()
     if in_ini:
         # As pytest does for its own paths: relative to the ini file, not to wherever pytest

@@ -313,6 +313,11 @@ def _pytest_args(request: RunRequest, urls: list[str], config_path: str | None) 
         args.append("--uowstress-allow-existing-tables")
     if config_path is not None:
         args += ["--uowstress-config", str(config_path)]
+    elif Path(suites_path(request.path)).resolve() in (PACKAGED_SUITES, CHECKOUT_SUITES):
+        # uowstress's own suites make pytest's rootdir uowstress's folder, whose
+        # performance_config.yaml is not the user's: the working directory has none, so the
+        # built-in defaults apply, as --config says.
+        args.append("--uowstress-builtin-config")
     if request.workers > 1:
         args += ["-n", str(request.workers), "--uowstress-shards", str(request.workers)]
     return args

@@ -693,6 +693,9 @@ def test_run_elsewhere_uses_its_own_suites_and_warns_when_every_scenario_is_skip
     report = _report(tmp_path / "out")
     assert report["summary"]["scenarios"] == {"skipped": 4}
     assert Path(report["options"]["path"]).is_absolute()
+    # The working directory has no performance_config.yaml: the built-in thresholds, not the
+    # file beside uowstress's own suites (pytest's rootdir then), which is not the user's.
+    assert report["options"]["config"] is None
 
 
 def test_a_path_the_user_gave_is_not_replaced_by_the_packaged_suites(

@@ -204,3 +204,37 @@ def test_transaction_times_of_too_few_samples_are_shown_and_never_judged() -> No
     assert compare(old, new, threshold_pct=10) == []
     enough = _run(_draw(4, n=8)), _run([s * 3 for s in _draw(4, n=8)])
     assert [c.metric for c in compare(*enough, threshold_pct=10)] == ["latency_p50_s"]
+
+
+def test_a_single_figure_counts_from_the_threshold_on() -> None:
+    old = _run(_draw(4, n=50))
+    worse = old.model_copy(deep=True)
+    assert old.scenarios[0].memory is not None and worse.scenarios[0].memory is not None
+    worse.scenarios[0].memory.peak_mb = old.scenarios[0].memory.peak_mb * 1.25
+    (memory,) = [
+        c for c in compare_all(old, worse, threshold_pct=25) if c.metric == "memory_peak_mb"
+    ]
+    assert memory.verdict == "regressed"  # exactly 25 % with a threshold of 25 %
+    (memory,) = [
+        c for c in compare_all(old, worse, threshold_pct=26) if c.metric == "memory_peak_mb"
+    ]
+    assert memory.verdict == "unchanged"
+    assert "moved +25.0 %, within the threshold" in memory.note
+    # A threshold of 0 does not make an unchanged figure a regression.
+    same = [c for c in compare_all(old, old, threshold_pct=0) if c.metric == "memory_peak_mb"]
+    assert [c.verdict for c in same] == ["unchanged"]
+
+
+def test_the_throughput_of_too_few_transactions_is_shown_and_never_judged() -> None:
+    # json_serialization's three transactions: +63.8 % between two runs of the same code.
+    old = _run(_draw(4, n=3), ops_per_second=36.6)
+    new = _run(_draw(4, n=3), ops_per_second=13.3)
+    (throughput,) = [
+        c for c in compare_all(old, new, threshold_pct=10) if c.metric == "ops_per_second"
+    ]
+    assert throughput.verdict == "unchanged" and not throughput.tested
+    assert throughput.change == pytest.approx(1 - 13.3 / 36.6)  # shown
+    assert "fewer than 8 transactions, not judged" in throughput.note
+    enough = _run(_draw(4, n=8), ops_per_second=36.6), _run(_draw(4, n=8), ops_per_second=13.3)
+    judged = [c for c in compare_all(*enough, threshold_pct=10) if c.metric == "ops_per_second"]
+    assert [c.verdict for c in judged] == ["regressed"]

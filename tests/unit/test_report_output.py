@@ -107,6 +107,16 @@ def test_two_runs_in_the_same_second_are_both_kept(tmp_path: Path) -> None:
     assert len(load_history(tmp_path).runs) == 2
 
 
+def test_runs_of_one_second_keep_their_order_and_the_oldest_goes_first(tmp_path: Path) -> None:
+    for n in range(3):
+        record(_at(0).model_copy(update={"command": f"run {n}"}), tmp_path, limit=2)
+    history = load_history(tmp_path)
+    # The third run of that second made the first go; the latest is the third.
+    assert [r.command for r in history.runs] == ["run 1", "run 2"]
+    latest = history.latest()
+    assert latest is not None and latest.command == "run 2"
+
+
 def test_an_unreadable_history_entry_is_listed_and_left_alone(tmp_path: Path) -> None:
     record(_at(0), tmp_path)
     broken = tmp_path / HISTORY_DIR / "20261102T050000.000000Z.json"

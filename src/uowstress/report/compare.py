@@ -113,14 +113,33 @@ def _single(
     key: str, metric: str, old: float, new: float, threshold: float, higher_is_better: bool
 ) -> Comparison:
     change = _relative(old, new, higher_is_better=higher_is_better)
-    if change > threshold:
+    # A change counts from the threshold on, as for transaction times (and never a change of 0,
+    # with a threshold of 0).
+    if change > 0 and change >= threshold:
         verdict: Verdict = "regressed"
-    elif change < -threshold:
+    elif change < 0 and -change >= threshold:
         verdict = "improved"
     else:
         verdict = "unchanged"
+    note = "single figure, not tested"
+    if verdict == "unchanged":
+        note += f"; moved {fmt.signed_percent(change)}, within the threshold"
+    return Comparison(key, metric, old, new, change, verdict, tested=False, note=note)
+
+
+def _few(key: str, metric: str, old: float, new: float, higher_is_better: bool) -> Comparison:
+    """A figure of fewer than MIN_SAMPLES transactions: shown, never judged (the throughput of
+    three transactions moves by tens of percent between two runs of the same code)."""
+    change = _relative(old, new, higher_is_better=higher_is_better)
     return Comparison(
-        key, metric, old, new, change, verdict, tested=False, note="single figure, not tested"
+        key,
+        metric,
+        old,
+        new,
+        change,
+        "unchanged",
+        tested=False,
+        note=f"fewer than {MIN_SAMPLES} transactions, not judged",
     )
 
 
@@ -206,8 +225,11 @@ def compare_all(
         if latency is not None:
             out.append(latency)
         if base.ops_per_second and result.ops_per_second is not None:
+            few = min(base.transactions.total, result.transactions.total) < MIN_SAMPLES
             out.append(
-                _single(
+                _few(key, "ops_per_second", base.ops_per_second, result.ops_per_second, True)
+                if few
+                else _single(
                     key,
                     "ops_per_second",
                     base.ops_per_second,

@@ -160,7 +160,15 @@ def _figures_only(report: Report) -> Report:
 def _entries(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+    return sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=_order)
+
+
+def _order(path: Path) -> tuple[str, int]:
+    """Oldest first: by time, then a second run of the same second (``...Z-1``) after the first
+    (``...Z``), which sorting the names as text would put the other way round."""
+    stem = path.name.removesuffix(".json")
+    when, _, suffix = stem.partition("Z-")
+    return (when.removesuffix("Z"), int(suffix) if suffix.isdigit() else 0)
 
 
 @dataclass
