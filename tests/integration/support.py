@@ -184,3 +184,17 @@ def run_concurrently(
         " never ends"
     )
     return outcomes
+
+
+# Register steps: two sessions read k0, both write it, both commit; the second write is the
+# lost update.
+LOST_UPDATE_REGISTERS = [
+    {"session": 0, "action": "begin"},
+    {"session": 1, "action": "begin"},
+    {"session": 0, "action": "read", "key": 0},
+    {"session": 1, "action": "read", "key": 0},
+    {"session": 0, "action": "write", "key": 0, "value": 1},
+    {"session": 1, "action": "write", "key": 0, "value": 2},
+    {"session": 0, "action": "commit"},
+    {"session": 1, "action": "commit"},
+]

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import URL
 
 import uowstress.isolation as isolation_module
+from tests.integration.support import LOST_UPDATE_REGISTERS
 from uowstress.anomalies import analyse
 from uowstress.cli import main
 from uowstress.isolation import ANOMALY_CLASSES, normalize_level, resolve_levels
@@ -110,17 +111,9 @@ def _replay_the_markdown_names(markdown: str) -> Any:
 
 def test_a_reproducer_replays_in_one_call_on_a_fresh_database(tmp_path: Path) -> None:
     database = tmp_path / "fresh.db"
-    lost_update = [
-        {"session": 0, "action": "begin"},
-        {"session": 1, "action": "begin"},
-        {"session": 0, "action": "read", "key": 0},
-        {"session": 1, "action": "read", "key": 0},
-        {"session": 0, "action": "write", "key": 0, "value": 1},
-        {"session": 1, "action": "write", "key": 0, "value": 2},
-        {"session": 0, "action": "commit"},
-        {"session": 1, "action": "commit"},
-    ]
-    run = isolation_module.replay_reproducer(f"sqlite:///{database}", "SERIALIZABLE", lost_update)
+    run = isolation_module.replay_reproducer(
+        f"sqlite:///{database}", "SERIALIZABLE", LOST_UPDATE_REGISTERS
+    )
     # SQLite refuses the second writer: one commits, the other is aborted.
     statuses = sorted(t.status for t in run.history.transactions() if t.id)
     assert statuses == ["aborted", "committed"], statuses

@@ -13,7 +13,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import URL
 
-from tests.integration.support import MYSQL, POSTGRES
+from tests.integration.support import LOST_UPDATE_REGISTERS, MYSQL, POSTGRES
 from uowstress.anomalies import analyse
 from uowstress.errors import ReproducerError
 from uowstress.history import EventType, Op, Transaction, to_json
@@ -31,18 +31,6 @@ from uowstress.stateful.registers import (
     replay_steps,
     validate_steps,
 )
-
-# Two sessions read k0, both write it, both commit: the second write is the lost update.
-LOST_UPDATE = [
-    {"session": 0, "action": "begin"},
-    {"session": 1, "action": "begin"},
-    {"session": 0, "action": "read", "key": 0},
-    {"session": 1, "action": "read", "key": 0},
-    {"session": 0, "action": "write", "key": 0, "value": 1},
-    {"session": 1, "action": "write", "key": 0, "value": 2},
-    {"session": 0, "action": "commit"},
-    {"session": 1, "action": "commit"},
-]
 
 # Blocks (or fails at once on SQLite), releases, fails on some levels, deletes and
 # re-inserts, reads predicates: every path of the recorder.
@@ -108,7 +96,7 @@ def _value(engine: Engine, key: int) -> int | None:
 @pytest.mark.parametrize("backend", [POSTGRES], indirect=True)
 def test_lost_update_at_postgresql_read_committed_is_recorded_as_p4(db_url: URL) -> None:
     with _engine(db_url, "read committed") as engine:
-        run = replay_steps(engine, LOST_UPDATE)
+        run = replay_steps(engine, LOST_UPDATE_REGISTERS)
         committed = _committed(run)
         assert [t.id for t in committed] == [1, 2]
         # Both read the initial version, then each wrote: the first write is gone.
@@ -142,7 +130,7 @@ REFUSALS = {
 
 
 def test_serializable_refuses_the_lost_update(serializable: Engine, backend: str) -> None:
-    run = replay_steps(serializable, LOST_UPDATE)
+    run = replay_steps(serializable, LOST_UPDATE_REGISTERS)
     committed = _committed(run)
     aborted = [t for t in run.history.transactions() if t.status == "aborted"]
     assert len(committed) == 1 and len(aborted) == 1
@@ -216,7 +204,8 @@ def test_a_run_interrupted_while_a_step_waits_closes_and_lets_the_interrupt_thro
     # there replaced the interrupt, which Hypothesis then reported as a flaky failure).
     with RegisterWorkload(weak) as workload:
         run = workload.start(2)
-        for step in [*LOST_UPDATE[:2], {"session": 1, "action": "write", "key": 0, "value": 1}]:
+        write = {"session": 1, "action": "write", "key": 0, "value": 1}
+        for step in [*LOST_UPDATE_REGISTERS[:2], write]:
             run.run(step)
 
         def interrupted(deadline: float) -> None:
