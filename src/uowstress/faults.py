@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
 from uowstress.errors import UowstressError
+from uowstress.report import formatting as fmt
 
 FaultPoint = Literal["before_flush", "statement", "after_flush", "before_commit", "commit", "kill"]
 FAULT_POINTS: tuple[FaultPoint, ...] = (
@@ -222,7 +223,7 @@ def unreached_warning(called: set[str], unreached: Mapping[str, int]) -> str | N
         return None
     total = sum(missed.values())
     drawn = ", ".join(f"{what}: {n}" for what, n in sorted(missed.items()))
-    faults = "1 fault" if total == 1 else f"{total} faults"
+    faults = fmt.counted(total, "fault")
     if not called:
         return (
             f"the Unit of Work never called fault_hook: {faults} drawn at"

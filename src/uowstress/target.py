@@ -275,7 +275,7 @@ def check_target(target: object, where: str) -> Target:
             lacking = [part for part in parts if not hasattr(entry, part)]
             if lacking:
                 raise TargetError(
-                    f"{where}: {field_name}[{i}] is {_shown(entry)}, not a uowstress.{kind}"
+                    f"{where}: {field_name}[{i}] is {briefly(entry)}, not a uowstress.{kind}"
                     f" (it lacks {', '.join(lacking)}); build each with uowstress.{kind}(...)"
                 )
     names = [op.name for op in candidate.operations]
@@ -290,7 +290,8 @@ def check_target(target: object, where: str) -> Target:
     return candidate  # type: ignore[no-any-return]
 
 
-def _shown(value: object, limit: int = 80) -> str:
+def briefly(value: object, limit: int = 80) -> str:
+    """`value`'s repr for a message, cut after `limit` characters."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -377,7 +378,7 @@ def check_system(system: object, where: str) -> None:
         parts = ("__enter__", "__exit__", "commit", "rollback")
         lacking = [name for name in parts if not hasattr(uow, name)]
         raise TargetError(
-            f"{where}: {type(system).__name__}.unit_of_work() returned {_shown(uow)}, which is not"
+            f"{where}: {type(system).__name__}.unit_of_work() returned {briefly(uow)}, which is not"
             f" a Unit of Work (it lacks {', '.join(lacking)}); see uowstress.UnitOfWork"
         )
     try:

@@ -106,17 +106,17 @@ class ArgumentsCheck:
             if call(uow.__enter__).ok:
                 self.uows[session] = uow
         elif action in ("apply", "transaction") and op is not None:
-            args = step.get("args", {})
-            uow_or_none = self.uows.get(session) if action == "apply" else None
-            if action == "apply" and uow_or_none is None:
+            # A whole-transaction operation opens the unit of work it is given itself.
+            on = self.uows.get(session) if action == "apply" else self.model.unit_of_work()
+            if on is None:
                 return  # no unit of work open: the executor says so
-            on = uow_or_none if uow_or_none is not None else self.model.unit_of_work()
+            args = step.get("args", {})
             refuse_misfit(number, op.name, args, call(op.apply, on, args))
         elif action in ("commit", "rollback"):
-            uow_or_none = self.uows.pop(session, None)
-            if uow_or_none is not None:
-                call(uow_or_none.commit if action == "commit" else uow_or_none.rollback)
-                call(uow_or_none.__exit__, None, None, None)
+            ending = self.uows.pop(session, None)
+            if ending is not None:
+                call(ending.commit if action == "commit" else ending.rollback)
+                call(ending.__exit__, None, None, None)
 
 
 class ConcurrentExecutor:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException, InvalidArgument
 
 from uowstress.stateful.executor import StepError
-from uowstress.target import Ids, Operation, Query, State
+from uowstress.target import Ids, Operation, Query, State, briefly
 
 
 def swarms(ops: Sequence[Operation]) -> st.SearchStrategy[frozenset[str]]:
@@ -91,20 +91,16 @@ def draw_arguments(
             f"the arguments strategy of {what.name} raised {type(error).__name__}: {error};{_FIX}"
         ) from error
     if not isinstance(args, dict):
-        shown = repr(args)
         raise StepError(
-            f"the arguments strategy of {what.name} drew"
-            f" {shown if len(shown) <= 200 else shown[:200] + '...'}, not a dict; draw a dict of"
-            " the operation's arguments (e.g. st.fixed_dictionaries({...}), or st.just({}) for"
-            " none)"
+            f"the arguments strategy of {what.name} drew {briefly(args, 200)}, not a dict; draw a"
+            " dict of the operation's arguments (e.g. st.fixed_dictionaries({...}), or"
+            " st.just({}) for none)"
         )
     try:
         json.dumps(args)
     except (TypeError, ValueError) as error:
-        shown = repr(args)
         raise StepError(
-            f"the arguments strategy of {what.name} drew"
-            f" {shown if len(shown) <= 200 else shown[:200] + '...'}, which is not JSON"
+            f"the arguments strategy of {what.name} drew {briefly(args, 200)}, which is not JSON"
             f" ({error}); draw JSON values only (str, int, float, bool, None, lists and dicts"
             " of them): a datetime as an ISO string, a set as a sorted list"
         ) from None

@@ -39,6 +39,7 @@ from uowstress.target import (
     System,
     Target,
     UnitOfWork,
+    briefly,
     described,
 )
 
@@ -227,10 +228,9 @@ def checked_state(system: System) -> State:
     violations = system.invariants(state)
     # A forgotten `return` (None) would pass every state; a string, name each letter.
     if not isinstance(violations, list | tuple) or not all(isinstance(v, str) for v in violations):
-        shown = repr(violations)
         raise StepError(
-            f"{type(system).__name__}.invariants() returned"
-            f" {shown if len(shown) <= 80 else shown[:80] + '...'}; it must return a list of"
+            f"{type(system).__name__}.invariants() returned {briefly(violations)}; it must"
+            " return a list of"
             " strings, each a violated invariant in words (an empty list when all hold)"
         )
     if violations:
