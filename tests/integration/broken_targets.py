@@ -33,6 +33,14 @@ def _raise(*_: Any, **__: Any) -> Any:
     raise RuntimeError("cannot truncate")
 
 
+def _reset_then_raise(self: Any) -> None:
+    # Works for the first examples, then fails as a wedged pool would.
+    self.resets = getattr(self, "resets", 0) + 1
+    if self.resets > 3:
+        raise RuntimeError("the pool is wedged")
+    ledger.LedgerSystem.reset(self)
+
+
 class _ConnectRaises(ledger.LedgerTarget):
     def connect(self, *_: Any, **__: Any) -> Any:
         raise RuntimeError("misconfigured engine")
@@ -77,6 +85,7 @@ INVARIANTS_NONE = _with_system(invariants=lambda self, state: None)
 INVARIANTS_TEXT = _with_system(invariants=lambda self, state: "all good")
 STATE_A_LIST = _with_system(committed_state=lambda self: [])
 RESET_RAISES = _with_system(reset=_raise)
+RESET_RAISES_LATER = _with_system(reset=_reset_then_raise)
 ARGUMENTS_INT = _Target()
 ARGUMENTS_INT.operations = _operations(open_account=lambda s, ids: st.integers())
 ARGUMENTS_NOTHING = _Target()

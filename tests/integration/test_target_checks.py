@@ -73,6 +73,29 @@ def test_a_class_is_not_taken_for_a_target() -> None:
         load_target("examples.ledger:LedgerTarget")
 
 
+@pytest.mark.parametrize("machine", ["acid", "sessions"])
+def test_a_reset_failing_after_an_example_is_a_finding_of_that_example(
+    machine: str, tmp_path: Path
+) -> None:
+    # Hypothesis runs a failing example again to report it; the reset failing before that run
+    # draws anything must not be taken for data generation that depends on outside state.
+    result = run_acid(
+        "sqlite://",
+        target_spec=SPEC + "RESET_RAISES_LATER",
+        machine=machine,
+        settings=_settings(),
+        reproducers_dir=tmp_path,
+    )
+    assert result.error is None, result.error
+    assert result.finding is not None
+    assert (
+        "the system could not be reset after an example: reset() raised RuntimeError: the pool"
+        " is wedged" in result.finding.message
+    ), result.finding.message
+    assert "not shrunk: the system could not be reset" in result.finding.message
+    assert result.reproducer is not None and result.reproducer.steps
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [

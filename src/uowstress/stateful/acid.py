@@ -25,8 +25,13 @@ from hypothesis.stateful import (
 from uowstress.faults import FAULT_POINTS, KILL_AT, HookUse, unreached_warning
 from uowstress.interrupts import raise_if_lost
 from uowstress.stateful.drawing import choose, draw_arguments, swarms
-from uowstress.stateful.executor import SingleSessionExecutor, reset_for_example
-from uowstress.target import Operation, Query, System, Target
+from uowstress.stateful.executor import (
+    Finding,
+    SingleSessionExecutor,
+    StepError,
+    reset_for_example,
+)
+from uowstress.target import Operation, Query, System, Target, described
 
 
 class _Noted:
@@ -69,6 +74,50 @@ class RunRecorder:
         # the example began (tracemalloc's peak is already relative to its start).
         self.memory_peaks: list[int] = []
         self.memory_growth: list[int] = []
+        # The last step that failed, with the steps of its example up to it; and why the
+        # system could not be reset for an example after the run's first, if it could not.
+        # Hypothesis runs a failing example again to report it: when the failure left the
+        # system broken, that run fails in reset() before drawing anything, which Hypothesis
+        # takes for data generation that depends on outside state (see `broken_by`).
+        self.failed: tuple[Exception, list[dict[str, Any]]] | None = None
+        self.reset_error: Exception | None = None
+
+    def reset(self, system: System) -> None:
+        """Reset `system` for the next example, keeping why it could not be."""
+        try:
+            reset_for_example(system, first=self.examples == 0)
+        except StepError:
+            raise
+        except Exception as error:
+            self.reset_error = error
+            raise
+
+    def run_step(self, executor: Any, step: dict[str, Any]) -> Any:
+        """`executor.run(step)`, keeping the failure and its steps should it fail."""
+        try:
+            return executor.run(step)
+        except Exception as error:
+            self.failed = (error, list(executor.steps))
+            raise
+
+    def broken_by(self) -> tuple[Exception, list[dict[str, Any]]] | None:
+        """When the system could not be reset after an example: the failure that example
+        found, with its steps, or else the reset's failure itself, as a finding of the steps
+        that ran last (they left the system so). None when every reset succeeded."""
+        if self.reset_error is None:
+            return None
+        if self.failed is not None:
+            return self.failed
+        error = self.reset_error
+        return (
+            Finding(
+                "error",
+                f"the system could not be reset after an example: reset() raised"
+                f" {described(error)}; the example left its database or connection pool"
+                " broken",
+            ),
+            self.last_steps,
+        )
 
     def absorb(
         self, executor: SingleSessionExecutor, memory_peak: int | None, growth: int | None = None
@@ -116,7 +165,7 @@ def acid_machine(
 
         def __init__(self) -> None:
             super().__init__()
-            reset_for_example(system, first=recorder.examples == 0)
+            recorder.reset(system)
             self.executor = SingleSessionExecutor(target, system, hook_use=recorder.hook_use)
             self._tracing = trace_memory and not tracemalloc.is_tracing()
             self.swarm: frozenset[str] | None = None
@@ -126,7 +175,7 @@ def acid_machine(
 
         def _run(self, step: dict[str, Any]) -> None:
             note(_Noted(len(self.executor.steps) + 1, step))
-            self.executor.run(step)
+            self.recorded.run_step(self.executor, step)
 
         def _draw_args(self, data: st.DataObject, what: Operation | Query) -> Any:
             return draw_arguments(data.draw, what, self.executor.model_state(), self.executor.ids)

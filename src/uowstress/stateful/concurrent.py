@@ -45,7 +45,6 @@ from uowstress.stateful.executor import (
     call,
     checked_state,
     refuse_misfit,
-    reset_for_example,
 )
 from uowstress.target import (
     Footprint,
@@ -539,7 +538,7 @@ def concurrent_machine(
 
         def __init__(self) -> None:
             super().__init__()
-            reset_for_example(system, first=recorder.examples == 0)
+            recorder.reset(system)
             self.executor = ConcurrentExecutor(target, system, sessions)
             self.swarm: frozenset[str] | None = None
             self.rng = random.Random(0)
@@ -569,7 +568,8 @@ def concurrent_machine(
         def _run(self, step: dict[str, Any]) -> None:
             note(f"step {len(self.executor.steps) + 1}: {step}")
             for done, completion in [
-                (self.executor._submitted.get(c.session, step), c) for c in self.executor.run(step)
+                (self.executor._submitted.get(c.session, step), c)
+                for c in recorder.run_step(self.executor, step)
             ]:
                 note("  " + describe_completion(done, completion))
 

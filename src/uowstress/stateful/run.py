@@ -348,6 +348,11 @@ def run_acid(
         except NothingToReplay:
             raise
         except (Finding, Exception) as error:
+            broken_by = recorder.broken_by() if isinstance(error, Flaky) else None
+            if broken_by is not None:
+                # Hypothesis ran the failing example again and reset() failed before it drew
+                # anything: the failure is the one found before, not the system's whim.
+                error, recorder.last_steps = broken_by
             if isinstance(error, Flaky):
                 said = str(error).strip().splitlines()
                 result.error = (
