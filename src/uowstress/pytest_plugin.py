@@ -61,6 +61,7 @@ from uowstress.scratch import (
     check_url,
     reachable,
     redacted,
+    repeated_database,
 )
 from uowstress.target import (
     DEFAULT_TARGET,
@@ -335,13 +336,21 @@ def _check_plugin_options(config: pytest.Config) -> None:
 def _check_database_urls(config: pytest.Config) -> None:
     """A URL that cannot work is a usage error before anything connects (a test would
     otherwise be skipped as if its server were down)."""
-    for where, url in _database_entries(config):
+    entries = _database_entries(config)
+    for where, url in entries:
         try:
             check_url(url)
         except ValueError as error:
             # The message shows the URL with its password hidden, or not at all: the entry's
             # position tells which one it is.
             raise pytest.UsageError(f"{where}: {error}") from None
+    repeated = repeated_database([url for _, url in entries])
+    if repeated is not None:
+        earlier, later = (entries[i][0] for i in repeated)
+        raise pytest.UsageError(
+            f"{earlier} and {later} name the same database"
+            f" ({redacted(entries[repeated[1]][1])}); each database is run once: give it once"
+        )
 
 
 def options_from(config: pytest.Config) -> dict[str, Any]:

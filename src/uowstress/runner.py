@@ -67,7 +67,7 @@ from uowstress.report.model import (
     SystemInfo,
 )
 from uowstress.report.passwords import hide_passwords
-from uowstress.scratch import backend_name, reachable, redacted
+from uowstress.scratch import backend_name, reachable, redacted, repeated_database
 from uowstress.target import check_target_options, load_target
 
 if TYPE_CHECKING:
@@ -248,6 +248,13 @@ def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | No
     if suites.is_dir() and not any(suites.rglob(request.pattern)):
         raise ConfigError(f"no file in {suites} matches --pattern {request.pattern!r}")
     urls = list(options["db_url"]) or ["sqlite://"]
+    repeated = repeated_database(urls)
+    if repeated is not None:
+        earlier, later = repeated
+        raise ConfigError(
+            f"--db-url values {earlier + 1} and {later + 1} name the same database"
+            f" ({redacted(urls[later])}); each database is run once: give it once"
+        )
     # Every URL is tried before any is refused: one run then names all that need fixing.
     answers = [reachable(url) for url in urls]
     refused = [detail for ok, detail in answers if not ok]

@@ -108,13 +108,40 @@ def holds_secret(url: str | URL) -> bool:
     return bool(_secrets(normalize(url)[1]))
 
 
+# The servers' own default ports: a URL without one names the same database as with it.
+_DEFAULT_PORTS: dict[str, int] = {"postgresql": 5432, "mysql": 3306}
+
+
 def same_database(a: str | URL, b: str | URL) -> bool:
-    """Whether two URLs name the same database the same way (an empty password is none)."""
+    """Whether two URLs name the same database the same way (an empty password is none, and
+    no port is the server's default one)."""
 
     def canonical(url: str | URL) -> URL:
-        return _without_empty_password(normalize(url)[1])
+        backend, parsed = normalize(url)
+        if parsed.port is None and backend in _DEFAULT_PORTS:
+            parsed = parsed.set(port=_DEFAULT_PORTS[backend])
+        return _without_empty_password(parsed)
 
     return canonical(a) == canonical(b)
+
+
+def repeated_database(urls: list[str]) -> tuple[int, int] | None:
+    """The positions (earlier, later) of the first URL naming the same database as an earlier
+    one, or None. `sqlite://` names a fresh scratch file each time, so it never repeats; a URL
+    that is not one is left to the check that says why."""
+    named: list[tuple[int, str]] = []
+    for position, url in enumerate(urls):
+        try:
+            backend, parsed = normalize(url)
+        except ValueError:
+            continue
+        if backend == "sqlite" and not parsed.database:
+            continue
+        for earlier, other in named:
+            if same_database(other, url):
+                return earlier, position
+        named.append((position, url))
+    return None
 
 
 def _secrets(url: URL) -> list[str]:

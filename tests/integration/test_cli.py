@@ -129,6 +129,17 @@ def test_run_with_a_weakening_switch_exits_1_and_reports_the_replay_command(
             "parameter read_timeout=-1 is not one PyMySQL accepts: ValueError: read_timeout",
         ),
         (["--db-url", "sqlite://root:s3cret@localhost/x.db"], "sqlite:///relative/path.db"),
+        (
+            [
+                "--db-url",
+                "sqlite:///{tmp}/a.db",
+                "--db-url",
+                "sqlite://",
+                "--db-url",
+                "sqlite:///{tmp}/a.db",
+            ],
+            "--db-url values 1 and 3 name the same database (sqlite:///",
+        ),
     ],
 )
 def test_run_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

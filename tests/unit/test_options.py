@@ -15,6 +15,7 @@ from uowstress.options import (
     parse_seed,
     parse_target_options,
 )
+from uowstress.scratch import repeated_database
 
 
 @pytest.mark.parametrize("kills", ["abc", "-3", "2.5", ""])
@@ -108,3 +109,19 @@ def test_a_target_option_given_twice_with_two_values_is_refused_naming_both() ->
     with pytest.raises(ConfigError, match=r"weaken is given twice \('a' and 'b'\)"):
         parse_target_options(["weaken=a", "weaken=b"])
     assert parse_target_options(["weaken=a", " weaken = a "]) == {"weaken": "a"}
+
+
+@pytest.mark.parametrize(
+    ("urls", "repeated"),
+    [
+        (["sqlite://", "sqlite://"], None),  # two scratch files
+        (["sqlite:///a.db", "sqlite:///b.db", "sqlite:///a.db"], (0, 2)),
+        (["postgresql://root@h/test", "postgresql://root@h:5432/test"], (0, 1)),
+        (["postgresql://root@h/test", "postgresql://root@h/other"], None),
+        (["mysql://root:@h/test", "mysql+pymysql://root@h:3306/test"], (0, 1)),
+        (["postgresql://root@h:5433/test", "postgresql://root@h/test"], None),
+        (["nonsense", "nonsense"], None),  # not URLs: the URL check says why
+    ],
+)
+def test_a_database_named_twice_is_found(urls: list[str], repeated: tuple[int, int] | None) -> None:
+    assert repeated_database(urls) == repeated
