@@ -127,6 +127,21 @@ def test_an_unreadable_history_entry_is_listed_and_left_alone(tmp_path: Path) ->
     assert broken.exists()
 
 
+def test_keeping_the_newest_runs_never_deletes_an_entry_that_cannot_be_read(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / HISTORY_DIR / "20261001T050000.000000Z.json"  # older than every run
+    broken.parent.mkdir()
+    broken.write_text("{ not json")
+    for day in range(4):
+        record(_at(day), tmp_path, limit=2)
+    history = load_history(tmp_path)
+    assert broken.read_text() == "{ not json"
+    assert [p for p, _ in history.unreadable] == [broken]
+    # It does not take the place of a run either: the newest two runs are kept.
+    assert [r.created_at[:10] for r in history.runs] == ["2026-11-03", "2026-11-04"]
+
+
 @pytest.mark.parametrize(
     "content",
     [

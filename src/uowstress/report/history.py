@@ -136,10 +136,22 @@ def record(report: Report, output_dir: Path, *, limit: int = HISTORY_LIMIT) -> P
         path = folder / f"{stem}-{suffix}.json"
         suffix += 1
     write_json(_figures_only(report), path)
-    entries = _entries(folder)
-    for old in entries[: max(0, len(entries) - limit)]:
+    # Only runs this history can read are dropped: an entry that cannot be read is left in
+    # place (it may be a user's, or one to look at), and does not count towards the limit.
+    readable = [entry for entry in _entries(folder) if _readable(entry)]
+    for old in readable[: max(0, len(readable) - limit)]:
         old.unlink()
     return path
+
+
+def _readable(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        load_report(path)
+    except ReportError:
+        return False
+    return True
 
 
 def _figures_only(report: Report) -> Report:
