@@ -1543,6 +1543,21 @@ def test_a_report_place_taken_is_refused_before_the_run(
     assert "ZeroDivisionError" not in output  # refused before anything ran
 
 
+def test_a_history_folder_that_cannot_be_written_is_refused_before_the_run(
+    tmp_path: Path,
+) -> None:
+    # Without its history entry no report is written: found at the end, the run is lost.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "history").symlink_to("/proc")  # a folder that takes no new files, even from root
+    code, output = run_suite(tmp_path, "test_never_run_h", "def test_x():\n    1 / 0\n")
+    assert code == 2, output
+    assert f"the run's history goes in {out / 'history'}, which cannot be written" in output
+    assert "takes no new files or folders" in output
+    assert "make it writable or give another --output-dir" in output
+    assert "ZeroDivisionError" not in output  # refused before anything ran
+
+
 def test_reports_that_cannot_be_written_at_the_end_leave_the_outcome_on_the_console(
     tmp_path: Path,
 ) -> None:
