@@ -56,6 +56,9 @@ class LoadResult:
     committed_by_key: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # kind: exception -> attempts
     pool_timeouts: int = 0
+    # Transactions not run: after a unit of work waited the pool's whole timeout for a
+    # connection, every worker stops after its current transaction (see run_load).
+    not_run: int = 0
 
     @property
     def ops_per_second(self) -> float:
@@ -114,6 +117,7 @@ class _Worker:
         attempts: int,
         backoff_s: float,
         seed: int,
+        exhausted: threading.Event,
     ) -> None:
         self.system = system
         self.workload = workload
@@ -125,6 +129,10 @@ class _Worker:
         self.crashed: BaseException | None = None
         # Set when the run is interrupted: the worker stops after its current transaction.
         self.stop = threading.Event()
+        # Shared by the load's workers: set by the first that gave up waiting for a
+        # connection. The pool is exhausted then (often by units of work that each ask for a
+        # second connection while holding one), and every further try would wait as long.
+        self.exhausted = exhausted
         # Set by the worker as it ends. Thread.join is not relied on when interrupted: on
         # Python 3.11 a KeyboardInterrupt inside join() can mark a running thread as stopped.
         self.finished = threading.Event()
@@ -151,8 +159,11 @@ class _Worker:
 
     def run(self) -> None:
         result = self.result
-        for job in self.jobs:
+        for done, job in enumerate(self.jobs):
             if self.stop.is_set():
+                return
+            if self.exhausted.is_set():
+                result.not_run += len(self.jobs) - done
                 return
             started = time.perf_counter_ns()
             final: ErrorKind | None = None
@@ -165,8 +176,9 @@ class _Worker:
                 result.errors[error_key(final, error)] += 1
                 if _timed_out(error):
                     result.pool_timeouts += 1
+                    self.exhausted.set()
                 _count(result.attempts, final, error)
-                if final == "error" or attempt == self.attempts - 1:
+                if final == "error" or attempt == self.attempts - 1 or self.exhausted.is_set():
                     break
                 ceiling = min(0.2, self.backoff_s * 2**attempt)
                 time.sleep(self.rng.uniform(0, ceiling))
@@ -205,13 +217,17 @@ def run_load(
     backoff_s: float = 0.005,
     seed: int = 0,
 ) -> LoadResult:
-    """Run each list of jobs on a thread of its own, all starting together."""
+    """Run each list of jobs on a thread of its own, all starting together. Once a unit of
+    work has waited the pool's whole timeout for a connection, the workers stop after their
+    current transaction (counted in `not_run`): a load on an exhausted pool would otherwise
+    wait that long for every transaction left."""
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
     if not jobs_per_thread:
         raise ValueError("run_load() needs at least one list of jobs (one per thread)")
+    exhausted = threading.Event()
     workers = [
-        _Worker(system, workload, jobs, attempts, backoff_s, seed * 1000 + index)
+        _Worker(system, workload, jobs, attempts, backoff_s, seed * 1000 + index, exhausted)
         for index, jobs in enumerate(jobs_per_thread)
     ]
     barrier = threading.Barrier(len(workers) + 1)
@@ -247,4 +263,5 @@ def run_load(
         total.committed_by_key.update(part.committed_by_key)
         total.errors.update(part.errors)
         total.pool_timeouts += part.pool_timeouts
+        total.not_run += part.not_run
     return total

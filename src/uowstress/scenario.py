@@ -315,6 +315,18 @@ class Scenario:
             self._pool.record_wait(seconds)
         for _ in range(load.pool_timeouts):
             self._pool.record_timeout()
+        if load.pool_timeouts:
+            timeout = getattr(self.system.engine.pool, "_timeout", None)
+            waited = f" ({timeout:g} s, the pool's timeout)" if timeout else ""
+            self.check(
+                "every unit of work got a connection",
+                False,
+                f"{load.pool_timeouts} unit(s) of work waited for a connection{waited} and"
+                f" gave up, with {load.threads} threads on the pool; the load stopped there"
+                f" ({load.not_run} of its transactions not run). A Unit of Work that asks for"
+                " a second connection while it holds one, or does not give its connection"
+                " back, empties the pool under load",
+            )
         if counted:
             self._add_outcomes(load)
             self._latencies.extend(load.latencies)

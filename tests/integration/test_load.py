@@ -17,7 +17,7 @@ from examples import ledger
 from hypothesis import strategies as st
 
 from uowstress.config import PerformanceConfig, parse_config
-from uowstress.database import prepared_database
+from uowstress.database import PreparedDatabase, prepared_database
 from uowstress.load import Job, run_load
 from uowstress.scenario import Scenario
 from uowstress.target import Query, Target, load_target
@@ -73,6 +73,70 @@ def test_an_error_is_not_retried_and_leaves_nothing(ledger_system: ledger.Ledger
     assert (load.attempts.total, load.transactions.errors) == (1, 1)
     assert load.errors == {"error: InsufficientFunds: no money": 1}
     assert ledger.TARGET.workload.tally(ledger_system) == {"a": 0}
+
+
+@contextmanager
+def _small_pool(server_url: str) -> Iterator[tuple[ledger.LedgerSystem, PreparedDatabase]]:
+    """The ledger on a pool of two connections that gives up waiting after 0.2 s, and its
+    database."""
+    with prepared_database(server_url) as db:
+        engine = sa.create_engine(db.url, pool_size=2, max_overflow=0, pool_timeout=0.2)
+        ledger.metadata.create_all(engine)
+        system = ledger.LedgerSystem(engine, False)
+        try:
+            yield system, db
+        finally:
+            system.dispose()
+
+
+def _greedy_jobs(system: ledger.LedgerSystem) -> list[list[Job]]:
+    """Two threads of ten units of work, each asking for a second connection while it holds
+    one: with as many threads as the pool has connections, they wait for each other until the
+    pool's timeout."""
+    _open(system, "a0", "a1")
+    arrived = threading.Barrier(2, timeout=10)
+
+    def greedy(t: int, n: int) -> Job:
+        def work(uow: Any) -> None:
+            if n == 0:
+                arrived.wait()  # both threads hold their unit of work's connection
+            with system.engine.connect():
+                uow.post(f"d{t}-{n}", f"a{t}", 1)
+
+        return Job("greedy", work, (f"a{t}",))
+
+    return [[greedy(t, n) for n in range(10)] for t in range(2)]
+
+
+def test_a_load_on_an_exhausted_pool_stops_at_the_first_timeout(server_url: str) -> None:
+    # Every transaction left would wait as long: the load stops, and says what it did not run.
+    with _small_pool(server_url) as (system, _):
+        load = run_load(system, ledger.TARGET.workload, _greedy_jobs(system), attempts=3)
+    assert load.pool_timeouts >= 1, load.errors
+    assert load.not_run >= 9  # each thread stopped after the transaction it was in
+    assert load.transactions.total + load.not_run == 20
+    assert load.attempts.total == load.transactions.total  # a timeout is not tried again
+
+
+def test_a_scenario_whose_load_exhausted_the_pool_fails_saying_why(server_url: str) -> None:
+    with _small_pool(server_url) as (system, db):
+        scenario = Scenario(
+            node_id="test::scenario",
+            suite="suite",
+            name="scenario",
+            description="",
+            target_spec="spec",
+            target=ledger.TARGET,
+            system=system,
+            workload=ledger.TARGET.workload,
+            database=db,
+            config=PerformanceConfig(),
+        )
+        scenario.run(_greedy_jobs(system))
+    (check,) = [c for c in scenario.result.checks if not c.passed]
+    assert check.name == "every unit of work got a connection"
+    assert "waited for a connection (0.2 s, the pool's timeout) and gave up" in check.detail
+    assert "asks for a second connection while it holds one" in check.detail
 
 
 def test_a_crash_in_a_worker_is_raised_not_lost(ledger_system: ledger.LedgerSystem) -> None:
