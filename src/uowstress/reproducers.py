@@ -256,8 +256,16 @@ def make_reproducer(**fields: Any) -> Reproducer:
 
 def write(reproducer: Reproducer, directory: Path = REPRODUCERS_DIR) -> Path:
     """Write `reproducer` as `directory/<id>.json`; ReproducerError when it cannot be (a folder
-    in its place, a full disk), leaving nothing behind."""
+    in its place, a full disk), leaving nothing behind.
+
+    A file already there for the same id (the same target, options, backend, level and steps:
+    the same failure, found again, as the replay profile does on every run) is kept as it is:
+    it is the committed record of when and with which seed and profile the failure was found,
+    and a run replaying it must not rewrite it. A file of that name that does not load (damaged,
+    of another version, another id) is replaced."""
     path = directory / f"{reproducer.id}.json"
+    if _holds(path, reproducer.id):
+        return path
     tmp = path.with_suffix(".json.tmp")
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -272,6 +280,14 @@ def write(reproducer: Reproducer, directory: Path = REPRODUCERS_DIR) -> Path:
             " there, or give --reproducers-dir a folder you can write to"
         ) from None
     return path
+
+
+def _holds(path: Path, reproducer_id: str) -> bool:
+    """Whether `path` is a reproducer of uowstress's with the id `reproducer_id`."""
+    try:
+        return path.is_file() and load(path).content_id() == reproducer_id
+    except (ReproducerError, OSError):
+        return False
 
 
 def _describe(error: ValidationError) -> str:

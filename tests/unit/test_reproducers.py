@@ -400,3 +400,24 @@ def test_git_keeps_the_reproducers_in_a_folder_hypothesis_ignores(tmp_path: Path
     assert not ignored(written)
     assert ignored(hypothesis_dir / "examples" / "abc")  # the rest stays ignored
     assert (hypothesis_dir / ".gitignore").read_text().count("!reproducers/**") == 1
+
+
+def test_a_failure_found_again_keeps_the_file_already_written(tmp_path: Path) -> None:
+    # The replay profile finds a committed reproducer's failure again on every run: the file
+    # keeps the seed, profile and time it was found with, and the corpus stays unchanged.
+    first = sample(profile="ci", seed="1", created_at="2026-01-01T00:00:00+00:00")
+    path = reproducers.write(first, tmp_path)
+    before = path.read_bytes()
+    again = sample(profile="replay", seed=None, created_at="2026-02-02T00:00:00+00:00")
+    assert again.id == first.id
+    assert reproducers.write(again, tmp_path) == path
+    assert path.read_bytes() == before
+    assert reproducers.load(path).seed == "1"
+
+
+def test_a_damaged_file_of_the_same_name_is_written_anew(tmp_path: Path) -> None:
+    rep = sample()
+    path = tmp_path / f"{rep.id}.json"
+    path.write_text("{not json")
+    assert reproducers.write(rep, tmp_path) == path
+    assert reproducers.load(path) == rep
