@@ -50,7 +50,13 @@ from uowstress.options import (
     parse_target_options,
     random_seed,
 )
-from uowstress.profiles import PROFILES, draws, get_profile, register_profiles
+from uowstress.profiles import (
+    PROFILES,
+    REPRODUCERS_DIR,
+    draws,
+    get_profile,
+    register_profiles,
+)
 from uowstress.report.history import node_params, scenario_name
 from uowstress.report.model import DurabilityRun, Judged, MachineRun, ScenarioResult, shrunk_words
 from uowstress.scenario import Scenario, ScenarioSkipped, scenario_result
@@ -357,6 +363,11 @@ def options_from(config: pytest.Config) -> dict[str, Any]:
     raw = {spec.name: config.getoption(f"uowstress_{spec.name}") for spec in OPTIONS}
     if raw.get("target") is None:
         raw["target"] = config.getini("uowstress_target") or DEFAULT_TARGET
+    if raw.get("reproducers_dir") is None:
+        # The project's corpus, wherever pytest is started from (as pytest's own cache is in
+        # its rootdir): a run from a subfolder writes its reproducers there too, and the
+        # replay profile replays the committed ones instead of finding none and passing.
+        raw["reproducers_dir"] = str(config.rootpath / REPRODUCERS_DIR)
     if raw.get("profile") is None:
         # `--hypothesis-profile ci` chooses uowstress's profile of that name too, and so does
         # the name it is registered under, `uowstress-ci` (the one to use where the project

@@ -706,3 +706,31 @@ def test_a_database_that_does_not_answer_fails_when_named_on_the_command_line(
         result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*database postgresql*://root:***@127.0.0.1:1/test unavailable*"])
     assert "s3cret-pw" not in result.stdout.str() + result.stderr.str()
+
+
+def test_reproducers_are_the_rootdirs_when_pytest_starts_in_a_subfolder(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_both=MACHINE_TEST)
+    weak = (
+        "-p", "no:cacheprovider", "--uowstress-db-url", "sqlite://",
+        "--uowstress-target-option", "weaken=commit_swallows_errors", "--uowstress-seed", "1",
+    )  # fmt: skip
+    sub = pytester.path / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    result = pytester.runpytest_inprocess(*weak, str(pytester.path))
+    result.assert_outcomes(failed=1, passed=1)
+    # Written to the project's corpus, not to a .hypothesis of the folder pytest started in.
+    (written,) = (pytester.path / ".hypothesis" / "reproducers").glob("*.json")
+    assert not (sub / ".hypothesis" / "reproducers").exists()
+    # A later replay from another subfolder (no example database there) replays it.
+    other = pytester.path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    result = pytester.runpytest_inprocess(
+        *weak, "--uowstress-profile", "replay", str(pytester.path)
+    )
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*acid machine*FINDING*", f"*replay: *{written}"])
