@@ -329,10 +329,20 @@ def connect_system(
     Raises TargetError for a System or Model that lacks part of the protocol, so that a
     missing method is named before the run rather than reported as a finding of each step.
     """
-    from sqlalchemy.exc import SQLAlchemyError  # not at import: see TYPE_CHECKING above
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError  # see TYPE_CHECKING above
 
     try:
         system = target.connect(url, options, isolation_level=isolation_level)
+    except ArgumentError as error:
+        if isolation_level is not None and "isolation_level" in str(error):
+            # SQLAlchemy refuses the level at the first connection: a usage error, not a
+            # failure of the database or a traceback of the target's connect.
+            raise TargetError(
+                f"isolation level {isolation_level!r} is not one the database accepts"
+                f" ({error}); give --isolation-level (under pytest --uowstress-isolation-level)"
+                " one of those, or leave it out for the backend's default"
+            ) from None
+        raise
     except (ValueError, SQLAlchemyError):
         raise
     except Exception as error:

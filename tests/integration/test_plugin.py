@@ -734,3 +734,19 @@ def test_reproducers_are_the_rootdirs_when_pytest_starts_in_a_subfolder(
     )
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*acid machine*FINDING*", f"*replay: *{written}"])
+
+
+def test_an_isolation_level_the_database_refuses_fails_the_machine_test_naming_the_option(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_both=MACHINE_TEST)
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--uowstress-isolation-level", "BOGUS",
+        # The ledger hands the level to SQLAlchemy unchecked, as a target of one's own may.
+        "--uowstress-target", "examples.ledger:TARGET", "--uowstress-db-url", "sqlite://",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1, passed=1)
+    said = "*acid machine: isolation level 'BOGUS' is not one*SERIALIZABLE*"
+    result.stdout.fnmatch_lines([said + "--uowstress-isolation-level*"])
+    assert "Traceback" not in result.stdout.str()
+    assert "ArgumentError" not in result.stdout.str()
