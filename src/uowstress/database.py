@@ -304,8 +304,9 @@ def prepared_database(
                 raise UnsafeDatabase(
                     f"{redacted(url)} holds tables uowstress did not create ({_listed(held)});"
                     " point --db-url at an empty database, or pass --allow-existing-tables to"
-                    " work beside them (uowstress drops only the tables it creates; what a"
-                    " target under test does to the others is up to its code)"
+                    " work beside them (under pytest --uowstress-db-url and"
+                    " --uowstress-allow-existing-tables). uowstress drops only the tables it"
+                    " creates; what a target under test does to the others is up to its code"
                 )
             if objects:
                 # SQLite's names ignore case.
@@ -316,8 +317,9 @@ def prepared_database(
                         f"{redacted(url)} already holds {_listed(taken)}, which the run creates"
                         " for itself and drops when it ends: it would take the user's"
                         " table for its own and lose its rows. Rename or move it, or point"
-                        " --db-url at another file (--allow-existing-tables lets the run share"
-                        " a file with other tables, never take one of them over)"
+                        " --db-url (under pytest --uowstress-db-url) at another file"
+                        " (--allow-existing-tables lets the run share a file with other tables,"
+                        " never take one of them over)"
                     )
         # What the run changes in a file it did not create, besides its own tables (which the
         # target drops): the journal mode (the reference system's engine sets WAL, which stays

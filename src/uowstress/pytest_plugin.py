@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -440,6 +440,13 @@ def _backend_url(entry: str, where: str) -> str:
     )
 
 
+def _fail(message: str) -> NoReturn:
+    """pytest.fail from inside an `except` block, without the error it handles: its message
+    says all, and pytest would print both, joined by "During handling of the above
+    exception"."""
+    raise pytest.fail.Exception(message, pytrace=False) from None
+
+
 def _ids(urls: list[str]) -> list[str]:
     ids: list[str] = []
     for url in urls:
@@ -594,11 +601,9 @@ def perf(
             uowstress_options["isolation_level"],
         )
     except TargetError as error:
-        pytest.fail(str(error), pytrace=False)
+        _fail(str(error))
     except ValueError as error:
-        pytest.fail(
-            f"target {uowstress_options['target']} refused its options: {error}", pytrace=False
-        )
+        _fail(f"target {uowstress_options['target']} refused its options: {error}")
     try:
         scenario = Scenario(
             node_id=request.node.nodeid,
@@ -695,7 +700,7 @@ class Explorer:
                     error=str(error),
                 )
             )
-            pytest.fail(f"{machine} machine: {error}", pytrace=False)
+            _fail(f"{machine} machine: {error}")
         self.results.machines.append(run)
         head = f"{machine} machine on {run.backend}, {run.examples} examples"
         for said in run.warnings:
@@ -745,7 +750,7 @@ class Explorer:
                 seed=self.options["seed"],
             )
         except UowstressError as error:
-            pytest.fail(f"durability: {error}", pytrace=False)
+            _fail(f"durability: {error}")
         if replaying and not run.kills and not run.error:
             pytest.skip(
                 f"the replay profile replays saved failures only, and"

@@ -456,6 +456,7 @@ def test_the_plugin_alone_never_takes_over_a_users_table_of_the_targets(
     )  # fmt: skip
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*already holds ledger_accounts, which the run creates*"])
+    assert "--uowstress-db-url" in result.stdout.str()  # the option as pytest spells it
     with sqlite3.connect(database) as conn:
         rows = conn.execute("select * from ledger_accounts").fetchall()
     assert rows == [("precious", 100, 1)]
@@ -572,6 +573,8 @@ def test_a_refused_option_value_fails_the_machine_test_with_the_targets_message(
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*acid machine: *refused its options*bogus*"])
     assert "Traceback" not in result.stdout.str()
+    # Said once, not again as the error the failure was raised while handling.
+    assert "During handling" not in result.stdout.str()
 
 
 def test_faults_a_machine_could_not_inject_are_a_warning_of_the_session(
