@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -338,4 +339,49 @@ def test_a_kill_that_lands_later_than_planned_is_written_and_replayed_where_it_l
     again = replay(path, repeat=2)
     assert again.verdict == "FAILED", again.detail
     assert "[partial]" in again.detail and "this differs" not in again.detail
+    # Its replays before it was written found it again each time: not said to be racing.
+    assert "timing-dependent" not in found.finding.message
+    assert not _children_left()
+
+
+def test_a_finding_its_reproducer_seldom_finds_again_is_said_to_be_timing_dependent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The first kill finds the half-committed transaction; every kill after it (shrinking,
+    # then the replays before the reproducer is written) lands as if the race went the other
+    # way. The finding stands, observed once, and says how seldom it came back.
+    kill_once = durability.kill_once
+    kills: list[durability.KillResult] = []
+
+    def lucky_after_the_first(*args: Any, **kwargs: Any) -> durability.KillResult:
+        kill = kill_once(*args, **kwargs)
+        kills.append(kill)
+        return kill if len(kills) == 1 else replace(kill, finding=None)
+
+    def in_the_pause(target: Target, new_model: Any) -> Any:
+        point = reproducers.KillPoint(after_acks=1, extra_steps=2, delay_us=100_000)
+        plan = durability.plan_of(target, new_model, HASTY_STEPS, point)
+        return st.integers(0, 1000).map(lambda _: plan)
+
+    monkeypatch.setattr(durability, "kill_once", lucky_after_the_first)
+    monkeypatch.setattr(durability, "kill_plans", in_the_pause)
+    result = run_durability(
+        "sqlite://", target_spec=HASTY_SPEC, options={}, kills=1, reproducers_dir=tmp_path
+    )
+    assert result.error is None, result.error
+    [found] = result.kills
+    assert found.finding is not None and found.finding.kind == "partial", found
+    said = (
+        f"timing-dependent: replayed {durability.CONFIRMATIONS} times where the kill landed,"
+        " it was found again 0 times"
+    )
+    assert said in found.finding.message
+    written, _ = result.reproducers[found.index]
+    assert said in written.failure.message
+    # The confirmations killed the reproducer's workload where the first kill landed.
+    assert len(kills) >= 1 + durability.CONFIRMATIONS
+    landed = found.killed_at
+    for k in kills[-durability.CONFIRMATIONS :]:
+        planned = (k.kill_after_acks, k.extra_steps, round(k.kill_delay_s * 1e6))
+        assert planned == (landed.after_acks, landed.extra_steps, landed.delay_us)
     assert not _children_left()

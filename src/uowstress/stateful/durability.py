@@ -81,6 +81,9 @@ STDERR_TAIL_CHARS = 2000
 # Per finding, the time its workload may take to be made smaller (a kill costs a fork and a
 # fresh database read, a few hundred milliseconds on SQLite).
 SHRINK_BUDGET_S = 8.0
+# Each finding's reproducer is replayed this many times before it is written: a kill inside a
+# commit races with it, and a reproducer that seldom fails again is said to be one.
+CONFIRMATIONS = 3
 
 
 class DurabilityError(UowstressError):
@@ -821,6 +824,18 @@ def shrink_kill(
     return plan, kill
 
 
+def _timing_dependent(kill: KillResult, again: int) -> KillResult:
+    """`kill`, its finding saying how seldom its reproducer found it again."""
+    assert kill.finding is not None
+    said = (
+        f"{kill.finding.message} (timing-dependent: replayed {CONFIRMATIONS} times where the"
+        f" kill landed, it was found again {again} time{'s' if again != 1 else ''}; the kill"
+        " races with the commit, so `uowstress replay ID --repeat 20` shows how often it"
+        " fails)"
+    )
+    return replace(kill, finding=replace(kill.finding, message=said))
+
+
 def _reproducer_of(
     plan: KillPlan,
     kill: KillResult,
@@ -1043,6 +1058,10 @@ def run_durability(
                 except Exception:
                     # Shrinking is a nicety: the finding stands, with its steps as found.
                     small, found = plan, kill
+                again = confirm(small, found)
+                if again is not None and again < CONFIRMATIONS:
+                    found = _timing_dependent(found, again)
+                    result.kills[-1] = _timing_dependent(kill, again)
                 made = _reproducer_of(small, found, result, target, shrunk_from=len(plan.steps))
                 try:
                     result.reproducers[kill.index] = (
@@ -1066,6 +1085,23 @@ def run_durability(
 
             until = min(time.perf_counter() + SHRINK_BUDGET_S, started + budget_s)
             return shrink_kill(plan, kill, trial, target, system.new_model, until)
+
+        def confirm(plan: KillPlan, kill: KillResult) -> int | None:
+            """How many of CONFIRMATIONS kills of `plan` where `kill` landed, as its
+            reproducer will replay it, find the same kind of problem; None when they could
+            not all run (the run's budget, the child failing)."""
+            assert kill.finding is not None
+            found = 0
+            for _ in range(CONFIRMATIONS):
+                if time.perf_counter() - started > budget_s:
+                    return None
+                try:
+                    trial = kill_at(plan.at(kill.killed_at), kill.index)
+                except DurabilityError:
+                    server.pop().close()  # the next kill starts a child anew
+                    return None
+                found += trial.finding is not None and trial.finding.kind == kill.finding.kind
+            return found
 
         drawn: list[KillPlan] = []
 
