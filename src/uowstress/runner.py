@@ -67,7 +67,14 @@ from uowstress.report.model import (
     SystemInfo,
 )
 from uowstress.report.passwords import hide_passwords
-from uowstress.scratch import backend_name, reachable, redacted, repeated_database
+from uowstress.reproducers import uv_run
+from uowstress.scratch import (
+    backend_name,
+    reachable,
+    redacted,
+    redacted_as_written,
+    repeated_database,
+)
 from uowstress.target import check_target_options, load_target
 
 if TYPE_CHECKING:
@@ -169,19 +176,20 @@ def system_info(databases: Sequence[DatabaseInfo]) -> SystemInfo:
 
 
 def redacted_command(argv: Sequence[str]) -> str:
-    """The command as typed, with every database URL's password hidden."""
+    """The command as typed, with every database URL's password hidden, started the way this
+    run was (`uv run`, and the project when run from outside it) so that it runs again."""
     shown: list[str] = []
     for arg in argv:
         text = arg
         for prefix in ("--db-url=", ""):
             if text.startswith(prefix) and "://" in text[len(prefix) :]:
                 try:
-                    text = prefix + redacted(text[len(prefix) :])
+                    text = prefix + redacted_as_written(text[len(prefix) :])
                 except ValueError:
                     text = prefix + "<not a database URL>"
                 break
         shown.append(text)
-    return shlex.join(shown)
+    return uv_run() + shlex.join(shown)
 
 
 def _check_report_places(request: RunRequest) -> None:

@@ -785,3 +785,10 @@ def backend_name(url: str | URL) -> Backend:
 def redacted(url: str | URL) -> str:
     """The URL with its password hidden: the only form that may reach a log or a report."""
     return _redacted(normalize(url)[1])
+
+
+def redacted_as_written(url: str) -> str:
+    """`redacted(url)` with the scheme as the user wrote it (postgresql://, not the driver's
+    postgresql+psycopg://): for a command line shown to be run again."""
+    _, normalized = normalize(url)  # refuses what is not a URL uowstress takes
+    return _redacted(normalized.set(drivername=make_url(url).drivername))

@@ -10,11 +10,12 @@ import pytest
 
 from uowstress.explore import describe_step, replay_command
 from uowstress.report.model import Distribution, thin
-from uowstress.reproducers import Failure, Reproducer, Step, make_reproducer
+from uowstress.reproducers import Failure, Reproducer, Step, make_reproducer, uv_run
 from uowstress.runner import redacted_command
 
 
-def test_the_command_shown_hides_every_password() -> None:
+def test_the_command_shown_hides_every_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)  # started without uv
     shown = redacted_command(
         [
             "uowstress",
@@ -27,9 +28,17 @@ def test_the_command_shown_hides_every_password() -> None:
         ]
     )
     assert "s3cret" not in shown and "hunter2" not in shown
-    assert "postgresql+psycopg://root:***@db.example:5432/test" in shown
-    assert "--db-url=mysql+pymysql://app:***@127.0.0.1/test" in shown
+    # The URLs as written, to be pasted again.
+    assert shown.startswith("uowstress run --db-url 'postgresql://root:***@db.example:5432/test'")
+    assert "'--db-url=mysql://app:***@127.0.0.1/test'" in shown
     assert "weaken=no_version_check" in shown
+
+
+def test_the_command_shown_is_started_as_the_run_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")  # started by `uv run`
+    shown = redacted_command(["uowstress", "run", "--seed", "1"])
+    assert shown == f"{uv_run()}uowstress run --seed 1"
+    assert shown.startswith("uv run ")
 
 
 def test_thinning_keeps_order_and_bounds_the_count() -> None:
