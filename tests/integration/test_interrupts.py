@@ -145,3 +145,43 @@ def test_an_interrupt_python_drops_still_stops_the_run(tmp_path: Path) -> None:
     assert "the run was interrupted" in done.stderr, done.stdout + done.stderr
     assert "KeyboardInterrupt: stopped by SIGTERM" in done.stdout
     assert not (tmp_path / "ran-after-the-signal").exists()
+
+
+def _sqlite_reproducer(folder: Path) -> Path:
+    """A reproducer of the reference system on SQLite whose two steps fail when replayed."""
+    from uowstress import reproducers
+
+    made = reproducers.make_reproducer(
+        machine="acid",
+        sessions=1,
+        target="humanoid_training.target:TARGET",
+        target_options={"weaken": "commit_swallows_errors"},
+        backend="sqlite",
+        isolation_level=None,
+        guarantee="serializable",
+        profile="dev",
+        seed=None,
+        steps=[
+            reproducers.Step(session=0, action="begin"),
+            reproducers.Step(session=0, action="raise"),
+        ],
+        shrunk_from=2,
+        failure=reproducers.Failure(kind="swallowed", message="suppressed", step=2),
+        versions=reproducers.versions(None),
+    )
+    return reproducers.write(made, folder)
+
+
+def test_a_ctrl_c_python_dropped_during_a_replay_stops_it_at_the_next_step(
+    tmp_path: Path,
+) -> None:
+    """A Ctrl-C that landed where Python drops exceptions (a weak reference callback, during
+    `uowstress replay --repeat N`) stops the replay, rather than letting every run go on."""
+    from uowstress import interrupts
+    from uowstress.stateful.run import replay
+
+    path = _sqlite_reproducer(tmp_path / "reproducers")
+    assert replay(path).verdict == "FAILED"  # the reproducer replays when not interrupted
+    interrupts._pending = KeyboardInterrupt()  # as _interrupted leaves it when dropped
+    with pytest.raises(KeyboardInterrupt):
+        replay(path, repeat=3)

@@ -23,6 +23,7 @@ from uowstress import reproducers
 from uowstress.database import default_url, objects_of, prepared_database
 from uowstress.errors import NothingToReplay, ReproducerError, UowstressError
 from uowstress.faults import HookUse
+from uowstress.interrupts import raise_if_lost
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.stateful.acid import RunRecorder, acid_machine
@@ -142,6 +143,9 @@ def _first_failure(
     other exception is raised. The executor is closed either way."""
     try:
         for step in steps:
+            # Replays and shrinking run steps outside the machines: an interrupt Python
+            # dropped is raised again here, as a machine raises it before its next step.
+            raise_if_lost()
             executor.run(step)
     except Finding as finding:
         # Each executor counts a step before running it: the count is the failing step.
@@ -490,10 +494,10 @@ def replay(
             check_target_options(target, reproducer.target, given)
             options.update(target_options)
             options = {name: value for name, value in options.items() if value != ""}
-        runs = [
-            _replay_once(reproducer, target, options, url, allow_existing_tables)
-            for _ in range(repeat)
-        ]
+        runs = []
+        for _ in range(repeat):
+            raise_if_lost()  # a durability replay runs no steps here
+            runs.append(_replay_once(reproducer, target, options, url, allow_existing_tables))
     except (UowstressError, ValueError) as error:
         return ReplayResult(path, "ERROR", str(error), reproducer)
     display = runs[0][1]
