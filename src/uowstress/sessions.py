@@ -63,7 +63,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from uowstress.errors import DatabaseUnreachable, UowstressError
-from uowstress.scratch import hide_secrets, redacted
+from uowstress.scratch import hide_secrets
 
 __all__ = ["Completion", "Outcome", "Scheduler", "SchedulerTimeout", "current_session"]
 
@@ -200,7 +200,13 @@ class _ServerDetector:
 
     def __init__(self, engine: Engine) -> None:
         url = engine.url
-        self._display = redacted(url)
+        # The engine reaches the run's scratch database, gone by the time a message is read:
+        # named by the server and user the run was given.
+        port = f":{url.port}" if url.port is not None else ""
+        user = f" as {url.username}" if url.username else ""
+        self._display = (
+            f"the {url.get_backend_name()} server at {url.host or 'localhost'}{port}{user}"
+        )
         self._engine = monitor_engine(url)
         try:
             self._connection: Connection = self._engine.connect().execution_options(

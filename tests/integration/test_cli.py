@@ -1438,6 +1438,11 @@ def test_a_machine_that_cannot_start_is_an_error_of_the_run_not_a_finding(
     assert "GRANT PROCESS ON *.* TO <user>" in machine["error"]
     (error,) = report["summary"]["errors"]
     assert error.startswith("sessions machine on mysql (") and "PROCESS" in error
+    # Named by the server and user the run was given, not by the run's scratch database,
+    # which is gone by the time anyone reads this.
+    assert "the scheduler cannot read lock waits on the mysql server at" in error, error
+    assert f" as {make_url(user_without_process).username}:" in error, error
+    assert re.search(r"uows_[0-9a-f]{12}", error) is None, error
     # The user's password stays out of the report and the console.
     assert ":pw@" not in json.dumps(report) and ":pw@" not in out
 
