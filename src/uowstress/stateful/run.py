@@ -26,6 +26,7 @@ from uowstress.faults import HookUse
 from uowstress.interrupts import raise_if_lost
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
+from uowstress.report.passwords import hide_passwords
 from uowstress.stateful.acid import RunRecorder, acid_machine
 from uowstress.stateful.concurrent import AnomalyTally, ConcurrentExecutor, concurrent_machine
 from uowstress.stateful.durability import replay_kill
@@ -89,6 +90,22 @@ _NOT_REPEATABLE = (
     " units of work) or timing. Make reset() and the Unit of Work's end leave nothing behind,"
     " then run again"
 )
+
+
+def _first_run(flaky: BaseException) -> str:
+    """What the first run of an example that did not fail again found, as Hypothesis kept it
+    (a finding, or what the system or the database raised: a connection the server ended, a
+    timeout), said after the error; nothing when Hypothesis kept none."""
+    kept = [e for e in getattr(flaky, "exceptions", ()) if isinstance(e, Exception)]
+    if not kept:
+        return ""
+    first = kept[0]
+    if isinstance(first, Finding):
+        what = str(first)
+    else:
+        lines = str(first).strip().splitlines()
+        what = f"{type(first).__name__}: {lines[0]}" if lines else type(first).__name__
+    return f"; the example's first run failed with {hide_passwords(what)}"
 
 
 def _failure_from(error: BaseException, recorder: RunRecorder) -> reproducers.Failure:
@@ -361,6 +378,7 @@ def run_acid(
                 said = str(error).strip().splitlines()
                 result.error = (
                     f"{_NOT_REPEATABLE} ({type(error).__name__}: {said[0] if said else ''})"
+                    f"{_first_run(error)}"
                 )
             elif isinstance(error, StepError | HypothesisException):
                 result.error = f"{type(error).__name__}: {error}"
