@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -40,6 +41,7 @@ class _Config:
     def __init__(self, hypothesis_profile: str) -> None:
         self.hypothesis_profile = hypothesis_profile
         self.stash = pytest.Stash()
+        self.rootpath = Path("/project")
 
     def getoption(self, name: str, default: object = None) -> object:
         return self.hypothesis_profile if name == "hypothesis_profile" else default
