@@ -271,9 +271,15 @@ def _print_outcome(report: Report, verbose: bool) -> None:
             if machine.shard is not None and machine.shards is not None
             else ""
         )
+        # A machine that stopped before it connected has no version of its own.
+        version = machine.server_version or next(
+            (d.server_version for d in report.system.databases if d.database == machine.database),
+            "",
+        )
+        where = f"{machine.database}, {version}" if version else machine.database
         head = (
-            f"{machine.machine} on {machine.backend}{shard} ({machine.database},"
-            f" {machine.server_version}): {machine.examples} examples in {machine.seconds:.1f}s"
+            f"{machine.machine} on {machine.backend}{shard} ({where}):"
+            f" {machine.examples} examples in {machine.seconds:.1f}s"
         )
         if machine.error:
             click.echo(f"{head}: ERROR")

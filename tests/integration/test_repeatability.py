@@ -284,3 +284,15 @@ def test_a_finding_that_was_not_shrunk_is_not_said_to_be(
     assert "shrunk to 2 steps, written to" in capsys.readouterr().out
     assert "Steps: 2, shrunk from 16." in render_markdown(smaller)
     assert "2 steps, shrunk from 16:" in render_html(smaller)
+
+
+def test_a_machine_that_stopped_before_connecting_is_shown_with_its_servers_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests import report_factory as rf
+
+    stopped = rf.machine_run(status="error", error="no PROCESS privilege", server_version="")
+    _print_outcome(make_report(machines=[stopped]), verbose=False)
+    out = capsys.readouterr().out
+    assert "sessions on sqlite (sqlite://, 3.40.1): 42 examples" in out, out
+    assert ", )" not in out
