@@ -299,6 +299,16 @@ HASTY_STEPS: list[dict[str, Any]] = [
 LAG_S = 0.5
 
 
+def _always(point: reproducers.KillPoint) -> Any:
+    """A stand-in for `kill_plans`: every kill a run draws is of HASTY_STEPS at `point`."""
+
+    def plans(target: Target, new_model: Any) -> Any:
+        plan = durability.plan_of(target, new_model, HASTY_STEPS, point)
+        return st.integers(0, 1000).map(lambda _: plan)
+
+    return plans
+
+
 def test_a_kill_that_lands_later_than_planned_is_written_and_replayed_where_it_landed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -311,13 +321,8 @@ def test_a_kill_that_lands_later_than_planned_is_written_and_replayed_where_it_l
             time.sleep(LAG_S)
             kill(pid)
 
-        def right_after_connecting(target: Target, new_model: Any) -> Any:
-            point = reproducers.KillPoint(after_acks=0)
-            plan = durability.plan_of(target, new_model, HASTY_STEPS, point)
-            return st.integers(0, 1000).map(lambda _: plan)
-
         patched.setattr(durability, "_kill", late)
-        patched.setattr(durability, "kill_plans", right_after_connecting)
+        patched.setattr(durability, "kill_plans", _always(reproducers.KillPoint(after_acks=0)))
         result = run_durability(
             "sqlite://", target_spec=HASTY_SPEC, options={}, kills=1, reproducers_dir=tmp_path
         )
@@ -358,13 +363,9 @@ def test_a_finding_its_reproducer_seldom_finds_again_is_said_to_be_timing_depend
         kills.append(kill)
         return kill if len(kills) == 1 else replace(kill, finding=None)
 
-    def in_the_pause(target: Target, new_model: Any) -> Any:
-        point = reproducers.KillPoint(after_acks=1, extra_steps=2, delay_us=100_000)
-        plan = durability.plan_of(target, new_model, HASTY_STEPS, point)
-        return st.integers(0, 1000).map(lambda _: plan)
-
+    in_the_pause = reproducers.KillPoint(after_acks=1, extra_steps=2, delay_us=100_000)
     monkeypatch.setattr(durability, "kill_once", lucky_after_the_first)
-    monkeypatch.setattr(durability, "kill_plans", in_the_pause)
+    monkeypatch.setattr(durability, "kill_plans", _always(in_the_pause))
     result = run_durability(
         "sqlite://", target_spec=HASTY_SPEC, options={}, kills=1, reproducers_dir=tmp_path
     )

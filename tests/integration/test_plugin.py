@@ -209,47 +209,33 @@ def test_an_option_value_that_cannot_work_is_a_usage_error_before_anything_runs(
     assert (pytester.path / "afile").read_text() == "keep me"
 
 
-def test_a_database_given_twice_is_a_usage_error_naming_both_positions(
-    pytester: pytest.Pytester,
-) -> None:
-    pytester.makepyfile(test_perf=TEST_FILE)
-    result = pytester.runpytest_inprocess(
-        "-p",
-        "no:cacheprovider",
-        "--uowstress-db-url",
-        "postgresql://root:s3cret@127.0.0.1/test",
-        "--uowstress-db-url",
-        "sqlite://",
-        "--uowstress-db-url",
-        "postgresql://root:s3cret@127.0.0.1:5432/test",
-    )
-    _refused_before_collection(
-        result,
-        "--uowstress-db-url (value 1 of 3) and --uowstress-db-url (value 3 of 3) name the same"
-        " database (postgresql+psycopg://root:***@127.0.0.1:5432/test); each database is run"
-        " once: give it once",
-    )
-
-
+@pytest.mark.parametrize(
+    ("urls", "problem"),
+    [
+        (
+            ["sqlite://", "mysql://root:s3cret@/test", "postgresql://root@127.0.0.1/test"],
+            "--uowstress-db-url (value 2 of 3): the mysql URL mysql://root:***@/test names no"
+            " server host",
+        ),
+        (
+            [
+                "postgresql://root:s3cret@127.0.0.1/test",
+                "sqlite://",
+                "postgresql://root:s3cret@127.0.0.1:5432/test",
+            ],
+            "--uowstress-db-url (value 1 of 3) and --uowstress-db-url (value 3 of 3) name the"
+            " same database (postgresql+psycopg://root:***@127.0.0.1:5432/test); each database"
+            " is run once: give it once",
+        ),
+    ],
+)
 def test_of_several_database_urls_the_bad_one_is_named_by_position_without_its_password(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, urls: list[str], problem: str
 ) -> None:
     pytester.makepyfile(test_perf=TEST_FILE)
-    result = pytester.runpytest_inprocess(
-        "-p",
-        "no:cacheprovider",
-        "--uowstress-db-url",
-        "sqlite://",
-        "--uowstress-db-url",
-        "mysql://root:s3cret@/test",
-        "--uowstress-db-url",
-        "postgresql://root@127.0.0.1/test",
-    )
-    _refused_before_collection(
-        result,
-        "--uowstress-db-url (value 2 of 3): the mysql URL mysql://root:***@/test names no"
-        " server host",
-    )
+    given = [arg for url in urls for arg in ("--uowstress-db-url", url)]
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", *given)
+    _refused_before_collection(result, problem)
 
 
 def _collected_ids(pytester: pytest.Pytester, backends: str) -> pytest.RunResult:
