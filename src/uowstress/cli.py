@@ -220,6 +220,11 @@ def run(
         click.echo(line)
     for kind, written in sorted(outcome.written.items()):
         click.echo(f"{kind} report: {written}")
+    if "history" in outcome.written:
+        from uowstress.report.history import load_history
+
+        for _, reason in load_history(output_dir).unreadable:
+            click.echo(f"WARNING: a history entry cannot be read: {reason}")
     sys.exit(outcome.exit_status)
 
 

@@ -1563,6 +1563,19 @@ def test_a_history_folder_that_cannot_be_written_is_refused_before_the_run(
     assert "ZeroDivisionError" not in output  # refused before anything ran
 
 
+def test_a_history_entry_that_cannot_be_read_is_said_on_the_console_and_kept(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "out" / "history" / "20261001T050000.000000Z.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{ not json")
+    code, output = run_suite(tmp_path, "test_history_h", "def test_x():\n    pass\n")
+    assert code == 0, output
+    assert f"WARNING: a history entry cannot be read: {broken}: not valid JSON" in output
+    assert "left out of the trends and left in place" in output
+    assert broken.read_text() == "{ not json"
+
+
 def test_reports_that_cannot_be_written_at_the_end_leave_the_outcome_on_the_console(
     tmp_path: Path,
 ) -> None:

@@ -125,6 +125,10 @@ def test_an_unreadable_history_entry_is_listed_and_left_alone(tmp_path: Path) ->
     assert len(history.runs) == 1
     assert [p for p, _ in history.unreadable] == [broken]
     assert broken.exists()
+    # What to do about it is said of a history entry, not of a report given by hand.
+    [(_, reason)] = history.unreadable
+    assert "left out of the trends and left in place: repair it" in reason
+    assert "a run wrote" not in reason
 
 
 def test_keeping_the_newest_runs_never_deletes_an_entry_that_cannot_be_read(

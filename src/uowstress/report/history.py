@@ -196,10 +196,17 @@ def load_history(output_dir: Path) -> History:
     history = History()
     for path in _entries(output_dir / HISTORY_DIR):
         try:
-            history.runs.append(load_report(path))
+            history.runs.append(load_report(path, _SKIPPED))
         except ReportError as error:
             history.unreadable.append((path, str(error)))
     return history
+
+
+# What an entry of the history that cannot be read says to do.
+_SKIPPED = (
+    "it is left out of the trends and left in place: repair it, or delete it if it is not"
+    " yours to keep"
+)
 
 
 def trend(runs: Sequence[Report], metric: str) -> dict[str, list[tuple[str, float]]]:

@@ -98,18 +98,23 @@ def _problems(error: ValidationError, limit: int = 5) -> str:
     return "; ".join(shown) + more
 
 
-def parse_report(data: object, source: str) -> Report:
-    """A Report from parsed JSON; ReportError names ``source`` and what is wrong."""
+# What to do about a file given as a report that is none.
+GIVE_A_REPORT = "give the uowstress-report.json a run wrote"
+
+
+def parse_report(data: object, source: str, advice: str = GIVE_A_REPORT) -> Report:
+    """A Report from parsed JSON; ReportError names ``source`` and what is wrong, and says
+    ``advice`` when it is not a report at all."""
     if not isinstance(data, dict):
         raise ReportError(
             f"{source}: not a uowstress report (expected a JSON object, got"
-            f" {type(data).__name__}); pass the uowstress-report.json a run wrote"
+            f" {type(data).__name__}); {advice}"
         )
     if data.get("format") != REPORT_FORMAT:
         given = reprlib.repr(data.get("format"))
         raise ReportError(
             f'{source}: not a uowstress report (its "format" is {given}, not'
-            f" {REPORT_FORMAT!r}); pass the uowstress-report.json a run wrote"
+            f" {REPORT_FORMAT!r}); {advice}"
         )
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -190,8 +195,9 @@ def _check_figures(report: Report, source: str) -> None:
             )
 
 
-def load_report(path: Path) -> Report:
-    """Read a report JSON file; ReportError names the file and the problem."""
+def load_report(path: Path, advice: str = GIVE_A_REPORT) -> Report:
+    """Read a report JSON file; ReportError names the file and the problem, and says `advice`
+    when the file is no report."""
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -210,9 +216,9 @@ def load_report(path: Path) -> Report:
     except NotJson as error:
         raise ReportError(
             f"{path}: not valid JSON ({error}); the file is truncated, damaged or not a"
-            " report: give a uowstress-report.json a run wrote"
+            f" report: {advice}"
         ) from None
-    return parse_report(data, str(path))
+    return parse_report(data, str(path), advice)
 
 
 def main() -> None:
