@@ -41,6 +41,14 @@ def _reset_then_raise(self: Any) -> None:
     ledger.LedgerSystem.reset(self)
 
 
+def _reset_then_raise_saying_nothing(self: Any) -> None:
+    # As _reset_then_raise, with an exception that has no message.
+    self.resets = getattr(self, "resets", 0) + 1
+    if self.resets > 3:
+        raise RuntimeError()
+    ledger.LedgerSystem.reset(self)
+
+
 class _ConnectRaises(ledger.LedgerTarget):
     def connect(self, *_: Any, **__: Any) -> Any:
         raise RuntimeError("misconfigured engine")
@@ -86,6 +94,7 @@ INVARIANTS_TEXT = _with_system(invariants=lambda self, state: "all good")
 STATE_A_LIST = _with_system(committed_state=lambda self: [])
 RESET_RAISES = _with_system(reset=_raise)
 RESET_RAISES_LATER = _with_system(reset=_reset_then_raise)
+RESET_RAISES_LATER_SAYING_NOTHING = _with_system(reset=_reset_then_raise_saying_nothing)
 ARGUMENTS_INT = _Target()
 ARGUMENTS_INT.operations = _operations(open_account=lambda s, ids: st.integers())
 ARGUMENTS_NOTHING = _Target()

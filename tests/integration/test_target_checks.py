@@ -96,6 +96,23 @@ def test_a_reset_failing_after_an_example_is_a_finding_of_that_example(
     assert result.reproducer is not None and result.reproducer.steps
 
 
+def test_a_reset_failing_with_an_empty_message_is_still_a_finding(tmp_path: Path) -> None:
+    # The reset's exception says nothing: the finding names its type, rather than the run
+    # crashing while it words why the steps were not shrunk.
+    result = run_acid(
+        "sqlite://",
+        target_spec=SPEC + "RESET_RAISES_LATER_SAYING_NOTHING",
+        settings=_settings(),
+        reproducers_dir=tmp_path,
+    )
+    assert result.error is None, result.error
+    assert result.finding is not None
+    assert (
+        "not shrunk: the system could not be reset to try smaller sequences, RuntimeError;"
+        in result.finding.message
+    ), result.finding.message
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [

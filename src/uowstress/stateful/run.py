@@ -232,10 +232,13 @@ def shrink(
             return steps, failure, trials + 1
     except _ResetFailed as broken:
         cause = broken.__cause__
+        # An exception may say nothing (RuntimeError()); a target's may quote its URL.
+        lines = hide_passwords(str(cause)).strip().splitlines()
+        said = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
         why = (
             f"{failure.message}\n(not shrunk: the system could not be reset to try smaller"
-            f" sequences, {type(cause).__name__}: {str(cause).strip().splitlines()[0]}; the"
-            " failure may have left its database or connection pool broken)"
+            f" sequences, {said}; the failure may have left its database or connection pool"
+            " broken)"
         )
         return steps, failure.model_copy(update={"message": why}), 0
     return smallest, last["failure"], trials + 2
