@@ -12,7 +12,7 @@ from tests import report_factory as rf
 from uowstress.errors import ReportError
 from uowstress.report import analyse, write_reports
 from uowstress.report.history import HISTORY_DIR, load_history, record, trend
-from uowstress.report.json_report import load_report
+from uowstress.report.json_report import load_report, report_json
 from uowstress.report.model import Report
 from uowstress.report.output import hide_passwords, without_passwords
 
@@ -144,6 +144,23 @@ def test_keeping_the_newest_runs_never_deletes_an_entry_that_cannot_be_read(
     assert [p for p, _ in history.unreadable] == [broken]
     # It does not take the place of a run either: the newest two runs are kept.
     assert [r.created_at[:10] for r in history.runs] == ["2026-11-03", "2026-11-04"]
+
+
+def test_a_run_of_another_version_of_uowstress_is_dropped_in_its_turn(tmp_path: Path) -> None:
+    # This version cannot read it, but it is a run, not a user's file: kept, it would stay
+    # for good and be said to be unreadable after every run.
+    older = tmp_path / HISTORY_DIR / "20261001T050000.000000Z.json"
+    older.parent.mkdir()
+    data = json.loads(report_json(_at(-30)))
+    data["schema_version"] = 0
+    older.write_text(json.dumps(data))
+    record(_at(0), tmp_path, limit=2)
+    assert older.exists()  # within the limit, with the run just kept
+    record(_at(1), tmp_path, limit=2)
+    assert not older.exists()
+    history = load_history(tmp_path)
+    assert history.unreadable == []
+    assert [r.created_at[:10] for r in history.runs] == ["2026-11-01", "2026-11-02"]
 
 
 @pytest.mark.parametrize(

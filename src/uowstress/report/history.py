@@ -5,7 +5,8 @@ when there are more than ``limit``. An entry keeps every figure of the run but n
 samples (transaction times, memory timelines): those make up most of a report's size, and a
 trend needs only the figures. The report JSON itself, the baseline of the next comparison,
 keeps them. A file that cannot be read is left in place and listed as
-unreadable, never deleted: it may be a user's.
+unreadable, never deleted: it may be a user's. A run written by another version of uowstress
+is listed as unreadable too, but dropped in its turn with the oldest runs.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Final
 
 from uowstress.errors import ReportError
+from uowstress.json_input import NotJson, parse_json
 from uowstress.report.json_report import load_report, write_json
-from uowstress.report.model import Report, ScenarioResult
+from uowstress.report.model import REPORT_FORMAT, SCHEMA_VERSION, Report, ScenarioResult
 
 __all__ = [
     "HISTORY_DIR",
@@ -136,21 +138,33 @@ def record(report: Report, output_dir: Path, *, limit: int = HISTORY_LIMIT) -> P
         path = folder / f"{stem}-{suffix}.json"
         suffix += 1
     write_json(_figures_only(report), path)
-    # Only runs this history can read are dropped: an entry that cannot be read is left in
-    # place (it may be a user's, or one to look at), and does not count towards the limit.
-    readable = [entry for entry in _entries(folder) if _readable(entry)]
-    for old in readable[: max(0, len(readable) - limit)]:
+    # Only runs are dropped: an entry that cannot be read is left in place (it may be a
+    # user's, or one to look at), and does not count towards the limit. A run of another
+    # version of uowstress is a run all the same, dropped in its turn (kept, it would stay
+    # for good, said to be unreadable after every run).
+    runs = [entry for entry in _entries(folder) if _a_run(entry)]
+    for old in runs[: max(0, len(runs) - limit)]:
         old.unlink()
     return path
 
 
-def _readable(path: Path) -> bool:
+def _a_run(path: Path) -> bool:
+    """Whether `path` holds a run's report: one this uowstress reads, or one of another
+    version of it (its own format, another schema version)."""
     if not path.is_file():
         return False
     try:
         load_report(path)
     except ReportError:
-        return False
+        try:
+            data = parse_json(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, NotJson):
+            return False
+        return (
+            isinstance(data, dict)
+            and data.get("format") == REPORT_FORMAT
+            and data.get("schema_version") != SCHEMA_VERSION
+        )
     return True
 
 
