@@ -264,7 +264,7 @@ def write(reproducer: Reproducer, directory: Path = REPRODUCERS_DIR) -> Path:
     and a run replaying it must not rewrite it. A file of that name that does not load (damaged,
     of another version, another id) is replaced."""
     path = directory / f"{reproducer.id}.json"
-    if _holds(path, reproducer.id):
+    if _holds(path, reproducer):
         return path
     tmp = path.with_suffix(".json.tmp")
     try:
@@ -282,12 +282,16 @@ def write(reproducer: Reproducer, directory: Path = REPRODUCERS_DIR) -> Path:
     return path
 
 
-def _holds(path: Path, reproducer_id: str) -> bool:
-    """Whether `path` is a reproducer of uowstress's with the id `reproducer_id`."""
+def _holds(path: Path, reproducer: Reproducer) -> bool:
+    """Whether `path` is already `reproducer`: the same id (steps, kill, configuration) and
+    the same kind of failure. The same steps failing another way are a new record."""
     try:
-        return path.is_file() and load(path).content_id() == reproducer_id
+        if not path.is_file():
+            return False
+        kept = load(path)
     except (ReproducerError, OSError):
         return False
+    return kept.content_id() == reproducer.id and kept.failure.kind == reproducer.failure.kind
 
 
 def _describe(error: ValidationError) -> str:

@@ -386,3 +386,30 @@ def test_a_finding_its_reproducer_seldom_finds_again_is_said_to_be_timing_depend
         planned = (k.kill_after_acks, k.extra_steps, round(k.kill_delay_s * 1e6))
         assert planned == (landed.after_acks, landed.extra_steps, landed.delay_us)
     assert not _children_left()
+
+
+def test_a_finding_whose_confirming_kills_fail_is_still_written(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kill_once = durability.kill_once
+    calls: list[int] = []
+
+    def failing_after_the_first(*args: Any, **kwargs: Any) -> durability.KillResult:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("the system could not be reset")
+        return kill_once(*args, **kwargs)
+
+    in_the_pause = reproducers.KillPoint(after_acks=1, extra_steps=2, delay_us=100_000)
+    monkeypatch.setattr(durability, "kill_once", failing_after_the_first)
+    monkeypatch.setattr(durability, "kill_plans", _always(in_the_pause))
+    result = run_durability(
+        "sqlite://", target_spec=HASTY_SPEC, options={}, kills=1, reproducers_dir=tmp_path
+    )
+    assert result.error is None, result.error
+    [found] = result.kills
+    assert found.finding is not None and found.finding.kind == "partial", found
+    assert "timing-dependent" not in found.finding.message  # not known: said as found
+    written, path = result.reproducers[found.index]
+    assert path.is_file() and written.failure.kind == "partial"
+    assert not _children_left()

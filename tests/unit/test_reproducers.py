@@ -421,3 +421,12 @@ def test_a_damaged_file_of_the_same_name_is_written_anew(tmp_path: Path) -> None
     path.write_text("{not json")
     assert reproducers.write(rep, tmp_path) == path
     assert reproducers.load(path) == rep
+
+
+def test_the_same_steps_failing_another_way_are_written_anew(tmp_path: Path) -> None:
+    first = sample(profile="ci", seed="1")
+    path = reproducers.write(first, tmp_path)
+    other = sample(failure=reproducers.Failure(kind="invariant", message="m2", step=2))
+    assert other.id == first.id
+    assert reproducers.write(other, tmp_path) == path
+    assert reproducers.load(path).failure.kind == "invariant"
