@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -349,27 +350,41 @@ def test_a_kill_that_lands_later_than_planned_is_written_and_replayed_where_it_l
     assert not _children_left()
 
 
-def test_a_finding_its_reproducer_seldom_finds_again_is_said_to_be_timing_dependent(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    # The first kill finds the half-committed transaction; every kill after it (shrinking,
-    # then the replays before the reproducer is written) lands as if the race went the other
-    # way. The finding stands, observed once, and says how seldom it came back.
+# Where HASTY_STEPS is killed in the tests of confirming a finding: during its pause.
+IN_THE_PAUSE = reproducers.KillPoint(after_acks=1, extra_steps=2, delay_us=100_000)
+
+
+def _first_kill_then(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, later: Callable[[Any], Any]
+) -> tuple[durability.DurabilityResult, list[durability.KillResult]]:
+    """One kill of HASTY_STEPS in its pause (it finds the transaction half committed); every
+    kill after it (shrinking, then the replays before the reproducer is written) is what
+    `later` makes of the real one. The run's result, and the real kills."""
     kill_once = durability.kill_once
     kills: list[durability.KillResult] = []
 
-    def lucky_after_the_first(*args: Any, **kwargs: Any) -> durability.KillResult:
+    def first_then_later(*args: Any, **kwargs: Any) -> durability.KillResult:
         kill = kill_once(*args, **kwargs)
         kills.append(kill)
-        return kill if len(kills) == 1 else replace(kill, finding=None)
+        return kill if len(kills) == 1 else later(kill)  # type: ignore[no-any-return]
 
-    in_the_pause = reproducers.KillPoint(after_acks=1, extra_steps=2, delay_us=100_000)
-    monkeypatch.setattr(durability, "kill_once", lucky_after_the_first)
-    monkeypatch.setattr(durability, "kill_plans", _always(in_the_pause))
+    monkeypatch.setattr(durability, "kill_once", first_then_later)
+    monkeypatch.setattr(durability, "kill_plans", _always(IN_THE_PAUSE))
     result = run_durability(
         "sqlite://", target_spec=HASTY_SPEC, options={}, kills=1, reproducers_dir=tmp_path
     )
     assert result.error is None, result.error
+    return result, kills
+
+
+def test_a_finding_its_reproducer_seldom_finds_again_is_said_to_be_timing_dependent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The later kills land as if the race went the other way. The finding stands, observed
+    # once, and says how seldom it came back.
+    result, kills = _first_kill_then(
+        monkeypatch, tmp_path, lambda kill: replace(kill, finding=None)
+    )
     [found] = result.kills
     assert found.finding is not None and found.finding.kind == "partial", found
     said = (
@@ -391,22 +406,10 @@ def test_a_finding_its_reproducer_seldom_finds_again_is_said_to_be_timing_depend
 def test_a_finding_whose_confirming_kills_fail_is_still_written(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    kill_once = durability.kill_once
-    calls: list[int] = []
+    def fails(kill: Any) -> Any:
+        raise RuntimeError("the system could not be reset")
 
-    def failing_after_the_first(*args: Any, **kwargs: Any) -> durability.KillResult:
-        calls.append(1)
-        if len(calls) > 1:
-            raise RuntimeError("the system could not be reset")
-        return kill_once(*args, **kwargs)
-
-    in_the_pause = reproducers.KillPoint(after_acks=1, extra_steps=2, delay_us=100_000)
-    monkeypatch.setattr(durability, "kill_once", failing_after_the_first)
-    monkeypatch.setattr(durability, "kill_plans", _always(in_the_pause))
-    result = run_durability(
-        "sqlite://", target_spec=HASTY_SPEC, options={}, kills=1, reproducers_dir=tmp_path
-    )
-    assert result.error is None, result.error
+    result, _ = _first_kill_then(monkeypatch, tmp_path, fails)
     [found] = result.kills
     assert found.finding is not None and found.finding.kind == "partial", found
     assert "timing-dependent" not in found.finding.message  # not known: said as found
