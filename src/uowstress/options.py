@@ -260,11 +260,17 @@ def _probe_directory(option: str, path: Path, shown: Path) -> None:
             raise ConfigError(
                 f"{option} {shown}: {where} is a file, so no folder can be made there"
             )
-    # A real attempt: permission bits say little for root, or on read-only mounts.
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".uowstress-probe-", dir=where))
-    except OSError as error:
+    why = unwritable(where)
+    if why is not None:
         what = "folder" if shown == path else "path"
-        raise ConfigError(
-            f"{option} {shown}: {_unwritable(where, error)}; give a {what} you can write to"
-        ) from None
+        raise ConfigError(f"{option} {shown}: {why}; give a {what} you can write to")
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why nothing can be made in the existing `folder`, in words; None when something can.
+    Found by a real attempt: permission bits say little for root, or on read-only mounts."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".uowstress-probe-", dir=folder))
+    except OSError as error:
+        return _unwritable(folder, error)
+    return None

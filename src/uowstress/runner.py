@@ -53,6 +53,7 @@ from uowstress.options import (
     parse_seed,
     parse_target_options,
     random_seed,
+    unwritable,
 )
 from uowstress.profiles import draws
 from uowstress.report.json_report import load_report
@@ -211,16 +212,13 @@ def _check_report_places(request: RunRequest) -> None:
             f"--output-dir {request.output_dir}: {history} is not a folder, where the run's"
             " history goes; remove it or give another --output-dir"
         )
-    if history.is_dir():
-        # The run's entry is written there with the reports, which are not written without it.
-        try:
-            check_directory("--output-dir", history)
-        except ConfigError as error:
-            why = str(error).removeprefix(f"--output-dir {history}: ").split("; give ")[0]
-            raise ConfigError(
-                f"--output-dir {request.output_dir}: the run's history goes in {history},"
-                f" which cannot be written: {why}; make it writable or give another --output-dir"
-            ) from None
+    # The run's entry is written there with the reports, which are not written without it.
+    why = unwritable(history) if history.is_dir() else None
+    if why is not None:
+        raise ConfigError(
+            f"--output-dir {request.output_dir}: the run's history goes in {history},"
+            f" which cannot be written: {why}; make it writable or give another --output-dir"
+        )
 
 
 def _check(request: RunRequest) -> tuple[list[str], list[DatabaseInfo], str | None]:

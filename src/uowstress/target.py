@@ -420,6 +420,13 @@ def check_target_options(target: Target, spec: str, chosen: Mapping[str, str]) -
         raise TargetError(f"target {spec} has no option {', '.join(unknown)}; its options: {known}")
 
 
+def in_a_line(error: BaseException) -> str:
+    """The exception's type and the first line of its message (its type alone when it says
+    nothing), with passwords hidden: a target's own message may quote its database URL."""
+    lines = hide_passwords(str(error)).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def described(error: BaseException) -> str:
     """The exception, its message and where it was raised: a line instead of a traceback."""
     # A target's own message may quote its database URL: its password is hidden.

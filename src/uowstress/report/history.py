@@ -20,7 +20,7 @@ from typing import Final
 
 from uowstress.errors import ReportError
 from uowstress.json_input import NotJson, parse_json
-from uowstress.report.json_report import load_report, write_json
+from uowstress.report.json_report import load_report, parse_report, write_json
 from uowstress.report.model import REPORT_FORMAT, SCHEMA_VERSION, Report, ScenarioResult
 
 __all__ = [
@@ -151,20 +151,18 @@ def record(report: Report, output_dir: Path, *, limit: int = HISTORY_LIMIT) -> P
 def _a_run(path: Path) -> bool:
     """Whether `path` holds a run's report: one this uowstress reads, or one of another
     version of it (its own format, another schema version)."""
-    if not path.is_file():
-        return False
     try:
-        load_report(path)
+        data = parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, NotJson):
+        return False
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        return False
+    if data.get("schema_version") != SCHEMA_VERSION:
+        return True
+    try:
+        parse_report(data, str(path))
     except ReportError:
-        try:
-            data = parse_json(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, NotJson):
-            return False
-        return (
-            isinstance(data, dict)
-            and data.get("format") == REPORT_FORMAT
-            and data.get("schema_version") != SCHEMA_VERSION
-        )
+        return False
     return True
 
 

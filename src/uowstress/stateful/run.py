@@ -39,6 +39,7 @@ from uowstress.target import (
     Target,
     check_target_options,
     connect_system,
+    in_a_line,
     load_target,
 )
 
@@ -100,12 +101,8 @@ def _first_run(flaky: BaseException) -> str:
     if not kept:
         return ""
     first = kept[0]
-    if isinstance(first, Finding):
-        what = str(first)
-    else:
-        lines = str(first).strip().splitlines()
-        what = f"{type(first).__name__}: {lines[0]}" if lines else type(first).__name__
-    return f"; the example's first run failed with {hide_passwords(what)}"
+    what = hide_passwords(str(first)) if isinstance(first, Finding) else in_a_line(first)
+    return f"; the example's first run failed with {what}"
 
 
 def _failure_from(error: BaseException, recorder: RunRecorder) -> reproducers.Failure:
@@ -231,14 +228,10 @@ def shrink(
         if smallest is steps or not still_fails(smallest):
             return steps, failure, trials + 1
     except _ResetFailed as broken:
-        cause = broken.__cause__
-        # An exception may say nothing (RuntimeError()); a target's may quote its URL.
-        lines = hide_passwords(str(cause)).strip().splitlines()
-        said = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
         why = (
             f"{failure.message}\n(not shrunk: the system could not be reset to try smaller"
-            f" sequences, {said}; the failure may have left its database or connection pool"
-            " broken)"
+            f" sequences, {in_a_line(broken.__cause__ or broken)}; the failure may have left"
+            " its database or connection pool broken)"
         )
         return steps, failure.model_copy(update={"message": why}), 0
     return smallest, last["failure"], trials + 2
