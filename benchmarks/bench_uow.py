@@ -1,10 +1,12 @@
 """What committing one typical aggregate change through the reference Unit of Work costs,
 against the raw DB-API driver running exactly the same SQL.
 
-The typical change: a robot with 3 skills and 20-40 assessments in its history is loaded
-(3 SELECTs: the root row, its skill rows, its history), assessed once on a skill it already has
-(the score rises in two cases of three), and the Unit of Work commits (UPDATE of the root's
-version, UPDATE of the score when it rose, INSERT of the assessment, INSERT of the outbox event).
+The typical change: a robot with 3 skills and 20-40 assessments in its history is loaded (one
+SELECT: the root row with its skill rows and the length of its history, whose entries are read
+only when used), assessed once on a skill it already has (one SELECT by primary key: does the
+history hold the assessment's id already? The score rises in two cases of three), and the Unit
+of Work commits (UPDATE of the root's version, UPDATE of the score when it rose, INSERT of the
+assessment, INSERT of the outbox event).
 
 How: two scratch databases of one backend are seeded with the same robots. Each transaction is
 run first through `SqlAlchemyUnitOfWork` on database A, whose engine records every statement and

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from humanoid_training.domain import (
     Aggregate,
@@ -102,6 +102,49 @@ def test_robot_with_thousands_of_assessments_round_trips(schema_engine: Engine) 
     assert len(loaded.history) == 3050
     assert loaded.version == 2
     assert_round_trips(schema_engine, loaded)
+
+
+def _statements_on(engine: Engine) -> list[str]:
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen
+
+
+def test_assessing_a_robot_does_not_read_its_stored_history(schema_engine: Engine) -> None:
+    robot = _robot_with_history(300)
+    save_new(schema_engine, robot)
+    stored = robot.history[:]
+    seen = _statements_on(schema_engine)
+    with uow(schema_engine) as work:
+        loaded = work.robots.get(robot.id)
+        with pytest.raises(InvalidValue, match="already in the history"):
+            loaded.assess(stored[120])
+        new = SkillAssessment(new_id(), S.POSTURAL_CONTROL, 0.99, 0.9, 0.9)
+        loaded.assess(new)
+        work.commit()
+        assert not loaded.history.is_read
+    # No statement fetched the stored entries; one per assessment asked about its id.
+    assert not [s for s in seen if "ht_assessments.confidence" in s.split("FROM")[0]], seen
+    assert len([s for s in seen if "ht_assessments.id =" in s]) == 2, seen
+    assert len(loaded.history) == 301
+    robot.assess(new)
+    robot.version = loaded.version
+    assert_round_trips(schema_engine, robot)
+
+
+def test_a_history_read_after_its_unit_of_work_is_what_was_loaded(schema_engine: Engine) -> None:
+    robot = _robot_with_history(5)
+    save_new(schema_engine, robot)
+    with uow(schema_engine) as work:
+        loaded = work.robots.get(robot.id)
+    # Another unit of work appends before the first history is read.
+    with uow(schema_engine) as work:
+        work.robots.get(robot.id).assess(
+            SkillAssessment(new_id(), S.POSTURAL_CONTROL, 0.99, 0.9, 0.9)
+        )
+        work.commit()
+    assert list(loaded.history) == robot.history[:]
+    assert len(reload(schema_engine, robot).history) == 6
 
 
 @pytest.mark.slow

@@ -83,7 +83,7 @@ def test_prepared_statements_pass_through_sqlalchemys_events(schema_engine: Engi
     try:
         with schema_engine.begin() as connection:
             q.INSERT_ROBOT.run(connection, _robot("r1"))
-            q.ROBOT_HISTORY.run(connection, {"b_id": "r1"}).all()
+            q.ROBOT_HISTORY.run(connection, {"b_id": "r1", "b_length": 1}).all()
     finally:
         event.remove(schema_engine, "before_cursor_execute", record)
     assert [s.split()[0] for s in seen] == ["INSERT", "SELECT"]

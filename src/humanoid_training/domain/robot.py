@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from humanoid_training.domain.aggregate import Aggregate
+from humanoid_training.domain.assessments import AssessmentHistory
 from humanoid_training.domain.errors import InvalidValue, PrerequisiteNotMet
 from humanoid_training.domain.events import SkillAssessed, SkillMastered
 from humanoid_training.domain.values import (
@@ -33,7 +34,8 @@ class HumanoidRobot(Aggregate):
     robot_type: RobotType
     configuration: RobotConfiguration
     skills: dict[SkillType, float] = field(default_factory=dict)
-    history: list[SkillAssessment] = field(default_factory=list, repr=False)
+    # A list given here is copied into an AssessmentHistory.
+    history: AssessmentHistory = field(default_factory=AssessmentHistory, repr=False)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -43,9 +45,11 @@ class HumanoidRobot(Aggregate):
             raise InvalidValue(f"unknown robot type {self.robot_type!r}") from None
         if not isinstance(self.configuration, RobotConfiguration):
             raise InvalidValue("configuration must be a RobotConfiguration")
-        self._assessment_ids = {a.id for a in self.history}
-        if len(self._assessment_ids) != len(self.history):
-            raise InvalidValue("assessment ids must be unique within a robot's history")
+        if not isinstance(self.history, AssessmentHistory):
+            given = list(self.history)
+            if len({a.id for a in given}) != len(given):
+                raise InvalidValue("assessment ids must be unique within a robot's history")
+            self.history = AssessmentHistory(given)
 
     @classmethod
     def create(
@@ -107,10 +111,9 @@ class HumanoidRobot(Aggregate):
                 f"{assessment.skill} needs {', '.join(missing)} at beginner level or above"
                 f" on robot {self.id}"
             )
-        if assessment.id in self._assessment_ids:
+        if self.history.holds(assessment.id):
             raise InvalidValue(f"assessment {assessment.id!r} is already in the history")
         self.history.append(assessment)
-        self._assessment_ids.add(assessment.id)
         previous = self.skills.get(assessment.skill)
         self._raise(
             SkillAssessed(
@@ -138,9 +141,8 @@ class HumanoidRobot(Aggregate):
             robot_type=self.robot_type,
             configuration=self.configuration,
             skills=dict(self.skills),
-            history=[],
+            history=AssessmentHistory.following(self.history),
         )
-        trial._assessment_ids = set(self._assessment_ids)
         for assessment in batch:
             trial.assess(assessment)
         for assessment in batch:

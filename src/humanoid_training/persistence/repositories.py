@@ -41,6 +41,7 @@ from humanoid_training.domain import (
     SkillType,
 )
 from humanoid_training.domain.aggregate import Aggregate
+from humanoid_training.domain.assessments import AssessmentHistory
 from humanoid_training.persistence import statements as q
 from humanoid_training.persistence import tables as t
 from humanoid_training.persistence.errors import ConcurrencyConflict, translated_errors
@@ -203,22 +204,18 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
                 raise NotFound(f"no robot with id {robot_id!r}")
             found: Sequence[Any] = self._read(q.ROBOT_SKILLS, key).all()
             skills = {_SKILLS[s]: score for s, score in found}
-            return self._load(row, skills)
+            length = self._read(q.HISTORY_LENGTH, key).scalar_one()
+            return self._load(row, skills, length)
         rows = self._read(q.ROBOT_WITH_SKILLS, key).all()
         if not rows:
             raise NotFound(f"no robot with id {robot_id!r}")
         # The outer join gives one row per skill, or one row of NULLs for a robot without any.
         skills = {_SKILLS[r.skill]: r.score for r in rows if r.skill is not None}
-        return self._load(rows[0], skills)
+        return self._load(rows[0], skills, rows[0].history_length)
 
-    def _load(self, row: Row[Any], skills: dict[SkillType, float]) -> HumanoidRobot:
-        restored = SkillAssessment.restored
-        # all(): one fetchall instead of a fetch per row.
-        rows: Sequence[Any] = self._read(q.ROBOT_HISTORY, {"b_id": row.id}).all()
-        history = [
-            restored(id_, _SKILLS[skill], score, confidence, evidence, from_micros(micros))
-            for id_, skill, score, confidence, evidence, micros in rows
-        ]
+    def _load(
+        self, row: Row[Any], skills: dict[SkillType, float], history_length: int
+    ) -> HumanoidRobot:
         robot = HumanoidRobot(
             id=row.id,
             version=row.version,
@@ -226,10 +223,38 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
             robot_type=RobotType(row.robot_type),
             configuration=RobotConfiguration.from_json(self._uow.codec.decode(row.configuration)),
             skills=skills,
-            history=history,
+            history=self._history(row.id, history_length),
         )
         self._uow.track_loaded(self.kind, robot, self.snapshot(robot))
         return robot
+
+    def _history(self, robot_id: str, length: int) -> AssessmentHistory:
+        """The robot's history of `length` stored entries, read only when it is used (see
+        humanoid_training.domain.assessments)."""
+        if not length:
+            return AssessmentHistory()
+        key = {"b_id": robot_id, "b_length": length}
+
+        def read() -> list[SkillAssessment]:
+            restored = SkillAssessment.restored
+            rows = self._rows(q.ROBOT_HISTORY, key)
+            return [
+                restored(id_, _SKILLS[skill], score, confidence, evidence, from_micros(micros))
+                for id_, skill, score, confidence, evidence, micros in rows
+            ]
+
+        def holds(assessment_id: str) -> bool:
+            return bool(self._rows(q.HISTORY_HOLDS, {**key, "b_assessment_id": assessment_id}))
+
+        return AssessmentHistory.stored(length, read, holds)
+
+    def _rows(self, statement: q.Prepared, parameters: dict[str, Any]) -> Sequence[Any]:
+        """The rows of a read of stored history: in the unit of work while it is open, on a
+        connection of its own afterwards (what it reads never changes, see ROBOT_HISTORY)."""
+        if self._uow.is_open:
+            return self._read(statement, parameters).all()
+        with translated_errors(), self._uow.engine.connect() as connection:
+            return statement.run(connection, parameters).all()
 
     def find_robots_by_skill(self, skill: SkillType, min_score: float) -> list[HumanoidRobot]:
         ids = self._read(

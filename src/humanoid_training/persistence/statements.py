@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, CursorResult, bindparam, insert, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, func, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
@@ -112,9 +112,19 @@ def _guarded(table: Any, check_version: bool, keys: Sequence[str]) -> Prepared:
 
 # -- robots ---------------------------------------------------------------------------------
 
-# The root row with its skill rows in one round trip (one row per skill; NULLs when none).
+# How many assessments the robot's history holds: its stored entries are read only when used
+# (see humanoid_training.domain.assessments). An index range count, no rows to fetch.
+_COUNT_HISTORY = (
+    select(func.count())
+    .select_from(t.assessments)
+    .where(t.assessments.c.robot_id == bindparam("b_id"))
+)
+_HISTORY_LENGTH = _COUNT_HISTORY.scalar_subquery().label("history_length")
+# The root row with its skill rows and its history's length in one round trip (one row per
+# skill; NULLs when none). The length is read in the same statement as the version, so the two
+# agree at any isolation level.
 ROBOT_WITH_SKILLS = Prepared(
-    select(t.robots, t.robot_skills.c.skill, t.robot_skills.c.score)
+    select(t.robots, t.robot_skills.c.skill, t.robot_skills.c.score, _HISTORY_LENGTH)
     .select_from(t.robots.outerjoin(t.robot_skills, t.robot_skills.c.robot_id == t.robots.c.id))
     .where(t.robots.c.id == bindparam("b_id"))
 )
@@ -128,6 +138,9 @@ ROBOT_SKILLS = Prepared(
         t.robot_skills.c.robot_id == bindparam("b_id")
     )
 )
+HISTORY_LENGTH = Prepared(_COUNT_HISTORY)
+# The first `b_length` entries of a robot's history: those it had when it was loaded (the
+# history is append-only, so they are the same whenever they are read).
 ROBOT_HISTORY = Prepared(
     select(
         t.assessments.c.id,
@@ -138,7 +151,15 @@ ROBOT_HISTORY = Prepared(
         t.assessments.c.assessed_at,
     )
     .where(t.assessments.c.robot_id == bindparam("b_id"))
+    .where(t.assessments.c.seq < bindparam("b_length"))
     .order_by(t.assessments.c.seq, t.assessments.c.id)
+)
+# Whether those entries hold an assessment id (a primary key lookup).
+HISTORY_HOLDS = Prepared(
+    select(t.assessments.c.id)
+    .where(t.assessments.c.id == bindparam("b_assessment_id"))
+    .where(t.assessments.c.robot_id == bindparam("b_id"))
+    .where(t.assessments.c.seq < bindparam("b_length"))
 )
 INSERT_ROBOT = Prepared(insert(t.robots), _columns(t.robots))
 INSERT_SKILLS = Prepared(insert(t.robot_skills), _columns(t.robot_skills))

@@ -159,6 +159,10 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                 connection.invalidate()
 
     @property
+    def is_open(self) -> bool:
+        return self._connection is not None
+
+    @property
     def connection(self) -> Connection:
         if self._connection is None:
             raise RuntimeError("the unit of work is not open; use it as `with uow:`")
