@@ -29,7 +29,12 @@ Model
   edge followed by ``ww`` edges, so it never changes a cycle's class. With ``op_spans`` (histories
   recorded by :class:`~uowstress.history.History`) a read can only have seen versions whose write
   was sent before the read completed, which narrows this down; hand-built transactions without
-  spans get no timing.
+  spans get no timing. An "absent" read (or a predicate read missing a key) that no committed
+  version after the state before the key's first version explains, while an uncommitted one
+  (an aborted transaction's, or one its writer overwrote) could, makes no claim: it may have
+  read that uncommitted version (read uncommitted) rather than the state before the first. When
+  its transaction began after that first version committed it cannot have seen the state before
+  it, and an absent item read is named for the delete it saw: ``G1a`` (aborted) or ``G1b``.
 * **Predicates.** A ``pr`` op names its predicate and lists the ``(key, value)`` rows it matched.
   Each returned row is also an item read of that key (item ``wr``/``rw`` edges: updating or
   deleting a returned row is an item conflict, not a phantom). Rows the predicate did *not*
@@ -453,14 +458,17 @@ def _bfs_back(
     return None
 
 
+#: What a segment stands for: (rank of the key, key, node of its target version, 1 when the
+#: segment is the state before the key's first version, else 0).
+_SegItem: TypeAlias = tuple[int, str, int, int]
 #: A segment of predicate-read completion times (see ``_Analysis._predicate_matches``): the
-#: node that installed its target version, its bounds (lo, hi] and (rank of the key, key, node).
-_Segment: TypeAlias = tuple[int, float, float, tuple[int, str, int]]
+#: node that installed its target version, its bounds (lo, hi] and what it stands for.
+_Segment: TypeAlias = tuple[int, float, float, _SegItem]
 
 
 def _stab(
     segments: Sequence[_Segment], queries: Sequence[tuple[int, float, int]]
-) -> dict[int, list[tuple[int, str, int]]]:
+) -> dict[int, list[_SegItem]]:
     """For each query (threshold, point, id), the queries in ascending threshold order, the
     items of the segments (key, lo, hi, item), given in ascending key order, whose key is below
     the threshold and whose bounds hold the point: lo < point <= hi. Queries that get none are
@@ -481,14 +489,14 @@ def _stab(
 
 def _stab_tree(
     segments: Sequence[_Segment], queries: Sequence[tuple[int, float, int]]
-) -> dict[int, list[tuple[int, str, int]]]:
+) -> dict[int, list[_SegItem]]:
     """``_stab`` with a segment tree, whatever the order of the points."""
     points = sorted({point for _, point, _ in queries})
     size = 1
     while size < len(points):
         size *= 2
-    tree: list[list[tuple[int, str, int]] | None] = [None] * (2 * size)
-    found: dict[int, list[tuple[int, str, int]]] = {}
+    tree: list[list[_SegItem] | None] = [None] * (2 * size)
+    found: dict[int, list[_SegItem]] = {}
     j, n_segments = 0, len(segments)
     for threshold, point, qid in queries:
         while j < n_segments and segments[j][0] < threshold:
@@ -514,7 +522,7 @@ def _stab_tree(
                 a >>= 1
                 b >>= 1
         p = bisect_left(points, point) + size
-        out: list[tuple[int, str, int]] = []
+        out: list[_SegItem] = []
         while p:
             bucket = tree[p]
             if bucket is not None:
@@ -527,15 +535,15 @@ def _stab_tree(
 
 def _stab_in_order(
     segments: Sequence[_Segment], queries: Sequence[tuple[int, float, int]]
-) -> dict[int, list[tuple[int, str, int]]]:
+) -> dict[int, list[_SegItem]]:
     """``_stab`` for queries whose points never fall: a segment whose upper bound a point has
     passed is passed for good, so a sweep keeps the segments that hold the current point
     (``alive``), those whose lower bound it has yet to pass (``waiting``, by lower bound) and
     when each alive one ends (``ending``, by upper bound)."""
-    alive: dict[int, tuple[int, str, int]] = {}
+    alive: dict[int, _SegItem] = {}
     waiting: list[tuple[float, int]] = []
     ending: list[tuple[float, int]] = []
-    found: dict[int, list[tuple[int, str, int]]] = {}
+    found: dict[int, list[_SegItem]] = {}
     j, n_segments = 0, len(segments)
     for threshold, point, qid in queries:
         while j < n_segments and segments[j][0] < threshold:
@@ -598,7 +606,7 @@ class _Analysis:
         # that holds it and points back in commit order; the reads as (node, predicate, tx,
         # position, completion event), by node.
         self.pr_segs: dict[str, tuple[list[int], list[_Segment]]] = {}
-        self.pr_back: dict[int, list[tuple[int, str, int]]] = {}
+        self.pr_back: dict[int, list[_SegItem]] = {}
         self.pr_queries: list[tuple[int, str, int, int, int | None]] = []
         # Where each prw edge stands in the order the graph's edges were made: the edge count
         # when its read's edges began (per read), the read (reads are met in op id order) and
@@ -608,6 +616,9 @@ class _Analysis:
         self.pr_key: dict[int, tuple[int, int, int]] = {}
         # The runs of nodes (lo, hi) where cycles can lie, in order (see _cycles).
         self.regions: list[tuple[int, int]] = []
+        # Writes no committed state holds, by key: (value, sent, tx, op position); built only
+        # when a read needs them (see _dirty).
+        self._dirty_writes: dict[str, list[tuple[Scalar | None, int, int, int]]] | None = None
 
     # -- driver ------------------------------------------------------------------------------
 
@@ -969,11 +980,94 @@ class _Analysis:
             return None
         dl = self.dels.get(k)
         if not dl:
-            return -1, False
-        if done is None:
+            idx = -1
+        elif done is None:
             return dl[-1], True
-        idx = self._latest_sent_before(k, dl, done)
-        return (idx, True) if idx >= 0 else (-1, False)
+        else:
+            idx = self._latest_sent_before(k, dl, done)
+            if idx >= 0:
+                return idx, True
+        if self._dirty(k, i, done, lambda v: v is None):
+            return None
+        return -1, False
+
+    def _dirty(
+        self, k: str, i: int, done: int | None, fits: Callable[[Scalar | None], bool]
+    ) -> tuple[int, int] | None:
+        """A write of ``k`` satisfying ``fits`` that no committed state holds, sent before
+        event ``done`` (None: no timing) by a transaction other than ``i``: one of an aborted
+        transaction, or one its committed writer overwrote later. (tx, op position), or None.
+
+        A read that saw no committed version of ``k`` after the state before the first may
+        have seen such a write instead (read uncommitted): it then makes no claim about
+        which version it missed."""
+        if self._dirty_writes is None:
+            self._dirty_writes = {}
+            for j, t in enumerate(self.txs):
+                aborted = t.status == "aborted"
+                if not aborted and not self.is_node[j]:
+                    continue  # unknown outcome: a shadow (see _shadow_writes)
+                fin = self.finals[j]
+                for p, op in enumerate(t.ops):
+                    if op.kind in ("w", "ins", "del") and (aborted or fin[op.key].pos != p):
+                        sent = t.op_spans[p][0] if t.op_spans else -1
+                        v = op.value
+                        assert v is None or isinstance(v, int | str)
+                        self._dirty_writes.setdefault(op.key, []).append((v, sent, j, p))
+        for v, sent, j, p in self._dirty_writes.get(k, ()):
+            if j != i and fits(v) and (done is None or sent < done):
+                return j, p
+        return None
+
+    def _commit_position(self, node: int) -> int:
+        """The commit position of ``node`` (-1 when not known: a promoted transaction)."""
+        c = self.commit_of[self.tx_of[node]]
+        return -1 if c is None else c
+
+    def _began_after_first(self, k: str, i: int) -> bool:
+        """Whether tx ``i`` began after the first committed version of item ``k`` was
+        committed: then no read of it saw the state before that version (a snapshot is never
+        older than its transaction), and "absent" was an uncommitted delete."""
+        vl = self.vers.get(k)
+        began = self.txs[i].begin_index
+        if not vl or began is None:
+            return False
+        first = self._commit_position(vl[0])
+        return 0 <= first < began
+
+    def _dirty_absent(self, i: int, pos: int, k: str) -> None:
+        """Tx ``i`` read ``k`` as absent at ``pos``, began after its first version committed,
+        and saw no committed delete: name the uncommitted delete it saw, an aborted one (G1a)
+        or one its committed writer undid later (G1b)."""
+        spans = self.txs[i].op_spans
+        done = spans[pos][1] if spans else None
+        if not self._began_after_first(k, i) or self._shadowed(k, done, lambda v: v is None):
+            return
+        found = self._dirty(k, i, done, lambda v: v is None)
+        if found is None:
+            return
+        j, _ = found
+        t = self.txs[j]
+        if t.status == "aborted":
+            self._find(
+                G1A,
+                [t.id, self.txs[i].id],
+                [k],
+                [(t.id, self.txs[i].id, "wr", k)],
+                f"{self._name(i)} committed after reading {k} = absent, deleted by "
+                f"{self._name(j)}, which did not commit (aborted): an aborted read",
+            )
+            return
+        final = self.finals[j][k]
+        self._find(
+            G1B,
+            [t.id, self.txs[i].id],
+            [k],
+            [(t.id, self.txs[i].id, "wr", k)],
+            f"{self._name(i)} read {k} = absent, deleted by {self._name(j)}, which later "
+            f"wrote {k} = {_fmt(final.value)} in the same transaction: "
+            f"{self._name(i)} saw an intermediate state",
+        )
 
     def _latest_sent_before(self, k: str, idxs: list[int], done: int | None) -> int:
         """The last of the versions ``idxs`` of ``k`` (ascending) whose write was sent before
@@ -1262,7 +1356,8 @@ class _Analysis:
                     hi = mins[j + 1] if j + 1 < len(no) else inf
                     if lo < hi:
                         target = vl[yes[y]]
-                        segs.append((target, lo, hi, (rank, k, target)))
+                        first = 1 if j < 0 else 0
+                        segs.append((target, lo, hi, (rank, k, target, first)))
             if not segs:
                 continue
             segs.sort(key=lambda seg: seg[0])
@@ -1400,6 +1495,7 @@ class _Analysis:
                 return
             upper = self._absent_upper(k, i, pos)
             if upper is None:
+                self._dirty_absent(i, pos, k)
                 return
             p, ambiguous = upper
             vl = self.vers.get(k)
@@ -1650,8 +1746,10 @@ class _Analysis:
         done = spans[pos][1] if spans else None
         fn = self.predicates[name]
         found.sort()
-        for rank, k, target in found:
+        for rank, k, target, first in found:
             if k in ext or k in own or self._missed_shadow(k, done, fn):
+                continue
+            if first and self._missed_dirty(k, i, done, fn):
                 continue
             self.pr_key[len(self.e_src)] = (slot, op_id, rank)
             self._edge(node, target, _PRW, k)
@@ -1660,6 +1758,11 @@ class _Analysis:
         """Whether a predicate read that completed at ``done`` and did not return ``k`` may
         have seen a non-matching shadow version of it (then it makes no claim about ``k``)."""
         return self._shadowed(k, done, lambda v: v is None or not fn(k, v))
+
+    def _missed_dirty(self, k: str, i: int, done: int | None, fn: Predicate) -> bool:
+        """Whether tx ``i``'s predicate read that completed at ``done`` and did not return
+        ``k`` may have seen a non-matching uncommitted version of it (see ``_dirty``)."""
+        return self._dirty(k, i, done, lambda v: v is None or not fn(k, v)) is not None
 
     def _later_predicate_edges(
         self, regions: Sequence[tuple[int, int]], inside: Sequence[int]
@@ -1760,8 +1863,10 @@ class _Analysis:
                     returned = {rk for rk, _ in rows}
                     own = {op.key for op in ops[:pos] if op.kind in ("w", "ins", "del")}
                     slot = self.pr_slot[op_id]
-                    for rank, k, target in targets:
+                    for rank, k, target, first in targets:
                         if k in returned or k in own or self._missed_shadow(k, done, fn):
+                            continue
+                        if first and self._missed_dirty(k, i, done, fn):
                             continue
                         self.pr_key[len(self.e_src)] = (slot, op_id, rank)
                         made.append(len(self.e_src))

@@ -75,6 +75,8 @@ class _EveryPredicateEdge(_Analysis):
             # The latest non-matching version the read could have seen, and the first matching
             # version after it.
             cand = self._latest_sent_before(k, no, done)
+            if cand < 0 and self._missed_dirty(k, i, done, fn):
+                continue  # it may have seen an uncommitted version instead of the first
             j = bisect_right(yes, cand)
             if j < len(yes):
                 target = self.vers[k][yes[j]]
