@@ -1680,7 +1680,7 @@ class _Analysis:
                 changed = sorted(set(before.items()) ^ set(ext.items()), key=repr)
                 keys = sorted({rk for rk, _ in changed})
                 writers = sorted(
-                    {self.txs[w].id for rk, rv in changed if (w := self._writer(rk, rv)) >= 0}
+                    {self.txs[w].id for rk, rv in changed if (w := self._changer(rk, rv, ext)) >= 0}
                     - {t.id}
                 )
                 self._find(
@@ -1758,6 +1758,20 @@ class _Analysis:
         """Whether a predicate read that completed at ``done`` and did not return ``k`` may
         have seen a non-matching shadow version of it (then it makes no claim about ``k``)."""
         return self._shadowed(k, done, lambda v: v is None or not fn(k, v))
+
+    def _changer(self, k: str, v: Scalar, now: Mapping[str, Scalar]) -> int:
+        """The tx that made a predicate's rows differ at row ``k`` = ``v`` (one of the two
+        results, ``now`` the later one), or -1: the writer of a row the later result returned;
+        for a row it no longer returned, whoever installed the next version of ``k``."""
+        if now.get(k) == v:
+            return self._writer(k, v)
+        if k in now:
+            return -1  # the old value of a row whose new value names its writer
+        old = self._lookup(k, v)
+        if old is None or old.vidx < 0 or k in self.uncertain:
+            return -1
+        vl = self.vers[k]
+        return self.tx_of[vl[old.vidx + 1]] if old.vidx + 1 < len(vl) else -1
 
     def _missed_dirty(self, k: str, i: int, done: int | None, fn: Predicate) -> bool:
         """Whether tx ``i``'s predicate read that completed at ``done`` and did not return

@@ -864,3 +864,18 @@ def test_the_isolation_matrix_searches_every_anomaly_a_database_can_show() -> No
     that mean the database or the tester is broken (they stop the search instead)."""
     broken = anomalies.ALWAYS_FORBIDDEN | {anomalies.INCOMPATIBLE}
     assert set(ANOMALY_CLASSES) == set(anomalies.ANOMALIES) - broken
+
+
+def test_pmp_names_the_transactions_that_changed_the_rows_not_their_earlier_writers() -> None:
+    # T1 reads every row twice; in between T2 deletes b and T3 updates a. T0 wrote the rows
+    # the first read saw: it changed nothing between the two reads.
+    h = [
+        txn(0, ops=[w("a", 1), w("b", 2)], commit=1),
+        txn(2, ops=[delete("b")], commit=3),
+        txn(3, ops=[w("a", 5)], commit=4),
+        txn(1, ops=[pr("all", [("a", 1), ("b", 2)]), pr("all", [("a", 5)])], commit=6),
+    ]
+    f = only(analyse(h, {"all": lambda _k, _v: True}), "PMP")
+    assert f.txns == (1, 2, 3)
+    assert "changed by T2, T3, committed in between" in f.explanation
+    assert "T0" not in f.explanation
