@@ -599,7 +599,10 @@ def render_markdown(report: IsolationReport, *, date: str | None = None) -> str:
         f" {report.profile}, time budget {report.budget_s:g} s{seeded}."
         ' "observed": the server'
         ' produced a history with that anomaly (reproducer below); "—": not observed in'
-        " the examples tried, which proves nothing about its absence.",
+        " the examples tried, which proves nothing about its absence. G0 cannot be observed"
+        " by this search: the checker orders each register's versions by commit, which"
+        " presumes no dirty writes (a database that allowed them would show other anomalies"
+        " instead), so its column is always \"—\".",
         "",
         render_matrix(report),
         "",
