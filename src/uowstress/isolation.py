@@ -602,7 +602,7 @@ def render_markdown(report: IsolationReport, *, date: str | None = None) -> str:
         " the examples tried, which proves nothing about its absence. G0 cannot be observed"
         " by this search: the checker orders each register's versions by commit, which"
         " presumes no dirty writes (a database that allowed them would show other anomalies"
-        " instead), so its column is always \"—\".",
+        ' instead), so its column is always "—".',
         "",
         render_matrix(report),
         "",
