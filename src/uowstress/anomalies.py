@@ -633,7 +633,9 @@ class _Analysis:
         self._reads()
         self._lost_updates()
         self._cycles()
-        self.findings.sort(key=lambda f: _ORDER.get(f.anomaly, len(_ORDER)))
+        # By class, then by transactions: the same findings come out in the same order
+        # however the graph was walked to find them.
+        self.findings.sort(key=lambda f: (_ORDER.get(f.anomaly, len(_ORDER)), f.txns, f.keys))
         return self.findings
 
     def _find(
