@@ -278,6 +278,15 @@ def check_target(target: object, where: str) -> Target:
                     f"{where}: {field_name}[{i}] is {briefly(entry)}, not a uowstress.{kind}"
                     f" (it lacks {', '.join(lacking)}); build each with uowstress.{kind}(...)"
                 )
+    for i, op in enumerate(candidate.operations):
+        if op.scope not in ("step", "transaction"):
+            # Each machine draws the operations of these two scopes only: any other would
+            # never run, in a run that passes.
+            raise TargetError(
+                f"{where}: operation {op.name} (operations[{i}]) has scope {op.scope!r}; use"
+                ' "step" (it runs inside a unit of work uowstress opened) or "transaction" (it'
+                " opens and commits the unit of work it is given itself)"
+            )
     names = [op.name for op in candidate.operations]
     if len(set(names)) != len(names):
         raise TargetError(f"{where} has two operations with one name: {sorted(names)}")

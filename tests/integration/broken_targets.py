@@ -4,6 +4,7 @@ system (or passing)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,6 +83,19 @@ def _operations(**arguments: Any) -> tuple[Operation, ...]:
     )
 
 
+def _with_operation(name: str, **fields: Any) -> _Target:
+    """The ledger with one operation's fields replaced."""
+    target = _Target()
+    target.operations = tuple(
+        dataclasses.replace(op, **fields) if op.name == name else op for op in ledger.OPERATIONS
+    )
+    return target
+
+
+def _invariants_raise(self: Any, state: Any) -> list[str]:
+    return [str(state["no such field"])]
+
+
 CONNECT_RAISES = _ConnectRaises()
 OLD_CONNECT = _OldConnect()
 NO_DISPOSE = _Target()
@@ -101,3 +115,6 @@ ARGUMENTS_NOTHING = _Target()
 ARGUMENTS_NOTHING.operations = _operations(open_account=lambda s, ids: st.nothing())
 OPERATION_A_DICT = _Target()
 OPERATION_A_DICT.operations = ({"name": "open_account"},)  # type: ignore[assignment]
+INVARIANTS_RAISE = _with_system(invariants=_invariants_raise)
+ENABLED_RAISES = _with_operation("deposit", enabled=lambda state: state["no such field"])
+SCOPE_MISSPELT = _with_operation("transfer_now", scope="txn")

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from uowstress.errors import UowstressError
+from uowstress.stateful.durability import run_durability
 from uowstress.stateful.run import run_acid
 from uowstress.target import TargetError, load_target
 
@@ -60,6 +62,8 @@ def test_a_system_that_breaks_the_protocol_stops_the_run_before_it_starts(
             "OPERATION_A_DICT",
             "operations[0] is {'name': 'open_account'}, not a uowstress.Operation",
         ),
+        # Drawn by no machine: the operation would never run, in a run that passes.
+        ("SCOPE_MISSPELT", "operation transfer_now (operations[4]) has scope 'txn'; use \"step\""),
     ],
 )
 def test_a_target_that_breaks_the_protocol_is_refused_when_loaded(name: str, message: str) -> None:
@@ -123,6 +127,17 @@ def test_a_reset_failing_with_an_empty_message_is_still_a_finding(tmp_path: Path
         ("ARGUMENTS_INT", "the arguments strategy of open_account drew 0, not a dict"),
         ("ARGUMENTS_NOTHING", "the arguments strategy of open_account can draw nothing"),
         ("RESET_RAISES", "System.reset() failed before the first example: RuntimeError: cannot"),
+        # The target's own code raising is named, not a finding against the system (nor, for
+        # `enabled`, which a replay never calls, an example that "did not fail again").
+        (
+            "INVARIANTS_RAISE",
+            "System.invariants() raised KeyError: 'no such field' (broken_targets.py, line",
+        ),
+        (
+            "ENABLED_RAISES",
+            "the `enabled` of operation deposit raised KeyError: 'no such field'"
+            " (broken_targets.py, line",
+        ),
     ],
 )
 def test_a_part_that_answers_wrongly_is_an_error_of_the_run(
@@ -134,3 +149,51 @@ def test_a_part_that_answers_wrongly_is_an_error_of_the_run(
     assert result.finding is None, result.finding
     assert result.error is not None and message in result.error, result.error
     assert not list(tmp_path.iterdir())  # nothing to replay: the system was not at fault
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("INVARIANTS_RAISE", "System.invariants() raised KeyError: 'no such field'"),
+        ("ENABLED_RAISES", "the `enabled` of operation deposit raised KeyError: 'no such field'"),
+    ],
+)
+def test_target_code_that_raises_is_an_error_of_the_concurrent_machine_too(
+    name: str, message: str, tmp_path: Path
+) -> None:
+    result = run_acid(
+        "sqlite://",
+        target_spec=SPEC + name,
+        machine="sessions",
+        settings=_settings(),
+        reproducers_dir=tmp_path,
+    )
+    assert result.finding is None, result.finding
+    assert result.error is not None and message in result.error, result.error
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        # Not "reading the committed state after the kill failed": the database is fine.
+        ("INVARIANTS_RAISE", "System.invariants() raised KeyError: 'no such field'"),
+        # A forgotten return would pass every kill.
+        ("INVARIANTS_NONE", "System.invariants() returned None; it must return a list"),
+        ("ENABLED_RAISES", "the `enabled` of operation deposit raised KeyError: 'no such field'"),
+    ],
+)
+def test_target_code_that_answers_wrongly_is_an_error_of_the_durability_check(
+    name: str, message: str, tmp_path: Path
+) -> None:
+    try:
+        result = run_durability(
+            "sqlite://", target_spec=SPEC + name, kills=1, seed=1, reproducers_dir=tmp_path
+        )
+    except UowstressError as error:  # raised while drawing, before any kill: the run stops
+        said = str(error)
+    else:
+        assert not [kill.finding for kill in result.kills if kill.finding is not None]
+        said = result.error or ""
+    assert message in said, said
+    assert not list(tmp_path.iterdir())

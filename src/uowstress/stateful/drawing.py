@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException, InvalidArgument
 
 from uowstress.stateful.executor import StepError
-from uowstress.target import Ids, Operation, Query, State, briefly
+from uowstress.target import Ids, Operation, Query, State, briefly, described
 
 
 def swarms(ops: Sequence[Operation]) -> st.SearchStrategy[frozenset[str]]:
@@ -42,11 +42,27 @@ def choose(
     dominate every run. The seed is part of the example, so the choice is reproducible.
     """
     ops = list(ops)
-    ready = [op for op in ops if op.enabled is None or op.enabled(state)]
+    ready = [op for op in ops if is_enabled(op, state)]
     chosen = [op for op in ready if swarm is None or op.name in swarm] or ready or ops
     if rng.random() < 0.1:
         return rng.choice(ops)
     return rng.choice(chosen)
+
+
+def is_enabled(op: Operation, state: State) -> bool:
+    """`op.enabled(state)` (True without one), or StepError naming the operation when it
+    raises: a defect of the target's predicate, which a replay (given its steps, drawing
+    nothing) would never raise again, so it must not be taken for a failure of the system."""
+    if op.enabled is None:
+        return True
+    try:
+        return bool(op.enabled(state))
+    except Exception as error:
+        raise StepError(
+            f"the `enabled` of operation {op.name} raised {described(error)}; enabled(state) is"
+            " given the model's committed state (the model's state()) and must return True or"
+            " False"
+        ) from error
 
 
 _FIX = (

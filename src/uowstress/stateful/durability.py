@@ -52,8 +52,14 @@ from uowstress.profiles import REPRODUCERS_DIR
 from uowstress.reproducers import KillPoint
 from uowstress.scratch import hide_secrets, redacted, scratch_database
 from uowstress.stateful._durability_child import clock_ns
-from uowstress.stateful.drawing import draw_arguments
-from uowstress.stateful.executor import call, diff_states, refuse_misfit
+from uowstress.stateful.drawing import draw_arguments, is_enabled
+from uowstress.stateful.executor import (
+    StepError,
+    call,
+    diff_states,
+    invariants_of,
+    refuse_misfit,
+)
 from uowstress.target import (
     DEFAULT_TARGET,
     Ids,
@@ -234,7 +240,7 @@ class DurabilityResult:
 
 def _choose(ops: list[Operation], state: State) -> st.SearchStrategy[Operation]:
     # Operations that can succeed: a refused one commits nothing new worth losing.
-    ready = [op for op in ops if op.enabled is None or op.enabled(state)]
+    ready = [op for op in ops if is_enabled(op, state)]
     return st.sampled_from(ready or ops)
 
 
@@ -901,10 +907,12 @@ def kill_once(
     landed: int | None = None
     finding: DurabilityFinding | None = None
     reader: System | None = None
+    # The target's invariants raising or answering wrongly: an error of the run, raised once
+    # the database is emptied for the next kill, not a finding of the system.
+    broken: StepError | None = None
     try:
         reader = target.connect(url, options, isolation_level=isolation_level)
         actual = reader.committed_state()
-        landed, finding = judge(plan.states, report.acknowledged, actual, reader.invariants(actual))
     except Exception as error:
         # A database that cannot be opened or read after a crash has not kept its commits.
         finding = DurabilityFinding(
@@ -912,13 +920,22 @@ def kill_once(
             f"reading the committed state after the kill failed:"
             f" {type(error).__name__}: {_Scrubber(url)(str(error))}",
         )
+    else:
+        try:
+            violations = invariants_of(reader, actual)
+        except StepError as error:
+            broken = error
+        else:
+            landed, finding = judge(plan.states, report.acknowledged, actual, violations)
     finally:
         if reader is not None:
             # Only the engine: System.dispose would drop the schema the run still uses.
             reader.engine.dispose()
-    if report.mismatch is not None and finding is None:
+    if report.mismatch is not None and finding is None and broken is None:
         finding = DurabilityFinding("outcome", f"in the child, {report.mismatch}")
     system.reset()
+    if broken is not None:
+        raise broken
     return KillResult(
         index=index,
         commits=plan.commits,

@@ -225,7 +225,24 @@ def checked_state(system: System) -> State:
             f"{type(system).__name__}.committed_state() returned {type(state).__name__}; it must"
             " return the committed state as a dict of JSON values (as Model.state() does)"
         )
-    violations = system.invariants(state)
+    violations = invariants_of(system, state)
+    if violations:
+        raise Finding("invariant", "; ".join(violations))
+    return state
+
+
+def invariants_of(system: System, state: State) -> list[str]:
+    """`system.invariants(state)`, or StepError when it raises or answers with anything but a
+    list of strings: the target's own check is broken, which is no finding of the system."""
+    try:
+        violations = system.invariants(state)
+    except Exception as error:
+        raise StepError(
+            f"{type(system).__name__}.invariants() raised {described(error)} on the committed"
+            f" state {briefly(state, 200)}; it must return the violated invariants in words, as"
+            " a list of strings (an empty list when all hold), for every state committed_state()"
+            " can return, never raise"
+        ) from error
     # A forgotten `return` (None) would pass every state; a string, name each letter.
     if not isinstance(violations, list | tuple) or not all(isinstance(v, str) for v in violations):
         raise StepError(
@@ -233,9 +250,7 @@ def checked_state(system: System) -> State:
             " return a list of"
             " strings, each a violated invariant in words (an empty list when all hold)"
         )
-    if violations:
-        raise Finding("invariant", "; ".join(violations))
-    return state
+    return list(violations)
 
 
 @dataclass
