@@ -35,6 +35,7 @@ from uowstress.errors import (
     UowstressError,
 )
 from uowstress.report import formatting as fmt
+from uowstress.report.passwords import hide_passwords
 from uowstress.scratch import (
     backend_name,
     check_url,
@@ -213,7 +214,8 @@ def _made_by(
             system = connect_system(target, trial, options, isolation_level)
         except ValueError as error:
             raise ConfigError(
-                f"target {target.name} refused its options on {redacted(url)}: {error}"
+                f"target {target.name} refused its options on {redacted(url)}:"
+                f" {hide_passwords(hide_secrets(str(error), url))}"
             ) from None
         try:
             return (

@@ -355,9 +355,13 @@ def connect_system(
     except (ValueError, SQLAlchemyError):
         raise
     except Exception as error:
+        from uowstress.scratch import hide_secrets  # imports SQLAlchemy: see TYPE_CHECKING
+
+        # The target's words may quote the URL it was given, or its password decoded.
+        said = hide_secrets(described(error), url)
         raise TargetError(
-            f"target {target.name}: connect() failed: {described(error)}. Fix connect, or"
-            " check the options given with --target-option"
+            f"target {target.name}: connect() failed: {said}. Fix connect, or check the"
+            " options given with --target-option"
         ) from None
     try:
         check_system(system, f"target {target.name}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from examples import ledger
 from hypothesis import strategies as st
+from sqlalchemy.engine import url as sa_url
 
 from uowstress.target import Operation
 
@@ -118,3 +119,34 @@ OPERATION_A_DICT.operations = ({"name": "open_account"},)  # type: ignore[assign
 INVARIANTS_RAISE = _with_system(invariants=_invariants_raise)
 ENABLED_RAISES = _with_operation("deposit", enabled=lambda state: state["no such field"])
 SCOPE_MISSPELT = _with_operation("transfer_now", scope="txn")
+
+
+class _SaysItsUrl(ledger.LedgerTarget):
+    """A target whose own messages quote the URL it was given, and its password, decoded."""
+
+    refuse = False
+    crash = False
+
+    def connect(
+        self, url: str, options: Mapping[str, str], *, isolation_level: str | None = None
+    ) -> Any:
+        password = sa_url.make_url(url).password
+        if self.refuse:
+            raise ValueError(f"no options for {url} (password {password})")
+        if self.crash:
+            raise RuntimeError(f"no engine for {url} (password {password})")
+        system = super().connect(url, options, isolation_level=isolation_level)
+
+        def committed_state() -> Any:
+            raise RuntimeError(f"cannot read {url}, password {password}")
+
+        system.committed_state = committed_state  # type: ignore[method-assign]
+        return system
+
+
+STATE_SAYS_PASSWORD = _SaysItsUrl()
+OPTIONS_REFUSED_SAYING_PASSWORD = _SaysItsUrl()
+OPTIONS_REFUSED_SAYING_PASSWORD.refuse = True
+STATE_RAISES = _with_system(committed_state=_raise)
+CONNECT_RAISES_SAYING_PASSWORD = _SaysItsUrl()
+CONNECT_RAISES_SAYING_PASSWORD.crash = True

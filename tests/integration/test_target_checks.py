@@ -5,13 +5,15 @@ run that passes having tested nothing."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from sqlalchemy.engine import make_url
 
 from uowstress.errors import UowstressError
 from uowstress.stateful.durability import run_durability
-from uowstress.stateful.run import run_acid
+from uowstress.stateful.run import replay, run_acid
 from uowstress.target import TargetError, load_target
 
 SPEC = "tests.integration.broken_targets:"
@@ -197,3 +199,66 @@ def test_target_code_that_answers_wrongly_is_an_error_of_the_durability_check(
         said = result.error or ""
     assert message in said, said
     assert not list(tmp_path.iterdir())
+
+
+_PASSWORD = "Pw@Target-7"  # its @ is percent-encoded in the URL
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")]
+)
+def test_a_password_the_target_quotes_reaches_no_message_reproducer_or_replay(
+    server_url: str, tmp_path: Path
+) -> None:
+    url = make_url(server_url).set(password=_PASSWORD).render_as_string(hide_password=False)
+    secrets = (_PASSWORD, quote(_PASSWORD, safe=""))
+    result = run_acid(
+        url,
+        target_spec=SPEC + "STATE_SAYS_PASSWORD",
+        settings=_settings(),
+        reproducers_dir=tmp_path,
+    )
+    assert result.finding is not None, result.error
+    assert "password ***" in result.finding.message, result.finding.message
+    written = [path.read_text() for path in tmp_path.glob("*.json")]
+    assert written
+    replayed = replay(next(tmp_path.glob("*.json")), db_urls={"postgresql": url})
+    assert replayed.verdict == "FAILED", replayed.detail
+    for text in [result.finding.message, *written, replayed.detail]:
+        assert not any(secret in text for secret in secrets), text
+    for name, said in [
+        ("OPTIONS_REFUSED_SAYING_PASSWORD", "refused its options"),
+        ("CONNECT_RAISES_SAYING_PASSWORD", "connect() failed: RuntimeError: no engine"),
+    ]:
+        with pytest.raises(UowstressError) as refused:
+            run_acid(url, target_spec=SPEC + name, settings=_settings(), reproducers_dir=tmp_path)
+        assert said in str(refused.value)
+        assert not any(secret in str(refused.value) for secret in secrets), str(refused.value)
+
+
+@pytest.mark.parametrize("machine", ["acid", "sessions"])
+def test_a_committed_state_that_cannot_be_read_is_a_finding_that_replays(
+    machine: str, tmp_path: Path
+) -> None:
+    # The concurrent machine reads the committed state as it starts: its failure there was
+    # raised out of the shrinker (and out of a replay), a traceback instead of a finding.
+    result = run_acid(
+        "sqlite://",
+        target_spec=SPEC + "STATE_RAISES",
+        machine=machine,
+        settings=_settings(),
+        reproducers_dir=tmp_path,
+    )
+    assert result.error is None, result.error
+    assert result.finding is not None
+    assert result.finding.message.startswith(
+        "reading the committed state failed: RuntimeError: cannot truncate"
+    ), result.finding.message
+    if machine == "sessions":  # it reads the committed state as it starts, before any step
+        assert "before its first step: no reproducer is written" in result.finding.message
+        assert result.reproducer_path is None and not list(tmp_path.iterdir())
+        return
+    assert result.reproducer_path is not None
+    replayed = replay(result.reproducer_path)
+    assert replayed.verdict == "FAILED", replayed.detail
+    assert "reading the committed state failed" in replayed.detail

@@ -144,7 +144,13 @@ class ConcurrentExecutor:
         # system reports versions (an optional `System.versions(uow)`).
         self.installed: dict[tuple[str, int], list[tuple[int, int, int | None]]] = {}
         self._commits = 0
-        self.state: State = system.committed_state()
+        try:
+            self.state: State = system.committed_state()
+        except Exception as error:
+            # Worded as the checks after each step word it: a finding of the steps so far.
+            raise Finding(
+                "error", f"reading the committed state failed: {type(error).__name__}: {error}"
+            ) from error
         self.conflicts = 0
         # The history of units of work, when the system reports their footprints.
         self.aggregates: AggregateHistory | None = (

@@ -49,6 +49,7 @@ from uowstress.errors import ReproducerError, UowstressError
 from uowstress.interrupts import raise_if_lost
 from uowstress.options import random_seed
 from uowstress.profiles import REPRODUCERS_DIR
+from uowstress.report.passwords import hide_passwords
 from uowstress.reproducers import KillPoint
 from uowstress.scratch import hide_secrets, redacted, scratch_database
 from uowstress.stateful._durability_child import clock_ns
@@ -1040,7 +1041,8 @@ def run_durability(
         try:
             system = connect_system(target, db.url, chosen, isolation_level)
         except ValueError as error:
-            raise UowstressError(f"target {target_spec} refused its options: {error}") from None
+            said = hide_passwords(_Scrubber(url)(str(error)))
+            raise UowstressError(f"target {target_spec} refused its options: {said}") from None
         started = time.perf_counter()
         server: list[ChildServer] = []  # started at the first kill, inside the budget
 

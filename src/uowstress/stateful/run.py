@@ -27,6 +27,7 @@ from uowstress.interrupts import raise_if_lost
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.report.passwords import hide_passwords
+from uowstress.scratch import hide_secrets
 from uowstress.stateful.acid import RunRecorder, acid_machine
 from uowstress.stateful.concurrent import AnomalyTally, ConcurrentExecutor, concurrent_machine
 from uowstress.stateful.durability import replay_kill
@@ -150,6 +151,12 @@ def _same_failure(one: reproducers.Failure | None, other: reproducers.Failure | 
     return (one.kind, one.step) == (other.kind, other.step)
 
 
+def _before_steps(finding: Finding) -> reproducers.Failure:
+    """A finding raised as an executor started, before its first step (the concurrent
+    machine reads the committed state then), as the machines record it: at no step."""
+    return reproducers.Failure(kind=finding.kind, message=finding.message, step=None)
+
+
 def _first_failure(
     executor: SingleSessionExecutor | ConcurrentExecutor, steps: Iterable[dict[str, Any]]
 ) -> reproducers.Failure | None:
@@ -197,7 +204,12 @@ def shrink(
             system.reset()
         except Exception as error:
             raise _ResetFailed from error
-        executor = new_executor(machine, target, system, sessions, hook_use=hook_use)
+        try:
+            executor = new_executor(machine, target, system, sessions, hook_use=hook_use)
+        except Finding as finding:  # before any step: reading the committed state failed
+            return _before_steps(finding), True
+        except Exception as error:
+            return reproducers.Failure(kind="error", message=in_a_line(error)), False
         try:
             found = _first_failure(executor, candidate)
         except Exception as error:
@@ -290,7 +302,9 @@ def run_acid(
         try:
             system = connect_system(target, db.url, chosen, isolation_level)
         except ValueError as error:
-            raise UowstressError(f"target {target_spec} refused its options: {error}") from None
+            raise UowstressError(
+                f"target {target_spec} refused its options: {_hidden(str(error), url)}"
+            ) from None
         recorder = RunRecorder()
         started = time.perf_counter()
         # One example database per configuration: a failure saved for one switch or backend is
@@ -398,24 +412,44 @@ def run_acid(
                     result.error = str(differing)
                 else:
                     result.finding = found
-                result.reproducer = reproducers.make_reproducer(
-                    **configuration,
-                    guarantee=target.guarantee,
-                    profile=profile,
-                    # What the run drew with (the steps replay without it).
-                    seed=None if seed is None else str(seed),
-                    steps=[reproducers.Step(**s) for s in steps],
-                    shrunk_from=len(recorder.last_steps),
-                    failure=found,
-                    versions=reproducers.versions(db.server_version),
-                )
-                try:
-                    result.reproducer_path = reproducers.write(result.reproducer, reproducers_dir)
-                except ReproducerError as unwritten:
-                    # The finding stands, its steps in the report; the missing file is an
-                    # error of the run, said with it.
-                    result.error = "; ".join(filter(None, [result.error, str(unwritten)]))
-                if result.error is not None and result.reproducer_path is not None:
+                # The system's and the target's own words may quote the URL they were given.
+                found = found.model_copy(update={"message": _hidden(found.message, url)})
+                if result.finding is not None:
+                    result.finding = found
+                if not steps and result.finding is not None:
+                    # Found as the machine started (the concurrent machine reads the committed
+                    # state then): a reproducer of no steps would be malformed.
+                    result.finding = found.model_copy(
+                        update={
+                            "message": f"{found.message} (as the machine started, before its"
+                            " first step: no reproducer is written)"
+                        }
+                    )
+                else:
+                    result.reproducer = reproducers.make_reproducer(
+                        **configuration,
+                        guarantee=target.guarantee,
+                        profile=profile,
+                        # What the run drew with (the steps replay without it).
+                        seed=None if seed is None else str(seed),
+                        steps=[reproducers.Step(**s) for s in steps],
+                        shrunk_from=len(recorder.last_steps),
+                        failure=found,
+                        versions=reproducers.versions(db.server_version),
+                    )
+                    try:
+                        result.reproducer_path = reproducers.write(
+                            result.reproducer, reproducers_dir
+                        )
+                    except ReproducerError as unwritten:
+                        # The finding stands, its steps in the report; the missing file is an
+                        # error of the run, said with it.
+                        result.error = "; ".join(filter(None, [result.error, str(unwritten)]))
+                if (
+                    result.error is not None
+                    and result.reproducer is not None
+                    and result.reproducer_path is not None
+                ):
                     where = shlex.quote(str(result.reproducer_path))
                     result.error += (
                         f". The steps as found are written to {result.reproducer_path}:"
@@ -423,6 +457,8 @@ def run_acid(
                         " times"
                     )
         finally:
+            if result.error is not None:
+                result.error = _hidden(result.error, url)
             result.seconds = time.perf_counter() - started
             result.examples += recorder.examples  # and the written reproducers replayed
             result.step_ns = {label: ns.tolist() for label, ns in recorder.step_ns.items()}
@@ -435,6 +471,12 @@ def run_acid(
             result.warnings = recorder.warnings()
             system.dispose()
     return result
+
+
+def _hidden(text: str, url: str) -> str:
+    """`text` with the secrets of `url` hidden, as written, percent-encoded or decoded, and
+    every URL's password: what a system or its target says may quote the URL it was given."""
+    return hide_passwords(hide_secrets(text, url))
 
 
 def _replay_written(
@@ -498,6 +540,7 @@ def replay(
         return ReplayResult(path, "ERROR", str(error).removeprefix(f"{path}: "))
     steps = len(reproducer.steps)
     recorded = reproducer.failure
+    url: str | None = None
     try:
         url = (db_urls or {}).get(reproducer.backend) or default_url(reproducer.backend)
         target = load_target(reproducer.target)
@@ -513,7 +556,17 @@ def replay(
             raise_if_lost()  # a durability replay runs no steps here
             runs.append(_replay_once(reproducer, target, options, url, allow_existing_tables))
     except (UowstressError, ValueError) as error:
-        return ReplayResult(path, "ERROR", str(error), reproducer)
+        said = str(error) if url is None else _hidden(str(error), url)
+        return ReplayResult(path, "ERROR", said, reproducer)
+    runs = [
+        (
+            None
+            if found is None
+            else found.model_copy(update={"message": _hidden(found.message, url)}),
+            shown,
+        )
+        for found, shown in runs
+    ]
     display = runs[0][1]
     where = f"on {display}"
     if options != dict(reproducer.target_options):
@@ -575,10 +628,13 @@ def _replay_once(
         ours=lambda: objects_of(target, options, reproducer.isolation_level, url),
     ) as db:
         system = connect_system(target, db.url, options, reproducer.isolation_level)
-        executor = new_executor(
-            reproducer.machine, target, system, reproducer.sessions, replaying=True
-        )
         try:
+            try:
+                executor = new_executor(
+                    reproducer.machine, target, system, reproducer.sessions, replaying=True
+                )
+            except Finding as finding:
+                return _before_steps(finding), db.display
             return _first_failure(executor, (s.as_dict() for s in reproducer.steps)), db.display
         finally:
             system.dispose()
