@@ -15,12 +15,15 @@ UOWSTRESS_SQLITE_DIR to a directory on disk to run there.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
 import shutil
 import sqlite3
+import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -31,12 +34,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from uowstress.errors import DatabaseUnreachable, UowstressError
+from uowstress.errors import DatabaseUnreachable, LeftUndone, UowstressError
 
 try:
     import fcntl
 except ImportError:  # not on Windows: SQLite scratch directories go unkept there
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 Backend = Literal["sqlite", "postgresql", "mysql"]
 
@@ -465,14 +470,41 @@ def scratch_database(url: str | URL, *, prefix: str = "uows_") -> Iterator[URL]:
             _create(keeper, backend, name, normalized)
             try:
                 yield _scratch_url(normalized, backend, name)
-            finally:
-                with connect_or_raise(engine, normalized, backend) as connection:
-                    drop(connection, backend, name)
+            except BaseException:
+                # The body's own error (a server gone, Ctrl-C) is the one to report; no
+                # report may follow, so what is left on the server is said now as well.
+                _drop_or_say(engine, normalized, backend, name, now=True)
+                raise
+            _drop_or_say(engine, normalized, backend, name, now=False)
         finally:
             with contextlib.suppress(sa_exc.SQLAlchemyError):
                 keeper.close()
     finally:
         engine.dispose()
+
+
+def _drop_or_say(engine: Engine, url: URL, backend: Backend, name: str, *, now: bool) -> None:
+    """Drop the scratch database `name`; when it cannot be (the server stopped answering, a
+    lock held in it), say what is left on the server and how to remove it, as a LeftUndone
+    warning (the run's console and report list those), and on stderr at once when `now`.
+    Never raises: what the run found stands, and an error of the body stays the error."""
+    try:
+        with connect_or_raise(engine, url, backend) as connection:
+            drop(connection, backend, name)
+        return
+    except (UowstressError, sa_exc.SQLAlchemyError, OSError) as error:
+        what = "schema" if backend == "postgresql" else "database"
+        said = hide_secrets(str(error).strip(), url)
+        if not said.startswith("could not remove"):
+            said = f"could not remove the scratch {what} {name}: {said}"
+        message = (
+            f"{said} The scratch {what} {name} is left on {_redacted(url)}: once the server"
+            f" answers, `uowstress cleanup --db-url {_redacted(url)}` drops it"
+        )
+    log.warning("%s", message)
+    if now:
+        print(f"uowstress: {message}", file=sys.stderr)
+    warnings.warn(message, LeftUndone, stacklevel=4)
 
 
 def default_sqlite_directory() -> str | None:

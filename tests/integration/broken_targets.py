@@ -51,6 +51,12 @@ def _reset_then_raise_saying_nothing(self: Any) -> None:
     ledger.LedgerSystem.reset(self)
 
 
+def _dispose_then_raise(self: Any) -> None:
+    # As when the server stopped answering before the run put the system away.
+    ledger.LedgerSystem.dispose(self)
+    raise RuntimeError("connection refused")
+
+
 class _ConnectRaises(ledger.LedgerTarget):
     def connect(self, *_: Any, **__: Any) -> Any:
         raise RuntimeError("misconfigured engine")
@@ -110,6 +116,7 @@ STATE_A_LIST = _with_system(committed_state=lambda self: [])
 RESET_RAISES = _with_system(reset=_raise)
 RESET_RAISES_LATER = _with_system(reset=_reset_then_raise)
 RESET_RAISES_LATER_SAYING_NOTHING = _with_system(reset=_reset_then_raise_saying_nothing)
+DISPOSE_RAISES = _with_system(dispose=_dispose_then_raise)
 ARGUMENTS_INT = _Target()
 ARGUMENTS_INT.operations = _operations(open_account=lambda s, ids: st.integers())
 ARGUMENTS_NOTHING = _Target()

@@ -163,6 +163,21 @@ def test_a_silent_child_is_killed_and_reported() -> None:
     assert not _children_left()
 
 
+def test_a_dispose_that_fails_keeps_the_kills_and_is_an_error_of_the_run() -> None:
+    # As when the server stops answering before the check puts the system away.
+    result = run_durability(
+        "sqlite://",
+        target_spec="tests.integration.broken_targets:DISPOSE_RAISES",
+        kills=2,
+        seed=SEED,
+    )
+    assert len(result.kills) == 2
+    assert result.error == (
+        "the system could not be disposed of: RuntimeError: connection refused"
+    ), result.error
+    assert not _children_left()
+
+
 def test_a_durability_check_that_cannot_start_is_an_error_of_the_run(tmp_path: Path) -> None:
     database = tmp_path / "theirs.db"
     with sqlite3.connect(database) as conn:

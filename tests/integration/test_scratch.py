@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -19,8 +20,9 @@ from sqlalchemy.pool import NullPool
 
 from humanoid_training.persistence.engine import normalize_url
 from tests.integration.support import on_servers, postgres_only
+from uowstress import scratch
 from uowstress.cli import main
-from uowstress.errors import DatabaseUnreachable, UowstressError
+from uowstress.errors import DatabaseUnreachable, LeftUndone, UowstressError
 from uowstress.scratch import (
     SQLITE_DIR_ENV,
     check_url,
@@ -91,6 +93,53 @@ def test_scratch_database_is_removed_when_the_body_raises(server_url: str, backe
         seen = url
         raise BodyFailed
     assert not scratch_exists(server_url, backend, seen)
+
+
+@on_servers
+@pytest.mark.parametrize("body_fails", [False, True])
+def test_a_scratch_database_the_server_cannot_drop_is_said_left_with_how_to_drop_it(
+    server_url: str, backend: str, body_fails: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server stops answering before the run ends: the scratch database stays on it.
+    class BodyFailed(Exception):
+        pass
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise DatabaseUnreachable("cannot connect to the server: connection refused")
+
+    with contextlib.ExitStack() as stack:
+        caught = stack.enter_context(pytest.warns(LeftUndone))
+        if body_fails:
+            # The body's own error is the run's, not the drop's.
+            stack.enter_context(pytest.raises(BodyFailed))
+        url = stack.enter_context(scratch_database(server_url))
+        seen = url
+        monkeypatch.setattr(scratch, "connect_or_raise", gone)
+        if body_fails:
+            raise BodyFailed
+    monkeypatch.undo()
+    try:
+        assert scratch_exists(server_url, backend, seen)
+        (warned,) = caught.list
+        message = str(warned.message)
+        name = _scratch_name(seen, backend)
+        assert "could not remove the scratch" in message and name in message, message
+        assert "uowstress cleanup --db-url" in message, message
+    finally:
+        engine = create_engine(normalize_url(server_url), poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                scratch.drop(connection, backend, _scratch_name(seen, backend))  # type: ignore[arg-type]
+        finally:
+            engine.dispose()
+    assert not scratch_exists(server_url, backend, seen)
+
+
+def _scratch_name(url: URL, backend: str) -> str:
+    if backend == "postgresql":
+        return str(url.query["options"]).rsplit("search_path=", 1)[1]
+    assert url.database is not None
+    return url.database
 
 
 def test_scratch_database_accepts_urls_as_users_write_them(server_url: str, backend: str) -> None:

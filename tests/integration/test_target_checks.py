@@ -119,6 +119,26 @@ def test_a_reset_failing_with_an_empty_message_is_still_a_finding(tmp_path: Path
     ), result.finding.message
 
 
+@pytest.mark.parametrize("machine", ["acid", "sessions"])
+def test_a_dispose_that_fails_keeps_what_the_run_explored_and_is_an_error(
+    tmp_path: Path, machine: str
+) -> None:
+    # The server went away before the end: the run is an error of its own (not a failed test
+    # without a result, which would read as a finding), and what it explored is kept.
+    result = run_acid(
+        "sqlite://",
+        target_spec=SPEC + "DISPOSE_RAISES",
+        machine=machine,
+        settings=_settings(),
+        reproducers_dir=tmp_path,
+    )
+    assert result.finding is None
+    assert result.examples > 0
+    assert result.error == (
+        "the system could not be disposed of: RuntimeError: connection refused"
+    ), result.error
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [

@@ -1189,5 +1189,19 @@ def run_durability(
                 for child in server:
                     child.close()
             finally:
-                system.dispose()
+                try:
+                    system.dispose()
+                except Exception as error:
+                    # Its server stopped answering, say: the kills checked and what they found
+                    # stand, and the run is an error, said beside its own.
+                    line = _Scrubber(db.url)(_first_line(error))
+                    said = "the system could not be disposed of: " + (
+                        f"{type(error).__name__}: {line}" if line else type(error).__name__
+                    )
+                    result.error = "; ".join(filter(None, [result.error, said]))
     return result
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""

@@ -469,7 +469,7 @@ def run_acid(
             result.anomaly_checks = permitted.checks
             result.machine_steps = recorder.machine_steps
             result.warnings = recorder.warnings()
-            system.dispose()
+            _dispose(system, result)
     return result
 
 
@@ -477,6 +477,16 @@ def _hidden(text: str, url: str) -> str:
     """`text` with the secrets of `url` hidden, as written, percent-encoded or decoded, and
     every URL's password: what a system or its target says may quote the URL it was given."""
     return hide_passwords(hide_secrets(text, url))
+
+
+def _dispose(system: System, result: AcidResult) -> None:
+    """Put the system away. When that fails (its server stopped answering, say), what the run
+    found and explored stands: the failure makes the run an error, said beside its own."""
+    try:
+        system.dispose()
+    except Exception as error:
+        said = f"the system could not be disposed of: {in_a_line(error)}"
+        result.error = "; ".join(filter(None, [result.error, said]))
 
 
 def _replay_written(
