@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +76,29 @@ def test_a_report_file_that_cannot_be_written_leaves_the_earlier_runs_reports_wh
         write_reports(changed, tmp_path, ["all"])
     assert {name: earlier[name].read_text() for name in before} == before
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_disk_that_fills_up_while_the_history_is_written_leaves_no_truncated_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    earlier = write_reports(_at(0), tmp_path, ["all"])
+    before = {name: path.read_text() for name, path in earlier.items()}
+    real_write = Path.write_text
+
+    def fills_up(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        if self.parent.name == HISTORY_DIR:
+            real_write(self, data[: len(data) // 2], encoding="utf-8")
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write(self, data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", fills_up)
+    with pytest.raises(ReportError, match="No space left on device"):
+        write_reports(_at(1), tmp_path, ["all"])
+    monkeypatch.undo()
+    assert {name: path.read_text() for name, path in earlier.items()} == before
+    assert sorted(p.name for p in (tmp_path / HISTORY_DIR).iterdir()) == [earlier["history"].name]
+    history = load_history(tmp_path)
+    assert history.unreadable == [] and len(history.runs) == 1
 
 
 def test_analyse_fills_insights_recommendations_and_regressions() -> None:

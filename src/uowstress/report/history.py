@@ -137,7 +137,15 @@ def record(report: Report, output_dir: Path, *, limit: int = HISTORY_LIMIT) -> P
     while path.exists():  # two runs in the same second
         path = folder / f"{stem}-{suffix}.json"
         suffix += 1
-    write_json(_figures_only(report), path)
+    # Written beside its place and then moved in: a disk that fills up midway leaves no
+    # truncated entry, which would be said to be unreadable after every later run.
+    temporary = folder / f".{path.name}.tmp"
+    try:
+        write_json(_figures_only(report), temporary)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     # Only runs are dropped: an entry that cannot be read is left in place (it may be a
     # user's, or one to look at), and does not count towards the limit. A run of another
     # version of uowstress is a run all the same, dropped in its turn (kept, it would stay

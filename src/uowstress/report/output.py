@@ -148,6 +148,8 @@ def write_reports(
     except OSError as error:
         for temporary, _ in staged:
             temporary.unlink(missing_ok=True)
+        if "history" in written:  # the run is not kept without its reports
+            written["history"].unlink(missing_ok=True)
         raise ReportError(
             f"cannot write {target}: {error.strerror or error}; the reports were not written"
             " (those of an earlier run there are as they were): make it writable or choose"
