@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from examples import ledger
 from hypothesis import strategies as st
 from sqlalchemy.engine import url as sa_url
@@ -55,6 +56,35 @@ def _dispose_then_raise(self: Any) -> None:
     # As when the server stopped answering before the run put the system away.
     ledger.LedgerSystem.dispose(self)
     raise RuntimeError("connection refused")
+
+
+def _shutdown_error(self: Any) -> Exception:
+    # What PostgreSQL's `pg_ctl stop` and MariaDB's `shutdown` make the server tell its clients.
+    if self.engine.dialect.name == "postgresql":
+        import psycopg
+
+        orig: Exception = psycopg.errors.AdminShutdown(
+            "terminating connection due to administrator command"
+        )
+    else:
+        import pymysql
+
+        orig = pymysql.err.OperationalError(1053, "Server shutdown in progress")
+    return sa.exc.OperationalError("SELECT 1", {}, orig)
+
+
+def _state_then_shutdown(self: Any) -> Any:
+    # Works for the first reads, then the server goes away for good.
+    self.reads = getattr(self, "reads", 0) + 1
+    if self.reads > 5:
+        raise _shutdown_error(self)
+    return ledger.LedgerSystem.committed_state(self)
+
+
+def _reset_unless_shut_down(self: Any) -> None:
+    if getattr(self, "reads", 0) > 5:
+        raise _shutdown_error(self)
+    ledger.LedgerSystem.reset(self)
 
 
 class _ConnectRaises(ledger.LedgerTarget):
@@ -117,6 +147,9 @@ RESET_RAISES = _with_system(reset=_raise)
 RESET_RAISES_LATER = _with_system(reset=_reset_then_raise)
 RESET_RAISES_LATER_SAYING_NOTHING = _with_system(reset=_reset_then_raise_saying_nothing)
 DISPOSE_RAISES = _with_system(dispose=_dispose_then_raise)
+SERVER_SHUTS_DOWN = _with_system(
+    committed_state=_state_then_shutdown, reset=_reset_unless_shut_down
+)
 ARGUMENTS_INT = _Target()
 ARGUMENTS_INT.operations = _operations(open_account=lambda s, ids: st.integers())
 ARGUMENTS_NOTHING = _Target()

@@ -4,16 +4,19 @@ run that passes having tested nothing."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from tests.integration.support import on_servers
 from uowstress.errors import UowstressError
 from uowstress.stateful.durability import run_durability
-from uowstress.stateful.run import replay, run_acid
+from uowstress.stateful.run import replay, run_acid, server_outage
 from uowstress.target import TargetError, load_target
 
 SPEC = "tests.integration.broken_targets:"
@@ -137,6 +140,39 @@ def test_a_dispose_that_fails_keeps_what_the_run_explored_and_is_an_error(
     assert result.error == (
         "the system could not be disposed of: RuntimeError: connection refused"
     ), result.error
+
+
+@on_servers
+def test_a_server_shutting_down_mid_run_is_an_error_of_the_run_not_a_finding(
+    tmp_path: Path, server_url: str, backend: str
+) -> None:
+    result = run_acid(
+        server_url,
+        target_spec=SPEC + "SERVER_SHUTS_DOWN",
+        settings=_settings(),
+        reproducers_dir=tmp_path,
+    )
+    assert result.finding is None, result.finding
+    assert result.error is not None
+    assert result.error.startswith("the database server stopped answering during the run ("), (
+        result.error
+    )
+    assert "run again once the server is back" in result.error
+    # No reproducer for CI to replay: it would pass once the server is back.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_database_error_while_the_server_does_not_answer_is_an_outage() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gone = f"postgresql+psycopg://root@127.0.0.1:{port}/test"
+    error = sa_exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+    said = server_outage(gone, error)
+    assert said is not None and said.startswith("the database server stopped answering"), said
+    # Not a database error, or no server to stop: the system's own failure.
+    assert server_outage(gone, RuntimeError("a bug")) is None
+    assert server_outage("sqlite:///x.db", error) is None
 
 
 @pytest.mark.parametrize(

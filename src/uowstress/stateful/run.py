@@ -8,7 +8,7 @@ import shlex
 import time
 import unittest
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +18,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as Settings
 from hypothesis.errors import Flaky, HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
+from sqlalchemy import exc as sa_exc
 
 from uowstress import reproducers
 from uowstress.database import default_url, objects_of, prepared_database
@@ -27,7 +28,7 @@ from uowstress.interrupts import raise_if_lost
 from uowstress.metrics import LatencyStats
 from uowstress.profiles import EXAMPLES_DIR, REPRODUCERS_DIR, get_profile, machine_settings
 from uowstress.report.passwords import hide_passwords
-from uowstress.scratch import hide_secrets
+from uowstress.scratch import backend_name, hide_secrets, reachable
 from uowstress.stateful.acid import RunRecorder, acid_machine
 from uowstress.stateful.concurrent import AnomalyTally, ConcurrentExecutor, concurrent_machine
 from uowstress.stateful.durability import replay_kill
@@ -115,6 +116,55 @@ def _failure_from(error: BaseException, recorder: RunRecorder) -> reproducers.Fa
         kind="error",
         message=f"{type(error).__name__}: {error}",
         step=len(recorder.last_steps) or None,
+    )
+
+
+# The server said it is going away or not yet back (PostgreSQL's admin_shutdown,
+# crash_shutdown and cannot_connect_now; MariaDB/MySQL's ER_SERVER_SHUTDOWN).
+_SHUTDOWN_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+_SHUTDOWN_MYSQL_CODES = frozenset({1053})
+
+
+def _database_errors(error: BaseException) -> Iterator[BaseException]:
+    """The drivers' errors in the chain of causes of `error`, each once."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
+            yield current.orig
+        pending += [current.__cause__, current.__context__]
+
+
+def server_outage(url: str, error: BaseException) -> str | None:
+    """Why `error` is the database server's outage rather than the system's failure (None
+    when it is not): the server said it is shutting down, or, the error being a database
+    error, the server no longer answers. A finding then would blame the system for the
+    outage, and its reproducer would replay as FIXED once the server is back."""
+    if backend_name(url) == "sqlite":
+        return None
+    drivers = list(_database_errors(error))
+    if not drivers:
+        return None
+    said = None
+    for orig in drivers:
+        code = getattr(orig, "sqlstate", None)
+        args: tuple[object, ...] = getattr(orig, "args", ())
+        if code in _SHUTDOWN_SQLSTATES or (bool(args) and args[0] in _SHUTDOWN_MYSQL_CODES):
+            said = in_a_line(orig)
+            break
+    if said is None:
+        answers, why = reachable(url)
+        if answers:
+            return None
+        said = why
+    return (
+        f"the database server stopped answering during the run ({hide_secrets(said, url)}):"
+        " what the system did then cannot be judged, so nothing was reported as a finding;"
+        " run again once the server is back"
     )
 
 
@@ -392,6 +442,9 @@ def run_acid(
                 )
             elif isinstance(error, StepError | HypothesisException):
                 result.error = f"{type(error).__name__}: {error}"
+            elif (outage := server_outage(db.url, error)) is not None:
+                # Not the system's doing: no finding, and no reproducer for CI to replay.
+                result.error = outage
             else:
                 found = _failure_from(error, recorder)
                 steps = recorder.last_steps
