@@ -547,6 +547,42 @@ def _findings(store: ResultStore) -> list[Finding]:
     return unique
 
 
+def found_before_interrupt(store: ResultStore, directory: Path, since: float) -> list[str]:
+    """What an interrupted run found before it stopped, for the console, since no report is
+    written: the findings of the tests that ended, and every reproducer the run wrote in
+    `directory` (those of the test it stopped in too), each with its replay command."""
+    from uowstress.reproducers import uv_run
+
+    lines: list[str] = []
+    listed: set[Path] = set()
+    for finding in _findings(store):
+        line = f"FINDING [{finding.kind}] {finding.source}"
+        if finding.reproducer_path is not None:
+            listed.add(Path(finding.reproducer_path).resolve())
+            line += f", written to {finding.reproducer_path}"
+        if finding.replay_command is not None:
+            line += f"; replay: {finding.replay_command}"
+        lines.append(line)
+    try:
+        written = sorted(directory.glob("*.json"))
+    except OSError:
+        written = []
+    for path in written:
+        try:
+            recent = path.stat().st_mtime >= since
+        except OSError:
+            continue
+        if recent and path.resolve() not in listed:
+            where = shlex.quote(str(path))
+            lines.append(
+                f"reproducer written before the interrupt: {path};"
+                f" replay: {uv_run()}uowstress replay {where}"
+            )
+    if lines:
+        lines.insert(0, "what the run found before the interrupt (kept):")
+    return lines
+
+
 def _run_errors(store: ResultStore) -> list[str]:
     """The runs that could not go to their end: an error, not a finding."""
     found = [f"{s.id}: {s.message or 'error'}" for s in store.scenarios if s.status == "error"]
@@ -667,6 +703,7 @@ def run(
 
     collector = _Collector(progress, Path(path))
     started = time.perf_counter()
+    started_at = time.time()  # reproducers written from here on are this run's
     # The suites import the target and the tests from the working directory, as pytest does.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -689,7 +726,12 @@ def run(
             " report was written"
         )
     if status == pytest.ExitCode.INTERRUPTED:
-        raise UowstressError("the run was interrupted; no report written")
+        found = found_before_interrupt(
+            collector.store, Path(str(request.options["reproducers_dir"])), started_at
+        )
+        raise UowstressError(
+            "the run was interrupted; no report written" + "".join(f"\n  {line}" for line in found)
+        )
     if status == pytest.ExitCode.NO_TESTS_COLLECTED:
         raise ConfigError(f"no test was collected from {path} with --pattern {request.pattern!r}")
     errors = collector.errors()

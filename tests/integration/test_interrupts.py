@@ -147,6 +147,56 @@ def test_an_interrupt_python_drops_still_stops_the_run(tmp_path: Path) -> None:
     assert not (tmp_path / "ran-after-the-signal").exists()
 
 
+FOUND_THEN_STOPPED = """
+import os
+import signal
+from pathlib import Path
+
+from tests_support import write_reproducer
+
+
+def test_finds_something():
+    write_reproducer(Path(".hypothesis/reproducers"))
+
+
+def test_then_the_ci_timeout():
+    os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+def test_an_interrupted_run_names_the_reproducers_it_wrote_before(tmp_path: Path) -> None:
+    # A nightly run stopped by its CI timeout writes no report: what it found is said, so that
+    # the reproducers kept in the folder are not left unnoticed.
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_found_then_stopped.py").write_text(FOUND_THEN_STOPPED)
+    (suite / "tests_support.py").write_text(
+        "from tests.integration.test_interrupts import _sqlite_reproducer as write_reproducer\n"
+    )
+    older = _sqlite_reproducer(tmp_path / ".hypothesis" / "reproducers")
+    os.utime(older, (0, 0))  # an earlier run's: not this one's to name
+    (tmp_path / ".hypothesis" / "reproducers" / "old.json").write_text(older.read_text())
+    older.unlink()
+    os.utime(tmp_path / ".hypothesis" / "reproducers" / "old.json", (0, 0))
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "uowstress"), "run", "--path", str(suite)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(suite), os.getcwd()])},
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the run was interrupted; no report written" in done.stderr, done.stderr
+    assert "what the run found before the interrupt (kept):" in done.stderr, done.stderr
+    (written,) = (tmp_path / ".hypothesis" / "reproducers").glob("[0-9a-f]*.json")
+    assert f"reproducer written before the interrupt: .hypothesis/reproducers/{written.name}" in (
+        done.stderr
+    ), done.stderr
+    assert f"uowstress replay .hypothesis/reproducers/{written.name}" in done.stderr
+    assert "old.json" not in done.stderr
+
+
 def _sqlite_reproducer(folder: Path) -> Path:
     """A reproducer of the reference system on SQLite whose two steps fail when replayed."""
     from uowstress import reproducers
