@@ -276,7 +276,7 @@ def check_durability(
 def _kill_finding(
     kill: KillResult,
     backend: str,
-    written: tuple[Reproducer, Path] | None,
+    written: tuple[Reproducer, Path | None] | None,
     url: str,
     replayed_saved: bool,
 ) -> Finding:
@@ -303,7 +303,8 @@ def _kill_finding(
             f" {point.after_acks} acknowledged commit(s), {point.extra_steps} step(s) into the"
             f" next transaction and {point.delay_us} µs later."
         )
-        command = replay_command(reproducer, path, url)
+        # A reproducer that could not be written has no file to replay.
+        command = None if path is None else replay_command(reproducer, path, url)
     return Finding(
         source=f"durability on {backend}, kill {kill.index}",
         kind=kind,

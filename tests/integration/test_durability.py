@@ -128,6 +128,34 @@ def test_the_check_reports_a_commit_acknowledged_before_it_was_made(
         assert written.shrunk_from is not None and written.shrunk_from >= len(written.steps)
 
 
+def test_a_finding_whose_reproducer_cannot_be_written_keeps_its_steps_in_the_report(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A full disk, or a file where the folder goes: the finding still says what was run.
+    monkeypatch.setenv(ACK_EARLY_ENV, "1")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    run = check_durability(
+        "sqlite://",
+        node_id="n",
+        target_spec=TARGET,
+        options={},
+        kills=6,
+        seed=SEED,
+        reproducers_dir=blocker,
+    )
+    assert run.status == "error" and run.error is not None
+    assert "cannot write the reproducer" in run.error
+    assert run.findings
+    for finding in run.findings:
+        assert finding.kind == "lost"
+        assert finding.steps_by_session and finding.steps_by_session[0], finding
+        assert finding.explanation is not None and "killed with SIGKILL" in finding.explanation
+        # No file to replay: no command that would fail to find one.
+        assert finding.reproducer_path is None and finding.replay_command is None
+    assert not _children_left()
+
+
 def test_a_durability_finding_replays_failed_while_the_bug_is_there_and_fixed_after(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -183,7 +183,9 @@ class DurabilityResult:
     error: str | None = None  # the run itself could not be completed
     # Per kill index with a finding: its reproducer and the file it was written to, its
     # failure that of the shrunk workload; or, replaying saved ones, the file it was read from.
-    reproducers: dict[int, tuple[reproducers.Reproducer, Path]] = field(default_factory=dict)
+    # Per kill with a finding, its reproducer and the file it was written to (None: it could
+    # not be written; its steps are still reported)
+    reproducers: dict[int, tuple[reproducers.Reproducer, Path | None]] = field(default_factory=dict)
     replayed_saved: bool = False
 
     @property
@@ -1088,7 +1090,9 @@ def run_durability(
                         reproducers.write(made, reproducers_dir),
                     )
                 except ReproducerError as unwritten:
-                    # The kill's finding stands; the missing file is an error of the run.
+                    # The kill's finding stands, its steps in the report; the missing file is an
+                    # error of the run.
+                    result.reproducers[kill.index] = (made, None)
                     result.error = "; ".join(filter(None, [result.error, str(unwritten)]))
 
         def shrink(plan: KillPlan, kill: KillResult) -> tuple[KillPlan, KillResult]:
