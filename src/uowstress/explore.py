@@ -19,6 +19,7 @@ from uowstress.reproducers import Reproducer, Step
 from uowstress.scratch import backend_name, holds_secret, redacted, same_database
 from uowstress.stateful.durability import KillResult, run_durability
 from uowstress.stateful.run import AcidResult, run_acid
+from uowstress.target import in_a_line
 
 __all__ = ["check_durability", "describe_step", "explore", "finding_of", "replay_command"]
 
@@ -126,6 +127,15 @@ def _budgets(
     if growth:
         add("example_memory_mb", max(growth), "largest memory growth of one example")
     return judged
+
+
+def run_error(error: Exception) -> str:
+    """What stopped a machine or durability run, in a line: uowstress's own errors say what to
+    do; any other (a database error of the target's connect, say) is named by its type and
+    first line, passwords hidden."""
+    if isinstance(error, UowstressError):
+        return str(error)
+    return in_a_line(error)
 
 
 def explore(
@@ -236,16 +246,17 @@ def check_durability(
             reproducers_dir=reproducers_dir,
             replay_saved=replay_saved,
         )
-    except UowstressError as error:
+    except Exception as error:
         # Stopped before it began (a database it must not use, a target that refuses its
-        # options): an error of the run, reported with the others.
+        # options, a server gone between two tests): an error of the run, reported with the
+        # others, not a failed test that would read as a finding.
         return DurabilityRun(
             id=node_id,
             backend=backend_name(url),
             database=redacted(url),
             target=target_spec,
             status="error",
-            error=str(error),
+            error=run_error(error),
         )
     summary: dict[str, Any] = result.summary()
     run = DurabilityRun(

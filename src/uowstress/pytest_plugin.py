@@ -33,7 +33,7 @@ import pytest
 from uowstress.config import DEFAULT_CONFIG_FILE, PerformanceConfig, Tier, load_config
 from uowstress.database import PreparedDatabase, default_url, objects_of, prepared_database
 from uowstress.errors import ConfigError, FaultsNotInjected, NothingToReplay, UowstressError
-from uowstress.explore import check_durability, explore
+from uowstress.explore import check_durability, explore, run_error
 from uowstress.interrupts import (
     acknowledge,
     raise_if_lost,
@@ -682,11 +682,11 @@ class Explorer:
             )
         except NothingToReplay as nothing:
             pytest.skip(str(nothing))
-        except UowstressError as error:
+        except Exception as error:
             # What stops a run before it starts (the target refused its options, a database
-            # holding foreign tables, a server that hides its lock waits): an error of the run,
-            # not a finding, recorded as such; the message says what to do, a traceback would
-            # not.
+            # holding foreign tables, a server that hides its lock waits, a server gone between
+            # two tests): an error of the run, not a finding, recorded as such; the message
+            # says what to do, a traceback would not.
             self.results.machines.append(
                 MachineRun(
                     id=self.request.node.nodeid,
@@ -697,10 +697,10 @@ class Explorer:
                     target_options=dict(self.options["target_options"]),
                     profile=self.options["profile"],
                     status="error",
-                    error=str(error),
+                    error=run_error(error),
                 )
             )
-            _fail(f"{machine} machine: {error}")
+            _fail(f"{machine} machine: {run_error(error)}")
         self.results.machines.append(run)
         head = f"{machine} machine on {run.backend}, {run.examples} examples"
         for said in run.warnings:

@@ -5,6 +5,7 @@ system (or passing)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -92,6 +93,21 @@ class _ConnectRaises(ledger.LedgerTarget):
         raise RuntimeError("misconfigured engine")
 
 
+CONNECT_FAILS_ENV = "UOWSTRESS_TEST_CONNECT_FAILS"
+
+
+class _ConnectFailsWhenTold(ledger.LedgerTarget):
+    """Connects, until a test sets CONNECT_FAILS_ENV: then its server is gone, as the driver
+    says it (a run's checks before it starts connect while it still answers)."""
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        if os.environ.get(CONNECT_FAILS_ENV):
+            raise sa.exc.OperationalError(
+                "SELECT 1", {}, Exception("server closed the connection unexpectedly")
+            )
+        return super().connect(*args, **kwargs)
+
+
 class _OldConnect(ledger.LedgerTarget):
     def connect(self, url: str, options: Mapping[str, str]) -> Any:  # type: ignore[override]
         return super().connect(url, options)
@@ -134,6 +150,7 @@ def _invariants_raise(self: Any, state: Any) -> list[str]:
 
 
 CONNECT_RAISES = _ConnectRaises()
+CONNECT_FAILS_WHEN_TOLD = _ConnectFailsWhenTold()
 OLD_CONNECT = _OldConnect()
 NO_DISPOSE = _Target()
 NO_DISPOSE.system_class = _NoDispose

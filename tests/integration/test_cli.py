@@ -86,6 +86,42 @@ def test_run_explores_with_the_machines_and_writes_the_report(tmp_path: Path) ->
     }
 
 
+def test_a_database_error_that_stops_a_machine_or_the_durability_check_is_an_error_not_a_finding(
+    tmp_path: Path,
+) -> None:
+    # The server goes away between two tests: the target's connect fails with the driver's
+    # error. Exit 2 with the errors listed, not exit 1 as for a failed check.
+    source = """
+        import os
+
+        import pytest
+
+        from tests.integration.broken_targets import CONNECT_FAILS_ENV
+
+
+        @pytest.fixture(autouse=True)
+        def server_gone(monkeypatch):
+            monkeypatch.setenv(CONNECT_FAILS_ENV, "1")
+
+
+        def test_machine_when_the_server_is_gone(uowstress_explorer):
+            uowstress_explorer.machine("acid")
+
+
+        def test_durability_when_the_server_is_gone(uowstress_explorer):
+            uowstress_explorer.durability()
+    """
+    code, out = run_suite(
+        tmp_path, "test_server_gone_between_tests", source,
+        "--target", "tests.integration.broken_targets:CONNECT_FAILS_WHEN_TOLD", "--kills", "1",
+    )  # fmt: skip
+    assert code == 2, out
+    summary = _report(tmp_path / "out")["summary"]
+    assert summary["exit_status"] == 2 and summary["failed_tests"] == [], summary
+    said = "OperationalError: (builtins.Exception) server closed the connection unexpectedly"
+    assert len(summary["errors"]) == 2 and all(said in e for e in summary["errors"]), summary
+
+
 def test_run_with_a_weakening_switch_exits_1_and_reports_the_replay_command(
     tmp_path: Path,
 ) -> None:
