@@ -64,9 +64,8 @@ def _shutdown_error(self: Any) -> Exception:
     if self.engine.dialect.name == "postgresql":
         import psycopg
 
-        orig: Exception = psycopg.errors.AdminShutdown(
-            "terminating connection due to administrator command"
-        )
+        # As a reconnecting pool is told while `pg_ctl stop` runs.
+        orig: Exception = psycopg.errors.CannotConnectNow("the database system is shutting down")
     else:
         import pymysql
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, settings
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from tests.integration.support import on_servers
+from tests.integration.support import on_servers, postgres_only
 from uowstress.errors import UowstressError
 from uowstress.stateful.durability import run_durability
 from uowstress.stateful.run import replay, run_acid, server_outage
@@ -173,6 +173,17 @@ def test_a_database_error_while_the_server_does_not_answer_is_an_outage() -> Non
     # Not a database error, or no server to stop: the system's own failure.
     assert server_outage(gone, RuntimeError("a bug")) is None
     assert server_outage("sqlite:///x.db", error) is None
+
+
+@postgres_only
+def test_a_killed_connection_while_the_server_answers_is_not_an_outage(server_url: str) -> None:
+    # pg_terminate_backend, as the injected kills use it, says "administrator command" too:
+    # how the system copes with that is the machine's to judge.
+    import psycopg
+
+    killed = psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+    error = sa_exc.OperationalError("SELECT 1", {}, killed)
+    assert server_outage(server_url, error) is None
 
 
 @pytest.mark.parametrize(

@@ -119,9 +119,12 @@ def _failure_from(error: BaseException, recorder: RunRecorder) -> reproducers.Fa
     )
 
 
-# The server said it is going away or not yet back (PostgreSQL's admin_shutdown,
-# crash_shutdown and cannot_connect_now; MariaDB/MySQL's ER_SERVER_SHUTDOWN).
-_SHUTDOWN_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# The server said it is going away or not yet back (PostgreSQL's crash_shutdown and
+# cannot_connect_now; MariaDB/MySQL's ER_SERVER_SHUTDOWN). PostgreSQL's admin_shutdown is not
+# among them: pg_terminate_backend, which the injected connection kills use, says it too, and
+# how the system copes with a killed connection is what the machine checks. It counts only
+# when the server no longer answers.
+_SHUTDOWN_SQLSTATES = frozenset({"57P02", "57P03"})
 _SHUTDOWN_MYSQL_CODES = frozenset({1053})
 
 
