@@ -142,15 +142,17 @@ def _database_errors(error: BaseException) -> Iterator[BaseException]:
         pending += [current.__cause__, current.__context__]
 
 
-def server_outage(url: str, error: BaseException) -> str | None:
+def server_outage(url: str, error: BaseException, *, database_error: bool = False) -> str | None:
     """Why `error` is the database server's outage rather than the system's failure (None
     when it is not): the server said it is shutting down, or, the error being a database
-    error, the server no longer answers. A finding then would blame the system for the
-    outage, and its reproducer would replay as FIXED once the server is back."""
+    error (or taken for one: `database_error`, for Hypothesis's report of an example that ran
+    differently the second time, which does not carry it), the server no longer answers. A
+    finding then would blame the system for the outage, and its reproducer would replay as
+    FIXED once the server is back."""
     if backend_name(url) == "sqlite":
         return None
     drivers = list(_database_errors(error))
-    if not drivers:
+    if not drivers and not database_error:
         return None
     said = None
     for orig in drivers:
@@ -437,7 +439,13 @@ def run_acid(
                 # Hypothesis ran the failing example again and reset() failed before it drew
                 # anything: the failure is the one found before, not the system's whim.
                 error, recorder.last_steps = broken_by
-            if isinstance(error, Flaky):
+            if isinstance(error, Flaky) and (
+                outage := server_outage(db.url, error, database_error=True)
+            ):
+                # The example ran differently the second time because the server went away,
+                # not because of the system.
+                result.error = outage
+            elif isinstance(error, Flaky):
                 said = str(error).strip().splitlines()
                 result.error = (
                     f"{_NOT_REPEATABLE} ({type(error).__name__}: {said[0] if said else ''})"
