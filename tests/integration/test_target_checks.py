@@ -5,6 +5,7 @@ run that passes having tested nothing."""
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
@@ -331,6 +332,9 @@ def test_a_committed_state_that_cannot_be_read_is_a_finding_that_replays(
     if machine == "sessions":  # it reads the committed state as it starts, before any step
         assert "before its first step: no reproducer is written" in result.finding.message
         assert result.reproducer_path is None and not list(tmp_path.iterdir())
+        # Every example started a scheduler: none of their session threads is left running.
+        left = [t.name for t in threading.enumerate() if t.name.startswith("uowstress-session-")]
+        assert not left, left
         return
     assert result.reproducer_path is not None
     replayed = replay(result.reproducer_path)

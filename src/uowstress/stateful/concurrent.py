@@ -147,6 +147,8 @@ class ConcurrentExecutor:
         try:
             self.state: State = system.committed_state()
         except Exception as error:
+            # The scheduler's workers and monitor connection would outlive the executor.
+            self.scheduler.close()
             # Worded as the checks after each step word it: a finding of the steps so far.
             raise Finding(
                 "error", f"reading the committed state failed: {type(error).__name__}: {error}"

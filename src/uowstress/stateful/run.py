@@ -453,6 +453,10 @@ def run_acid(
                 )
             elif isinstance(error, StepError | HypothesisException):
                 result.error = f"{type(error).__name__}: {error}"
+            elif isinstance(error, UowstressError) and not recorder.last_steps:
+                # uowstress's own machinery could not start (the scheduler without the
+                # privilege it needs, say): nothing of the system was tried.
+                result.error = str(error)
             elif (outage := server_outage(db.url, error)) is not None:
                 # Not the system's doing: no finding, and no reproducer for CI to replay.
                 result.error = outage
