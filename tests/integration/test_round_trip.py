@@ -34,6 +34,8 @@ from humanoid_training.domain import (
     new_id,
 )
 from humanoid_training.domain.curriculum import CurriculumPlan, CurriculumStage
+from humanoid_training.persistence.unit_of_work import SqlAlchemyUnitOfWork
+from humanoid_training.weakenings import Weakenings
 from tests import strategies as hs
 from tests.integration.support import (
     assert_round_trips,
@@ -145,6 +147,44 @@ def test_a_history_read_after_its_unit_of_work_is_what_was_loaded(schema_engine:
         work.commit()
     assert list(loaded.history) == robot.history[:]
     assert len(reload(schema_engine, robot).history) == 6
+
+
+def test_a_history_read_after_its_block_does_not_use_the_next_block(schema_engine: Engine) -> None:
+    robot = _robot_with_history(3)
+    save_new(schema_engine, robot)
+    work = SqlAlchemyUnitOfWork(schema_engine)
+    with work:
+        loaded = work.robots.get(robot.id)
+    used: list[Any] = []
+    event.listen(schema_engine, "before_cursor_execute", lambda conn, *_: used.append(conn))
+    with work:  # the same unit of work, opened again: its transaction is not the load's
+        assert list(loaded.history) == robot.history[:]
+        assert used and all(conn is not work.connection for conn in used)
+
+
+def test_without_the_version_check_a_history_is_read_as_loaded(schema_engine: Engine) -> None:
+    # Two units of work can then append at one position: a later read of "the first n
+    # entries" would not be the history that was loaded.
+    robot = _robot_with_history(2)
+    save_new(schema_engine, robot)
+    weakened = Weakenings(no_version_check=True)
+
+    def unit() -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(schema_engine, weakenings=weakened)
+
+    def assessed(name: str) -> SkillAssessment:
+        return SkillAssessment(name, S.POSTURAL_CONTROL, 0.99, 0.9, 0.9)
+
+    with unit() as first:
+        stale = first.robots.get(robot.id)
+        with unit() as second:
+            second.robots.get(robot.id).assess(assessed("x"))
+            second.commit()
+        with unit() as reader:
+            seen = reader.robots.get(robot.id)
+        stale.assess(assessed("y"))
+        first.commit()
+    assert [a.id for a in seen.history] == [*(a.id for a in robot.history), "x"]
 
 
 @pytest.mark.slow

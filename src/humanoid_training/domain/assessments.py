@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, overload
 
+from humanoid_training.domain.errors import InvalidValue
 from humanoid_training.domain.values import SkillAssessment
 
 
@@ -32,6 +33,8 @@ class AssessmentHistory(Sequence[SkillAssessment]):
         # Held in full: every entry is in _stored. Not read yet: _length stored entries, then
         # _added. The ids of every entry in memory, either way:
         self._ids = {a.id for a in self._stored}
+        if len(self._ids) != len(self._stored):
+            raise InvalidValue("assessment ids must be unique within a robot's history")
         # What `holds` asked the storage about the stored part, by id (the answers never change).
         self._answers: dict[str, bool] = {}
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus
+from weakref import WeakSet
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
@@ -170,12 +171,25 @@ def make_engine(url: str | URL, options: EngineOptions = EngineOptions()) -> Eng
     extra: dict[str, Any] = {}
     if isolation is not None:
         extra["isolation_level"] = isolation
-    return create_engine(
+    engine = create_engine(
         normalized,
         connect_args={"connect_timeout": options.connect_timeout_s},
         **pool_args,
         **extra,
     )
+    if isolation == "READ UNCOMMITTED":
+        _DIRTY_READS.add(engine)
+    return engine
+
+
+# The engines made here at READ UNCOMMITTED (see reads_uncommitted).
+_DIRTY_READS: WeakSet[Engine] = WeakSet()
+
+
+def reads_uncommitted(engine: Engine) -> bool:
+    """Whether `engine` was made here at READ UNCOMMITTED: what its units of work read may
+    still be rolled back."""
+    return engine in _DIRTY_READS
 
 
 def _install_sqlite_hooks(engine: Engine, options: EngineOptions) -> None:

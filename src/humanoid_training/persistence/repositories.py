@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, Row, select
+from sqlalchemy import Connection, CursorResult, Row, select
 
 from humanoid_training.domain import (
     CurriculumPlan,
@@ -44,6 +44,7 @@ from humanoid_training.domain.aggregate import Aggregate
 from humanoid_training.domain.assessments import AssessmentHistory
 from humanoid_training.persistence import statements as q
 from humanoid_training.persistence import tables as t
+from humanoid_training.persistence.engine import reads_uncommitted
 from humanoid_training.persistence.errors import ConcurrencyConflict, translated_errors
 
 if TYPE_CHECKING:
@@ -234,24 +235,36 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         if not length:
             return AssessmentHistory()
         key = {"b_id": robot_id, "b_length": length}
+        # The block this robot was loaded in: a read after it ends uses a connection of its
+        # own, even when the same unit of work has been opened again since.
+        loaded_on = self._uow.connection
 
         def read() -> list[SkillAssessment]:
             restored = SkillAssessment.restored
-            rows = self._rows(q.ROBOT_HISTORY, key)
+            rows = self._rows(q.ROBOT_HISTORY, key, loaded_on)
             return [
                 restored(id_, _SKILLS[skill], score, confidence, evidence, from_micros(micros))
                 for id_, skill, score, confidence, evidence, micros in rows
             ]
 
         def holds(assessment_id: str) -> bool:
-            return bool(self._rows(q.HISTORY_HOLDS, {**key, "b_assessment_id": assessment_id}))
+            parameters = {**key, "b_assessment_id": assessment_id}
+            return bool(self._rows(q.HISTORY_HOLDS, parameters, loaded_on))
 
+        if self._uow.weakenings.no_version_check or reads_uncommitted(self._uow.engine):
+            # The first `length` entries are then no fixed set: two units of work can append
+            # at one position without the version check, and a length read uncommitted can be
+            # rolled back. Read as loaded, as the history always was before.
+            return AssessmentHistory(read())
         return AssessmentHistory.stored(length, read, holds)
 
-    def _rows(self, statement: q.Prepared, parameters: dict[str, Any]) -> Sequence[Any]:
-        """The rows of a read of stored history: in the unit of work while it is open, on a
-        connection of its own afterwards (what it reads never changes, see ROBOT_HISTORY)."""
-        if self._uow.is_open:
+    def _rows(
+        self, statement: q.Prepared, parameters: dict[str, Any], loaded_on: Connection
+    ) -> Sequence[Any]:
+        """The rows of a read of stored history: in the unit of work's block that loaded the
+        robot while it is open, on a connection of its own afterwards (what it reads never
+        changes, see ROBOT_HISTORY)."""
+        if self._uow.is_open and self._uow.connection is loaded_on:
             return self._read(statement, parameters).all()
         with translated_errors(), self._uow.engine.connect() as connection:
             return statement.run(connection, parameters).all()

@@ -126,3 +126,9 @@ def test_a_deep_copy_is_a_history_held_in_full_that_grows_apart() -> None:
     twin.append(assessment("postural_control", 0.5, id="new"))
     assert twin.is_read and len(twin) == 3 and len(history) == 2
     assert twin[0] is storage.entries[0]
+
+
+def test_a_history_given_in_full_refuses_an_id_twice() -> None:
+    twice = assessment("postural_control", 0.2, id="dup")
+    with pytest.raises(InvalidValue, match="unique"):
+        AssessmentHistory([twice, twice])
