@@ -1483,6 +1483,21 @@ def test_a_machine_that_cannot_start_is_an_error_of_the_run_not_a_finding(
     assert ":pw@" not in json.dumps(report) and ":pw@" not in out
 
 
+def test_an_interrupt_dropped_after_the_last_test_still_stops_the_run(tmp_path: Path) -> None:
+    # As when SIGTERM lands in a garbage collector callback of a run whose workers run the
+    # tests: no later test's setup raises it again, and the run ended as if never stopped.
+    source = """
+        import uowstress.interrupts as interrupts
+
+        def test_last():
+            interrupts._pending = KeyboardInterrupt("stopped by SIGTERM")
+    """
+    code, out = run_suite(tmp_path, "test_dropped_interrupt", source)
+    assert code == 2, out
+    assert "the run was interrupted; no report written" in out, out
+    assert not (tmp_path / "out" / "uowstress-report.json").exists()
+
+
 def test_a_run_with_seed_0_reports_its_seed(tmp_path: Path) -> None:
     # 0 is a seed like any other: the report and the console name it.
     source = """
