@@ -1051,25 +1051,24 @@ class _Analysis:
         j, _ = found
         t = self.txs[j]
         if t.status == "aborted":
-            self._find(
+            anomaly, said = (
                 G1A,
-                [t.id, self.txs[i].id],
-                [k],
-                [(t.id, self.txs[i].id, "wr", k)],
-                f"{self._name(i)} committed after reading {k} = absent, deleted by "
-                f"{self._name(j)}, which did not commit (aborted): an aborted read",
+                (
+                    f"{self._name(i)} committed after reading {k} = absent, deleted by "
+                    f"{self._name(j)}, which did not commit (aborted): an aborted read"
+                ),
             )
-            return
-        final = self.finals[j][k]
-        self._find(
-            G1B,
-            [t.id, self.txs[i].id],
-            [k],
-            [(t.id, self.txs[i].id, "wr", k)],
-            f"{self._name(i)} read {k} = absent, deleted by {self._name(j)}, which later "
-            f"wrote {k} = {_fmt(final.value)} in the same transaction: "
-            f"{self._name(i)} saw an intermediate state",
-        )
+        else:
+            anomaly, said = (
+                G1B,
+                (
+                    f"{self._name(i)} read {k} = absent, deleted by {self._name(j)}, which later "
+                    f"wrote {k} = {_fmt(self.finals[j][k].value)} in the same transaction: "
+                    f"{self._name(i)} saw an intermediate state"
+                ),
+            )
+        edge = (t.id, self.txs[i].id, "wr", k)
+        self._find(anomaly, [t.id, self.txs[i].id], [k], [edge], said)
 
     def _latest_sent_before(self, k: str, idxs: list[int], done: int | None) -> int:
         """The last of the versions ``idxs`` of ``k`` (ascending) whose write was sent before

@@ -934,6 +934,13 @@ def _failure(call: pytest.CallInfo[None], report: pytest.TestReport) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    try:
+        # An interrupt Python dropped after the last test's setup (in a garbage collector
+        # callback, say; a pytest-xdist controller runs no test at all): the session was
+        # interrupted all the same.
+        raise_if_lost()
+    except KeyboardInterrupt:
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
     store = session.config.stash[RESULTS]
     # On a pytest-xdist worker: hand what no test report carried to the controller (see
     # pytest_testnodedown).

@@ -46,7 +46,6 @@ from uowstress.errors import (
     ReportError,
     UowstressError,
 )
-from uowstress.interrupts import raise_if_lost
 from uowstress.options import (
     DEFAULT_PATH,
     check_directory,
@@ -717,12 +716,6 @@ def run(
     ) as scratch:
         args = [*_pytest_args(request, urls, config_path), "--basetemp", str(Path(scratch, "tmp"))]
         status = pytest.main(args, plugins=plugins)
-    try:
-        # An interrupt Python dropped here (in a garbage collector callback, say): with
-        # workers this process runs no test, so no test's setup raised it again.
-        raise_if_lost()
-    except KeyboardInterrupt:
-        status = pytest.ExitCode.INTERRUPTED
     seconds = time.perf_counter() - started
     if collector.collect_errors:
         raise _collection_error(collector.collect_errors)

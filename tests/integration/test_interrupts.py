@@ -130,17 +130,25 @@ def test_after_the_signal():
 """
 
 
+def _uowstress_run(
+    suite: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`uowstress run --path suite` in a process of its own, as a user starts it."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "uowstress"), "run", "--path", str(suite)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
 def test_an_interrupt_python_drops_still_stops_the_run(tmp_path: Path) -> None:
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "test_lost_signal.py").write_text(SIGNALLED_WHERE_PYTHON_DROPS_IT)
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "uowstress"), "run", "--path", str(suite)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _uowstress_run(suite, tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "the run was interrupted" in done.stderr, done.stdout + done.stderr
     assert "KeyboardInterrupt: stopped by SIGTERM" in done.stdout
@@ -178,13 +186,8 @@ def test_an_interrupted_run_names_the_reproducers_it_wrote_before(tmp_path: Path
     (tmp_path / ".hypothesis" / "reproducers" / "old.json").write_text(older.read_text())
     older.unlink()
     os.utime(tmp_path / ".hypothesis" / "reproducers" / "old.json", (0, 0))
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "uowstress"), "run", "--path", str(suite)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(suite), os.getcwd()])},
+    done = _uowstress_run(
+        suite, tmp_path, {**os.environ, "PYTHONPATH": os.pathsep.join([str(suite), os.getcwd()])}
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "the run was interrupted; no report written" in done.stderr, done.stderr
