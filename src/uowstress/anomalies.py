@@ -115,8 +115,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from heapq import heappop, heappush
-from itertools import compress, count, islice
-from operator import le
+from itertools import compress, count, groupby, islice
+from operator import itemgetter, le
 from types import MappingProxyType
 from typing import TypeAlias, cast
 
@@ -297,6 +297,9 @@ def check(
 # Implementation
 
 _WW, _WR, _RW, _PRW = 0, 1, 2, 3
+# Versions asked about together by every predicate (see _Analysis._matching): enough to pay for
+# a step through the predicates, few enough to stay in a CPU cache.
+_PREDICATE_BLOCK = 512
 _KIND = ("ww", "wr", "rw", "prw")
 _M_WW, _M_WR, _M_RW, _M_PRW = 1, 2, 4, 8
 
@@ -1295,48 +1298,50 @@ class _Analysis:
         # Every installed version's value, per key, looked up once for all the predicates, and
         # the versions that hold a value (a delete matches nothing) flat, for the predicates to
         # be called on them in one pass each: (the key's entry, version index, key, value).
-        values: list[tuple[str, list[int]]] = []
+        values: list[tuple[str, list[int], list[int]]] = []
         at: list[int] = []
         idxs: list[int] = []
         keys: list[str] = []
         vals: list[Scalar] = []
         if any(name in self.predicates for name in self.pr_reads):
-            finals, tx_of = self.finals, self.tx_of
+            finals, tx_of, txs = self.finals, self.tx_of, self.txs
             for k, vl in self.vers.items():
                 if k in self.uncertain:
                     continue
+                # When each version's write was sent (see _version_invoke), read here while
+                # the write is at hand rather than looked up again per predicate.
+                sent: list[int] = []
                 for idx, n in enumerate(vl):
-                    v = finals[tx_of[n]][k].value
+                    i = tx_of[n]
+                    installed = finals[i][k]
+                    spans = txs[i].op_spans
+                    sent.append(spans[installed.pos][0] if spans else -1)
+                    v = installed.value
                     if v is not None:
                         at.append(len(values))
                         idxs.append(idx)
                         keys.append(k)
                         vals.append(v)
-                values.append((k, vl))
+                values.append((k, vl, sent))
+        matched = self._matching(keys, vals)
         for name, reads in self.pr_reads.items():
-            fn = self.predicates.get(name)
-            if fn is None:
+            if name not in matched:
                 continue
             # (latest event at which a read could still miss a matching version of the key,
             # key, its version list, indices of its matching and of its other versions, the
             # suffix minima of the latter's send times). A read that completed after that event
             # saw a non-matching version installed after every matching one: no prw edge.
             per_key: list[tuple[float, str, list[int], list[int], list[int], list[int]]] = []
-            hits = list(compress(range(len(keys)), map(fn, keys, vals)))
-            h = 0
-            while h < len(hits):
-                entry = at[hits[h]]
-                yes: list[int] = []
-                while h < len(hits) and at[hits[h]] == entry:
-                    yes.append(idxs[hits[h]])
-                    h += 1
-                k, vl = values[entry]
+            # The matching versions, a key at a time (they are in key order).
+            for entry, hits in groupby(matched[name], at.__getitem__):
+                yes = list(map(idxs.__getitem__, hits))
+                k, vl, sent = values[entry]
                 if len(yes) == len(vl):  # every version matches (one, often)
                     per_key.append((inf, k, vl, yes, [], []))
                     continue
                 matching = set(yes)
                 no = [idx for idx in range(len(vl)) if idx not in matching]
-                mins = [self._version_invoke(k, idx) for idx in no]
+                mins = [sent[idx] for idx in no]
                 for j in range(len(mins) - 2, -1, -1):
                     if mins[j + 1] < mins[j]:
                         mins[j] = mins[j + 1]
@@ -1344,7 +1349,7 @@ class _Analysis:
                 per_key.append((mins[after] if after < len(no) else inf, k, vl, yes, no, mins))
             # A read's edges are made in the order of this ranking, latest such event first
             # (stable: keys in version-order order), as they always were.
-            per_key.sort(key=lambda entry: -entry[0])
+            per_key.sort(key=itemgetter(0), reverse=True)  # reversed, and still stable
             segs: list[_Segment] = []
             for rank, (_, k, vl, yes, no, mins) in enumerate(per_key):
                 lo = -inf
@@ -1361,7 +1366,7 @@ class _Analysis:
                         segs.append((target, lo, hi, (rank, k, target, first)))
             if not segs:
                 continue
-            segs.sort(key=lambda seg: seg[0])
+            segs.sort(key=itemgetter(0))
             self.pr_segs[name] = ([seg[0] for seg in segs], segs)
             queries: list[tuple[int, float, int]] = []
             for i, pos in reads:
@@ -1374,7 +1379,25 @@ class _Analysis:
                 queries.append((node, inf if done is None else done, i * stride + pos))
             queries.sort()
             self.pr_back.update(_stab(segs, queries))
-        self.pr_queries.sort(key=lambda q: q[0])
+        self.pr_queries.sort(key=itemgetter(0))
+
+    def _matching(self, keys: list[str], vals: list[Scalar]) -> dict[str, list[int]]:
+        """Per predicate read, the positions of (``keys[j]``, ``vals[j]``) that it matches.
+
+        Every predicate is asked about every version. The versions are taken a block at a
+        time, every predicate in turn on each block: a predicate looks its version up in data
+        of its own (the footprint's matches, keyed by version), and the block's entries are
+        still in the CPU's caches when the next predicate asks about them. One predicate at a
+        time over the whole history fetched every entry from memory once per predicate: on a
+        history of 100,000 transactions, twice as long per call as on one of 10,000."""
+        fns = {name: self.predicates[name] for name in self.pr_reads if name in self.predicates}
+        matched: dict[str, list[int]] = {name: [] for name in fns}
+        for lo in range(0, len(keys), _PREDICATE_BLOCK):
+            ks, vs = keys[lo : lo + _PREDICATE_BLOCK], vals[lo : lo + _PREDICATE_BLOCK]
+            block = range(lo, lo + len(ks))
+            for name, fn in fns.items():
+                matched[name].extend(compress(block, map(fn, ks, vs)))
+        return matched
 
     # -- 7. reads: wr / rw / prw edges, G1a, G1b, garbage, internal, PMP ---------------------
 

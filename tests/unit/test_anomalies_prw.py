@@ -17,6 +17,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from itertools import count
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -209,6 +210,18 @@ def histories(draw: st.DrawFn) -> list[Transaction]:
 @given(histories())
 def test_prw_edges_left_out_change_no_finding(history: list[Transaction]) -> None:
     _same_as_reference(history, PREDICATES)
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories(), st.integers(1, 3))
+def test_predicates_asked_a_block_of_versions_at_a_time_make_the_same_graph(
+    history: list[Transaction], block: int
+) -> None:
+    whole = _run(_Analysis, history, PREDICATES)
+    with patch.object(anomalies, "_PREDICATE_BLOCK", block):
+        blocked = _run(_Analysis, history, PREDICATES)
+    assert blocked[1:] == whole[1:]
+    assert blocked[0].pr_back == whole[0].pr_back
 
 
 # -- the search for the segments that hold a read --------------------------------------------
