@@ -175,6 +175,10 @@ OPERATION_A_DICT.operations = ({"name": "open_account"},)  # type: ignore[assign
 INVARIANTS_RAISE = _with_system(invariants=_invariants_raise)
 ENABLED_RAISES = _with_operation("deposit", enabled=lambda state: state["no such field"])
 SCOPE_MISSPELT = _with_operation("transfer_now", scope="txn")
+# A misspelt argument in code the model and the system share: both raise KeyError alike.
+APPLY_FAILS_AS_CODE = _with_operation(
+    "deposit", apply=lambda uow, a: ledger.deposit(uow, {**a, "amount": a["amout"]})
+)
 
 
 class _SaysItsUrl(ledger.LedgerTarget):

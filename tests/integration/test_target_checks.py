@@ -215,6 +215,11 @@ def test_a_killed_connection_while_the_server_answers_is_not_an_outage(server_ur
             "the `enabled` of operation deposit raised KeyError: 'no such field'"
             " (broken_targets.py, line",
         ),
+        # The model and the system raise the same error: compared alone, every step passes.
+        (
+            "APPLY_FAILS_AS_CODE",
+            "the model raised KeyError: 'amout', on arguments the target's own strategy drew",
+        ),
     ],
 )
 def test_a_part_that_answers_wrongly_is_an_error_of_the_run(
@@ -258,6 +263,7 @@ def test_target_code_that_raises_is_an_error_of_the_concurrent_machine_too(
         # A forgotten return would pass every kill.
         ("INVARIANTS_NONE", "System.invariants() returned None; it must return a list"),
         ("ENABLED_RAISES", "the `enabled` of operation deposit raised KeyError: 'no such field'"),
+        ("APPLY_FAILS_AS_CODE", "the model raised KeyError: 'amout', on arguments the target's"),
     ],
 )
 def test_target_code_that_answers_wrongly_is_an_error_of_the_durability_check(

@@ -59,6 +59,7 @@ from uowstress.stateful.executor import (
     call,
     diff_states,
     invariants_of,
+    refuse_failing_code,
     refuse_misfit,
 )
 from uowstress.target import (
@@ -277,6 +278,7 @@ def kill_plans(
             args = draw_arguments(draw, op, state, ids)
             outcome = call(op.apply, mirror, args)
             steps.append({"action": "apply", "op": op.name, "args": args})
+            refuse_failing_code(len(steps), op.name, args, outcome)
             outcomes.append(None if outcome.ok else outcome.error_type)
         mirror.commit()
         mirror.__exit__(None, None, None)

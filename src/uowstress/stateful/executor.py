@@ -143,6 +143,23 @@ def refuse_misfit(number: int, name: str, args: Any, expected: Outcome) -> None:
         )
 
 
+def refuse_failing_code(number: int, name: str, args: Any, expected: Outcome) -> None:
+    """StepError when the model's outcome `expected` of drawn step `number` (1-based) is code
+    failing as code fails (KeyError, TypeError, ...) on arguments the target's own strategy
+    drew for the state it was in. The system, running the same code, would most often fail
+    alike, and a step whose model and system raise one error type passes: a broken operation
+    would pass every example."""
+    if expected.error_type in MISFIT_ERRORS:
+        raise StepError(
+            f"step {number}, {name}({json.dumps(args, default=str)}): the model raised"
+            f" {expected.error_type}: {expected.error}, on arguments the target's own strategy"
+            " drew for the state it was in. That is code failing (in the operation, in code"
+            " its model and system share, or in the strategy), not a rule refusing the"
+            " request: fix it, or raise an error of the domain's own where the request is to"
+            " be refused"
+        )
+
+
 def _field_difference(name: str, expected: dict[str, Any], actual: dict[str, Any]) -> str:
     if name not in expected:
         # Often a value the model cannot predict (a clock, a generated key) read into the
@@ -420,10 +437,13 @@ class SingleSessionExecutor:
     def _expected(self, name: str, fn: Any, uow: Any, args: Any) -> Outcome:
         """The model's outcome of a call. Replaying, a model that fails as code fails on input
         it was never meant to take (a missing or misspelt argument, a value of another type)
-        says the step's arguments do not fit; a drawn step's arguments always do."""
+        says the step's arguments do not fit; exploring, the arguments were drawn to fit, so
+        it says the target's code is broken (see refuse_failing_code)."""
         expected = call(fn, uow, args)
         if self.replaying:
             refuse_misfit(len(self.steps), name, args, expected)
+        else:
+            refuse_failing_code(len(self.steps), name, args, expected)
         return expected
 
     def _compare(self, name: str, args: Any, expected: Outcome, actual: Outcome) -> None:
