@@ -20,6 +20,7 @@ from humanoid_training.domain import (
     EpisodeMetrics,
     HumanoidRobot,
     InvalidTransition,
+    InvalidValue,
     LearningSession,
     NotFound,
     SessionStatus,
@@ -373,6 +374,46 @@ def test_sqlite_commit_refused_the_write_lock_can_be_retried(
     with _write_lock_held(path), uow(engine) as work:
         work.robots.get(stored.id)
         work.commit()
+
+
+def test_a_robot_loaded_locked_is_one_committed_state(schema_engine: Engine) -> None:
+    """On every backend: a robot loaded with a lock, after the unit of work has read something
+    else and another has changed the robot since, is one committed state: its skills and
+    history are those of the version it was loaded at. On the servers that is the latest (its
+    row read with FOR UPDATE); at MariaDB's default, REPEATABLE READ, plain reads of its skills
+    and history would still see the snapshot taken at the unit of work's first read. SQLite
+    has no row locks: the load reads the unit of work's snapshot, and the commit is refused."""
+    stored = _stored_robot(schema_engine)
+    bystander = _stored_robot(schema_engine, "Bystander")
+    with uow(schema_engine) as work:
+        work.robots.get(bystander.id)  # MariaDB takes the transaction's snapshot here
+        taught = _assessment(S.STATIC_BALANCE, 0.9)
+        with uow(schema_engine) as meanwhile:
+            meanwhile.robots.get(stored.id).assess(taught)
+            meanwhile.commit()
+        robot = work.robots.get(stored.id, lock=True)
+        on_sqlite = backend_of(schema_engine) == "sqlite"
+        if not on_sqlite:
+            # Asked of the database, before the history is read.
+            with pytest.raises(InvalidValue, match="is already in the history"):
+                robot.assess(taught)
+        expected = stored if on_sqlite else reload(schema_engine, stored)
+        assert robot.version == expected.version
+        assert robot.skills == expected.skills
+        assert list(robot.history) == list(expected.history)
+        robot.assess(_assessment(S.POSTURAL_CONTROL, 0.6))
+        if on_sqlite:
+            with pytest.raises(ConcurrencyConflict):
+                work.commit()
+            return
+        work.commit()
+    after = reload(schema_engine, stored)
+    assert [a.skill for a in after.history] == [
+        S.POSTURAL_CONTROL,
+        S.STATIC_BALANCE,
+        S.POSTURAL_CONTROL,
+    ]
+    assert after.skills == {S.POSTURAL_CONTROL: 0.6, S.STATIC_BALANCE: 0.9}
 
 
 def test_failed_commit_ends_the_transaction(schema_engine: Engine) -> None:
