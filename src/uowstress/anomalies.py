@@ -297,6 +297,8 @@ def check(
 # Implementation
 
 _WW, _WR, _RW, _PRW = 0, 1, 2, 3
+# A write no committed state holds: (value, when it was sent, tx, op position).
+_DirtyWrite: TypeAlias = tuple[Scalar | None, int, int, int]
 # Versions asked about together by every predicate (see _Analysis._matching): enough to pay for
 # a step through the predicates, few enough to stay in a CPU cache.
 _PREDICATE_BLOCK = 512
@@ -619,9 +621,9 @@ class _Analysis:
         self.pr_key: dict[int, tuple[int, int, int]] = {}
         # The runs of nodes (lo, hi) where cycles can lie, in order (see _cycles).
         self.regions: list[tuple[int, int]] = []
-        # Writes no committed state holds, by key: (value, sent, tx, op position); built only
-        # when a read needs them (see _dirty).
-        self._dirty_writes: dict[str, list[tuple[Scalar | None, int, int, int]]] | None = None
+        # Writes no committed state holds, by key, deletes and values apart; built only when a
+        # read needs them (see _dirty).
+        self._dirty_writes: dict[str, tuple[list[_DirtyWrite], list[_DirtyWrite]]] | None = None
 
     # -- driver ------------------------------------------------------------------------------
 
@@ -992,16 +994,17 @@ class _Analysis:
             idx = self._latest_sent_before(k, dl, done)
             if idx >= 0:
                 return idx, True
-        if self._dirty(k, i, done, lambda v: v is None):
+        if self._dirty(k, i, done):
             return None
         return -1, False
 
     def _dirty(
-        self, k: str, i: int, done: int | None, fits: Callable[[Scalar | None], bool]
+        self, k: str, i: int, done: int | None, fits: Callable[[Scalar], bool] | None = None
     ) -> tuple[int, int] | None:
-        """A write of ``k`` satisfying ``fits`` that no committed state holds, sent before
-        event ``done`` (None: no timing) by a transaction other than ``i``: one of an aborted
-        transaction, or one its committed writer overwrote later. (tx, op position), or None.
+        """The first write of ``k`` (in transaction order) that no committed state holds, sent
+        before event ``done`` (None: no timing) by a transaction other than ``i``: one of an
+        aborted transaction, or one its committed writer overwrote later; a delete, or a
+        value satisfying ``fits`` (None: deletes only). (tx, op position), or None.
 
         A read that saw no committed version of ``k`` after the state before the first may
         have seen such a write instead (read uncommitted): it then makes no claim about
@@ -1018,11 +1021,27 @@ class _Analysis:
                         sent = t.op_spans[p][0] if t.op_spans else -1
                         v = op.value
                         assert v is None or isinstance(v, int | str)
-                        self._dirty_writes.setdefault(op.key, []).append((v, sent, j, p))
-        for v, sent, j, p in self._dirty_writes.get(k, ()):
-            if j != i and fits(v) and (done is None or sent < done):
-                return j, p
-        return None
+                        lists = self._dirty_writes.get(op.key)
+                        if lists is None:
+                            lists = self._dirty_writes[op.key] = ([], [])
+                        # Deletes apart: an absent read asks only about them, and scanning
+                        # every dirty value of a key for each such read made the time grow
+                        # with the square of the history.
+                        lists[v is not None].append((v, sent, j, p))
+        lists = self._dirty_writes.get(k)
+        if lists is None:
+            return None
+        deletes, values = lists
+        found: tuple[int, int] | None = None
+        for entries in [deletes] if fits is None else [deletes, values]:
+            for v, sent, j, p in entries:
+                if j == i or (done is not None and sent >= done):
+                    continue
+                if v is None or (fits is not None and fits(v)):
+                    if found is None or (j, p) < found:
+                        found = j, p
+                    break
+        return found
 
     def _commit_position(self, node: int) -> int:
         """The commit position of ``node`` (-1 when not known: a promoted transaction)."""
@@ -1048,7 +1067,7 @@ class _Analysis:
         done = spans[pos][1] if spans else None
         if not self._began_after_first(k, i) or self._shadowed(k, done, lambda v: v is None):
             return
-        found = self._dirty(k, i, done, lambda v: v is None)
+        found = self._dirty(k, i, done)
         if found is None:
             return
         j, _ = found
@@ -1800,7 +1819,7 @@ class _Analysis:
     def _missed_dirty(self, k: str, i: int, done: int | None, fn: Predicate) -> bool:
         """Whether tx ``i``'s predicate read that completed at ``done`` and did not return
         ``k`` may have seen a non-matching uncommitted version of it (see ``_dirty``)."""
-        return self._dirty(k, i, done, lambda v: v is None or not fn(k, v)) is not None
+        return self._dirty(k, i, done, lambda v: not fn(k, v)) is not None
 
     def _later_predicate_edges(
         self, regions: Sequence[tuple[int, int]], inside: Sequence[int]

@@ -3,8 +3,14 @@ initial state: the state before that state is no explanation for them."""
 
 from __future__ import annotations
 
-from uowstress.anomalies import analyse
-from uowstress.history import History, Op, delete, pr, r, w
+import contextlib
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from uowstress.anomalies import _Analysis, analyse
+from uowstress.history import History, Op, Transaction, delete, pr, r, txn, w
 
 PREDICATES = {"all": lambda _k, _v: True, "even": lambda _k, v: isinstance(v, int) and v % 2 == 0}
 
@@ -74,3 +80,78 @@ def test_a_reader_that_began_before_the_first_version_committed_still_gets_its_e
     h.commit_ok(1, 2)
     findings = analyse(h.transactions(), PREDICATES)
     assert "G-single" in {f.anomaly for f in findings}, findings
+
+
+# -- which uncommitted write a read may have seen ------------------------------------------------
+
+
+@st.composite
+def _dirty_histories(draw: st.DrawFn) -> list[Transaction]:
+    """Transactions writing, deleting and reading a few keys, some aborted, some committed
+    with writes they overwrote themselves; with op spans or without."""
+    timed = draw(st.booleans())
+    out: list[Transaction] = []
+    event = 0
+    for tid in range(1, draw(st.integers(1, 12)) + 1):
+        ops: list[Op] = []
+        spans: list[tuple[int, int]] = []
+        for _ in range(draw(st.integers(1, 4))):
+            key = draw(st.sampled_from(["a", "b"]))
+            kind = draw(st.sampled_from(["w", "del", "r"]))
+            ops.append(
+                w(key, tid * 10 + len(ops))
+                if kind == "w"
+                else delete(key)
+                if kind == "del"
+                else r(key)
+            )
+            spans.append((event, event + 1))
+            event += draw(st.integers(1, 3))
+        aborted = draw(st.booleans())
+        event += 1
+        out.append(
+            txn(
+                tid,
+                session=tid % 3,
+                ops=ops,
+                status="aborted" if aborted else "committed",
+                commit=None if aborted else event,
+                spans=spans if timed else (),
+            )
+        )
+    return out
+
+
+def _first_dirty(
+    history: list[Transaction], k: str, i: int, done: int | None, fits: Any
+) -> tuple[int, int] | None:
+    """The first write of ``k`` in transaction order that no committed state holds, by
+    another transaction than ``i``, sent before ``done``: scanned from the history itself."""
+    for j, t in enumerate(history):
+        last = {op.key: p for p, op in enumerate(t.ops) if op.kind in ("w", "del")}
+        for p, op in enumerate(t.ops):
+            if op.key != k or op.kind not in ("w", "del") or j == i:
+                continue
+            if t.status != "aborted" and last[k] == p:
+                continue  # installed: a committed state holds it
+            sent = t.op_spans[p][0] if t.op_spans else -1
+            if done is not None and sent >= done:
+                continue
+            if op.value is None or (fits is not None and fits(op.value)):
+                return j, p
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(_dirty_histories(), st.integers(0, 11), st.one_of(st.none(), st.integers(0, 40)))
+def test_the_uncommitted_write_a_read_may_have_seen_is_the_first_in_transaction_order(
+    history: list[Transaction], reader: int, done: int | None
+) -> None:
+    analysis = _Analysis(history, {})
+    with contextlib.suppress(ValueError):  # a history the checker refuses: nothing to ask
+        analysis.run()
+        for k in ("a", "b"):
+            for fits in (None, lambda v: v % 2 == 0):
+                assert analysis._dirty(k, reader, done, fits) == _first_dirty(
+                    history, k, reader, done, fits
+                )
