@@ -68,7 +68,8 @@ def test_parameters_are_converted_as_sqlalchemy_would(schema_engine: Engine) -> 
     with schema_engine.begin() as connection:
         q.INSERT_ROBOT.run(connection, _robot("r1"))
         q.INSERT_SKILLS.run(connection, {"robot_id": "r1", "skill": "turning", "score": 1})
-        skill, score = q.ROBOT_SKILLS.run(connection, {"b_id": "r1"}).one()
+        row = q.ROBOT_WITH_SKILLS.run(connection, {"b_id": "r1"}).one()
+        skill, score = row.skill, row.score
     assert skill == "turning" and score == 1.0 and isinstance(score, float)
 
 

@@ -378,31 +378,36 @@ def test_sqlite_commit_refused_the_write_lock_can_be_retried(
 
 def test_a_robot_loaded_locked_is_one_committed_state(schema_engine: Engine) -> None:
     """On every backend: a robot loaded with a lock, after the unit of work has read something
-    else and another has changed the robot since, is one committed state: its skills and
-    history are those of the version it was loaded at. On the servers that is the latest (its
-    row read with FOR UPDATE); at MariaDB's default, REPEATABLE READ, plain reads of its skills
-    and history would still see the snapshot taken at the unit of work's first read. SQLite
-    has no row locks: the load reads the unit of work's snapshot, and the commit is refused."""
+    else and another has changed the robot since, is one committed state, or refused. Its
+    root row is read with FOR UPDATE, which returns the latest version, and its parts with
+    plain reads, which return the unit of work's snapshot: at MariaDB's default, REPEATABLE
+    READ, the snapshot of its first read, older than the version locked; that is refused as
+    PostgreSQL refuses it at REPEATABLE READ. SQLite has no row locks: the load reads the
+    snapshot, and the commit is refused."""
     stored = _stored_robot(schema_engine)
     bystander = _stored_robot(schema_engine, "Bystander")
+    backend = backend_of(schema_engine)
     with uow(schema_engine) as work:
         work.robots.get(bystander.id)  # MariaDB takes the transaction's snapshot here
         taught = _assessment(S.STATIC_BALANCE, 0.9)
         with uow(schema_engine) as meanwhile:
             meanwhile.robots.get(stored.id).assess(taught)
             meanwhile.commit()
+        if backend == "mysql":
+            with pytest.raises(RetryableConflict, match="changed since this unit of work's"):
+                work.robots.get(stored.id, lock=True)
+            return
         robot = work.robots.get(stored.id, lock=True)
-        on_sqlite = backend_of(schema_engine) == "sqlite"
-        if not on_sqlite:
+        if backend != "sqlite":
             # Asked of the database, before the history is read.
             with pytest.raises(InvalidValue, match="is already in the history"):
                 robot.assess(taught)
-        expected = stored if on_sqlite else reload(schema_engine, stored)
+        expected = stored if backend == "sqlite" else reload(schema_engine, stored)
         assert robot.version == expected.version
         assert robot.skills == expected.skills
         assert list(robot.history) == list(expected.history)
         robot.assess(_assessment(S.POSTURAL_CONTROL, 0.6))
-        if on_sqlite:
+        if backend == "sqlite":
             with pytest.raises(ConcurrencyConflict):
                 work.commit()
             return
@@ -414,6 +419,29 @@ def test_a_robot_loaded_locked_is_one_committed_state(schema_engine: Engine) -> 
         S.POSTURAL_CONTROL,
     ]
     assert after.skills == {S.POSTURAL_CONTROL: 0.6, S.STATIC_BALANCE: 0.9}
+
+
+def test_a_robot_loaded_locked_holds_up_no_change_of_another(schema_engine: Engine) -> None:
+    """On every backend: while a unit of work holds one robot locked (and has asked whether
+    its history holds an id), another unit of work assesses another robot and commits without
+    waiting. Locking reads of a robot's parts on MariaDB would lock the gaps where the rows
+    they miss would go, and an insert of another robot's history waited for them."""
+    held, other = _stored_robot(schema_engine, "Held"), _stored_robot(schema_engine, "Other")
+    with uow(schema_engine) as work:
+        work.robots.get(held.id, lock=True).assess(_assessment(S.POSTURAL_CONTROL, 0.7))
+
+        def assess_the_other() -> None:
+            with uow(schema_engine) as elsewhere:
+                elsewhere.robots.get(other.id, lock=True).assess(
+                    _assessment(S.POSTURAL_CONTROL, 0.8)
+                )
+                elsewhere.commit()
+
+        [outcome] = run_concurrently([assess_the_other], timeout_s=10)
+        assert outcome.error is None, outcome
+        work.commit()
+    assert reload(schema_engine, other).skills[S.POSTURAL_CONTROL] == 0.8
+    assert reload(schema_engine, held).skills[S.POSTURAL_CONTROL] == 0.7
 
 
 def test_failed_commit_ends_the_transaction(schema_engine: Engine) -> None:

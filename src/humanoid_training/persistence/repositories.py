@@ -45,7 +45,11 @@ from humanoid_training.domain.assessments import AssessmentHistory
 from humanoid_training.persistence import statements as q
 from humanoid_training.persistence import tables as t
 from humanoid_training.persistence.engine import reads_uncommitted
-from humanoid_training.persistence.errors import ConcurrencyConflict, translated_errors
+from humanoid_training.persistence.errors import (
+    ConcurrencyConflict,
+    RetryableConflict,
+    translated_errors,
+)
 
 if TYPE_CHECKING:
     from humanoid_training.persistence.unit_of_work import SqlAlchemyUnitOfWork
@@ -199,19 +203,26 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         key = {"b_id": robot_id}
+        locked = None
         if lock:
-            row = self._read(q.ROBOT_FOR_UPDATE, key).one_or_none()
-            if row is None:
+            locked = self._read(q.ROBOT_FOR_UPDATE, key).one_or_none()
+            if locked is None:
                 raise NotFound(f"no robot with id {robot_id!r}")
-            # Its parts as of the version locked (see ROBOT_SKILLS_LOCKED).
-            locked = self._uow.connection.dialect.name == "mysql"
-            skills_read = q.ROBOT_SKILLS_LOCKED if locked else q.ROBOT_SKILLS
-            found: Sequence[Any] = self._read(skills_read, key).all()
-            skills = {_SKILLS[s]: score for s, score in found}
-            length_read = q.HISTORY_LENGTH_LOCKED if locked else q.HISTORY_LENGTH
-            length = self._read(length_read, key).scalar_one()
-            return self._load(row, skills, length, locked=locked)
         rows = self._read(q.ROBOT_WITH_SKILLS, key).all()
+        if locked is not None and (not rows or rows[0].version != locked.version):
+            # A locking read returns the latest version, a plain one the unit of work's
+            # snapshot: on MySQL and MariaDB at REPEATABLE READ (their default), the snapshot
+            # of its first read, which may be older. The robot's parts (its skills, its
+            # history) are plain reads, so they would not be those of the version locked.
+            # PostgreSQL refuses to lock a row changed since the snapshot; so does this.
+            # (Locking reads of the parts would lock gaps where rows are missing, and hold up
+            # units of work on other robots.)
+            seen = f"version {rows[0].version}" if rows else "no such robot"
+            raise RetryableConflict(
+                "serialization",
+                f"robot {robot_id!r} was changed since this unit of work's snapshot was taken"
+                f" ({seen} there, version {locked.version} locked)",
+            )
         if not rows:
             raise NotFound(f"no robot with id {robot_id!r}")
         # The outer join gives one row per skill, or one row of NULLs for a robot without any.
@@ -219,12 +230,7 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         return self._load(rows[0], skills, rows[0].history_length)
 
     def _load(
-        self,
-        row: Row[Any],
-        skills: dict[SkillType, float],
-        history_length: int,
-        *,
-        locked: bool = False,
+        self, row: Row[Any], skills: dict[SkillType, float], history_length: int
     ) -> HumanoidRobot:
         robot = HumanoidRobot(
             id=row.id,
@@ -233,15 +239,14 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
             robot_type=RobotType(row.robot_type),
             configuration=RobotConfiguration.from_json(self._uow.codec.decode(row.configuration)),
             skills=skills,
-            history=self._history(row.id, history_length, locked=locked),
+            history=self._history(row.id, history_length),
         )
         self._uow.track_loaded(self.kind, robot, self.snapshot(robot))
         return robot
 
-    def _history(self, robot_id: str, length: int, *, locked: bool) -> AssessmentHistory:
+    def _history(self, robot_id: str, length: int) -> AssessmentHistory:
         """The robot's history of `length` stored entries, read only when it is used (see
-        humanoid_training.domain.assessments); `locked`: with locking reads while the block
-        that loaded it is open (see ROBOT_SKILLS_LOCKED)."""
+        humanoid_training.domain.assessments)."""
         if not length:
             return AssessmentHistory()
         key = {"b_id": robot_id, "b_length": length}
@@ -249,12 +254,9 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         # own, even when the same unit of work has been opened again since.
         loaded_on = self._uow.connection
 
-        entries = q.ROBOT_HISTORY_LOCKED if locked else None
-        holds_id = q.HISTORY_HOLDS_LOCKED if locked else None
-
         def read() -> list[SkillAssessment]:
             restored = SkillAssessment.restored
-            rows = self._rows(q.ROBOT_HISTORY, key, loaded_on, entries)
+            rows = self._rows(q.ROBOT_HISTORY, key, loaded_on)
             return [
                 restored(id_, _SKILLS[skill], score, confidence, evidence, from_micros(micros))
                 for id_, skill, score, confidence, evidence, micros in rows
@@ -262,7 +264,7 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
 
         def holds(assessment_id: str) -> bool:
             parameters = {**key, "b_assessment_id": assessment_id}
-            return bool(self._rows(q.HISTORY_HOLDS, parameters, loaded_on, holds_id))
+            return bool(self._rows(q.HISTORY_HOLDS, parameters, loaded_on))
 
         if self._uow.weakenings.no_version_check or reads_uncommitted(self._uow.engine):
             # The first `length` entries are then no fixed set: two units of work can append
@@ -272,17 +274,13 @@ class SqlAlchemyRobotRepository(_SqlRepository, AbstractRobotRepository):
         return AssessmentHistory.stored(length, read, holds)
 
     def _rows(
-        self,
-        statement: q.Prepared,
-        parameters: dict[str, Any],
-        loaded_on: Connection,
-        in_block: q.Prepared | None = None,
+        self, statement: q.Prepared, parameters: dict[str, Any], loaded_on: Connection
     ) -> Sequence[Any]:
         """The rows of a read of stored history: in the unit of work's block that loaded the
-        robot while it is open (with `in_block` instead, when given), on a connection of its
-        own afterwards (what it reads never changes, see ROBOT_HISTORY)."""
+        robot while it is open, on a connection of its own afterwards (what it reads never
+        changes, see ROBOT_HISTORY)."""
         if self._uow.is_open and self._uow.connection is loaded_on:
-            return self._read(in_block or statement, parameters).all()
+            return self._read(statement, parameters).all()
         with translated_errors(), self._uow.engine.connect() as connection:
             return statement.run(connection, parameters).all()
 

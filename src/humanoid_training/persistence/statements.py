@@ -129,18 +129,13 @@ ROBOT_WITH_SKILLS = Prepared(
     .where(t.robots.c.id == bindparam("b_id"))
 )
 # Locking reads take the root row alone: MariaDB has no FOR UPDATE OF and would lock the
-# joined skill rows too.
+# joined skill rows too. The robot's parts are then read with ROBOT_WITH_SKILLS.
 ROBOT_FOR_UPDATE = Prepared(
     select(t.robots).where(t.robots.c.id == bindparam("b_id")).with_for_update()
 )
-_ROBOT_SKILLS = select(t.robot_skills.c.skill, t.robot_skills.c.score).where(
-    t.robot_skills.c.robot_id == bindparam("b_id")
-)
-ROBOT_SKILLS = Prepared(_ROBOT_SKILLS)
-HISTORY_LENGTH = Prepared(_COUNT_HISTORY)
 # The first `b_length` entries of a robot's history: those it had when it was loaded (the
 # history is append-only, so they are the same whenever they are read).
-_ROBOT_HISTORY = (
+ROBOT_HISTORY = Prepared(
     select(
         t.assessments.c.id,
         t.assessments.c.skill,
@@ -153,24 +148,13 @@ _ROBOT_HISTORY = (
     .where(t.assessments.c.seq < bindparam("b_length"))
     .order_by(t.assessments.c.seq, t.assessments.c.id)
 )
-ROBOT_HISTORY = Prepared(_ROBOT_HISTORY)
 # Whether those entries hold an assessment id (a primary key lookup).
-_HISTORY_HOLDS = (
+HISTORY_HOLDS = Prepared(
     select(t.assessments.c.id)
     .where(t.assessments.c.id == bindparam("b_assessment_id"))
     .where(t.assessments.c.robot_id == bindparam("b_id"))
     .where(t.assessments.c.seq < bindparam("b_length"))
 )
-HISTORY_HOLDS = Prepared(_HISTORY_HOLDS)
-# The reads of a robot loaded with ROBOT_FOR_UPDATE, on MySQL and MariaDB: there a plain read
-# in a REPEATABLE READ transaction (their default) returns the snapshot taken at the
-# transaction's first read, older than the root row the locking read returned, while a locking
-# read returns what is committed last. (PostgreSQL refuses a locked row changed since its
-# snapshot, and refuses FOR UPDATE with count(); SQLite has no row locks.)
-ROBOT_SKILLS_LOCKED = Prepared(_ROBOT_SKILLS.with_for_update())
-HISTORY_LENGTH_LOCKED = Prepared(_COUNT_HISTORY.with_for_update())
-ROBOT_HISTORY_LOCKED = Prepared(_ROBOT_HISTORY.with_for_update())
-HISTORY_HOLDS_LOCKED = Prepared(_HISTORY_HOLDS.with_for_update())
 INSERT_ROBOT = Prepared(insert(t.robots), _columns(t.robots))
 INSERT_SKILLS = Prepared(insert(t.robot_skills), _columns(t.robot_skills))
 UPDATE_SKILL_SCORE = Prepared(
