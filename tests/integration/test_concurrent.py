@@ -357,7 +357,14 @@ def test_what_other_sessions_hold_comes_latest_first_across_sessions(tmp_path: P
                 executor.run({"session": session, "action": "begin"})
             executor.run(rename(2, "r1", "older"))
             executor.run(rename(1, "r1", "newer"))
-            executor.run({"session": 1, "action": "apply", "op": "assess", "args": {}})
+            executor.run(
+                {
+                    "session": 1,
+                    "action": "apply",
+                    "op": "assess",
+                    "args": {"robot_id": "r1", "assessments": []},
+                }
+            )
             # Session 1's steps came last, though session 2 is the higher number.
             assert executor.contended(0) == ["r1", "newer", "older"]
             assert executor.contended_operations(0) == ["assess", "rename_robot", "rename_robot"]

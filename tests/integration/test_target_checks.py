@@ -238,6 +238,9 @@ def test_a_part_that_answers_wrongly_is_an_error_of_the_run(
     [
         ("INVARIANTS_RAISE", "System.invariants() raised KeyError: 'no such field'"),
         ("ENABLED_RAISES", "the `enabled` of operation deposit raised KeyError: 'no such field'"),
+        # Nothing compares the concurrent machine's system with a model step by step: the
+        # model is asked once the system has failed so.
+        ("APPLY_FAILS_AS_CODE", "the model raised KeyError: 'amout', on arguments the target's"),
     ],
 )
 def test_target_code_that_raises_is_an_error_of_the_concurrent_machine_too(
@@ -315,6 +318,28 @@ def test_a_password_the_target_quotes_reaches_no_message_reproducer_or_replay(
             run_acid(url, target_spec=SPEC + name, settings=_settings(), reproducers_dir=tmp_path)
         assert said in str(refused.value)
         assert not any(secret in str(refused.value) for secret in secrets), str(refused.value)
+
+
+@pytest.mark.parametrize("machine", ["acid", "sessions"])
+def test_a_system_failing_as_code_fails_where_its_model_does_not_is_a_finding_that_replays(
+    machine: str, tmp_path: Path
+) -> None:
+    # The concurrent machine took any error of the system's for a refusal, and passed.
+    result = run_acid(
+        "sqlite://",
+        target_spec=SPEC + "SYSTEM_FAILS_AS_CODE",
+        machine=machine,
+        settings=_settings(),
+        reproducers_dir=tmp_path,
+    )
+    assert result.error is None, result.error
+    assert result.finding is not None
+    said = "the system raised AttributeError: 'SqlWork' object has no attribute 'balance_of'"
+    assert said in result.finding.message, result.finding.message
+    assert result.reproducer_path is not None
+    replayed = replay(result.reproducer_path)
+    assert replayed.verdict == "FAILED", replayed.detail
+    assert "AttributeError" in replayed.detail
 
 
 @pytest.mark.parametrize("machine", ["acid", "sessions"])

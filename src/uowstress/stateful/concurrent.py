@@ -40,10 +40,12 @@ from uowstress.sessions import Completion, Outcome, Scheduler
 from uowstress.stateful.acid import RunRecorder
 from uowstress.stateful.drawing import choose, draw_arguments, swarms
 from uowstress.stateful.executor import (
+    MISFIT_ERRORS,
     Finding,
     StepError,
     call,
     checked_state,
+    refuse_failing_code,
     refuse_misfit,
 )
 from uowstress.target import (
@@ -84,18 +86,24 @@ class ArgumentsCheck:
     """Steps read from a file, run on a model of their own in the file's order, each session
     with its own unit of work on it: a step whose arguments fit no operation (the model fails
     on them as code fails, see `refuse_misfit`) is a StepError naming it, before the system
-    sees it. The concurrent machine has no model to compare the system with, and the system
-    failing on such a step is no finding: without this, an edited or damaged reproducer would
-    replay as passing.
+    sees it. The concurrent machine has no model to compare the system with step by step:
+    without this, an edited or damaged reproducer would replay as passing (or as the system's
+    finding). `drawn`: steps the machine drew, checked once the system failed as code fails
+    (see `ConcurrentExecutor._refuse_failing_code`).
 
     Which serial order the database chose is not known, so this model's state may differ from
     what is committed: an operation that it refuses for another reason (an aggregate it does
     not have) before reading all its arguments is not checked further."""
 
-    def __init__(self, model: Model, operations: dict[str, Operation]) -> None:
+    def __init__(
+        self, model: Model, operations: dict[str, Operation], *, drawn: bool = False
+    ) -> None:
         self.model = model
         self.operations = operations
         self.uows: dict[int, UnitOfWork] = {}
+        # Steps drawn by the machine, not read from a file: their arguments fit, so the model
+        # failing as code fails says the code is broken (see refuse_failing_code).
+        self._refuse = refuse_failing_code if drawn else refuse_misfit
 
     def follow(self, number: int, step: dict[str, Any]) -> None:
         session, action = step["session"], step.get("action")
@@ -110,7 +118,7 @@ class ArgumentsCheck:
             if on is None:
                 return  # no unit of work open: the executor says so
             args = step.get("args", {})
-            refuse_misfit(number, op.name, args, call(op.apply, on, args))
+            self._refuse(number, op.name, args, call(op.apply, on, args))
         elif action in ("commit", "rollback"):
             ending = self.uows.pop(session, None)
             if ending is not None:
@@ -370,16 +378,47 @@ class ConcurrentExecutor:
         self._submitted[session] = step
         self._flights[session] = self._follow(session, step)
         completions = self.scheduler.submit(session, work)
+        failing_code: tuple[dict[str, Any], Completion] | None = None
         for completion in self._in_order(completions, session, step):
             done = self._submitted.get(completion.session, step)
             self.completions.append((done, completion))
             error = completion.outcome.error
             if error is not None and "Conflict" in type(error).__name__:
                 self.conflicts += 1
+            if (
+                error is not None
+                and type(error).__name__ in MISFIT_ERRORS
+                and done.get("action") in ("apply", "transaction")
+                and failing_code is None
+            ):
+                failing_code = done, completion
             follow = self._flights.pop(completion.session, None)
             if follow is not None:
                 follow(completion.outcome)
+        if failing_code is not None:
+            self._refuse_failing_code(*failing_code)
         return completions
+
+    def _refuse_failing_code(self, step: dict[str, Any], completion: Completion) -> None:
+        """An operation of the system failed as code fails (KeyError, TypeError, ...), which
+        no conflict and no refusal of the domain's rules does. When the model, following the
+        steps so far in their order, fails alike on the step, the target's code is broken
+        (a StepError, see refuse_failing_code); otherwise the system is: a finding. (Replaying,
+        the model has followed every step already.)"""
+        number = next((i for i, s in enumerate(self.steps, 1) if s is step), len(self.steps))
+        if self._arguments is None:
+            check = ArgumentsCheck(self.system.new_model(), self.operations, drawn=True)
+            for i, earlier in enumerate(self.steps[:number], 1):
+                check.follow(i, earlier)
+        error = completion.outcome.error
+        raise Finding(
+            "error",
+            f"step {number}, session {completion.session},"
+            f" {step.get('op')}({json.dumps(step.get('args', {}), default=str)}): the system"
+            f" raised {type(error).__name__}: {error}, which its model, running the same steps"
+            " one after another, does not. That is code failing, not a rule refusing the"
+            " request nor a conflict between units of work",
+        ) from error
 
     @staticmethod
     def _in_order(
