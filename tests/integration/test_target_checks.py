@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from tests.integration.support import on_servers, postgres_only
 from uowstress.errors import UowstressError
 from uowstress.stateful.durability import run_durability
-from uowstress.stateful.run import replay, run_acid, server_outage
+from uowstress.stateful.run import AcidResult, replay, run_acid, server_outage
 from uowstress.target import TargetError, load_target
 
 SPEC = "tests.integration.broken_targets:"
@@ -32,6 +32,18 @@ def _settings() -> settings:
         derandomize=True,
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
+    )
+
+
+def _run(name: str, tmp_path: Path, *, machine: str = "acid", url: str = "sqlite://") -> AcidResult:
+    """A short run of the broken target `name` on `url`, its reproducers written to
+    `tmp_path`."""
+    return run_acid(
+        url,
+        target_spec=SPEC + name,
+        machine=machine,
+        settings=_settings(),
+        reproducers_dir=tmp_path,
     )
 
 
@@ -53,9 +65,7 @@ def test_a_system_that_breaks_the_protocol_stops_the_run_before_it_starts(
     name: str, message: str, tmp_path: Path
 ) -> None:
     with pytest.raises(TargetError) as caught:
-        run_acid(
-            "sqlite://", target_spec=SPEC + name, settings=_settings(), reproducers_dir=tmp_path
-        )
+        _run(name, tmp_path)
     assert message in str(caught.value)
     assert not list(tmp_path.iterdir())
 
@@ -89,13 +99,7 @@ def test_a_reset_failing_after_an_example_is_a_finding_of_that_example(
 ) -> None:
     # Hypothesis runs a failing example again to report it; the reset failing before that run
     # draws anything must not be taken for data generation that depends on outside state.
-    result = run_acid(
-        "sqlite://",
-        target_spec=SPEC + "RESET_RAISES_LATER",
-        machine=machine,
-        settings=_settings(),
-        reproducers_dir=tmp_path,
-    )
+    result = _run("RESET_RAISES_LATER", tmp_path, machine=machine)
     assert result.error is None, result.error
     assert result.finding is not None
     assert (
@@ -109,12 +113,7 @@ def test_a_reset_failing_after_an_example_is_a_finding_of_that_example(
 def test_a_reset_failing_with_an_empty_message_is_still_a_finding(tmp_path: Path) -> None:
     # The reset's exception says nothing: the finding names its type, rather than the run
     # crashing while it words why the steps were not shrunk.
-    result = run_acid(
-        "sqlite://",
-        target_spec=SPEC + "RESET_RAISES_LATER_SAYING_NOTHING",
-        settings=_settings(),
-        reproducers_dir=tmp_path,
-    )
+    result = _run("RESET_RAISES_LATER_SAYING_NOTHING", tmp_path)
     assert result.error is None, result.error
     assert result.finding is not None
     assert (
@@ -129,13 +128,7 @@ def test_a_dispose_that_fails_keeps_what_the_run_explored_and_is_an_error(
 ) -> None:
     # The server went away before the end: the run is an error of its own (not a failed test
     # without a result, which would read as a finding), and what it explored is kept.
-    result = run_acid(
-        "sqlite://",
-        target_spec=SPEC + "DISPOSE_RAISES",
-        machine=machine,
-        settings=_settings(),
-        reproducers_dir=tmp_path,
-    )
+    result = _run("DISPOSE_RAISES", tmp_path, machine=machine)
     assert result.finding is None
     assert result.examples > 0
     assert result.error == (
@@ -147,12 +140,7 @@ def test_a_dispose_that_fails_keeps_what_the_run_explored_and_is_an_error(
 def test_a_server_shutting_down_mid_run_is_an_error_of_the_run_not_a_finding(
     tmp_path: Path, server_url: str, backend: str
 ) -> None:
-    result = run_acid(
-        server_url,
-        target_spec=SPEC + "SERVER_SHUTS_DOWN",
-        settings=_settings(),
-        reproducers_dir=tmp_path,
-    )
+    result = _run("SERVER_SHUTS_DOWN", tmp_path, url=server_url)
     assert result.finding is None, result.finding
     assert result.error is not None
     assert result.error.startswith("the database server stopped answering during the run ("), (
@@ -225,9 +213,7 @@ def test_a_killed_connection_while_the_server_answers_is_not_an_outage(server_ur
 def test_a_part_that_answers_wrongly_is_an_error_of_the_run(
     name: str, message: str, tmp_path: Path
 ) -> None:
-    result = run_acid(
-        "sqlite://", target_spec=SPEC + name, settings=_settings(), reproducers_dir=tmp_path
-    )
+    result = _run(name, tmp_path)
     assert result.finding is None, result.finding
     assert result.error is not None and message in result.error, result.error
     assert not list(tmp_path.iterdir())  # nothing to replay: the system was not at fault
@@ -246,13 +232,7 @@ def test_a_part_that_answers_wrongly_is_an_error_of_the_run(
 def test_target_code_that_raises_is_an_error_of_the_concurrent_machine_too(
     name: str, message: str, tmp_path: Path
 ) -> None:
-    result = run_acid(
-        "sqlite://",
-        target_spec=SPEC + name,
-        machine="sessions",
-        settings=_settings(),
-        reproducers_dir=tmp_path,
-    )
+    result = _run(name, tmp_path, machine="sessions")
     assert result.finding is None, result.finding
     assert result.error is not None and message in result.error, result.error
     assert not list(tmp_path.iterdir())
@@ -296,12 +276,7 @@ def test_a_password_the_target_quotes_reaches_no_message_reproducer_or_replay(
 ) -> None:
     url = make_url(server_url).set(password=_PASSWORD).render_as_string(hide_password=False)
     secrets = (_PASSWORD, quote(_PASSWORD, safe=""))
-    result = run_acid(
-        url,
-        target_spec=SPEC + "STATE_SAYS_PASSWORD",
-        settings=_settings(),
-        reproducers_dir=tmp_path,
-    )
+    result = _run("STATE_SAYS_PASSWORD", tmp_path, url=url)
     assert result.finding is not None, result.error
     assert "password ***" in result.finding.message, result.finding.message
     written = [path.read_text() for path in tmp_path.glob("*.json")]
@@ -315,7 +290,7 @@ def test_a_password_the_target_quotes_reaches_no_message_reproducer_or_replay(
         ("CONNECT_RAISES_SAYING_PASSWORD", "connect() failed: RuntimeError: no engine"),
     ]:
         with pytest.raises(UowstressError) as refused:
-            run_acid(url, target_spec=SPEC + name, settings=_settings(), reproducers_dir=tmp_path)
+            _run(name, tmp_path, url=url)
         assert said in str(refused.value)
         assert not any(secret in str(refused.value) for secret in secrets), str(refused.value)
 
@@ -325,13 +300,7 @@ def test_a_system_failing_as_code_fails_where_its_model_does_not_is_a_finding_th
     machine: str, tmp_path: Path
 ) -> None:
     # The concurrent machine took any error of the system's for a refusal, and passed.
-    result = run_acid(
-        "sqlite://",
-        target_spec=SPEC + "SYSTEM_FAILS_AS_CODE",
-        machine=machine,
-        settings=_settings(),
-        reproducers_dir=tmp_path,
-    )
+    result = _run("SYSTEM_FAILS_AS_CODE", tmp_path, machine=machine)
     assert result.error is None, result.error
     assert result.finding is not None
     said = "the system raised AttributeError: 'SqlWork' object has no attribute 'balance_of'"
@@ -348,13 +317,7 @@ def test_a_committed_state_that_cannot_be_read_is_a_finding_that_replays(
 ) -> None:
     # The concurrent machine reads the committed state as it starts: its failure there was
     # raised out of the shrinker (and out of a replay), a traceback instead of a finding.
-    result = run_acid(
-        "sqlite://",
-        target_spec=SPEC + "STATE_RAISES",
-        machine=machine,
-        settings=_settings(),
-        reproducers_dir=tmp_path,
-    )
+    result = _run("STATE_RAISES", tmp_path, machine=machine)
     assert result.error is None, result.error
     assert result.finding is not None
     assert result.finding.message.startswith(
